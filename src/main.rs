@@ -1,0 +1,70 @@
+//! sdl: a durable MySQL/MariaDB → MongoDB change relay.
+//!
+//! `binlog --(source: ingester)--> WAL (sdl-wal) --(forward + sink)--> MongoDB`
+//!
+//! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
+//! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
+//! [`config`]. Data moves one way; no stage reaches back.
+
+mod config;
+mod event;
+mod forward;
+mod redact;
+mod service;
+mod sink;
+mod source;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Process exit codes (documented in docs/operations.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// A runtime failure: a server unreachable at start, a decode error, a MongoDB rejection.
+    Failure = 1,
+    /// The configuration (or the command line) is wrong.
+    Config = 2,
+    /// The binlog sdl needs is no longer on the source: restarting will not help.
+    BinlogUnavailable = 3,
+}
+
+#[derive(Parser)]
+#[command(name = "sdl", version, about = "Durable MySQL/MariaDB to MongoDB change relay")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay: follow the binlog into the WAL and forward the WAL to MongoDB.
+    Run {
+        /// Path to the TOML configuration (see deploy/sdl.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sdl: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(ExitCode::Failure as u8);
+        }
+    };
+    let result = match cli.command {
+        Command::Run { config } => runtime.block_on(service::run(&config)),
+    };
+    // Don't wait for blocking tasks (e.g. a stuck fsync) after the decision to exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err((code, error)) => {
+            eprintln!("sdl: error: {}", redact::redact_error(&format!("{error:#}")));
+            std::process::ExitCode::from(code as u8)
+        }
+    }
+}

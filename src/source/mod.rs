@@ -1,0 +1,506 @@
+//! The ingester: follows the source's binlog by GTID and appends whole transactions to the WAL.
+//!
+//! # Guarantees
+//! - Every committed source transaction after the starting position is appended to the WAL exactly
+//!   once, whole, in binlog order, together with the GTID position after it.
+//! - The position is saved only in the same atomic, flushed WAL append as the transactions it
+//!   covers; on restart or reconnect the stream resumes from the WAL's position, so a transaction
+//!   that was half-read when the connection dropped is read again from its start.
+//! - Transient failures (network, server restart) are retried with backoff, forever. Definite
+//!   failures (wrong settings, an event that cannot be decoded, purged binlogs, WAL errors) stop
+//!   the ingester with an error that says what to do.
+//!
+//! # Assumptions
+//! The source runs with `log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL` and
+//! `binlog_row_metadata=FULL` (checked at connect), and with GTIDs (MySQL `gtid_mode=ON`).
+
+pub mod decode;
+pub mod gtid;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Conn, Opts, OptsBuilder};
+use sdl_wal::Wal;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::{SourceConfig, StartFrom, WalConfig};
+use crate::event::{Change, SourceTransaction, Value};
+use crate::redact::redact_url;
+use decode::{DecodeError, TransactionAssembler};
+use gtid::Position;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Mariadb,
+    Mysql,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot reach the source database at {url}: {detail}. Check that the server is running and that source.url has the right host and port")]
+    Unreachable { url: String, detail: String },
+    #[error("the source database at {url} refused the login: {detail}. Check the user and password in source.url; the user needs REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges")]
+    AccessDenied { url: String, detail: String },
+    #[error("the source database is not configured for sdl: {setting} is {actual}, sdl needs {required}. {fix}")]
+    Setting {
+        setting: &'static str,
+        actual: String,
+        required: &'static str,
+        fix: &'static str,
+    },
+    #[error("source.start / WAL position: {0}")]
+    Position(#[from] gtid::GtidParseError),
+    #[error("the source cannot serve the binlog sdl needs (resuming after {position}): {detail}. If the binlogs were purged, changes are missing: restore the binlog files, or re-seed deliberately by setting source.start to a GTID position and starting with an empty WAL directory")]
+    BinlogUnavailable { position: String, detail: String },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("WAL append failed: {0}")]
+    Wal(#[from] sdl_wal::WalError),
+    #[error("source query `{query}` failed: {detail}")]
+    Query { query: String, detail: String },
+    /// A failure worth retrying (network, server restart, stream ended).
+    #[error("binlog stream interrupted: {0}")]
+    Transient(String),
+}
+
+impl SourceError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Transient(_))
+    }
+}
+
+/// MySQL error codes that make a connection attempt definitely fail.
+const ER_ACCESS_DENIED: u16 = 1045;
+const ER_DBACCESS_DENIED: u16 = 1044;
+const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
+/// "Got fatal error from master when reading data from binary log" (purged or missing binlog).
+const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
+
+fn classify_connect_error(url: &str, e: mysql_async::Error) -> SourceError {
+    let url = redact_url(url);
+    match e {
+        mysql_async::Error::Server(ref s)
+            if s.code == ER_ACCESS_DENIED
+                || s.code == ER_DBACCESS_DENIED
+                || s.code == ER_SPECIFIC_ACCESS_DENIED =>
+        {
+            SourceError::AccessDenied {
+                url,
+                detail: s.message.clone(),
+            }
+        }
+        other => SourceError::Unreachable {
+            url,
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn query_error(query: &str, e: mysql_async::Error) -> SourceError {
+    match e {
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => {
+            SourceError::Transient(format!("`{query}`: {e}"))
+        }
+        other => SourceError::Query {
+            query: query.to_string(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Opens a connection to the source and checks that its settings allow row-level CDC.
+pub async fn connect(cfg: &SourceConfig) -> Result<(Conn, Flavor), SourceError> {
+    let opts = Opts::from_url(&cfg.url).map_err(|e| SourceError::Unreachable {
+        url: redact_url(&cfg.url),
+        detail: e.to_string(),
+    })?;
+    let opts: Opts = OptsBuilder::from_opts(opts).prefer_socket(false).into();
+    let mut conn = match tokio::time::timeout(cfg.connect_timeout, Conn::new(opts)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(classify_connect_error(&cfg.url, e)),
+        Err(_) => {
+            return Err(SourceError::Unreachable {
+                url: redact_url(&cfg.url),
+                detail: format!("no answer within {:?} (source.connect_timeout)", cfg.connect_timeout),
+            })
+        }
+    };
+    let flavor = check_settings(&mut conn).await?;
+    Ok((conn, flavor))
+}
+
+async fn global_variables(conn: &mut Conn) -> Result<Vec<(String, String)>, SourceError> {
+    let query = "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('version', 'log_bin', 'binlog_format', \
+                 'binlog_row_image', 'binlog_row_metadata', 'gtid_mode')";
+    conn.query::<(String, String), _>(query)
+        .await
+        .map_err(|e| query_error(query, e))
+}
+
+async fn check_settings(conn: &mut Conn) -> Result<Flavor, SourceError> {
+    let vars = global_variables(conn).await?;
+    let get = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let flavor = if get("version").unwrap_or_default().contains("MariaDB") {
+        Flavor::Mariadb
+    } else {
+        Flavor::Mysql
+    };
+    let require = |setting: &'static str,
+                   required: &'static str,
+                   fix: &'static str|
+     -> Result<(), SourceError> {
+        let actual = get(setting).unwrap_or_else(|| "not set (unsupported server version)".into());
+        if actual.eq_ignore_ascii_case(required) {
+            Ok(())
+        } else {
+            Err(SourceError::Setting {
+                setting,
+                actual,
+                required,
+                fix,
+            })
+        }
+    };
+    require(
+        "log_bin",
+        "ON",
+        "Enable the binary log: start the server with --log-bin (and a --server-id).",
+    )?;
+    require(
+        "binlog_format",
+        "ROW",
+        "Set binlog_format=ROW in the server config (SET GLOBAL binlog_format='ROW' applies to new sessions only).",
+    )?;
+    require(
+        "binlog_row_image",
+        "FULL",
+        "Set binlog_row_image=FULL so every change carries whole rows.",
+    )?;
+    require(
+        "binlog_row_metadata",
+        "FULL",
+        "Set binlog_row_metadata=FULL so row events carry column names (MariaDB 10.5+, MySQL 8.0.1+).",
+    )?;
+    if flavor == Flavor::Mysql {
+        require(
+            "gtid_mode",
+            "ON",
+            "Enable GTIDs: set gtid_mode=ON and enforce_gtid_consistency=ON.",
+        )?;
+    }
+    Ok(flavor)
+}
+
+async fn query_string(conn: &mut Conn, query: &str) -> Result<String, SourceError> {
+    conn.query_first::<Option<String>, _>(query)
+        .await
+        .map_err(|e| query_error(query, e))
+        .map(|v| v.flatten().unwrap_or_default())
+}
+
+/// Resolves `source.start` into a concrete position on this server.
+pub async fn resolve_start(
+    conn: &mut Conn,
+    flavor: Flavor,
+    start: &StartFrom,
+) -> Result<Position, SourceError> {
+    let text = match (start, flavor) {
+        (StartFrom::Gtid(text), _) => text.clone(),
+        (StartFrom::Current, Flavor::Mariadb) => {
+            query_string(conn, "SELECT @@GLOBAL.gtid_binlog_pos").await?
+        }
+        (StartFrom::Current, Flavor::Mysql) => {
+            query_string(conn, "SELECT @@GLOBAL.gtid_executed").await?
+        }
+        (StartFrom::Earliest, Flavor::Mysql) => {
+            query_string(conn, "SELECT @@GLOBAL.gtid_purged").await?
+        }
+        (StartFrom::Earliest, Flavor::Mariadb) => mariadb_earliest(conn).await?,
+    };
+    Ok(Position::parse(flavor, &text.replace('\n', ""))?)
+}
+
+/// The GTID state at the start of the oldest binlog file the server still has: its GTID_LIST.
+async fn mariadb_earliest(conn: &mut Conn) -> Result<String, SourceError> {
+    let logs: Vec<mysql_async::Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(|e| query_error("SHOW BINARY LOGS", e))?;
+    let first: String = logs
+        .first()
+        .and_then(|row| row.get::<String, _>(0))
+        .ok_or_else(|| SourceError::Query {
+            query: "SHOW BINARY LOGS".into(),
+            detail: "the server lists no binary logs".into(),
+        })?;
+    let query = format!("SHOW BINLOG EVENTS IN '{}' LIMIT 10", first.replace('\'', "''"));
+    let events: Vec<mysql_async::Row> = conn.query(&query).await.map_err(|e| query_error(&query, e))?;
+    for row in events {
+        let kind: Option<String> = row.get("Event_type");
+        if kind.as_deref() == Some("Gtid_list") {
+            let info: String = row.get("Info").unwrap_or_default();
+            return Ok(info.trim_matches(['[', ']', ' ']).to_string());
+        }
+    }
+    Err(SourceError::Query {
+        query,
+        detail: format!("no Gtid_list event at the start of {first}"),
+    })
+}
+
+async fn open_stream(
+    mut conn: Conn,
+    flavor: Flavor,
+    server_id: u32,
+    position: &Position,
+) -> Result<mysql_async::BinlogStream, SourceError> {
+    let request = BinlogStreamRequest::new(server_id);
+    let request = match (flavor, position) {
+        (Flavor::Mariadb, Position::Mariadb(pos)) => {
+            for statement in [
+                "SET @mariadb_slave_capability=4".to_string(),
+                format!("SET @slave_connect_state='{pos}'"),
+                "SET @slave_gtid_strict_mode=1".to_string(),
+                "SET @slave_gtid_ignore_duplicates=0".to_string(),
+            ] {
+                conn.query_drop(&statement)
+                    .await
+                    .map_err(|e| query_error(&statement, e))?;
+            }
+            request
+        }
+        (Flavor::Mysql, Position::Mysql(set)) => {
+            let sids = set
+                .per_source()
+                .map(|text| {
+                    text.parse::<mysql_async::Sid<'static>>()
+                        .map_err(|e| SourceError::Query {
+                            query: "COM_BINLOG_DUMP_GTID".into(),
+                            detail: format!("GTID set `{text}` is not accepted: {e}"),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            request.with_gtid().with_gtid_set(sids)
+        }
+        (_, position) => {
+            return Err(SourceError::Setting {
+                setting: "source flavor",
+                actual: format!("{flavor:?}"),
+                required: "the flavor that wrote the WAL position",
+                fix: match position {
+                    Position::Mariadb(_) => "The WAL holds a MariaDB position but the source is MySQL: point source.url at the original server, or use a new WAL directory.",
+                    Position::Mysql(_) => "The WAL holds a MySQL position but the source is MariaDB: point source.url at the original server, or use a new WAL directory.",
+                },
+            })
+        }
+    };
+    conn.get_binlog_stream(request)
+        .await
+        .map_err(|e| stream_error(position, e))
+}
+
+fn stream_error(position: &Position, e: mysql_async::Error) -> SourceError {
+    match e {
+        mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_READING_BINLOG => {
+            SourceError::BinlogUnavailable {
+                position: position.to_string(),
+                detail: s.message,
+            }
+        }
+        mysql_async::Error::Server(s) if s.code == ER_ACCESS_DENIED || s.code == ER_SPECIFIC_ACCESS_DENIED => {
+            SourceError::AccessDenied {
+                url: "(binlog stream)".into(),
+                detail: s.message,
+            }
+        }
+        other => SourceError::Transient(other.to_string()),
+    }
+}
+
+/// Runs the ingester until `shutdown` turns true or a definite error occurs.
+///
+/// `appended` is told the WAL's last sequence number after every flushed append.
+pub async fn run(
+    cfg: SourceConfig,
+    wal_cfg: WalConfig,
+    wal: Wal<SourceTransaction>,
+    first_conn: Option<(Conn, Flavor)>,
+    appended: watch::Sender<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let mut reconnect_delay = Duration::from_millis(100);
+    let mut ready = first_conn;
+    loop {
+        let (conn, flavor) = match ready.take() {
+            Some(c) => c,
+            None => match connect(&cfg).await {
+                Ok(c) => c,
+                Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
+                    warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
+                    if wait_or_shutdown(&mut shutdown, reconnect_delay).await {
+                        return Ok(());
+                    }
+                    reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let saved = wal.ingest_position()?.ok_or_else(|| SourceError::Query {
+            query: "WAL ingest position".into(),
+            detail: "the WAL has no ingest position; it must be seeded before the ingester runs"
+                .into(),
+        })?;
+        let position = Position::parse(flavor, &String::from_utf8_lossy(&saved))?;
+        info!(position = %position, "following the binlog");
+        match follow(&cfg, &wal_cfg, &wal, conn, flavor, position, &appended, &mut shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
+                if wait_or_shutdown(&mut shutdown, reconnect_delay).await {
+                    return Ok(());
+                }
+                reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Returns true when shutdown was requested during the wait.
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => *shutdown.borrow(),
+        _ = stopped(shutdown) => true,
+    }
+}
+
+struct PendingGroup {
+    transactions: Vec<SourceTransaction>,
+    bytes: usize,
+    deadline: Option<Instant>,
+    position: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    cfg: &SourceConfig,
+    wal_cfg: &WalConfig,
+    wal: &Wal<SourceTransaction>,
+    conn: Conn,
+    flavor: Flavor,
+    position: Position,
+    appended: &watch::Sender<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let mut stream = open_stream(conn, flavor, cfg.server_id, &position).await?;
+    let mut assembler = TransactionAssembler::new(position.clone());
+    let mut group = PendingGroup {
+        transactions: Vec::new(),
+        bytes: 0,
+        deadline: None,
+        position: position.to_string(),
+    };
+    let result = loop {
+        let deadline = group.deadline;
+        let next = tokio::select! {
+            biased;
+            _ = stopped(shutdown) => break Ok(()),
+            _ = sleep_until_opt(deadline) => {
+                flush(wal, &mut group, appended).await?;
+                continue;
+            }
+            next = stream.next() => next,
+        };
+        let event = match next {
+            None => break Err(SourceError::Transient("the source closed the binlog stream".into())),
+            Some(Err(e)) => break Err(stream_error(assembler.position(), e)),
+            Some(Ok(event)) => event,
+        };
+        match assembler.feed(&event) {
+            Ok(Some(transaction)) => {
+                group.bytes += approximate_size(&transaction);
+                group.position = transaction.position_after.clone();
+                group.transactions.push(transaction);
+                if group.deadline.is_none() {
+                    group.deadline = Some(Instant::now() + wal_cfg.group_commit_delay);
+                }
+                if group.bytes >= wal_cfg.group_commit_bytes {
+                    flush(wal, &mut group, appended).await?;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => break Err(SourceError::Decode(e)),
+        }
+    };
+    // Whatever happened, complete transactions already read are saved before returning; a
+    // half-read transaction is dropped and read again from the saved position.
+    flush(wal, &mut group, appended).await?;
+    let _ = stream.close().await;
+    result
+}
+
+/// Resolves once shutdown is requested (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn flush(
+    wal: &Wal<SourceTransaction>,
+    group: &mut PendingGroup,
+    appended: &watch::Sender<u64>,
+) -> Result<(), SourceError> {
+    group.deadline = None;
+    if group.transactions.is_empty() {
+        return Ok(());
+    }
+    let transactions = std::mem::take(&mut group.transactions);
+    group.bytes = 0;
+    let position = group.position.clone();
+    let wal = wal.clone();
+    let last = tokio::task::spawn_blocking(move || wal.append(&transactions, position.as_bytes()))
+        .await
+        .map_err(|e| SourceError::Transient(format!("WAL append task failed: {e}")))??;
+    appended.send_replace(last);
+    Ok(())
+}
+
+/// A cheap estimate of a transaction's encoded size, for group-commit sizing.
+fn approximate_size(transaction: &SourceTransaction) -> usize {
+    let value_size = |v: &Value| match v {
+        Value::Text(s) | Value::Decimal(s) | Value::Json(s) => s.len() + 2,
+        Value::Bytes(b) => b.len() + 2,
+        _ => 9,
+    };
+    transaction
+        .changes
+        .iter()
+        .map(|change| match change {
+            Change::Row(row) => {
+                let image = |cols: &Option<Vec<crate::event::Column>>| {
+                    cols.as_ref().map_or(0, |cols| {
+                        cols.iter().map(|c| c.name.len() + value_size(&c.value)).sum()
+                    })
+                };
+                64 + image(&row.before) + image(&row.after)
+            }
+            Change::Statement(s) => 64 + s.statement.len(),
+        })
+        .sum::<usize>()
+        + 64
+}

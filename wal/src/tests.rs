@@ -1,0 +1,178 @@
+use super::*;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TestRecord {
+    n: u64,
+    text: String,
+}
+
+impl Record for TestRecord {
+    const FORMAT_VERSION: u16 = 7;
+}
+
+fn rec(n: u64) -> TestRecord {
+    TestRecord {
+        n,
+        text: format!("record {n}"),
+    }
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn appended_records_come_back_in_order_with_position() {
+    let dir = temp_dir();
+    let wal: Wal<TestRecord> = Wal::open(dir.path().join("wal")).unwrap();
+    assert_eq!(wal.last_seq().unwrap(), 0);
+    assert_eq!(wal.ingest_position().unwrap(), None);
+    assert_eq!(wal.append(&[rec(1), rec(2)], b"pos-2").unwrap(), 2);
+    assert_eq!(wal.append(&[rec(3)], b"pos-3").unwrap(), 3);
+    let got = wal.read_from(1, 10, usize::MAX).unwrap();
+    let ns: Vec<u64> = got.iter().map(|s| s.record.n).collect();
+    assert_eq!(ns, vec![1, 2, 3]);
+    assert_eq!(got.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(wal.ingest_position().unwrap().as_deref(), Some(&b"pos-3"[..]));
+}
+
+#[test]
+fn state_survives_reopen() {
+    let dir = temp_dir();
+    let path = dir.path().join("wal");
+    let id;
+    {
+        let wal: Wal<TestRecord> = Wal::open(&path).unwrap();
+        id = wal.id();
+        wal.append(&[rec(1), rec(2), rec(3)], b"p").unwrap();
+        wal.acknowledge(2).unwrap();
+    }
+    let wal: Wal<TestRecord> = Wal::open(&path).unwrap();
+    assert_eq!(wal.id(), id);
+    assert_eq!(wal.acked().unwrap(), 2);
+    assert_eq!(wal.last_seq().unwrap(), 3);
+    assert_eq!(wal.read_from(3, 10, usize::MAX).unwrap()[0].record, rec(3));
+}
+
+#[test]
+fn acknowledge_never_moves_back_and_never_past_the_end() {
+    let dir = temp_dir();
+    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    wal.append(&[rec(1), rec(2)], b"p").unwrap();
+    wal.acknowledge(2).unwrap();
+    wal.acknowledge(1).unwrap();
+    assert_eq!(wal.acked().unwrap(), 2);
+    assert!(matches!(
+        wal.acknowledge(3),
+        Err(WalError::AckBeyondEnd { requested: 3, last: 2 })
+    ));
+}
+
+#[test]
+fn pruning_removes_only_acknowledged_records_and_sequences_continue() {
+    let dir = temp_dir();
+    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    wal.append(&[rec(1), rec(2), rec(3), rec(4)], b"p").unwrap();
+    wal.acknowledge(2).unwrap();
+    assert_eq!(wal.prune_acknowledged(u64::MAX).unwrap(), 2);
+    assert_eq!(wal.first_seq().unwrap(), Some(3));
+    wal.acknowledge(4).unwrap();
+    wal.prune_acknowledged(u64::MAX).unwrap();
+    assert_eq!(wal.first_seq().unwrap(), None);
+    assert_eq!(wal.append(&[rec(5)], b"p").unwrap(), 5);
+}
+
+#[test]
+fn read_from_respects_count_and_byte_limits() {
+    let dir = temp_dir();
+    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    wal.append(&(1..=10).map(rec).collect::<Vec<_>>(), b"p").unwrap();
+    assert_eq!(wal.read_from(1, 4, usize::MAX).unwrap().len(), 4);
+    // A byte limit smaller than one frame still yields one record, so the reader always progresses.
+    assert_eq!(wal.read_from(5, 100, 1).unwrap().len(), 1);
+    assert_eq!(wal.read_from(11, 100, usize::MAX).unwrap().len(), 0);
+}
+
+#[test]
+fn damaged_record_is_reported_with_its_sequence() {
+    let dir = temp_dir();
+    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    wal.append(&[rec(1), rec(2)], b"p").unwrap();
+    let mut frame = wal.tree.get(record_key(2)).unwrap().unwrap().to_vec();
+    let last = frame.len() - 1;
+    frame[last] ^= 0x01;
+    wal.tree.insert(record_key(2), frame).unwrap();
+    assert_eq!(wal.read_from(1, 1, usize::MAX).unwrap().len(), 1);
+    match wal.read_from(1, 10, usize::MAX) {
+        Err(WalError::Corrupt {
+            seq: 2,
+            source: FrameError::Checksum { .. },
+        }) => {}
+        other => panic!("expected a checksum error on record 2, got {other:?}"),
+    }
+}
+
+#[test]
+fn future_version_is_an_error_naming_the_version() {
+    let frame = encode_frame(8, &rec(1)).unwrap();
+    assert_eq!(
+        decode_frame::<TestRecord>(7, &frame),
+        Err(FrameError::UnknownVersion {
+            found: 8,
+            supported: 7
+        })
+    );
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = temp_dir();
+    let _first: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let err = match Wal::<TestRecord>::open(dir.path()) {
+        Ok(_) => panic!("second open succeeded"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, WalError::Open { .. }), "{err}");
+}
+
+#[test]
+fn directory_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let path = dir.path().join("nested/wal");
+    let _wal: Wal<TestRecord> = Wal::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
+mod framing_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(n in any::<u64>(), text in ".*") {
+            let r = TestRecord { n, text };
+            let frame = encode_frame(7, &r).unwrap();
+            prop_assert_eq!(decode_frame::<TestRecord>(7, &frame).unwrap(), r);
+        }
+
+        #[test]
+        fn any_single_bit_flip_is_detected(n in any::<u64>(), text in ".{0,64}", bit in any::<prop::sample::Index>()) {
+            let r = TestRecord { n, text };
+            let mut frame = encode_frame(7, &r).unwrap();
+            let i = bit.index(frame.len() * 8);
+            frame[i / 8] ^= 1 << (i % 8);
+            prop_assert!(decode_frame::<TestRecord>(7, &frame).is_err());
+        }
+
+        #[test]
+        fn any_truncation_is_detected(n in any::<u64>(), text in ".{0,64}", cut in any::<prop::sample::Index>()) {
+            let r = TestRecord { n, text };
+            let frame = encode_frame(7, &r).unwrap();
+            let keep = cut.index(frame.len());
+            prop_assert!(decode_frame::<TestRecord>(7, &frame[..keep]).is_err());
+        }
+    }
+}
