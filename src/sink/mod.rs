@@ -33,7 +33,6 @@ use crate::redact::{redact_error, redact_url};
 
 pub const CHANGES_COLLECTION: &str = "row_changes";
 pub const OFFSETS_COLLECTION: &str = "binlog_offsets";
-pub const STAGING_COLLECTION: &str = "row_changes_staging";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -84,15 +84,6 @@ impl TransactionAssembler {
         &self.position
     }
 
-    pub fn current_file(&self) -> &str {
-        &self.file
-    }
-
-    /// True while a transaction has begun but not committed.
-    pub fn in_transaction(&self) -> bool {
-        self.open.is_some()
-    }
-
     /// Feeds one event. Returns a transaction when this event completed one.
     pub fn feed(&mut self, event: &Event) -> Result<Option<SourceTransaction>, DecodeError> {
         let header = event.header();

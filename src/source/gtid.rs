@@ -72,10 +72,6 @@ impl MariadbPosition {
     pub fn advance(&mut self, gtid: MariadbGtid) {
         self.domains.insert(gtid.domain, gtid);
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.domains.is_empty()
-    }
 }
 
 impl fmt::Display for MariadbPosition {
@@ -211,7 +207,7 @@ mod tests {
             seq: 1,
         });
         assert_eq!(pos.to_string(), "0-3-101,1-2-7,5-1-1");
-        assert!(MariadbPosition::parse("").unwrap().is_empty());
+        assert_eq!(MariadbPosition::parse("").unwrap(), MariadbPosition::default());
     }
 
     #[test]
