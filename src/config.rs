@@ -178,7 +178,7 @@ impl Config {
             return Err(invalid(
                 "source.url",
                 format!(
-                    "{} (expected mysql://user:password@host:port)",
+                    "{} (expected a mysql:// URL with user, password, host and port)",
                     crate::redact::redact_error(&e.to_string())
                 ),
             ));
