@@ -201,7 +201,10 @@ impl Config {
         if self.sink.database.is_empty() || self.sink.database.contains(['/', '.', ' ', '$']) {
             return Err(invalid(
                 "sink.database",
-                format!("`{}` is not a valid MongoDB database name", self.sink.database),
+                format!(
+                    "`{}` is not a valid MongoDB database name",
+                    self.sink.database
+                ),
             ));
         }
         if self.sink.batch_max_documents == 0 || self.sink.batch_max_bytes == 0 {

@@ -103,7 +103,10 @@ pub enum Value {
         micros: u32,
     },
     /// TIMESTAMP as seconds and microseconds since the Unix epoch (UTC).
-    Timestamp { seconds: i64, micros: u32 },
+    Timestamp {
+        seconds: i64,
+        micros: u32,
+    },
     /// TIME, possibly negative and over 24 hours.
     Time {
         negative: bool,

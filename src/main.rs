@@ -30,7 +30,11 @@ pub enum ExitCode {
 }
 
 #[derive(Parser)]
-#[command(name = "sdl", version, about = "Durable MySQL/MariaDB to MongoDB change relay")]
+#[command(
+    name = "sdl",
+    version,
+    about = "Durable MySQL/MariaDB to MongoDB change relay"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +52,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sdl: cannot start the async runtime: {e}");
@@ -63,7 +70,10 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err((code, error)) => {
-            eprintln!("sdl: error: {}", redact::redact_error(&format!("{error:#}")));
+            eprintln!(
+                "sdl: error: {}",
+                redact::redact_error(&format!("{error:#}"))
+            );
             std::process::ExitCode::from(code as u8)
         }
     }

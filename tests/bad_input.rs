@@ -38,11 +38,20 @@ fn assert_fails(config_path: &str, code: i32, expected: &[&str]) -> String {
         .find(|l| l.starts_with("sdl: error:"))
         .unwrap_or_else(|| panic!("no `sdl: error:` line in:\n{stderr}"));
     for needle in expected {
-        assert!(error_line.contains(needle), "`{needle}` missing from: {error_line}");
+        assert!(
+            error_line.contains(needle),
+            "`{needle}` missing from: {error_line}"
+        );
     }
     assert!(!stderr.contains("panicked"), "panic in:\n{stderr}");
-    assert!(!stderr.contains("stack backtrace"), "backtrace in:\n{stderr}");
-    assert!(!stderr.contains(SDL_PASSWORD), "password leaked in:\n{stderr}");
+    assert!(
+        !stderr.contains("stack backtrace"),
+        "backtrace in:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(SDL_PASSWORD),
+        "password leaked in:\n{stderr}"
+    );
     error_line.to_string()
 }
 
@@ -50,7 +59,11 @@ fn assert_fails(config_path: &str, code: i32, expected: &[&str]) -> String {
 fn missing_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.toml").display().to_string();
-    assert_fails(&path, 2, &["cannot read the config file", "nope.toml", "--config"]);
+    assert_fails(
+        &path,
+        2,
+        &["cannot read the config file", "nope.toml", "--config"],
+    );
 }
 
 #[test]
@@ -63,8 +76,12 @@ fn malformed_config_file() {
 #[test]
 fn unknown_key() {
     let dir = tempfile::tempdir().unwrap();
-    let text = config("mysql://u:p@127.0.0.1:1", "mongodb://127.0.0.1:1", &dir.path().join("wal"))
-        .replace("[wal]", "[wal]\nretention = \"1h\"");
+    let text = config(
+        "mysql://u:p@127.0.0.1:1",
+        "mongodb://127.0.0.1:1",
+        &dir.path().join("wal"),
+    )
+    .replace("[wal]", "[wal]\nretention = \"1h\"");
     let path = write_config(&dir, &text);
     assert_fails(&path, 2, &["unknown field `retention`", "deploy/sdl.toml"]);
 }
@@ -82,7 +99,14 @@ fn malformed_urls() {
     let dir = tempfile::tempdir().unwrap();
     let wal = dir.path().join("wal");
     let path = write_config(&dir, &config("postgres://x", "mongodb://127.0.0.1:1", &wal));
-    assert_fails(&path, 2, &["source.url", "mysql:// URL with user, password, host and port"]);
+    assert_fails(
+        &path,
+        2,
+        &[
+            "source.url",
+            "mysql:// URL with user, password, host and port",
+        ],
+    );
     let path = write_config(&dir, &config("mysql://u:p@127.0.0.1:1", "http://x", &wal));
     assert_fails(&path, 2, &["sink.url", "mongodb://"]);
 }
@@ -91,13 +115,25 @@ fn malformed_urls() {
 fn unreachable_source() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("mysql://sdl:{SDL_PASSWORD}@127.0.0.1:{}", free_port());
-    let path = write_config(&dir, &config(&url, "mongodb://127.0.0.1:1", &dir.path().join("wal")));
-    assert_fails(&path, 1, &["cannot reach the source database", "sdl:***@127.0.0.1", "host and port"]);
+    let path = write_config(
+        &dir,
+        &config(&url, "mongodb://127.0.0.1:1", &dir.path().join("wal")),
+    );
+    assert_fails(
+        &path,
+        1,
+        &[
+            "cannot reach the source database",
+            "sdl:***@127.0.0.1",
+            "host and port",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn wrong_credentials_and_unreachable_sink_and_standalone_sink() {
-    let (mariadb, standalone) = tokio::join!(MariaDb::start(), Mongo::start_with(&["--standalone"]));
+    let (mariadb, standalone) =
+        tokio::join!(MariaDb::start(), Mongo::start_with(&["--standalone"]));
     let dir = tempfile::tempdir().unwrap();
     let wal = dir.path().join("wal");
 
@@ -117,7 +153,14 @@ async fn wrong_credentials_and_unreachable_sink_and_standalone_sink() {
 async fn binlog_off() {
     let mariadb = MariaDb::start_with(&["--skip-log-bin"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &config(&mariadb.sdl_url(), "mongodb://127.0.0.1:1", &dir.path().join("wal")));
+    let path = write_config(
+        &dir,
+        &config(
+            &mariadb.sdl_url(),
+            "mongodb://127.0.0.1:1",
+            &dir.path().join("wal"),
+        ),
+    );
     assert_fails(&path, 1, &["log_bin is OFF", "--log-bin"]);
 }
 
@@ -125,14 +168,36 @@ async fn binlog_off() {
 async fn binlog_not_row() {
     let mariadb = MariaDb::start_with(&["--binlog-format=STATEMENT"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &config(&mariadb.sdl_url(), "mongodb://127.0.0.1:1", &dir.path().join("wal")));
-    assert_fails(&path, 1, &["binlog_format is STATEMENT", "binlog_format=ROW"]);
+    let path = write_config(
+        &dir,
+        &config(
+            &mariadb.sdl_url(),
+            "mongodb://127.0.0.1:1",
+            &dir.path().join("wal"),
+        ),
+    );
+    assert_fails(
+        &path,
+        1,
+        &["binlog_format is STATEMENT", "binlog_format=ROW"],
+    );
 }
 
 #[tokio::test]
 async fn row_metadata_minimal() {
     let mariadb = MariaDb::start_with(&["--binlog-row-metadata=MINIMAL"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &config(&mariadb.sdl_url(), "mongodb://127.0.0.1:1", &dir.path().join("wal")));
-    assert_fails(&path, 1, &["binlog_row_metadata is MINIMAL", "column names"]);
+    let path = write_config(
+        &dir,
+        &config(
+            &mariadb.sdl_url(),
+            "mongodb://127.0.0.1:1",
+            &dir.path().join("wal"),
+        ),
+    );
+    assert_fails(
+        &path,
+        1,
+        &["binlog_row_metadata is MINIMAL", "column names"],
+    );
 }

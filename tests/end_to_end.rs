@@ -30,7 +30,13 @@ async fn workload_arrives_exactly_once() {
 
     let mut workload = Workload::new(42);
     workload.run(&mut conn, ROW_CHANGES).await;
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, DRAIN_TIMEOUT, &sdl).await;
+    wait_for_offset(
+        &mongo,
+        &mariadb.gtid_binlog_pos().await,
+        DRAIN_TIMEOUT,
+        &sdl,
+    )
+    .await;
 
     assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
     assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
@@ -58,7 +64,9 @@ async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
         async move {
             let mut conn = workload_conn;
             let mut workload = Workload::new(7);
-            workload.run_while(&mut conn, ROW_CHANGES, &keep_going).await;
+            workload
+                .run_while(&mut conn, ROW_CHANGES, &keep_going)
+                .await;
             workload
         }
     });
@@ -69,12 +77,19 @@ async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
 
     // SIGTERM once documents are flowing: a clean exit (0) within the shutdown timeout.
     wait_until("first documents", DRAIN_TIMEOUT, || async {
-        assert!(!workload.is_finished() || count().await > 0, "workload ended early");
+        assert!(
+            !workload.is_finished() || count().await > 0,
+            "workload ended early"
+        );
         (count().await > 500).then_some(())
     })
     .await;
     let status = sdl.terminate(Duration::from_secs(30));
-    assert!(status.success(), "SIGTERM exit status {status}:\n{}", sdl.logs());
+    assert!(
+        status.success(),
+        "SIGTERM exit status {status}:\n{}",
+        sdl.logs()
+    );
     sdl.start();
 
     // SIGKILL at a later point, mid-stream.
@@ -89,14 +104,23 @@ async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
     keep_going.store(false, Ordering::SeqCst);
 
     let workload = workload.await.unwrap();
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, DRAIN_TIMEOUT, &sdl).await;
+    wait_for_offset(
+        &mongo,
+        &mariadb.gtid_binlog_pos().await,
+        DRAIN_TIMEOUT,
+        &sdl,
+    )
+    .await;
     assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
     let ddl = common::change_documents(&mongo)
         .await
         .into_iter()
         .filter(|d| d.get_str("op") == Ok("ddl"))
         .count();
-    assert!(ddl >= 4, "CREATE statements are relayed as ddl documents (found {ddl})");
+    assert!(
+        ddl >= 4,
+        "CREATE statements are relayed as ddl documents (found {ddl})"
+    );
     assert!(sdl.terminate(Duration::from_secs(30)).success());
     eprintln!(
         "{} row changes in {} transactions arrived exactly once across a SIGTERM and a SIGKILL restart",

@@ -125,9 +125,9 @@ pub fn value_to_bson(value: &Value) -> Bson {
         } => Bson::String(format!(
             "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}"
         )),
-        Value::Timestamp { seconds, micros } => {
-            Bson::DateTime(bson::DateTime::from_millis(seconds * 1000 + i64::from(*micros) / 1000))
-        }
+        Value::Timestamp { seconds, micros } => Bson::DateTime(bson::DateTime::from_millis(
+            seconds * 1000 + i64::from(*micros) / 1000,
+        )),
         Value::Time {
             negative,
             hours,

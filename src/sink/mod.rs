@@ -64,7 +64,11 @@ impl SinkError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            SinkError::Unreachable { .. } | SinkError::Operation { transient: true, .. }
+            SinkError::Unreachable { .. }
+                | SinkError::Operation {
+                    transient: true,
+                    ..
+                }
         )
     }
 }
@@ -89,8 +93,21 @@ fn is_transient(e: &MongoError) -> bool {
     matches!(
         error_code(e),
         Some(
-            6 | 7 | 89 | 91 | 189 | 262 | 9001 | 10107 | 11600 | 11602 | 13435 | 13436 | 112
-                | 244 | 251 | 50
+            6 | 7
+                | 89
+                | 91
+                | 189
+                | 262
+                | 9001
+                | 10107
+                | 11600
+                | 11602
+                | 13435
+                | 13436
+                | 112
+                | 244
+                | 251
+                | 50
         )
     ) || matches!(
         *e.kind,
@@ -128,7 +145,9 @@ pub struct MongoSink {
 /// What happened to a batch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Committed {
-    Written { documents: usize },
+    Written {
+        documents: usize,
+    },
     /// The offset already covered this batch; nothing was written.
     AlreadyApplied,
 }
@@ -185,7 +204,11 @@ impl MongoSink {
                 .build(),
             IndexModel::builder()
                 .keys(doc! { "meta.db": 1, "meta.tbl": 1, "meta.pk": 1 })
-                .options(IndexOptions::builder().name("db_tbl_pk".to_string()).build())
+                .options(
+                    IndexOptions::builder()
+                        .name("db_tbl_pk".to_string())
+                        .build(),
+                )
                 .build(),
         ];
         self.changes

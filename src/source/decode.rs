@@ -88,7 +88,8 @@ impl TransactionAssembler {
     pub fn feed(&mut self, event: &Event) -> Result<Option<SourceTransaction>, DecodeError> {
         let header = event.header();
         let raw_type = header.event_type_raw();
-        let event_start = u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size()));
+        let event_start =
+            u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size()));
 
         match raw_type {
             mariadb_event::GTID => {
@@ -99,15 +100,13 @@ impl TransactionAssembler {
             mariadb_event::ANNOTATE_ROWS
             | mariadb_event::BINLOG_CHECKPOINT
             | mariadb_event::GTID_LIST => return Ok(None),
-            mariadb_event::START_ENCRYPTION => {
-                return Err(self.error(
-                    event,
-                    "START_ENCRYPTION",
-                    "the binlog is encrypted (encrypt_binlog=ON); sdl reads unencrypted binlogs only: \
+            mariadb_event::START_ENCRYPTION => return Err(self.error(
+                event,
+                "START_ENCRYPTION",
+                "the binlog is encrypted (encrypt_binlog=ON); sdl reads unencrypted binlogs only: \
                      set encrypt_binlog=OFF on the source"
-                        .into(),
-                ))
-            }
+                    .into(),
+            )),
             t if t == mariadb_event::QUERY_COMPRESSED
                 || (mariadb_event::ROWS_COMPRESSED_FIRST..=mariadb_event::ROWS_COMPRESSED_LAST)
                     .contains(&t) =>
@@ -190,8 +189,13 @@ impl TransactionAssembler {
         }
     }
 
-    fn begin(&mut self, event: &Event, gtid: String, standalone: bool, position_after: Position)
-        -> Result<(), DecodeError> {
+    fn begin(
+        &mut self,
+        event: &Event,
+        gtid: String,
+        standalone: bool,
+        position_after: Position,
+    ) -> Result<(), DecodeError> {
         if let Some(open) = &self.open {
             return Err(self.error(
                 event,
@@ -212,7 +216,11 @@ impl TransactionAssembler {
         Ok(())
     }
 
-    fn begin_mariadb(&mut self, event: &Event, parsed: ParsedMariadbGtid) -> Result<(), DecodeError> {
+    fn begin_mariadb(
+        &mut self,
+        event: &Event,
+        parsed: ParsedMariadbGtid,
+    ) -> Result<(), DecodeError> {
         if parsed.flags & (FL_PREPARED_XA | FL_COMPLETED_XA) != 0 {
             return Err(self.error(
                 event,
@@ -248,7 +256,12 @@ impl TransactionAssembler {
         };
         after.add(&source, gtid.gno());
         // A MySQL transaction that does not start with BEGIN is a single DDL statement.
-        self.begin(event, format!("{source}:{}", gtid.gno()), true, Position::Mysql(after))?;
+        self.begin(
+            event,
+            format!("{source}:{}", gtid.gno()),
+            true,
+            Position::Mysql(after),
+        )?;
         Ok(())
     }
 
@@ -421,7 +434,10 @@ struct ParsedMariadbGtid {
 /// MariaDB GTID event body: seq_no u64 LE, domain_id u32 LE, flags u8, then optional fields.
 fn parse_mariadb_gtid(body: &[u8], server_id: u32) -> Result<ParsedMariadbGtid, String> {
     if body.len() < 13 {
-        return Err(format!("GTID event body is {} bytes, expected at least 13", body.len()));
+        return Err(format!(
+            "GTID event body is {} bytes, expected at least 13",
+            body.len()
+        ));
     }
     let seq = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
     let domain = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
@@ -572,11 +588,18 @@ fn convert_bytes(column_type: ColumnType, charset: u16, bytes: Vec<u8>) -> Resul
             let (secs, micros) = text.split_once('.').unwrap_or((&text, "0"));
             Value::Timestamp {
                 seconds: secs.parse().map_err(|e| format!("TIMESTAMP value: {e}"))?,
-                micros: micros.parse().map_err(|e| format!("TIMESTAMP value: {e}"))?,
+                micros: micros
+                    .parse()
+                    .map_err(|e| format!("TIMESTAMP value: {e}"))?,
             }
         }
-        MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING | MYSQL_TYPE_STRING | MYSQL_TYPE_TINY_BLOB
-        | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB | MYSQL_TYPE_BLOB
+        MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING
+        | MYSQL_TYPE_STRING
+        | MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_BLOB
             if charset != BINARY_CHARSET =>
         {
             if is_latin1(charset) {

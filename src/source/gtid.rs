@@ -104,7 +104,11 @@ impl MysqlGtidSet {
             }
             let mut key = uuid;
             for field in fields {
-                if field.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
+                if field
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                {
                     key = format!("{}:{}", key.split(':').next().unwrap_or_default(), field);
                     continue;
                 }
@@ -150,7 +154,13 @@ impl MysqlGtidSet {
         self.sources.iter().map(|(source, intervals)| {
             let intervals: Vec<String> = intervals
                 .iter()
-                .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
                 .collect();
             format!("{source}:{}", intervals.join(":"))
         })
@@ -207,7 +217,10 @@ mod tests {
             seq: 1,
         });
         assert_eq!(pos.to_string(), "0-3-101,1-2-7,5-1-1");
-        assert_eq!(MariadbPosition::parse("").unwrap(), MariadbPosition::default());
+        assert_eq!(
+            MariadbPosition::parse("").unwrap(),
+            MariadbPosition::default()
+        );
     }
 
     #[test]

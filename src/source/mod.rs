@@ -125,7 +125,10 @@ pub async fn connect(cfg: &SourceConfig) -> Result<(Conn, Flavor), SourceError> 
         Err(_) => {
             return Err(SourceError::Unreachable {
                 url: redact_url(&cfg.url),
-                detail: format!("no answer within {:?} (source.connect_timeout)", cfg.connect_timeout),
+                detail: format!(
+                    "no answer within {:?} (source.connect_timeout)",
+                    cfg.connect_timeout
+                ),
             })
         }
     };
@@ -134,7 +137,8 @@ pub async fn connect(cfg: &SourceConfig) -> Result<(Conn, Flavor), SourceError> 
 }
 
 async fn global_variables(conn: &mut Conn) -> Result<Vec<(String, String)>, SourceError> {
-    let query = "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('version', 'log_bin', 'binlog_format', \
+    let query =
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('version', 'log_bin', 'binlog_format', \
                  'binlog_row_image', 'binlog_row_metadata', 'gtid_mode')";
     conn.query::<(String, String), _>(query)
         .await
@@ -241,8 +245,14 @@ async fn mariadb_earliest(conn: &mut Conn) -> Result<String, SourceError> {
             query: "SHOW BINARY LOGS".into(),
             detail: "the server lists no binary logs".into(),
         })?;
-    let query = format!("SHOW BINLOG EVENTS IN '{}' LIMIT 10", first.replace('\'', "''"));
-    let events: Vec<mysql_async::Row> = conn.query(&query).await.map_err(|e| query_error(&query, e))?;
+    let query = format!(
+        "SHOW BINLOG EVENTS IN '{}' LIMIT 10",
+        first.replace('\'', "''")
+    );
+    let events: Vec<mysql_async::Row> = conn
+        .query(&query)
+        .await
+        .map_err(|e| query_error(&query, e))?;
     for row in events {
         let kind: Option<String> = row.get("Event_type");
         if kind.as_deref() == Some("Gtid_list") {
@@ -315,7 +325,9 @@ fn stream_error(position: &Position, e: mysql_async::Error) -> SourceError {
                 detail: s.message,
             }
         }
-        mysql_async::Error::Server(s) if s.code == ER_ACCESS_DENIED || s.code == ER_SPECIFIC_ACCESS_DENIED => {
+        mysql_async::Error::Server(s)
+            if s.code == ER_ACCESS_DENIED || s.code == ER_SPECIFIC_ACCESS_DENIED =>
+        {
             SourceError::AccessDenied {
                 url: "(binlog stream)".into(),
                 detail: s.message,
@@ -361,7 +373,18 @@ pub async fn run(
         })?;
         let position = Position::parse(flavor, &String::from_utf8_lossy(&saved))?;
         info!(position = %position, "following the binlog");
-        match follow(&cfg, &wal_cfg, &wal, conn, flavor, position, &appended, &mut shutdown).await {
+        match follow(
+            &cfg,
+            &wal_cfg,
+            &wal,
+            conn,
+            flavor,
+            position,
+            &appended,
+            &mut shutdown,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
@@ -421,7 +444,11 @@ async fn follow(
             next = stream.next() => next,
         };
         let event = match next {
-            None => break Err(SourceError::Transient("the source closed the binlog stream".into())),
+            None => {
+                break Err(SourceError::Transient(
+                    "the source closed the binlog stream".into(),
+                ))
+            }
             Some(Err(e)) => break Err(stream_error(assembler.position(), e)),
             Some(Ok(event)) => event,
         };
@@ -494,7 +521,9 @@ fn approximate_size(transaction: &SourceTransaction) -> usize {
             Change::Row(row) => {
                 let image = |cols: &Option<Vec<crate::event::Column>>| {
                     cols.as_ref().map_or(0, |cols| {
-                        cols.iter().map(|c| c.name.len() + value_size(&c.value)).sum()
+                        cols.iter()
+                            .map(|c| c.name.len() + value_size(&c.value))
+                            .sum()
                     })
                 };
                 64 + image(&row.before) + image(&row.after)

@@ -94,16 +94,22 @@ impl MariaDb {
     /// Starts a server; `args` are added to (and may override) the standard ones, e.g.
     /// `--binlog-format=STATEMENT`. `--skip-log-bin` turns the binlog off.
     pub async fn start_with(args: &[&str]) -> Self {
-        let dir = tempfile::Builder::new().prefix("sdl-mariadb-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sdl-mariadb-")
+            .tempdir()
+            .unwrap();
         let datadir = dir.path().join("data");
-        let out = Command::new(find_binary("SDL_MARIADB_INSTALL_DB", &["mariadb-install-db", "mysql_install_db"]))
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", datadir.display()))
-            .arg("--user=root")
-            .arg("--auth-root-authentication-method=normal")
-            .arg("--skip-test-db")
-            .output()
-            .expect("mariadb-install-db");
+        let out = Command::new(find_binary(
+            "SDL_MARIADB_INSTALL_DB",
+            &["mariadb-install-db", "mysql_install_db"],
+        ))
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", datadir.display()))
+        .arg("--user=root")
+        .arg("--auth-root-authentication-method=normal")
+        .arg("--skip-test-db")
+        .output()
+        .expect("mariadb-install-db");
         assert!(
             out.status.success(),
             "mariadb-install-db failed: {}",
@@ -119,7 +125,9 @@ impl MariaDb {
         let mut conn = db.root_conn().await;
         for statement in [
             format!("CREATE USER '{SDL_USER}'@'%' IDENTIFIED BY '{SDL_PASSWORD}'"),
-            format!("GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{SDL_USER}'@'%'"),
+            format!(
+                "GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{SDL_USER}'@'%'"
+            ),
             "CREATE DATABASE app".to_string(),
         ] {
             conn.query_drop(statement).await.unwrap();
@@ -141,8 +149,14 @@ impl MariaDb {
             .arg("--user=root")
             .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")
-            .arg(format!("--socket={}", self.dir.path().join("mysqld.sock").display()))
-            .arg(format!("--pid-file={}", self.dir.path().join("mysqld.pid").display()))
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("mysqld.sock").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.path().join("mysqld.pid").display()
+            ))
             .arg("--skip-name-resolve")
             .arg("--innodb-buffer-pool-size=64M")
             .arg("--innodb-flush-log-at-trx-commit=2")
@@ -151,7 +165,10 @@ impl MariaDb {
             .arg("--collation-server=utf8mb4_general_ci")
             .arg("--server-id=1");
         if !self.extra_args.iter().any(|a| a == "--skip-log-bin") {
-            command.arg(format!("--log-bin={}", self.datadir().join("mariadb-bin").display()));
+            command.arg(format!(
+                "--log-bin={}",
+                self.datadir().join("mariadb-bin").display()
+            ));
         }
         command
             .args([
@@ -283,7 +300,12 @@ impl Mongo {
             }
         }
         let mut mongo = Self {
-            dir: Some(tempfile::Builder::new().prefix("sdl-mongo-").tempdir().unwrap()),
+            dir: Some(
+                tempfile::Builder::new()
+                    .prefix("sdl-mongo-")
+                    .tempdir()
+                    .unwrap(),
+            ),
             process: None,
             port: 0,
             uri: String::new(),
@@ -297,7 +319,11 @@ impl Mongo {
 
     async fn launch(&mut self) {
         let dir = self.dir.as_ref().unwrap().path().to_path_buf();
-        let port = if self.port == 0 { free_port() } else { self.port };
+        let port = if self.port == 0 {
+            free_port()
+        } else {
+            self.port
+        };
         let mut child = Command::new(find_binary("SDL_SECANTUSD", &["secantusd-rs"]))
             .arg("--host")
             .arg("127.0.0.1")
@@ -327,7 +353,10 @@ impl Mongo {
         let ready = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
             .await
             .unwrap();
-        assert!(ready.is_ok(), "secantusd-rs did not report listening within 60 s");
+        assert!(
+            ready.is_ok(),
+            "secantusd-rs did not report listening within 60 s"
+        );
         self.port = port;
         self.process = Some(child);
         self.uri = if self.extra_args.iter().any(|a| a == "--standalone") {
@@ -406,7 +435,10 @@ pub struct Sdl {
 impl Sdl {
     /// Writes a config for `mariadb` → `mongo` with `extra_toml` appended to its sections.
     pub fn new(mariadb: &MariaDb, mongo: &Mongo, start: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("sdl-run-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sdl-run-")
+            .tempdir()
+            .unwrap();
         let config = format!(
             r#"[source]
 url = "{source}"
@@ -450,7 +482,8 @@ database = "{database}"
     pub fn start(&mut self) {
         assert!(self.process.is_none(), "sdl already running");
         self.runs += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("sdl-{}.log", self.runs))).unwrap();
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("sdl-{}.log", self.runs))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sdl"))
             .arg("run")
             .arg("--config")
@@ -466,7 +499,10 @@ database = "{database}"
     /// All log output of every run so far.
     pub fn logs(&self) -> String {
         (1..=self.runs)
-            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("sdl-{i}.log"))).unwrap_or_default())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("sdl-{i}.log")))
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -489,7 +525,10 @@ database = "{database}"
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("sdl did not exit within {timeout:?} of SIGTERM:\n{}", self.logs());
+                panic!(
+                    "sdl did not exit within {timeout:?} of SIGTERM:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -534,7 +573,10 @@ pub fn run_sdl(args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .output()
         .expect("run sdl");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Waits until the offset document for source `default` names `position`.
@@ -593,7 +635,11 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// `SELECT *` of a table, keyed by its primary-key column `key`.
-pub async fn select_table(conn: &mut mysql_async::Conn, table: &str, key: &str) -> BTreeMap<String, Row> {
+pub async fn select_table(
+    conn: &mut mysql_async::Conn,
+    table: &str,
+    key: &str,
+) -> BTreeMap<String, Row> {
     let rows: Vec<mysql_async::Row> = conn.query(format!("SELECT * FROM {table}")).await.unwrap();
     let mut out = BTreeMap::new();
     for row in rows {
@@ -654,12 +700,18 @@ pub fn rebuild_table(docs: &[Document], db: &str, tbl: &str, key: &str) -> BTree
             "update" => {
                 let before = image(d, "before");
                 let after = image(d, "after");
-                assert!(table.remove(&before[key]).is_some(), "update of a missing row: {d}");
+                assert!(
+                    table.remove(&before[key]).is_some(),
+                    "update of a missing row: {d}"
+                );
                 table.insert(after[key].clone(), after);
             }
             "delete" => {
                 let before = image(d, "before");
-                assert!(table.remove(&before[key]).is_some(), "delete of a missing row: {d}");
+                assert!(
+                    table.remove(&before[key]).is_some(),
+                    "delete of a missing row: {d}"
+                );
             }
             other => panic!("unexpected op {other} in {d}"),
         }

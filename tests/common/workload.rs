@@ -71,7 +71,12 @@ impl Workload {
 
     /// Runs transactions until at least `target` row changes are committed and `keep_going` is
     /// false, so a test can hold the workload open while it injects faults.
-    pub async fn run_while(&mut self, conn: &mut mysql_async::Conn, target: u64, keep_going: &AtomicBool) {
+    pub async fn run_while(
+        &mut self,
+        conn: &mut mysql_async::Conn,
+        target: u64,
+        keep_going: &AtomicBool,
+    ) {
         let mut rng = Rng::new(self.rng_seed);
         while self.row_changes < target || keep_going.load(Ordering::SeqCst) {
             let kind = rng.below(10);
@@ -89,7 +94,9 @@ impl Workload {
     }
 
     async fn exec(conn: &mut impl Affected, sql: String) -> u64 {
-        conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.query_drop(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         conn.affected()
     }
 
@@ -108,16 +115,27 @@ impl Workload {
                 let id = self.next_order;
                 self.next_order += 1;
                 self.orders.push(id);
-                Self::exec(conn, format!(
-                    "INSERT INTO app.orders VALUES ({id}, {}, {}.{:02}, 'note ✓ {id}', 'new')",
-                    rng.below(1000), rng.below(10000), rng.below(100)
-                )).await
+                Self::exec(
+                    conn,
+                    format!(
+                        "INSERT INTO app.orders VALUES ({id}, {}, {}.{:02}, 'note ✓ {id}', 'new')",
+                        rng.below(1000),
+                        rng.below(10000),
+                        rng.below(100)
+                    ),
+                )
+                .await
             }
             _ => {
-                let n = Self::exec(conn, format!(
-                    "INSERT INTO app.events (kind, payload) VALUES ('k{}', 'café {}')",
-                    rng.below(5), rng.below(1_000_000)
-                )).await;
+                let n = Self::exec(
+                    conn,
+                    format!(
+                        "INSERT INTO app.events (kind, payload) VALUES ('k{}', 'café {}')",
+                        rng.below(5),
+                        rng.below(1_000_000)
+                    ),
+                )
+                .await;
                 self.events.push(conn.last_insert_id().unwrap() as i64);
                 n
             }
@@ -131,9 +149,18 @@ impl Workload {
             let id = self.next_order;
             self.next_order += 1;
             self.orders.push(id);
-            values.push(format!("({id}, {}, {}.{:02}, NULL, 'bulk')", rng.below(1000), rng.below(10000), rng.below(100)));
+            values.push(format!(
+                "({id}, {}, {}.{:02}, NULL, 'bulk')",
+                rng.below(1000),
+                rng.below(10000),
+                rng.below(100)
+            ));
         }
-        Self::exec(conn, format!("INSERT INTO app.orders VALUES {}", values.join(","))).await
+        Self::exec(
+            conn,
+            format!("INSERT INTO app.orders VALUES {}", values.join(",")),
+        )
+        .await
     }
 
     async fn mixed_transaction(&mut self, conn: &mut mysql_async::Conn, rng: &mut Rng) -> u64 {
@@ -146,9 +173,13 @@ impl Workload {
                     let id = self.next_account;
                     self.next_account += 1;
                     self.accounts.push(id);
-                    changed += Self::exec(&mut tx, format!(
+                    changed += Self::exec(
+                        &mut tx,
+                        format!(
                         "INSERT INTO app.accounts (id, owner, balance) VALUES ({id}, 'o{id}', 0.00)"
-                    )).await;
+                    ),
+                    )
+                    .await;
                 }
                 1 if !self.accounts.is_empty() => {
                     let id = self.accounts[rng.below(self.accounts.len() as u64) as usize];
@@ -164,9 +195,14 @@ impl Workload {
                     )).await;
                 }
                 _ => {
-                    changed += Self::exec(&mut tx, format!(
-                        "INSERT INTO app.events (kind, payload) VALUES ('tx', 'x{}')", rng.below(1000)
-                    )).await;
+                    changed += Self::exec(
+                        &mut tx,
+                        format!(
+                            "INSERT INTO app.events (kind, payload) VALUES ('tx', 'x{}')",
+                            rng.below(1000)
+                        ),
+                    )
+                    .await;
                     self.events.push(tx.last_insert_id().unwrap() as i64);
                 }
             }
@@ -178,9 +214,13 @@ impl Workload {
     async fn range_update(&mut self, conn: &mut mysql_async::Conn, rng: &mut Rng) -> u64 {
         let from = 1 + rng.below(self.next_account.max(2) as u64) as i64;
         let to = from + rng.below(30) as i64;
-        Self::exec(conn, format!(
-            "UPDATE app.accounts SET updates = updates + 1 WHERE id BETWEEN {from} AND {to}"
-        )).await
+        Self::exec(
+            conn,
+            format!(
+                "UPDATE app.accounts SET updates = updates + 1 WHERE id BETWEEN {from} AND {to}"
+            ),
+        )
+        .await
     }
 
     async fn delete_some(&mut self, conn: &mut mysql_async::Conn, rng: &mut Rng) -> u64 {
@@ -193,7 +233,11 @@ impl Workload {
             ids.push(self.orders.swap_remove(i));
         }
         let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        Self::exec(conn, format!("DELETE FROM app.orders WHERE id IN ({})", list.join(","))).await
+        Self::exec(
+            conn,
+            format!("DELETE FROM app.orders WHERE id IN ({})", list.join(",")),
+        )
+        .await
     }
 }
 

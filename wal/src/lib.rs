@@ -233,11 +233,8 @@ impl<R: Record> Wal<R> {
         let mut batch = sled::Batch::default();
         for record in records {
             seq += 1;
-            let frame =
-                encode_frame(R::FORMAT_VERSION, record).map_err(|source| WalError::Encode {
-                    seq,
-                    source,
-                })?;
+            let frame = encode_frame(R::FORMAT_VERSION, record)
+                .map_err(|source| WalError::Encode { seq, source })?;
             batch.insert(&record_key(seq)[..], frame);
         }
         batch.insert(KEY_INGEST_POSITION, ingest_position);
@@ -258,8 +255,8 @@ impl<R: Record> Wal<R> {
     ) -> Result<Vec<Stored<R>>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let mut expected = from;
-        for item in self.tree.range(record_key(from)..record_key(u64::MAX)) {
+        let records = self.tree.range(record_key(from)..record_key(u64::MAX));
+        for (expected, item) in (from..).zip(records) {
             let (key, value) = item.map_err(self.storage("read records"))?;
             let seq = seq_from_key(&key);
             if seq != expected {
@@ -279,7 +276,6 @@ impl<R: Record> Wal<R> {
                 record,
                 frame_len: value.len(),
             });
-            expected += 1;
         }
         Ok(out)
     }
@@ -335,7 +331,9 @@ impl<R: Record> Wal<R> {
             batch.remove(key);
             removed += 1;
         }
-        self.tree.apply_batch(batch).map_err(self.storage("prune"))?;
+        self.tree
+            .apply_batch(batch)
+            .map_err(self.storage("prune"))?;
         self.tree.flush().map_err(self.storage("flush"))?;
         Ok(removed)
     }

@@ -34,7 +34,10 @@ fn appended_records_come_back_in_order_with_position() {
     let ns: Vec<u64> = got.iter().map(|s| s.record.n).collect();
     assert_eq!(ns, vec![1, 2, 3]);
     assert_eq!(got.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(wal.ingest_position().unwrap().as_deref(), Some(&b"pos-3"[..]));
+    assert_eq!(
+        wal.ingest_position().unwrap().as_deref(),
+        Some(&b"pos-3"[..])
+    );
 }
 
 #[test]
@@ -65,7 +68,10 @@ fn acknowledge_never_moves_back_and_never_past_the_end() {
     assert_eq!(wal.acked().unwrap(), 2);
     assert!(matches!(
         wal.acknowledge(3),
-        Err(WalError::AckBeyondEnd { requested: 3, last: 2 })
+        Err(WalError::AckBeyondEnd {
+            requested: 3,
+            last: 2
+        })
     ));
 }
 
@@ -87,7 +93,8 @@ fn pruning_removes_only_acknowledged_records_and_sequences_continue() {
 fn read_from_respects_count_and_byte_limits() {
     let dir = temp_dir();
     let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
-    wal.append(&(1..=10).map(rec).collect::<Vec<_>>(), b"p").unwrap();
+    wal.append(&(1..=10).map(rec).collect::<Vec<_>>(), b"p")
+        .unwrap();
     assert_eq!(wal.read_from(1, 4, usize::MAX).unwrap().len(), 4);
     // A byte limit smaller than one frame still yields one record, so the reader always progresses.
     assert_eq!(wal.read_from(5, 100, 1).unwrap().len(), 1);
