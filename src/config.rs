@@ -97,6 +97,33 @@ pub struct WalConfig {
     pub group_commit_bytes: usize,
     #[serde(default = "default_group_delay", with = "humantime_serde")]
     pub group_commit_delay: Duration,
+    /// Acknowledged records are kept this long after they were appended (unset: no age limit).
+    #[serde(default = "default_retain_acked", with = "humantime_serde")]
+    pub retain_acked: Option<Duration>,
+    /// ... and at most this many bytes of acknowledged records (unset: no size limit).
+    #[serde(default)]
+    pub retain_acked_bytes: Option<u64>,
+    /// When unacknowledged records reach this size, the ingester stops reading the binlog until
+    /// the forwarder has freed space (backpressure). Nothing is dropped.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_retain_acked() -> Option<Duration> {
+    Some(Duration::from_secs(24 * 3600))
+}
+
+fn default_max_bytes() -> u64 {
+    8 << 30
+}
+
+impl WalConfig {
+    pub fn retention(&self) -> sdl_wal::Retention {
+        sdl_wal::Retention {
+            max_age: self.retain_acked,
+            max_bytes: self.retain_acked_bytes,
+        }
+    }
 }
 
 fn default_group_bytes() -> usize {
@@ -211,6 +238,12 @@ impl Config {
             return Err(invalid(
                 "sink.batch_max_documents",
                 "batch limits must be greater than 0".into(),
+            ));
+        }
+        if self.wal.max_bytes < 1 << 20 {
+            return Err(invalid(
+                "wal.max_bytes",
+                format!("{} is too small: use at least 1048576 (1 MiB)", self.wal.max_bytes),
             ));
         }
         if self.wal.dir.as_os_str().is_empty() {

@@ -23,6 +23,10 @@ pub struct SourceTransaction {
 
 impl sdl_wal::Record for SourceTransaction {
     const FORMAT_VERSION: u16 = 1;
+
+    fn position_after(&self) -> &[u8] {
+        self.position_after.as_bytes()
+    }
 }
 
 /// One change inside a transaction.

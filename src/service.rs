@@ -61,6 +61,8 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         .map_err(|e| fail(e.into()))?;
     info!(url = %sink.url(), database = %config.sink.database, "sink connected");
 
+    repair_damaged_records(&wal, &config.source, flavor).await?;
+
     if wal.ingest_position().map_err(|e| fail(e.into()))?.is_none() {
         let position = match sink.offset().await.map_err(|e| fail(e.into()))? {
             Some(offset) if !offset.gtid_position.is_empty() => {
@@ -82,6 +84,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_rx_for_retention = shutdown_rx.clone();
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq().map_err(|e| fail(e.into()))?);
 
     let mut ingester = tokio::spawn(source::run(
@@ -98,6 +101,12 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         config.sink.clone(),
         appended_rx,
         shutdown_rx,
+    ));
+
+    let retention = tokio::spawn(prune_periodically(
+        wal.clone(),
+        config.wal.retention(),
+        shutdown_rx_for_retention,
     ));
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| fail(e.into()))?;
@@ -145,7 +154,17 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
             Ok(Err(e)) => {
                 error!(error = %e, "forwarder stopped");
                 if outcome.is_ok() {
-                    outcome = Err(fail(e.into()));
+                    let damaged = matches!(
+                        e,
+                        forward::ForwardError::Wal(sdl_wal::WalError::Corrupt { .. })
+                    );
+                    let mut e = anyhow::Error::from(e);
+                    if damaged {
+                        e = e.context(
+                            "a WAL record the sink has not acknowledged is damaged; start sdl again: at start-up it discards damaged unacknowledged records and reads them again from the source",
+                        );
+                    }
+                    outcome = Err(fail(e));
                 }
             }
             Err(e) => {
@@ -155,12 +174,85 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
             }
         }
     }
-    let flush_wal = wal.clone();
-    let _ = tokio::task::spawn_blocking(move || flush_wal.acked()).await;
+    let _ = retention.await;
     if outcome.is_ok() {
         info!("stopped cleanly");
     }
     outcome
+}
+
+/// How often acknowledged records are checked against the retention settings.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+
+async fn prune_periodically(
+    wal: Wal<SourceTransaction>,
+    retention: sdl_wal::Retention,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            _ = source::stopped(&mut shutdown) => return,
+        }
+        let prune_wal = wal.clone();
+        match tokio::task::spawn_blocking(move || prune_wal.prune(retention)).await {
+            Ok(Ok(pruned)) if pruned.records > 0 => {
+                info!(records = pruned.records, bytes = pruned.bytes, "pruned acknowledged WAL records");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "WAL pruning failed; acknowledged records are kept"),
+            Err(e) => warn!(error = %e, "WAL pruning task failed"),
+        }
+    }
+}
+
+/// Start-up repair: a damaged record the sink has not acknowledged is discarded, with every record
+/// after it, and the ingest position rewound to just before it, so the ingester reads that range
+/// again from the source. Done only when the source can still serve that position; otherwise sdl
+/// stops and names the damaged range.
+async fn repair_damaged_records(
+    wal: &Wal<SourceTransaction>,
+    source_cfg: &crate::config::SourceConfig,
+    flavor: source::Flavor,
+) -> Result<(), (ExitCode, anyhow::Error)> {
+    let fail = |e: anyhow::Error| (ExitCode::Failure, e);
+    let Some((seq, damage)) = wal
+        .first_damaged_unacknowledged()
+        .map_err(|e| fail(e.into()))?
+    else {
+        return Ok(());
+    };
+    let last = wal.last_seq().map_err(|e| fail(e.into()))?;
+    let from = String::from_utf8_lossy(&wal.position_before(seq).map_err(|e| fail(e.into()))?)
+        .into_owned();
+    let to = wal
+        .ingest_position()
+        .map_err(|e| fail(e.into()))?
+        .map(|p| String::from_utf8_lossy(&p).into_owned())
+        .unwrap_or_default();
+    let position = Position::parse(flavor, &from).map_err(|e| source_failure(e.into()))?;
+    if !source::binlog_available(source_cfg, &position)
+        .await
+        .map_err(source_failure)?
+    {
+        return Err((
+            ExitCode::BinlogUnavailable,
+            anyhow::anyhow!(
+                "WAL record {seq} is damaged ({damage}) and not yet in MongoDB, and the source no longer has the binlog from GTID position {from} to repair it (the damaged range ends at {to}; records {seq}..={last}). Choices: restore the source's binlog files covering that range and start sdl again; or accept the loss and re-seed: move the WAL directory away and start with source.start set to a GTID position"
+            ),
+        ));
+    }
+    let rewound = wal
+        .truncate_unacknowledged(seq)
+        .map_err(|e| fail(e.into()))?;
+    warn!(
+        damaged_seq = seq,
+        %damage,
+        discarded = format!("{seq}..={last}"),
+        rewound_to = %String::from_utf8_lossy(&rewound),
+        "repaired the WAL: damaged unacknowledged records discarded; they are read again from the source"
+    );
+    Ok(())
 }
 
 fn source_failure(e: SourceError) -> (ExitCode, anyhow::Error) {

@@ -60,6 +60,8 @@ pub enum SourceError {
     Decode(#[from] DecodeError),
     #[error("WAL append failed: {0}")]
     Wal(#[from] sdl_wal::WalError),
+    #[error("the disk holding the WAL ({dir}) is full: ingestion stopped. Everything already in the WAL is kept; free space or grow the volume and start sdl again (under systemd it restarts by itself). Detail: {detail}")]
+    DiskFull { dir: String, detail: String },
     #[error("source query `{query}` failed: {detail}")]
     Query { query: String, detail: String },
     /// A failure worth retrying (network, server restart, stream ended).
@@ -337,6 +339,34 @@ fn stream_error(position: &Position, e: mysql_async::Error) -> SourceError {
     }
 }
 
+/// Asks the source whether it can still stream the binlog from `position` (nothing is read
+/// beyond the first event). Used before WAL repair, which rewinds to such a position.
+pub async fn binlog_available(
+    cfg: &SourceConfig,
+    position: &Position,
+) -> Result<bool, SourceError> {
+    let (conn, flavor) = connect(cfg).await?;
+    let mut stream = match open_stream(conn, flavor, cfg.server_id, position).await {
+        Ok(stream) => stream,
+        Err(SourceError::BinlogUnavailable { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let first = tokio::time::timeout(cfg.connect_timeout, stream.next()).await;
+    let _ = stream.close().await;
+    match first {
+        Ok(Some(Ok(_))) => Ok(true),
+        Ok(Some(Err(e))) => match stream_error(position, e) {
+            SourceError::BinlogUnavailable { .. } => Ok(false),
+            other => Err(other),
+        },
+        Ok(None) => Err(SourceError::Transient("the source closed the binlog stream".into())),
+        Err(_) => Err(SourceError::Transient(format!(
+            "no binlog event within {:?}",
+            cfg.connect_timeout
+        ))),
+    }
+}
+
 /// Runs the ingester until `shutdown` turns true or a definite error occurs.
 ///
 /// `appended` is told the WAL's last sequence number after every flushed append.
@@ -439,6 +469,9 @@ async fn follow(
             _ = stopped(shutdown) => break Ok(()),
             _ = sleep_until_opt(deadline) => {
                 flush(wal, &mut group, appended).await?;
+                if wait_for_wal_space(wal, wal_cfg.max_bytes, shutdown).await {
+                    break Ok(());
+                }
                 continue;
             }
             next = stream.next() => next,
@@ -462,6 +495,9 @@ async fn follow(
                 }
                 if group.bytes >= wal_cfg.group_commit_bytes {
                     flush(wal, &mut group, appended).await?;
+                    if wait_for_wal_space(wal, wal_cfg.max_bytes, shutdown).await {
+                        break Ok(());
+                    }
                 }
             }
             Ok(None) => {}
@@ -500,11 +536,52 @@ async fn flush(
     group.bytes = 0;
     let position = group.position.clone();
     let wal = wal.clone();
+    let dir = wal.dir().display().to_string();
     let last = tokio::task::spawn_blocking(move || wal.append(&transactions, position.as_bytes()))
         .await
-        .map_err(|e| SourceError::Transient(format!("WAL append task failed: {e}")))??;
+        .map_err(|e| SourceError::Transient(format!("WAL append task failed: {e}")))?
+        .map_err(|e| {
+            if e.is_disk_full() {
+                SourceError::DiskFull {
+                    dir,
+                    detail: e.to_string(),
+                }
+            } else {
+                SourceError::Wal(e)
+            }
+        })?;
     appended.send_replace(last);
     Ok(())
+}
+
+/// Backpressure: while the WAL's unacknowledged data is at `wal.max_bytes`, the binlog is not
+/// read (the source keeps it). Returns true when shutdown was requested while waiting.
+async fn wait_for_wal_space(
+    wal: &Wal<SourceTransaction>,
+    max_bytes: u64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let unacked = wal.unacked_bytes();
+    if unacked < max_bytes {
+        return false;
+    }
+    warn!(
+        unacked_bytes = unacked,
+        max_bytes,
+        "WAL full (wal.max_bytes): pausing the binlog reader until the forwarder frees space; the source must keep its binlogs meanwhile"
+    );
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if wal.unacked_bytes() < max_bytes {
+                    info!(paused_for = ?started.elapsed(), "WAL has space again: resuming the binlog reader");
+                    return false;
+                }
+            }
+            _ = stopped(shutdown) => return true,
+        }
+    }
 }
 
 /// A cheap estimate of a transaction's encoded size, for group-commit sizing.

@@ -10,27 +10,35 @@
 //! - **Checked reads.** Every record is framed with a format version and a CRC32 of its payload. A read
 //!   that meets a damaged, truncated or future-format record returns an error naming its sequence
 //!   number; it never hands out a record it could not verify.
-//! - **Acknowledged records are the only ones ever removed.** The acknowledged cursor only moves
-//!   forward; [`Wal::prune_acknowledged`] removes records at or below it and nothing else.
+//! - **Only acknowledged records are ever pruned.** The acknowledged cursor only moves forward;
+//!   [`Wal::prune`] removes whole append groups at or below it and nothing else.
+//!   [`Wal::truncate_unacknowledged`] (repair) removes only records the sink has not acknowledged,
+//!   and rewinds the ingest position to just before them so they are read again from the source.
 //!
 //! # On-disk layout (one sled tree)
 //! ```text
-//! key "r" ++ seq (u64 big-endian)   -> frame
-//! key "m/ingest_position"           -> opaque bytes chosen by the ingester (e.g. a GTID set)
-//! key "m/acked"                     -> u64 big-endian, highest sequence the sink has committed
-//! key "m/wal_id"                    -> 16 random bytes, fixed when the WAL is created
+//! key "r" ++ seq (u64 BE)        -> frame
+//! key "g" ++ last_seq (u64 BE)   -> append group: appended_at_ms u64 | first_seq u64 | bytes u64 (LE)
+//! key "m/ingest_position"        -> opaque bytes chosen by the ingester (e.g. a GTID set)
+//! key "m/base_position"          -> the ingest position just before the first stored record
+//! key "m/acked"                  -> u64 BE, highest sequence the sink has committed
+//! key "m/wal_id"                 -> 16 random bytes, fixed when the WAL is created
 //!
 //! frame = version: u16 LE | payload_len: u32 LE | crc32(payload): u32 LE | payload (bincode)
 //! ```
-//! Keeping records and cursors in one tree is what makes a group and its position a single atomic
-//! batch (sled batches are atomic per tree).
+//! Keeping records, groups and cursors in one tree is what makes an append a single atomic batch
+//! (sled batches are atomic per tree). Group entries carry the append time and size used by
+//! retention and backpressure; they are kept in memory too (one entry per group commit).
 
 mod frame;
 
 pub use frame::{decode_frame, encode_frame, FrameError, FRAME_HEADER_LEN};
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -39,16 +47,21 @@ use serde::Serialize;
 /// any change to the serialized shape so that an old binary refuses records it cannot read.
 pub trait Record: Serialize + DeserializeOwned {
     const FORMAT_VERSION: u16;
+
+    /// The ingest position after this record (used to rewind when later records are damaged).
+    fn position_after(&self) -> &[u8];
 }
 
 const RECORD_PREFIX: u8 = b'r';
+const GROUP_PREFIX: u8 = b'g';
 const KEY_INGEST_POSITION: &[u8] = b"m/ingest_position";
+const KEY_BASE_POSITION: &[u8] = b"m/base_position";
 const KEY_ACKED: &[u8] = b"m/acked";
 const KEY_WAL_ID: &[u8] = b"m/wal_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
-    #[error("cannot open the WAL at {dir}: {source}. If another sdl process uses this directory, stop it first; otherwise check that the directory is writable")]
+    #[error("cannot open the WAL at {dir}: {source}. If another sdl process uses this directory (sled holds an exclusive lock), stop it or use its admin endpoint; otherwise check that the directory is writable")]
     Open { dir: PathBuf, source: sled::Error },
     #[error("WAL storage error during {operation} in {dir}: {source}")]
     Storage {
@@ -71,16 +84,98 @@ pub enum WalError {
     },
     #[error("cannot acknowledge sequence {requested}: the WAL's last sequence is {last}")]
     AckBeyondEnd { requested: u64, last: u64 },
+    #[error("cannot discard WAL records from {from}: records up to {acked} are acknowledged by the sink and must not be re-read")]
+    TruncateAcknowledged { from: u64, acked: u64 },
+    #[error("cannot find the ingest position before WAL record {seq}: {reason}")]
+    NoPositionBefore { seq: u64, reason: String },
+}
+
+impl WalError {
+    /// True when the error is the disk being full (ENOSPC): it may clear by itself.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            WalError::Storage {
+                source: sled::Error::Io(io),
+                ..
+            }
+            | WalError::Open {
+                source: sled::Error::Io(io),
+                ..
+            } => io,
+            _ => return false,
+        };
+        io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull
+    }
 }
 
 pub type Result<T, E = WalError> = std::result::Result<T, E>;
 
-/// The WAL handle. Cheap to clone; all clones share one sled database.
+/// One append group: the records written (and flushed) together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Group {
+    appended_ms: u64,
+    first_seq: u64,
+    bytes: u64,
+}
+
+impl Group {
+    fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[0..8].copy_from_slice(&self.appended_ms.to_le_bytes());
+        out[8..16].copy_from_slice(&self.first_seq.to_le_bytes());
+        out[16..24].copy_from_slice(&self.bytes.to_le_bytes());
+        out
+    }
+
+    fn decode(raw: &[u8]) -> Option<Self> {
+        let raw: &[u8; 24] = raw.try_into().ok()?;
+        let word = |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
+        Some(Self {
+            appended_ms: word(0),
+            first_seq: word(8),
+            bytes: word(16),
+        })
+    }
+}
+
+/// In-memory mirror of the group index, so size checks on every append cost nothing.
+#[derive(Debug, Default)]
+struct Accounting {
+    /// key: last sequence of the group.
+    groups: BTreeMap<u64, Group>,
+    last_seq: u64,
+    acked: u64,
+}
+
+impl Accounting {
+    fn total_bytes(&self) -> u64 {
+        self.groups.values().map(|g| g.bytes).sum()
+    }
+
+    /// Bytes of groups holding at least one unacknowledged record (a partly acknowledged group
+    /// counts whole: backpressure errs on the safe side).
+    fn unacked_bytes(&self) -> u64 {
+        self.groups
+            .range(self.acked + 1..)
+            .map(|(_, g)| g.bytes)
+            .sum()
+    }
+
+    fn oldest_unacked_ms(&self) -> Option<u64> {
+        self.groups
+            .range(self.acked + 1..)
+            .next()
+            .map(|(_, g)| g.appended_ms)
+    }
+}
+
+/// The WAL handle. Cheap to clone; all clones share one sled database and one accounting.
 pub struct Wal<R: Record> {
     db: sled::Db,
     tree: sled::Tree,
     dir: PathBuf,
     id: [u8; 16],
+    accounting: Arc<Mutex<Accounting>>,
     _record: PhantomData<fn() -> R>,
 }
 
@@ -91,6 +186,7 @@ impl<R: Record> Clone for Wal<R> {
             tree: self.tree.clone(),
             dir: self.dir.clone(),
             id: self.id,
+            accounting: self.accounting.clone(),
             _record: PhantomData,
         }
     }
@@ -103,6 +199,39 @@ pub struct Stored<R> {
     pub record: R,
     /// Size of the frame on disk (header + payload).
     pub frame_len: usize,
+}
+
+/// How long acknowledged records are kept. Unacknowledged records are never pruned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Prune acknowledged groups appended longer ago than this.
+    pub max_age: Option<Duration>,
+    /// Prune the oldest acknowledged groups while acknowledged data exceeds this many bytes.
+    pub max_bytes: Option<u64>,
+}
+
+/// A summary of the WAL's state (for `sdl wal stats` and metrics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct WalStats {
+    pub wal_id: String,
+    pub first_seq: Option<u64>,
+    pub last_seq: u64,
+    pub acked_seq: u64,
+    pub records: u64,
+    pub unacked_records: u64,
+    pub bytes: u64,
+    pub unacked_bytes: u64,
+    /// Age of the oldest unacknowledged record, in milliseconds.
+    pub oldest_unacked_age_ms: Option<u64>,
+    pub ingest_position: Option<String>,
+    pub disk_bytes: u64,
+}
+
+/// What [`Wal::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub records: u64,
+    pub bytes: u64,
 }
 
 impl<R: Record> Wal<R> {
@@ -130,9 +259,11 @@ impl<R: Record> Wal<R> {
             tree,
             dir,
             id: [0; 16],
+            accounting: Arc::default(),
             _record: PhantomData,
         };
         wal.id = wal.load_or_create_id()?;
+        wal.load_accounting()?;
         Ok(wal)
     }
 
@@ -142,6 +273,12 @@ impl<R: Record> Wal<R> {
             dir: self.dir.clone(),
             source,
         }
+    }
+
+    fn accounting(&self) -> MutexGuard<'_, Accounting> {
+        // A panic while holding the lock cannot leave the mirror half-updated in a way that
+        // matters: it is rebuilt from disk on the next open.
+        self.accounting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn load_or_create_id(&self) -> Result<[u8; 16]> {
@@ -160,6 +297,33 @@ impl<R: Record> Wal<R> {
         Ok(id)
     }
 
+    fn load_accounting(&self) -> Result<()> {
+        let mut groups = BTreeMap::new();
+        for item in self.tree.scan_prefix([GROUP_PREFIX]) {
+            let (key, value) = item.map_err(self.storage("read groups"))?;
+            let group = Group::decode(&value).ok_or_else(|| WalError::BadMeta {
+                key: "g/<seq>",
+                len: value.len(),
+                dir: self.dir.clone(),
+            })?;
+            groups.insert(seq_from_key(&key), group);
+        }
+        let acked = self.read_u64_meta(KEY_ACKED, "m/acked")?;
+        let last_record = self
+            .tree
+            .scan_prefix([RECORD_PREFIX])
+            .next_back()
+            .transpose()
+            .map_err(self.storage("find last record"))?
+            .map(|(key, _)| seq_from_key(&key));
+        let mut accounting = self.accounting();
+        accounting.groups = groups;
+        accounting.acked = acked;
+        // With every record pruned, numbering continues after the acknowledged cursor.
+        accounting.last_seq = last_record.unwrap_or(acked).max(acked);
+        Ok(())
+    }
+
     /// A random identifier fixed when this WAL was created. The sink stores it beside the
     /// acknowledged sequence, so sequence numbers from two different WALs are never compared.
     pub fn id(&self) -> String {
@@ -172,16 +336,20 @@ impl<R: Record> Wal<R> {
 
     /// The ingest position saved with the last appended group, if any group was ever appended.
     pub fn ingest_position(&self) -> Result<Option<Vec<u8>>> {
+        self.read_meta(KEY_INGEST_POSITION)
+    }
+
+    fn read_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
             .tree
-            .get(KEY_INGEST_POSITION)
-            .map_err(self.storage("read ingest position"))?
+            .get(key)
+            .map_err(self.storage("read metadata"))?
             .map(|v| v.to_vec()))
     }
 
     /// The highest sequence number the sink has acknowledged (0 when none).
     pub fn acked(&self) -> Result<u64> {
-        self.read_u64_meta(KEY_ACKED, "m/acked")
+        Ok(self.accounting().acked)
     }
 
     fn read_u64_meta(&self, key: &[u8], name: &'static str) -> Result<u64> {
@@ -198,19 +366,9 @@ impl<R: Record> Wal<R> {
         }
     }
 
-    /// The last sequence number in the WAL (0 when no record was ever appended and none remains).
+    /// The last sequence number in the WAL (0 when no record was ever appended).
     pub fn last_seq(&self) -> Result<u64> {
-        let last = self
-            .tree
-            .scan_prefix([RECORD_PREFIX])
-            .next_back()
-            .transpose()
-            .map_err(self.storage("find last record"))?;
-        match last {
-            Some((key, _)) => Ok(seq_from_key(&key)),
-            // All records pruned: the next sequence continues after the acknowledged cursor.
-            None => self.acked(),
-        }
+        Ok(self.accounting().last_seq)
     }
 
     /// The first sequence number still stored, if any.
@@ -224,24 +382,63 @@ impl<R: Record> Wal<R> {
         Ok(first.map(|(key, _)| seq_from_key(&key)))
     }
 
+    /// Bytes of frames not yet acknowledged (whole append groups; see [`WalStats`]).
+    pub fn unacked_bytes(&self) -> u64 {
+        self.accounting().unacked_bytes()
+    }
+
     /// Appends `records` with consecutive sequence numbers and saves `ingest_position` with them,
     /// atomically, then flushes to disk. Returns the sequence number of the last record appended.
     ///
-    /// When this returns `Ok`, the records and the position survive a crash.
+    /// When this returns `Ok`, the records and the position survive a crash. An empty `records`
+    /// only moves the ingest position (used to save the starting position of a new WAL).
     pub fn append(&self, records: &[R], ingest_position: &[u8]) -> Result<u64> {
-        let mut seq = self.last_seq()?;
+        let first_seq = self.accounting().last_seq + 1;
+        let mut seq = first_seq - 1;
         let mut batch = sled::Batch::default();
+        let mut bytes = 0u64;
         for record in records {
             seq += 1;
-            let frame = encode_frame(R::FORMAT_VERSION, record)
-                .map_err(|source| WalError::Encode { seq, source })?;
+            let frame =
+                encode_frame(R::FORMAT_VERSION, record).map_err(|source| WalError::Encode {
+                    seq,
+                    source,
+                })?;
+            bytes += frame.len() as u64;
             batch.insert(&record_key(seq)[..], frame);
+        }
+        let group = (!records.is_empty()).then(|| Group {
+            appended_ms: now_ms(),
+            first_seq,
+            bytes,
+        });
+        if let Some(group) = group {
+            batch.insert(&group_key(seq)[..], &group.encode()[..]);
+        }
+        if self.first_seq()?.is_none() {
+            // Nothing stored: the position before the next record is the current one.
+            let base = self
+                .ingest_position()?
+                .unwrap_or_else(|| ingest_position.to_vec());
+            batch.insert(
+                KEY_BASE_POSITION,
+                if records.is_empty() {
+                    ingest_position.to_vec()
+                } else {
+                    base
+                },
+            );
         }
         batch.insert(KEY_INGEST_POSITION, ingest_position);
         self.tree
             .apply_batch(batch)
             .map_err(self.storage("append"))?;
         self.tree.flush().map_err(self.storage("flush"))?;
+        let mut accounting = self.accounting();
+        accounting.last_seq = seq;
+        if let Some(group) = group {
+            accounting.groups.insert(seq, group);
+        }
         Ok(seq)
     }
 
@@ -300,47 +497,249 @@ impl<R: Record> Wal<R> {
         decode_frame(R::FORMAT_VERSION, frame).map_err(|source| WalError::Corrupt { seq, source })
     }
 
+    /// Checks every stored record (version, length, CRC, payload) and every sequence number
+    /// between the first and the last. Returns the damaged ones with their errors.
+    pub fn verify(&self) -> Result<Vec<(u64, FrameError)>> {
+        let mut bad = Vec::new();
+        let mut expected = None;
+        for item in self.tree.scan_prefix([RECORD_PREFIX]) {
+            let (key, value) = item.map_err(self.storage("verify"))?;
+            let seq = seq_from_key(&key);
+            if let Some(expected) = expected {
+                for missing in expected..seq {
+                    bad.push((missing, FrameError::Missing));
+                }
+            }
+            if let Err(e) = decode_frame::<R>(R::FORMAT_VERSION, &value) {
+                bad.push((seq, e));
+            }
+            expected = Some(seq + 1);
+        }
+        let last = self.last_seq()?;
+        if let Some(expected) = expected {
+            for missing in expected..=last {
+                bad.push((missing, FrameError::Missing));
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Finds the first damaged record after the acknowledged cursor, if any.
+    pub fn first_damaged_unacknowledged(&self) -> Result<Option<(u64, FrameError)>> {
+        let acked = self.acked()?;
+        let last = self.last_seq()?;
+        let mut expected = acked + 1;
+        for item in self.tree.range(record_key(acked + 1)..record_key(u64::MAX)) {
+            let (key, value) = item.map_err(self.storage("verify"))?;
+            let seq = seq_from_key(&key);
+            if seq != expected {
+                return Ok(Some((expected, FrameError::Missing)));
+            }
+            if let Err(e) = decode_frame::<R>(R::FORMAT_VERSION, &value) {
+                return Ok(Some((seq, e)));
+            }
+            expected += 1;
+        }
+        if expected <= last {
+            return Ok(Some((expected, FrameError::Missing)));
+        }
+        Ok(None)
+    }
+
+    /// The ingest position just before record `seq`: the position after record `seq - 1`, or the
+    /// base position when `seq` is the first record stored.
+    pub fn position_before(&self, seq: u64) -> Result<Vec<u8>> {
+        let first = self.first_seq()?;
+        if first.is_none_or(|first| seq <= first) {
+            return self
+                .read_meta(KEY_BASE_POSITION)?
+                .ok_or_else(|| WalError::NoPositionBefore {
+                    seq,
+                    reason: "the WAL has no base position".into(),
+                });
+        }
+        match self.get(seq - 1)? {
+            Some(stored) => Ok(stored.record.position_after().to_vec()),
+            None => Err(WalError::NoPositionBefore {
+                seq,
+                reason: format!("record {} is missing", seq - 1),
+            }),
+        }
+    }
+
+    /// Repair: discards records from `from` to the end (none of them acknowledged) and rewinds the
+    /// ingest position to just before `from`, so the ingester reads them again from the source.
+    /// Returns the rewound position.
+    pub fn truncate_unacknowledged(&self, from: u64) -> Result<Vec<u8>> {
+        let acked = self.acked()?;
+        if from <= acked {
+            return Err(WalError::TruncateAcknowledged { from, acked });
+        }
+        let position = self.position_before(from)?;
+        let last = self.last_seq()?;
+        let mut batch = sled::Batch::default();
+        for seq in from..=last {
+            batch.remove(&record_key(seq)[..]);
+        }
+        let groups: Vec<(u64, Group)> = self
+            .accounting()
+            .groups
+            .range(from..)
+            .map(|(k, g)| (*k, *g))
+            .collect();
+        let mut kept_groups = Vec::new();
+        for (group_last, group) in &groups {
+            batch.remove(&group_key(*group_last)[..]);
+            if group.first_seq < from {
+                // The group keeps its records before `from`; its size is no longer exact, which
+                // only makes backpressure slightly conservative until it is pruned.
+                let kept = Group {
+                    first_seq: group.first_seq,
+                    ..*group
+                };
+                batch.insert(&group_key(from - 1)[..], &kept.encode()[..]);
+                kept_groups.push((from - 1, kept));
+            }
+        }
+        batch.insert(KEY_INGEST_POSITION, position.clone());
+        self.tree
+            .apply_batch(batch)
+            .map_err(self.storage("truncate"))?;
+        self.tree.flush().map_err(self.storage("flush"))?;
+        let mut accounting = self.accounting();
+        for (group_last, _) in groups {
+            accounting.groups.remove(&group_last);
+        }
+        accounting.groups.extend(kept_groups);
+        accounting.last_seq = from - 1;
+        Ok(position)
+    }
+
     /// Moves the acknowledged cursor forward to `seq` and flushes. Moving it backwards is a no-op:
     /// the cursor never retreats.
     pub fn acknowledge(&self, seq: u64) -> Result<()> {
-        let last = self.last_seq()?;
+        let (last, acked) = {
+            let a = self.accounting();
+            (a.last_seq, a.acked)
+        };
         if seq > last {
             return Err(WalError::AckBeyondEnd {
                 requested: seq,
                 last,
             });
         }
-        if seq <= self.acked()? {
+        if seq <= acked {
             return Ok(());
         }
         self.tree
             .insert(KEY_ACKED, &seq.to_be_bytes())
             .map_err(self.storage("acknowledge"))?;
         self.tree.flush().map_err(self.storage("flush"))?;
+        let mut accounting = self.accounting();
+        accounting.acked = accounting.acked.max(seq);
         Ok(())
     }
 
-    /// Removes acknowledged records with sequence numbers below `keep_from` (never past the
-    /// acknowledged cursor). Returns how many were removed.
-    pub fn prune_acknowledged(&self, keep_from: u64) -> Result<usize> {
-        let limit = keep_from.min(self.acked()?.saturating_add(1));
+    /// Removes acknowledged append groups that `retention` no longer keeps, oldest first. A group
+    /// with any unacknowledged record is never removed.
+    pub fn prune(&self, retention: Retention) -> Result<Pruned> {
+        let now = now_ms();
+        let (victims, acked) = {
+            let accounting = self.accounting();
+            let acked = accounting.acked;
+            let mut acked_bytes: u64 = accounting.groups.range(..=acked).map(|(_, g)| g.bytes).sum();
+            let mut victims = Vec::new();
+            for (&last, group) in accounting.groups.range(..=acked) {
+                let too_old = retention
+                    .max_age
+                    .is_some_and(|age| now.saturating_sub(group.appended_ms) > age.as_millis() as u64);
+                let too_big = retention.max_bytes.is_some_and(|max| acked_bytes > max);
+                if !(too_old || too_big) {
+                    break;
+                }
+                acked_bytes -= group.bytes;
+                victims.push((last, *group));
+            }
+            (victims, acked)
+        };
+        let Some(&(last_pruned, _)) = victims.last() else {
+            return Ok(Pruned::default());
+        };
+        debug_assert!(last_pruned <= acked);
+        let base = match self.get(last_pruned) {
+            Ok(Some(stored)) => Some(stored.record.position_after().to_vec()),
+            // A damaged acknowledged record: its position is not needed unless the next record
+            // is damaged too, and then repair will say so.
+            _ => None,
+        };
         let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for item in self.tree.range(record_key(0)..record_key(limit)) {
-            let (key, _) = item.map_err(self.storage("prune"))?;
-            batch.remove(key);
-            removed += 1;
+        let mut pruned = Pruned::default();
+        for (last, group) in &victims {
+            for seq in group.first_seq..=*last {
+                batch.remove(&record_key(seq)[..]);
+            }
+            batch.remove(&group_key(*last)[..]);
+            pruned.records += last - group.first_seq + 1;
+            pruned.bytes += group.bytes;
         }
-        self.tree
-            .apply_batch(batch)
-            .map_err(self.storage("prune"))?;
+        if let Some(base) = base {
+            batch.insert(KEY_BASE_POSITION, base);
+        }
+        self.tree.apply_batch(batch).map_err(self.storage("prune"))?;
         self.tree.flush().map_err(self.storage("flush"))?;
-        Ok(removed)
+        let mut accounting = self.accounting();
+        for (last, _) in victims {
+            accounting.groups.remove(&last);
+        }
+        Ok(pruned)
+    }
+
+    /// A summary of the WAL's state.
+    pub fn stats(&self) -> Result<WalStats> {
+        let first_seq = self.first_seq()?;
+        let disk_bytes = self.disk_size()?;
+        let ingest_position = self
+            .ingest_position()?
+            .map(|p| String::from_utf8_lossy(&p).into_owned());
+        let accounting = self.accounting();
+        let last_seq = accounting.last_seq;
+        let acked_seq = accounting.acked;
+        Ok(WalStats {
+            wal_id: self.id(),
+            first_seq,
+            last_seq,
+            acked_seq,
+            records: first_seq.map_or(0, |f| last_seq + 1 - f),
+            unacked_records: last_seq - acked_seq,
+            bytes: accounting.total_bytes(),
+            unacked_bytes: accounting.unacked_bytes(),
+            oldest_unacked_age_ms: accounting
+                .oldest_unacked_ms()
+                .map(|t| now_ms().saturating_sub(t)),
+            ingest_position,
+            disk_bytes,
+        })
     }
 
     /// Bytes the database occupies on disk.
     pub fn disk_size(&self) -> Result<u64> {
         self.db.size_on_disk().map_err(self.storage("size"))
+    }
+
+    /// Raw access for tests that damage stored bytes on purpose.
+    #[doc(hidden)]
+    pub fn raw_frame(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        self.read_meta(&record_key(seq))
+    }
+
+    /// Raw access for tests that damage stored bytes on purpose.
+    #[doc(hidden)]
+    pub fn overwrite_raw_frame(&self, seq: u64, frame: &[u8]) -> Result<()> {
+        self.tree
+            .insert(record_key(seq), frame)
+            .map_err(self.storage("overwrite"))?;
+        self.tree.flush().map_err(self.storage("flush"))?;
+        Ok(())
     }
 }
 
@@ -350,10 +749,23 @@ fn record_key(seq: u64) -> [u8; 9] {
     key
 }
 
+fn group_key(last_seq: u64) -> [u8; 9] {
+    let mut key = [GROUP_PREFIX; 9];
+    key[1..].copy_from_slice(&last_seq.to_be_bytes());
+    key
+}
+
 fn seq_from_key(key: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&key[1..9]);
     u64::from_be_bytes(bytes)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -376,8 +788,8 @@ fn random_id() -> [u8; 16] {
     for (i, chunk) in id.chunks_mut(8).enumerate() {
         let mut h = RandomState::new().build_hasher();
         h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or_default(),
         );

@@ -9,14 +9,23 @@ struct TestRecord {
 
 impl Record for TestRecord {
     const FORMAT_VERSION: u16 = 7;
+
+    fn position_after(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
 }
 
 fn rec(n: u64) -> TestRecord {
     TestRecord {
         n,
-        text: format!("record {n}"),
+        text: format!("pos-{n}"),
     }
 }
+
+const KEEP_NONE: Retention = Retention {
+    max_age: None,
+    max_bytes: Some(0),
+};
 
 fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -76,17 +85,75 @@ fn acknowledge_never_moves_back_and_never_past_the_end() {
 }
 
 #[test]
-fn pruning_removes_only_acknowledged_records_and_sequences_continue() {
+fn pruning_removes_only_whole_acknowledged_groups_and_sequences_continue() {
     let dir = temp_dir();
     let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
-    wal.append(&[rec(1), rec(2), rec(3), rec(4)], b"p").unwrap();
-    wal.acknowledge(2).unwrap();
-    assert_eq!(wal.prune_acknowledged(u64::MAX).unwrap(), 2);
+    wal.append(&[rec(1), rec(2)], b"pos-2").unwrap();
+    wal.append(&[rec(3), rec(4)], b"pos-4").unwrap();
+    wal.acknowledge(3).unwrap();
+    // Group 3..4 is only partly acknowledged: it stays.
+    assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 2);
     assert_eq!(wal.first_seq().unwrap(), Some(3));
+    assert_eq!(wal.position_before(3).unwrap(), b"pos-2");
     wal.acknowledge(4).unwrap();
-    wal.prune_acknowledged(u64::MAX).unwrap();
+    assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 2);
     assert_eq!(wal.first_seq().unwrap(), None);
-    assert_eq!(wal.append(&[rec(5)], b"p").unwrap(), 5);
+    assert_eq!(wal.stats().unwrap().bytes, 0);
+    assert_eq!(wal.append(&[rec(5)], b"pos-5").unwrap(), 5);
+    assert_eq!(wal.position_before(5).unwrap(), b"pos-4");
+    drop(wal);
+    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    assert_eq!(wal.last_seq().unwrap(), 5);
+    assert_eq!(wal.append(&[rec(6)], b"pos-6").unwrap(), 6);
+}
+
+#[test]
+fn retention_by_age_and_bytes_keeps_unacknowledged_records() {
+    let dir = temp_dir();
+    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    for n in 1..=10 {
+        wal.append(&[rec(n)], format!("pos-{n}").as_bytes()).unwrap();
+    }
+    let frame = wal.get(1).unwrap().unwrap().frame_len as u64;
+    // Nothing acknowledged: no retention setting removes anything.
+    assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 0);
+    wal.acknowledge(6).unwrap();
+    // Young records survive an age limit.
+    let by_age = Retention { max_age: Some(std::time::Duration::from_secs(3600)), max_bytes: None };
+    assert_eq!(wal.prune(by_age).unwrap().records, 0);
+    // A byte limit keeps the newest acknowledged records that fit.
+    let by_bytes = Retention { max_age: None, max_bytes: Some(2 * frame) };
+    assert_eq!(wal.prune(by_bytes).unwrap().records, 4);
+    assert_eq!(wal.first_seq().unwrap(), Some(5));
+    // An age of zero prunes every acknowledged record, never the unacknowledged 7..10.
+    let zero = Retention { max_age: Some(std::time::Duration::ZERO), max_bytes: None };
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(wal.prune(zero).unwrap().records, 2);
+    assert_eq!(wal.first_seq().unwrap(), Some(7));
+    let stats = wal.stats().unwrap();
+    assert_eq!((stats.records, stats.unacked_records), (4, 4));
+    let unacked: u64 = (7..=10).map(|s| wal.get(s).unwrap().unwrap().frame_len as u64).sum();
+    assert_eq!(stats.unacked_bytes, unacked);
+}
+
+#[test]
+fn truncation_rewinds_the_position_and_refuses_acknowledged_records() {
+    let dir = temp_dir();
+    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    wal.append(&[], b"pos-0").unwrap();
+    wal.append(&[rec(1), rec(2), rec(3)], b"pos-3").unwrap();
+    wal.append(&[rec(4)], b"pos-4").unwrap();
+    wal.acknowledge(1).unwrap();
+    assert!(matches!(
+        wal.truncate_unacknowledged(1),
+        Err(WalError::TruncateAcknowledged { from: 1, acked: 1 })
+    ));
+    assert_eq!(wal.truncate_unacknowledged(3).unwrap(), b"pos-2");
+    assert_eq!(wal.ingest_position().unwrap().unwrap(), b"pos-2");
+    assert_eq!(wal.last_seq().unwrap(), 2);
+    assert_eq!(wal.append(&[rec(3)], b"pos-3").unwrap(), 3);
+    assert_eq!(wal.position_before(1).unwrap(), b"pos-0");
+    assert!(wal.verify().unwrap().is_empty());
 }
 
 #[test]
@@ -106,11 +173,13 @@ fn damaged_record_is_reported_with_its_sequence() {
     let dir = temp_dir();
     let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
     wal.append(&[rec(1), rec(2)], b"p").unwrap();
-    let mut frame = wal.tree.get(record_key(2)).unwrap().unwrap().to_vec();
+    let mut frame = wal.raw_frame(2).unwrap().unwrap();
     let last = frame.len() - 1;
     frame[last] ^= 0x01;
-    wal.tree.insert(record_key(2), frame).unwrap();
+    wal.overwrite_raw_frame(2, &frame).unwrap();
     assert_eq!(wal.read_from(1, 1, usize::MAX).unwrap().len(), 1);
+    assert_eq!(wal.first_damaged_unacknowledged().unwrap().map(|(s, _)| s), Some(2));
+    assert_eq!(wal.verify().unwrap().len(), 1);
     match wal.read_from(1, 10, usize::MAX) {
         Err(WalError::Corrupt {
             seq: 2,
