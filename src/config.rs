@@ -34,6 +34,34 @@ pub struct Config {
     pub sink: SinkConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The local admin endpoint (`host:port`); empty turns it off.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+
+impl AdminConfig {
+    pub fn listen_addr(&self) -> Option<String> {
+        (!self.listen.trim().is_empty()).then(|| self.listen.trim().to_string())
+    }
 }
 
 /// Where to begin when the WAL is new.
@@ -97,6 +125,9 @@ pub struct WalConfig {
     pub group_commit_bytes: usize,
     #[serde(default = "default_group_delay", with = "humantime_serde")]
     pub group_commit_delay: Duration,
+    /// How often acknowledged records are checked against the retention settings.
+    #[serde(default = "default_prune_interval", with = "humantime_serde")]
+    pub prune_interval: Duration,
     /// Acknowledged records are kept this long after they were appended (unset: no age limit).
     #[serde(default = "default_retain_acked", with = "humantime_serde")]
     pub retain_acked: Option<Duration>,
@@ -107,6 +138,10 @@ pub struct WalConfig {
     /// the forwarder has freed space (backpressure). Nothing is dropped.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+}
+
+fn default_prune_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_retain_acked() -> Option<Duration> {
@@ -243,7 +278,10 @@ impl Config {
         if self.wal.max_bytes < 1 << 20 {
             return Err(invalid(
                 "wal.max_bytes",
-                format!("{} is too small: use at least 1048576 (1 MiB)", self.wal.max_bytes),
+                format!(
+                    "{} is too small: use at least 1048576 (1 MiB)",
+                    self.wal.max_bytes
+                ),
             ));
         }
         if self.wal.dir.as_os_str().is_empty() {

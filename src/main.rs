@@ -6,6 +6,7 @@
 //! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
 //! [`config`]. Data moves one way; no stage reaches back.
 
+mod admin;
 mod config;
 mod event;
 mod forward;
@@ -13,6 +14,7 @@ mod redact;
 mod service;
 mod sink;
 mod source;
+mod walcli;
 
 use std::path::PathBuf;
 
@@ -48,10 +50,30 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Inspect the WAL (works on a stopped service's directory, or through a running service's
+    /// admin endpoint).
+    Wal {
+        #[command(flatten)]
+        target: walcli::WalTarget,
+        #[command(subcommand)]
+        command: walcli::WalCommand,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Wal { target, command } = cli.command {
+        return match walcli::run(target, command) {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(error) => {
+                eprintln!(
+                    "sdl: error: {}",
+                    redact::redact_error(&format!("{error:#}"))
+                );
+                std::process::ExitCode::from(ExitCode::Failure as u8)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,6 +86,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Run { config } => runtime.block_on(service::run(&config)),
+        Command::Wal { .. } => unreachable!("handled above"),
     };
     // Don't wait for blocking tasks (e.g. a stuck fsync) after the decision to exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

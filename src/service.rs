@@ -30,8 +30,10 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SDL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
@@ -50,6 +52,9 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         .map_err(|e| fail(e.into()))?
         .map_err(|e| fail(e.into()))?;
     info!(dir = %wal.dir().display(), id = %wal.id(), "WAL open");
+    // Every WAL write is flushed when it is made, so nothing depends on sled's flush-on-drop; and
+    // after a disk-full error that flush would block forever. Keep one handle alive to the end.
+    std::mem::forget(wal.clone());
 
     let (mut conn, flavor) = source::connect(&config.source)
         .await
@@ -87,6 +92,17 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let shutdown_rx_for_retention = shutdown_rx.clone();
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq().map_err(|e| fail(e.into()))?);
 
+    let admin = match config.admin.listen_addr() {
+        Some(addr) => {
+            let (local, task) = crate::admin::start(&addr, wal.clone(), shutdown_rx.clone())
+                .await
+                .map_err(|e| fail(e.into()))?;
+            info!(listen = %local, "admin endpoint up");
+            Some(task)
+        }
+        None => None,
+    };
+
     let mut ingester = tokio::spawn(source::run(
         config.source.clone(),
         config.wal.clone(),
@@ -106,6 +122,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let retention = tokio::spawn(prune_periodically(
         wal.clone(),
         config.wal.retention(),
+        config.wal.prune_interval,
         shutdown_rx_for_retention,
     ));
 
@@ -174,30 +191,36 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
             }
         }
     }
-    let _ = retention.await;
+    // Housekeeping tasks hold nothing that needs saving: every WAL write is flushed when made.
+    retention.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     if outcome.is_ok() {
         info!("stopped cleanly");
     }
     outcome
 }
 
-/// How often acknowledged records are checked against the retention settings.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
-
 async fn prune_periodically(
     wal: Wal<SourceTransaction>,
     retention: sdl_wal::Retention,
+    interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = source::stopped(&mut shutdown) => return,
         }
         let prune_wal = wal.clone();
         match tokio::task::spawn_blocking(move || prune_wal.prune(retention)).await {
             Ok(Ok(pruned)) if pruned.records > 0 => {
-                info!(records = pruned.records, bytes = pruned.bytes, "pruned acknowledged WAL records");
+                info!(
+                    records = pruned.records,
+                    bytes = pruned.bytes,
+                    "pruned acknowledged WAL records"
+                );
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn!(error = %e, "WAL pruning failed; acknowledged records are kept"),

@@ -359,7 +359,9 @@ pub async fn binlog_available(
             SourceError::BinlogUnavailable { .. } => Ok(false),
             other => Err(other),
         },
-        Ok(None) => Err(SourceError::Transient("the source closed the binlog stream".into())),
+        Ok(None) => Err(SourceError::Transient(
+            "the source closed the binlog stream".into(),
+        )),
         Err(_) => Err(SourceError::Transient(format!(
             "no binlog event within {:?}",
             cfg.connect_timeout

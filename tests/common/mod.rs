@@ -99,22 +99,35 @@ impl MariaDb {
             .tempdir()
             .unwrap();
         let datadir = dir.path().join("data");
-        let out = Command::new(find_binary(
-            "SDL_MARIADB_INSTALL_DB",
-            &["mariadb-install-db", "mysql_install_db"],
-        ))
-        .arg("--no-defaults")
-        .arg(format!("--datadir={}", datadir.display()))
-        .arg("--user=root")
-        .arg("--auth-root-authentication-method=normal")
-        .arg("--skip-test-db")
-        .output()
-        .expect("mariadb-install-db");
-        assert!(
-            out.status.success(),
-            "mariadb-install-db failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Each server gets its own tmpdir: bootstrap servers sharing /tmp have collided on temp
+        // table names. A failed bootstrap is retried in a clean directory before giving up.
+        let tmpdir = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmpdir).unwrap();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let _ = std::fs::remove_dir_all(&datadir);
+            let out = Command::new(find_binary(
+                "SDL_MARIADB_INSTALL_DB",
+                &["mariadb-install-db", "mysql_install_db"],
+            ))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", datadir.display()))
+            .arg("--user=root")
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .env("TMPDIR", &tmpdir)
+            .output()
+            .expect("mariadb-install-db");
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                attempts < 3,
+                "mariadb-install-db failed {attempts} times: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let mut db = Self {
             dir,
             port: free_port(),
@@ -158,6 +171,10 @@ impl MariaDb {
                 self.dir.path().join("mysqld.pid").display()
             ))
             .arg("--skip-name-resolve")
+            .arg(format!(
+                "--tmpdir={}",
+                self.dir.path().join("tmp").display()
+            ))
             .arg("--innodb-buffer-pool-size=64M")
             .arg("--innodb-flush-log-at-trx-commit=2")
             .arg("--sync-binlog=0")
@@ -433,31 +450,60 @@ pub struct Sdl {
 }
 
 impl Sdl {
-    /// Writes a config for `mariadb` → `mongo` with `extra_toml` appended to its sections.
+    /// Writes a config for `mariadb` → `mongo`, starting at `start` when the WAL is new.
     pub fn new(mariadb: &MariaDb, mongo: &Mongo, start: &str) -> Self {
+        Self::with_settings(mariadb, mongo, start, &[])
+    }
+
+    /// Like [`Sdl::new`], with extra `key = value` lines per section, e.g.
+    /// `&[("wal", "max_bytes = 1048576")]`.
+    pub fn with_settings(
+        mariadb: &MariaDb,
+        mongo: &Mongo,
+        start: &str,
+        settings: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("sdl-run-")
             .tempdir()
             .unwrap();
-        let config = format!(
-            r#"[source]
-url = "{source}"
-server_id = 4242
-start = "{start}"
-
-[wal]
-dir = "{wal}"
-
-[sink]
-url = "{sink}"
-database = "{database}"
-"#,
-            source = mariadb.sdl_url(),
-            wal = dir.path().join("wal").display(),
-            sink = mongo.uri(),
-            database = mongo.database,
-        );
+        let mut sections: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        sections.entry("source").or_default().extend([
+            format!("url = \"{}\"", mariadb.sdl_url()),
+            "server_id = 4242".to_string(),
+            format!("start = \"{start}\""),
+        ]);
+        sections
+            .entry("wal")
+            .or_default()
+            .push(format!("dir = \"{}\"", dir.path().join("wal").display()));
+        sections.entry("sink").or_default().extend([
+            format!("url = \"{}\"", mongo.uri()),
+            format!("database = \"{}\"", mongo.database),
+        ]);
+        sections
+            .entry("admin")
+            .or_default()
+            .push(format!("listen = \"127.0.0.1:{}\"", free_port()));
+        for (section, line) in settings {
+            let lines = sections.entry(section).or_default();
+            let key = line.split('=').next().unwrap_or_default().trim();
+            // A setting given by the test replaces the default line for the same key.
+            lines.retain(|l| l.split('=').next().unwrap_or_default().trim() != key);
+            lines.push(line.to_string());
+        }
+        let config: String = sections
+            .iter()
+            .map(|(section, lines)| format!("[{section}]\n{}\n\n", lines.join("\n")))
+            .collect();
         Self::with_config(dir, &config)
+    }
+
+    /// The admin endpoint address from the config.
+    pub fn admin_addr(&self) -> String {
+        let config = std::fs::read_to_string(&self.config_path).unwrap();
+        let value: toml::Value = config.parse().unwrap();
+        value["admin"]["listen"].as_str().unwrap().to_string()
     }
 
     pub fn with_config(dir: TempDir, config: &str) -> Self {

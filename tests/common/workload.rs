@@ -51,6 +51,7 @@ pub struct Workload {
     next_order: i64,
     /// Row changes committed so far (rows inserted, changed or deleted).
     pub row_changes: u64,
+    /// Committed transactions that changed at least one row.
     pub transactions: u64,
 }
 
@@ -88,7 +89,10 @@ impl Workload {
                 _ => self.delete_some(conn, &mut rng).await,
             };
             self.row_changes += changed;
-            self.transactions += 1;
+            // A statement that changed nothing writes no transaction to the binlog.
+            if changed > 0 {
+                self.transactions += 1;
+            }
         }
         self.rng_seed = rng.next();
     }

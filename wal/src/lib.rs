@@ -399,11 +399,8 @@ impl<R: Record> Wal<R> {
         let mut bytes = 0u64;
         for record in records {
             seq += 1;
-            let frame =
-                encode_frame(R::FORMAT_VERSION, record).map_err(|source| WalError::Encode {
-                    seq,
-                    source,
-                })?;
+            let frame = encode_frame(R::FORMAT_VERSION, record)
+                .map_err(|source| WalError::Encode { seq, source })?;
             bytes += frame.len() as u64;
             batch.insert(&record_key(seq)[..], frame);
         }
@@ -647,12 +644,16 @@ impl<R: Record> Wal<R> {
         let (victims, acked) = {
             let accounting = self.accounting();
             let acked = accounting.acked;
-            let mut acked_bytes: u64 = accounting.groups.range(..=acked).map(|(_, g)| g.bytes).sum();
+            let mut acked_bytes: u64 = accounting
+                .groups
+                .range(..=acked)
+                .map(|(_, g)| g.bytes)
+                .sum();
             let mut victims = Vec::new();
             for (&last, group) in accounting.groups.range(..=acked) {
-                let too_old = retention
-                    .max_age
-                    .is_some_and(|age| now.saturating_sub(group.appended_ms) > age.as_millis() as u64);
+                let too_old = retention.max_age.is_some_and(|age| {
+                    now.saturating_sub(group.appended_ms) > age.as_millis() as u64
+                });
                 let too_big = retention.max_bytes.is_some_and(|max| acked_bytes > max);
                 if !(too_old || too_big) {
                     break;
@@ -685,7 +686,9 @@ impl<R: Record> Wal<R> {
         if let Some(base) = base {
             batch.insert(KEY_BASE_POSITION, base);
         }
-        self.tree.apply_batch(batch).map_err(self.storage("prune"))?;
+        self.tree
+            .apply_batch(batch)
+            .map_err(self.storage("prune"))?;
         self.tree.flush().map_err(self.storage("flush"))?;
         let mut accounting = self.accounting();
         for (last, _) in victims {

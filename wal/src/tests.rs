@@ -112,27 +112,39 @@ fn retention_by_age_and_bytes_keeps_unacknowledged_records() {
     let dir = temp_dir();
     let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
     for n in 1..=10 {
-        wal.append(&[rec(n)], format!("pos-{n}").as_bytes()).unwrap();
+        wal.append(&[rec(n)], format!("pos-{n}").as_bytes())
+            .unwrap();
     }
     let frame = wal.get(1).unwrap().unwrap().frame_len as u64;
     // Nothing acknowledged: no retention setting removes anything.
     assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 0);
     wal.acknowledge(6).unwrap();
     // Young records survive an age limit.
-    let by_age = Retention { max_age: Some(std::time::Duration::from_secs(3600)), max_bytes: None };
+    let by_age = Retention {
+        max_age: Some(std::time::Duration::from_secs(3600)),
+        max_bytes: None,
+    };
     assert_eq!(wal.prune(by_age).unwrap().records, 0);
     // A byte limit keeps the newest acknowledged records that fit.
-    let by_bytes = Retention { max_age: None, max_bytes: Some(2 * frame) };
+    let by_bytes = Retention {
+        max_age: None,
+        max_bytes: Some(2 * frame),
+    };
     assert_eq!(wal.prune(by_bytes).unwrap().records, 4);
     assert_eq!(wal.first_seq().unwrap(), Some(5));
     // An age of zero prunes every acknowledged record, never the unacknowledged 7..10.
-    let zero = Retention { max_age: Some(std::time::Duration::ZERO), max_bytes: None };
+    let zero = Retention {
+        max_age: Some(std::time::Duration::ZERO),
+        max_bytes: None,
+    };
     std::thread::sleep(std::time::Duration::from_millis(2));
     assert_eq!(wal.prune(zero).unwrap().records, 2);
     assert_eq!(wal.first_seq().unwrap(), Some(7));
     let stats = wal.stats().unwrap();
     assert_eq!((stats.records, stats.unacked_records), (4, 4));
-    let unacked: u64 = (7..=10).map(|s| wal.get(s).unwrap().unwrap().frame_len as u64).sum();
+    let unacked: u64 = (7..=10)
+        .map(|s| wal.get(s).unwrap().unwrap().frame_len as u64)
+        .sum();
     assert_eq!(stats.unacked_bytes, unacked);
 }
 
@@ -178,7 +190,10 @@ fn damaged_record_is_reported_with_its_sequence() {
     frame[last] ^= 0x01;
     wal.overwrite_raw_frame(2, &frame).unwrap();
     assert_eq!(wal.read_from(1, 1, usize::MAX).unwrap().len(), 1);
-    assert_eq!(wal.first_damaged_unacknowledged().unwrap().map(|(s, _)| s), Some(2));
+    assert_eq!(
+        wal.first_damaged_unacknowledged().unwrap().map(|(s, _)| s),
+        Some(2)
+    );
     assert_eq!(wal.verify().unwrap().len(), 1);
     match wal.read_from(1, 10, usize::MAX) {
         Err(WalError::Corrupt {

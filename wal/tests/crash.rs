@@ -75,22 +75,48 @@ fn sigkill_at_random_moments_never_loses_a_returned_append() {
         let wal: Wal<CrashRecord> = Wal::open(dir.path())
             .unwrap_or_else(|e| panic!("round {round}: WAL does not open after SIGKILL: {e}"));
         let last = wal.last_seq().unwrap();
-        assert!(last >= last_appended, "round {round}: returned append {last_appended} lost (last {last})");
+        assert!(
+            last >= last_appended,
+            "round {round}: returned append {last_appended} lost (last {last})"
+        );
         let position = wal.ingest_position().unwrap().unwrap();
-        assert_eq!(position, format!("pos-{last}").into_bytes(), "round {round}: position vs records");
+        assert_eq!(
+            position,
+            format!("pos-{last}").into_bytes(),
+            "round {round}: position vs records"
+        );
         let acked = wal.acked().unwrap();
-        assert!(acked >= last_acked, "round {round}: acknowledgement {last_acked} lost");
-        assert!(wal.verify().unwrap().is_empty(), "round {round}: damaged records");
+        assert!(
+            acked >= last_acked,
+            "round {round}: acknowledgement {last_acked} lost"
+        );
+        assert!(
+            wal.verify().unwrap().is_empty(),
+            "round {round}: damaged records"
+        );
         let first = wal.first_seq().unwrap().unwrap_or(last + 1);
-        assert!(first <= acked + 1, "round {round}: unacknowledged records pruned");
+        assert!(
+            first <= acked + 1,
+            "round {round}: unacknowledged records pruned"
+        );
         let mut expected = acked + 1;
         for stored in wal.read_from(acked + 1, usize::MAX, usize::MAX).unwrap() {
             assert_eq!(stored.seq, expected);
-            assert_eq!(stored.record.seq, stored.seq, "round {round}: record out of order");
-            assert_eq!(stored.record.payload, vec![stored.seq as u8; (stored.seq % 700) as usize]);
+            assert_eq!(
+                stored.record.seq, stored.seq,
+                "round {round}: record out of order"
+            );
+            assert_eq!(
+                stored.record.payload,
+                vec![stored.seq as u8; (stored.seq % 700) as usize]
+            );
             expected += 1;
         }
-        assert_eq!(expected, last + 1, "round {round}: records missing before the end");
+        assert_eq!(
+            expected,
+            last + 1,
+            "round {round}: records missing before the end"
+        );
     }
     assert!(total_appends_seen >= u64::from(KILLS));
 }

@@ -48,7 +48,7 @@ fn main() {
         assert_eq!(last, seq);
         writeln!(out, "appended {seq}").unwrap();
         out.flush().unwrap();
-        if rounds % 5 == 0 {
+        if rounds.is_multiple_of(5) {
             let ack = seq - seq / 3;
             wal.acknowledge(ack).expect("acknowledge");
             writeln!(out, "acked {ack}").unwrap();

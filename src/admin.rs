@@ -1,0 +1,107 @@
+//! The local admin endpoint (`[admin] listen`, loopback by default).
+//!
+//! It serves read-only views of the running service: `/healthz`, and the WAL inspection answers
+//! `sdl wal` needs while the service holds the WAL's lock (`/wal/stats`, `/wal/list`,
+//! `/wal/show/{seq}`, `/wal/verify`, `/wal/dump`), produced by the same functions as the offline
+//! command. It never changes state.
+
+use std::net::SocketAddr;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use sdl_wal::Wal;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::event::SourceTransaction;
+use crate::walcli;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on admin.listen = {addr}: {source}. Choose a free port, or set admin.listen = \"\" to turn the admin endpoint off")]
+pub struct AdminBindError {
+    addr: String,
+    source: std::io::Error,
+}
+
+type Wals = Wal<SourceTransaction>;
+
+/// Binds the endpoint (so a taken port fails start-up) and returns the task serving it.
+pub async fn start(
+    addr: &str,
+    wal: Wals,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AdminBindError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminBindError {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| AdminBindError {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/wal/stats", get(wal_stats))
+        .route("/wal/list", get(wal_list))
+        .route("/wal/show/{seq}", get(wal_show))
+        .route("/wal/verify", get(wal_verify))
+        .route("/wal/dump", get(wal_dump))
+        .with_state(wal);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                crate::source::stopped(&mut shutdown).await;
+            })
+            .await;
+    });
+    Ok((local, task))
+}
+
+/// Runs a blocking WAL read off the async threads and renders its result as JSON.
+async fn answer<T: serde::Serialize + Send + 'static>(
+    wal: Wals,
+    read: impl FnOnce(&Wals) -> anyhow::Result<T> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || read(&wal)).await {
+        Ok(Ok(value)) => Json(value).into_response(),
+        Ok(Err(e)) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn wal_stats(State(wal): State<Wals>) -> Response {
+    answer(wal, walcli::stats).await
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    from: Option<u64>,
+    limit: Option<u64>,
+}
+
+async fn wal_list(State(wal): State<Wals>, Query(q): Query<ListQuery>) -> Response {
+    answer(wal, move |w| walcli::list(w, q.from, q.limit.unwrap_or(50))).await
+}
+
+async fn wal_show(State(wal): State<Wals>, Path(seq): Path<u64>) -> Response {
+    answer(wal, move |w| walcli::show(w, seq)).await
+}
+
+async fn wal_verify(State(wal): State<Wals>) -> Response {
+    answer(wal, walcli::verify).await
+}
+
+#[derive(Deserialize)]
+struct DumpQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn wal_dump(State(wal): State<Wals>, Query(q): Query<DumpQuery>) -> Response {
+    answer(wal, move |w| walcli::dump(w, q.from, q.to)).await
+}

@@ -1,0 +1,373 @@
+//! The WAL as an operator sees it: `sdl wal` on a stopped and a running service, retention,
+//! backpressure while MongoDB is down, repair of a damaged record from the source, a full disk,
+//! and the lock against a second sdl.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::workload::{assert_exactly_once, create_tables, Workload};
+use common::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
+use serde_json::Value as Json;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `sdl wal <args>` and returns (exit code, stdout, stderr).
+fn sdl_wal(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sdl"))
+        .arg("wal")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn stats(target: &[&str]) -> Json {
+    let mut args = vec!["stats", "--json"];
+    args.extend_from_slice(target);
+    let (code, stdout, stderr) = sdl_wal(&args);
+    assert_eq!(code, 0, "sdl wal stats failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+async fn started(sdl: &Sdl) {
+    wait_until("sdl following the binlog", TIMEOUT, || async {
+        sdl.logs().contains("following the binlog").then_some(())
+    })
+    .await;
+}
+
+/// A Record type for opening the WAL raw; these tests only touch frames, never decode them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Opaque;
+
+impl sdl_wal::Record for Opaque {
+    const FORMAT_VERSION: u16 = 0;
+    fn position_after(&self) -> &[u8] {
+        b""
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_commands_work_on_a_running_and_a_stopped_service() {
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
+    sdl.start();
+    started(&sdl).await;
+    let mut workload = Workload::new(3);
+    workload.run(&mut conn, 300).await;
+    let position = mariadb.gtid_binlog_pos().await;
+    wait_for_offset(&mongo, &position, TIMEOUT, &sdl).await;
+
+    // Running: the WAL is locked, so the command goes through the admin endpoint.
+    let config = sdl.config_path.display().to_string();
+    let running = stats(&["--config", &config]);
+    assert_eq!(running["last_seq"], workload.transactions);
+    assert_eq!(running["acked_seq"], workload.transactions);
+    assert_eq!(running["unacked_records"], 0);
+    assert_eq!(running["ingest_position"], position.as_str());
+
+    let (code, stdout, _) = sdl_wal(&[
+        "list", "--config", &config, "--json", "--from", "1", "--limit", "5",
+    ]);
+    assert_eq!(code, 0);
+    let entries: Vec<Json> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(entries.len(), 5);
+    assert_eq!(entries[0]["seq"], 1);
+    assert!(entries
+        .iter()
+        .all(|e| e["acked"] == true && e["error"].is_null()));
+
+    let (code, stdout, _) = sdl_wal(&["show", "2", "--config", &config]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("position after:") && stdout.contains("app."),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = sdl_wal(&["verify", "--config", &config]);
+    assert_eq!(code, 0, "{stdout}");
+
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+
+    // Stopped: opened directly from the directory.
+    let wal_dir = sdl.wal_dir().display().to_string();
+    let stopped = stats(&["--dir", &wal_dir]);
+    assert_eq!(stopped["last_seq"], running["last_seq"]);
+    assert_eq!(stopped["wal_id"], running["wal_id"]);
+    let (code, stdout, _) = sdl_wal(&["dump", "--dir", &wal_dir, "--from", "1", "--to", "3"]);
+    assert_eq!(code, 0);
+    let lines: Vec<Json> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["seq"], 3);
+    assert!(lines[2]["transaction"]["gtid"]
+        .as_str()
+        .unwrap()
+        .starts_with("0-1-"));
+
+    let (code, _, stderr) = sdl_wal(&["stats"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--config FILE") && stderr.contains("--dir DIR"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sdl_on_the_same_wal_is_refused() {
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    let mut first = Sdl::new(&mariadb, &mongo, "current");
+    first.start();
+    started(&first).await;
+    let (code, stderr) =
+        common::run_sdl(&["run", "--config", &first.config_path.display().to_string()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the WAL") && stderr.contains("another sdl process"),
+        "{stderr}"
+    );
+    assert!(first.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_acknowledged_records_only() {
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let mut sdl = Sdl::with_settings(
+        &mariadb,
+        &mongo,
+        "current",
+        &[
+            ("wal", "retain_acked_bytes = 0"),
+            ("wal", "prune_interval = \"100ms\""),
+        ],
+    );
+    sdl.start();
+    started(&sdl).await;
+    let mut workload = Workload::new(5);
+    workload.run(&mut conn, 500).await;
+    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
+    wait_until("a prune", TIMEOUT, || async {
+        sdl.logs()
+            .contains("pruned acknowledged WAL records")
+            .then_some(())
+    })
+    .await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    let s = stats(&["--dir", &sdl.wal_dir().display().to_string()]);
+    assert_eq!(s["unacked_records"], 0);
+    assert_ne!(s["first_seq"], 1, "acknowledged records were pruned: {s}");
+    assert_eq!(s["last_seq"], workload.transactions);
+    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
+    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    if mongo.is_external() {
+        eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
+        return;
+    }
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let mut sdl = Sdl::with_settings(
+        &mariadb,
+        &mongo,
+        "current",
+        &[
+            ("wal", "max_bytes = 1048576"),
+            ("wal", "retain_acked_bytes = 0"),
+            ("wal", "prune_interval = \"100ms\""),
+        ],
+    );
+    sdl.start();
+    started(&sdl).await;
+    mongo.kill();
+    let mut workload = Workload::new(11);
+    workload.run(&mut conn, 12_000).await;
+    wait_until("the ingester to pause", TIMEOUT, || async {
+        sdl.logs()
+            .contains("WAL full (wal.max_bytes): pausing")
+            .then_some(())
+    })
+    .await;
+    let config = sdl.config_path.display().to_string();
+    let paused = stats(&["--config", &config]);
+    assert!(
+        paused["unacked_bytes"].as_u64().unwrap() >= 1_048_576,
+        "{paused}"
+    );
+    assert_eq!(
+        paused["records"], paused["unacked_records"],
+        "unacknowledged records pruned: {paused}"
+    );
+    assert_ne!(
+        paused["ingest_position"],
+        mariadb.gtid_binlog_pos().await.as_str(),
+        "ingest did not pause"
+    );
+
+    mongo.restart().await;
+    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
+    assert!(sdl.logs().contains("WAL has space again: resuming"));
+    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_unacknowledged_record_is_read_again_from_the_source() {
+    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    if mongo.is_external() {
+        eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
+        return;
+    }
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
+    sdl.start();
+    started(&sdl).await;
+    let mut workload = Workload::new(21);
+    workload.run(&mut conn, 300).await;
+    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
+
+    // With MongoDB down, more transactions wait in the WAL, unacknowledged.
+    mongo.kill();
+    workload.run(&mut conn, 600).await;
+    let position = mariadb.gtid_binlog_pos().await;
+    let config = sdl.config_path.display().to_string();
+    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
+        (stats(&["--config", &config])["ingest_position"] == position.as_str()).then_some(())
+    })
+    .await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+
+    let s = stats(&["--dir", &sdl.wal_dir().display().to_string()]);
+    let damaged = s["acked_seq"].as_u64().unwrap() + 2;
+    assert!(damaged < s["last_seq"].as_u64().unwrap());
+    {
+        let wal: sdl_wal::Wal<Opaque> = sdl_wal::Wal::open(sdl.wal_dir()).unwrap();
+        let mut frame = wal.raw_frame(damaged).unwrap().unwrap();
+        let middle = frame.len() / 2;
+        frame[middle] ^= 0x40;
+        wal.overwrite_raw_frame(damaged, &frame).unwrap();
+    }
+    let (code, stdout, _) = sdl_wal(&["verify", "--dir", &sdl.wal_dir().display().to_string()]);
+    assert_eq!(code, 1, "verify must fail on a damaged record: {stdout}");
+    assert!(
+        stdout.contains(&format!("DAMAGED record {damaged}: CRC mismatch")),
+        "{stdout}"
+    );
+
+    mongo.restart().await;
+    sdl.start();
+    wait_for_offset(&mongo, &position, TIMEOUT, &sdl).await;
+    assert!(
+        sdl.logs().contains("repaired the WAL")
+            && sdl.logs().contains(&format!("damaged_seq={damaged}")),
+        "{}",
+        sdl.logs()
+    );
+    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// A small tmpfs for the WAL, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(Self(path))
+    }
+
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_ingest_cleanly_and_a_restart_resumes() {
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    let mut conn = mariadb.root_conn().await;
+    {
+        use mysql_async::prelude::Queryable;
+        conn.query_drop("CREATE TABLE app.blobs (id INT PRIMARY KEY, body LONGTEXT NOT NULL)")
+            .await
+            .unwrap();
+    }
+    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
+    let Some(disk) = SmallDisk::mount(sdl.wal_dir(), "8M") else {
+        panic!("mounting a tmpfs needs root (CI runs as root): cannot test a full disk");
+    };
+    std::fs::write(sdl.wal_dir().join("filler"), vec![0u8; 2 << 20]).unwrap();
+    sdl.start();
+    started(&sdl).await;
+    let mut rows = 0u64;
+    {
+        use mysql_async::prelude::Queryable;
+        while sdl.is_running() && rows < 2000 {
+            rows += 1;
+            conn.query_drop(format!(
+                "INSERT INTO app.blobs VALUES ({rows}, REPEAT('{}', 20000))",
+                (b'a' + (rows % 26) as u8) as char
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let status = sdl.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(1), "{}", sdl.logs());
+    assert!(
+        sdl.logs().contains("the disk holding the WAL"),
+        "{}",
+        sdl.logs()
+    );
+    assert!(sdl.logs().contains("is full"));
+
+    // More space (the volume grown), then a restart: everything arrives exactly once.
+    disk.grow("512M");
+    std::fs::remove_file(sdl.wal_dir().join("filler")).unwrap();
+    sdl.start();
+    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
+    let docs = common::change_documents(&mongo).await;
+    let inserts = docs
+        .iter()
+        .filter(|d| d.get_str("op") == Ok("insert"))
+        .count() as u64;
+    assert_eq!(inserts, rows, "every inserted row arrived once");
+    let mut ids: Vec<i64> = docs
+        .iter()
+        .filter_map(|d| d.get_document("after").ok()?.get_i64("id").ok())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=rows as i64).collect::<Vec<_>>());
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+}
