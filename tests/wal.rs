@@ -371,3 +371,67 @@ async fn a_full_disk_stops_ingest_cleanly_and_a_restart_resumes() {
     assert_eq!(ids, (1..=rows as i64).collect::<Vec<_>>());
     assert!(sdl.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_whose_binlog_was_purged_stops_sdl_naming_it() {
+    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    if mongo.is_external() {
+        eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
+        return;
+    }
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
+    sdl.start();
+    started(&sdl).await;
+    mongo.kill();
+    let mut workload = Workload::new(31);
+    workload.run(&mut conn, 300).await;
+    let position = mariadb.gtid_binlog_pos().await;
+    let config = sdl.config_path.display().to_string();
+    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
+        (stats(&["--config", &config])["ingest_position"] == position.as_str()).then_some(())
+    })
+    .await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    {
+        let wal: sdl_wal::Wal<Opaque> = sdl_wal::Wal::open(sdl.wal_dir()).unwrap();
+        let mut frame = wal.raw_frame(3).unwrap().unwrap();
+        let middle = frame.len() / 2;
+        frame[middle] ^= 0x01;
+        wal.overwrite_raw_frame(3, &frame).unwrap();
+    }
+    {
+        use mysql_async::prelude::Queryable;
+        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+        // The server skips (with a warning) files a lingering dump thread still reads: purge
+        // until only the newest file is left.
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.unwrap();
+            if logs.len() == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "old binlogs never purged"
+            );
+            let newest: String = logs.last().unwrap().get(0).unwrap();
+            conn.query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    mongo.restart().await;
+    sdl.start();
+    let status = sdl.wait_exit(Duration::from_secs(40));
+    assert_eq!(status.code(), Some(3), "{}", sdl.logs());
+    let logs = sdl.logs();
+    assert!(logs.contains("WAL record 3 is damaged"), "{logs}");
+    assert!(logs.contains("no longer has the binlog"), "{logs}");
+    assert!(logs.contains("restore the source's binlog files"), "{logs}");
+    // Nothing was discarded: the WAL still holds the damaged record and everything after it.
+    let s = stats(&["--dir", &sdl.wal_dir().display().to_string()]);
+    assert_eq!(s["last_seq"], workload.transactions);
+}

@@ -121,21 +121,26 @@ pub async fn connect(cfg: &SourceConfig) -> Result<(Conn, Flavor), SourceError> 
         detail: e.to_string(),
     })?;
     let opts: Opts = OptsBuilder::from_opts(opts).prefer_socket(false).into();
-    let mut conn = match tokio::time::timeout(cfg.connect_timeout, Conn::new(opts)).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return Err(classify_connect_error(&cfg.url, e)),
-        Err(_) => {
-            return Err(SourceError::Unreachable {
-                url: redact_url(&cfg.url),
-                detail: format!(
-                    "no answer within {:?} (source.connect_timeout)",
-                    cfg.connect_timeout
-                ),
-            })
-        }
-    };
-    let flavor = check_settings(&mut conn).await?;
-    Ok((conn, flavor))
+    // The login and the settings check together must answer within the timeout: a server that
+    // accepts TCP but never answers is as unreachable as one that refuses.
+    let connected = tokio::time::timeout(cfg.connect_timeout, async {
+        let mut conn = Conn::new(opts)
+            .await
+            .map_err(|e| classify_connect_error(&cfg.url, e))?;
+        let flavor = check_settings(&mut conn).await?;
+        Ok((conn, flavor))
+    })
+    .await;
+    match connected {
+        Ok(result) => result,
+        Err(_) => Err(SourceError::Unreachable {
+            url: redact_url(&cfg.url),
+            detail: format!(
+                "no answer within {:?} (source.connect_timeout)",
+                cfg.connect_timeout
+            ),
+        }),
+    }
 }
 
 async fn global_variables(conn: &mut Conn) -> Result<Vec<(String, String)>, SourceError> {

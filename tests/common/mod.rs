@@ -534,7 +534,10 @@ impl Sdl {
             .arg("run")
             .arg("--config")
             .arg(&self.config_path)
-            .env("SDL_LOG", "info")
+            .env(
+                "SDL_LOG",
+                std::env::var("SDL_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

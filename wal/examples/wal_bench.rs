@@ -45,8 +45,12 @@ fn main() {
             })
             .collect();
         seq += n;
-        wal.append(&batch, format!("0-1-{seq}").as_bytes()).expect("append");
-        payload_bytes += batch.iter().map(|r| (r.payload.len() + r.position.len()) as u64).sum::<u64>();
+        wal.append(&batch, format!("0-1-{seq}").as_bytes())
+            .expect("append");
+        payload_bytes += batch
+            .iter()
+            .map(|r| (r.payload.len() + r.position.len()) as u64)
+            .sum::<u64>();
     }
     let elapsed = started.elapsed().as_secs_f64();
     let stats = wal.stats().expect("stats");
@@ -63,20 +67,38 @@ fn main() {
 
     wal.acknowledge(records).expect("ack");
     let pruned = wal
-        .prune(Retention { max_age: None, max_bytes: Some(0) })
+        .prune(Retention {
+            max_age: None,
+            max_bytes: Some(0),
+        })
         .expect("prune");
     let disk_after_prune = wal.disk_size().expect("size");
 
     println!("| metric | value |");
     println!("| --- | --- |");
-    println!("| records appended | {records} ({group} per group commit, {payload_len}-byte payload) |");
-    println!("| append throughput | {:.0} records/s, {:.1} MB/s of frames |", records as f64 / elapsed, frames as f64 / elapsed / 1e6);
-    println!("| group commits (fsyncs) per second | {:.0} |", (records as f64 / group as f64) / elapsed);
-    println!("| read throughput (checked) | {:.0} records/s |", records as f64 / read_elapsed);
+    println!(
+        "| records appended | {records} ({group} per group commit, {payload_len}-byte payload) |"
+    );
+    println!(
+        "| append throughput | {:.0} records/s, {:.1} MB/s of frames |",
+        records as f64 / elapsed,
+        frames as f64 / elapsed / 1e6
+    );
+    println!(
+        "| group commits (fsyncs) per second | {:.0} |",
+        (records as f64 / group as f64) / elapsed
+    );
+    println!(
+        "| read throughput (checked) | {:.0} records/s |",
+        records as f64 / read_elapsed
+    );
     println!("| payload bytes | {payload_bytes} |");
     println!("| frame bytes | {frames} |");
     println!("| disk bytes after {records} records | {disk_full} |");
-    println!("| space amplification (disk / payload) | {:.2} |", disk_full as f64 / payload_bytes as f64);
+    println!(
+        "| space amplification (disk / payload) | {:.2} |",
+        disk_full as f64 / payload_bytes as f64
+    );
     println!("| records pruned | {} |", pruned.records);
     println!("| disk bytes after pruning all | {disk_after_prune} |");
 }
