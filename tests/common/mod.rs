@@ -10,6 +10,7 @@
 //! Every server and process is stopped and its files removed when its handle is dropped.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod workload;
 
 use std::collections::BTreeMap;

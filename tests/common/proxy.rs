@@ -1,0 +1,129 @@
+//! A fault-injecting TCP proxy on loopback, placed between sdl and a server.
+//!
+//! - [`Mode::Pass`]: bytes flow both ways.
+//! - [`Mode::Drop`]: every open connection is closed and new ones are closed on accept (a server
+//!   or network that refuses).
+//! - [`Mode::Blackhole`]: connections stay open (and new ones are accepted) but no byte is
+//!   forwarded in either direction (a cut cable: the peer only notices by timing out).
+//!
+//! Switching back to `Pass` affects new connections; blackholed ones stay silent until they close,
+//! as they would after a real network cut.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Pass,
+    Drop,
+    Blackhole,
+}
+
+pub struct Proxy {
+    pub port: u16,
+    mode: Arc<watch::Sender<Mode>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards to `127.0.0.1:target_port`.
+    pub async fn start(target_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, _) = watch::channel(Mode::Pass);
+        let mode = Arc::new(tx);
+        let accept_mode = mode.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut mode_rx = accept_mode.subscribe();
+                let current = *mode_rx.borrow_and_update();
+                match current {
+                    Mode::Drop => drop(client),
+                    Mode::Blackhole => {
+                        tokio::spawn(async move {
+                            // Hold the socket open, silently, until the proxy says Drop.
+                            let _client = client;
+                            let _ = mode_rx.wait_for(|m| *m == Mode::Drop).await;
+                        });
+                    }
+                    Mode::Pass => {
+                        tokio::spawn(async move {
+                            if let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)).await {
+                                relay(client, server, mode_rx).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Self { port, mode, task }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+
+    pub fn mode(&self) -> Mode {
+        *self.mode.borrow()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.mode.send_replace(Mode::Drop);
+        self.task.abort();
+    }
+}
+
+async fn relay(client: TcpStream, server: TcpStream, mode: watch::Receiver<Mode>) {
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let up = pump(client_read, server_write, mode.clone());
+    let down = pump(server_read, client_write, mode);
+    // When either direction ends, both sockets are dropped: the connection closes.
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            read = from.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let current = *mode.borrow();
+                match current {
+                    Mode::Pass => {
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    Mode::Blackhole => {} // swallowed
+                    Mode::Drop => return,
+                }
+            }
+            changed = mode.changed() => {
+                let current = *mode.borrow();
+                if changed.is_err() || current == Mode::Drop {
+                    return;
+                }
+            }
+        }
+    }
+}
