@@ -105,6 +105,15 @@ pub struct SourceConfig {
     /// How long to wait for the source to accept a connection.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// The source sends a heartbeat event when it has nothing else to send for this long; a
+    /// connection that brings neither events nor heartbeats for 3 intervals is presumed dead and
+    /// replaced.
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+}
+
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_source_name() -> String {
@@ -242,6 +251,17 @@ impl Config {
                 format!(
                     "{} (expected a mysql:// URL with user, password, host and port)",
                     crate::redact::redact_error(&e.to_string())
+                ),
+            ));
+        }
+        if self.source.heartbeat_interval < Duration::from_millis(100)
+            || self.source.heartbeat_interval > Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "source.heartbeat_interval",
+                format!(
+                    "{:?} is out of range: use between 100ms and 1h",
+                    self.source.heartbeat_interval
                 ),
             ));
         }

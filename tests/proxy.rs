@@ -39,22 +39,43 @@ async fn round_trip(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>>
 async fn pass_blackhole_and_drop() {
     let proxy = Proxy::start(echo_server().await).await;
     let mut conn = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
-    assert_eq!(round_trip(&mut conn, Duration::from_secs(5)).await.as_deref(), Some(&b"ping"[..]));
+    assert_eq!(
+        round_trip(&mut conn, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some(&b"ping"[..])
+    );
 
     // Blackhole: the connection stays open but nothing comes back.
     proxy.set(Mode::Blackhole);
-    assert_eq!(round_trip(&mut conn, Duration::from_millis(500)).await, None);
+    assert_eq!(
+        round_trip(&mut conn, Duration::from_millis(500)).await,
+        None
+    );
     let mut fresh = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
-    assert_eq!(round_trip(&mut fresh, Duration::from_millis(500)).await, None);
+    assert_eq!(
+        round_trip(&mut fresh, Duration::from_millis(500)).await,
+        None
+    );
 
     // Drop: open connections are closed.
     proxy.set(Mode::Drop);
     let mut buf = [0u8; 1];
-    let eof = tokio::time::timeout(Duration::from_secs(5), fresh.read(&mut buf)).await.unwrap();
-    assert!(matches!(eof, Ok(0) | Err(_)), "connection not closed: {eof:?}");
+    let eof = tokio::time::timeout(Duration::from_secs(5), fresh.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(eof, Ok(0) | Err(_)),
+        "connection not closed: {eof:?}"
+    );
 
     // Pass again: new connections work.
     proxy.set(Mode::Pass);
     let mut again = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
-    assert_eq!(round_trip(&mut again, Duration::from_secs(5)).await.as_deref(), Some(&b"ping"[..]));
+    assert_eq!(
+        round_trip(&mut again, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some(&b"ping"[..])
+    );
 }

@@ -276,10 +276,18 @@ async fn mariadb_earliest(conn: &mut Conn) -> Result<String, SourceError> {
 async fn open_stream(
     mut conn: Conn,
     flavor: Flavor,
-    server_id: u32,
+    cfg: &SourceConfig,
     position: &Position,
 ) -> Result<mysql_async::BinlogStream, SourceError> {
-    let request = BinlogStreamRequest::new(server_id);
+    // Heartbeats let a silent but healthy stream be told apart from a dead connection.
+    let heartbeat = format!(
+        "SET @master_heartbeat_period = {}",
+        cfg.heartbeat_interval.as_nanos()
+    );
+    conn.query_drop(&heartbeat)
+        .await
+        .map_err(|e| query_error(&heartbeat, e))?;
+    let request = BinlogStreamRequest::new(cfg.server_id);
     let request = match (flavor, position) {
         (Flavor::Mariadb, Position::Mariadb(pos)) => {
             for statement in [
@@ -351,7 +359,7 @@ pub async fn binlog_available(
     position: &Position,
 ) -> Result<bool, SourceError> {
     let (conn, flavor) = connect(cfg).await?;
-    let mut stream = match open_stream(conn, flavor, cfg.server_id, position).await {
+    let mut stream = match open_stream(conn, flavor, cfg, position).await {
         Ok(stream) => stream,
         Err(SourceError::BinlogUnavailable { .. }) => return Ok(false),
         Err(e) => return Err(e),
@@ -391,7 +399,11 @@ pub async fn run(
         let (conn, flavor) = match ready.take() {
             Some(c) => c,
             None => match connect(&cfg).await {
-                Ok(c) => c,
+                Ok(c) => {
+                    // The source answers again: the next outage starts its backoff afresh.
+                    reconnect_delay = Duration::from_millis(100);
+                    c
+                }
                 Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
                     warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
                     if wait_or_shutdown(&mut shutdown, reconnect_delay).await {
@@ -461,7 +473,8 @@ async fn follow(
     appended: &watch::Sender<u64>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let mut stream = open_stream(conn, flavor, cfg.server_id, &position).await?;
+    let mut stream = open_stream(conn, flavor, cfg, &position).await?;
+    let dead_after = cfg.heartbeat_interval * 3;
     let mut assembler = TransactionAssembler::new(position.clone());
     let mut group = PendingGroup {
         transactions: Vec::new(),
@@ -481,7 +494,12 @@ async fn follow(
                 }
                 continue;
             }
-            next = stream.next() => next,
+            next = tokio::time::timeout(dead_after, stream.next()) => match next {
+                Ok(next) => next,
+                Err(_) => break Err(SourceError::Transient(format!(
+                    "no event or heartbeat for {dead_after:?} (3 x source.heartbeat_interval): the connection is presumed dead"
+                ))),
+            },
         };
         let event = match next {
             None => {

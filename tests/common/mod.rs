@@ -231,6 +231,11 @@ impl MariaDb {
         format!("mysql://{SDL_USER}:{SDL_PASSWORD}@127.0.0.1:{}", self.port)
     }
 
+    /// The URL sdl uses, through a proxy listening on `port`.
+    pub fn sdl_url_via(&self, port: u16) -> String {
+        format!("mysql://{SDL_USER}:{SDL_PASSWORD}@127.0.0.1:{port}")
+    }
+
     pub async fn root_conn(&self) -> mysql_async::Conn {
         mysql_async::Conn::from_url(self.root_url().as_str())
             .await

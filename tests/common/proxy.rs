@@ -55,7 +55,8 @@ impl Proxy {
                     }
                     Mode::Pass => {
                         tokio::spawn(async move {
-                            if let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)).await {
+                            if let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)).await
+                            {
                                 relay(client, server, mode_rx).await;
                             }
                         });

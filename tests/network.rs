@@ -1,0 +1,94 @@
+//! Network cuts between sdl and the source: a blackholed connection is detected by missing
+//! heartbeats, a dropped one by its close; sdl reconnects from the WAL position and every row
+//! change still arrives exactly once.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::proxy::{Mode, Proxy};
+use common::workload::{assert_exactly_once, create_tables, Workload};
+use common::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+fn count(logs: &str, needle: &str) -> usize {
+    logs.matches(needle).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_network_cuts_are_survived_exactly_once() {
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    let proxy = Proxy::start(mariadb.port).await;
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let url = format!("url = \"{}\"", mariadb.sdl_url_via(proxy.port));
+    let mut sdl = Sdl::with_settings(
+        &mariadb,
+        &mongo,
+        "current",
+        &[
+            ("source", &url),
+            ("source", "heartbeat_interval = \"300ms\""),
+            ("source", "connect_timeout = \"2s\""),
+        ],
+    );
+    sdl.start();
+    wait_until("sdl following", TIMEOUT, || async {
+        sdl.logs().contains("following the binlog").then_some(())
+    })
+    .await;
+
+    let keep_going = Arc::new(AtomicBool::new(true));
+    let workload = tokio::spawn({
+        let keep_going = keep_going.clone();
+        let conn = mariadb.root_conn().await;
+        async move {
+            let mut conn = conn;
+            let mut workload = Workload::new(77);
+            workload.run_while(&mut conn, 3000, &keep_going).await;
+            workload
+        }
+    });
+
+    // A cut cable: the stream goes silent; missing heartbeats reveal it.
+    proxy.set(Mode::Blackhole);
+    wait_until("the dead connection to be noticed", TIMEOUT, || async {
+        sdl.logs()
+            .contains("the connection is presumed dead")
+            .then_some(())
+    })
+    .await;
+    wait_until("a failed reconnection attempt", TIMEOUT, || async {
+        sdl.logs()
+            .contains("source not reachable, retrying")
+            .then_some(())
+    })
+    .await;
+    proxy.set(Mode::Pass);
+    wait_until("the stream to resume", TIMEOUT, || async {
+        (count(&sdl.logs(), "following the binlog") >= 2).then_some(())
+    })
+    .await;
+
+    // A refused network: open connections are closed, new ones refused for a while.
+    proxy.set(Mode::Drop);
+    wait_until("the closed stream to be noticed", TIMEOUT, || async {
+        sdl.logs().contains("binlog stream lost").then_some(())
+    })
+    .await;
+    proxy.set(Mode::Pass);
+    wait_until("the stream to resume again", TIMEOUT, || async {
+        (count(&sdl.logs(), "following the binlog") >= 3).then_some(())
+    })
+    .await;
+
+    keep_going.store(false, Ordering::SeqCst);
+    let workload = workload.await.unwrap();
+    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
+    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    assert!(sdl.is_running(), "{}", sdl.logs());
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+}
