@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::proxy::{Mode, Proxy};
@@ -41,20 +39,18 @@ async fn source_network_cuts_are_survived_exactly_once() {
     })
     .await;
 
-    let keep_going = Arc::new(AtomicBool::new(true));
-    let workload = tokio::spawn({
-        let keep_going = keep_going.clone();
-        let conn = mariadb.root_conn().await;
-        async move {
-            let mut conn = conn;
-            let mut workload = Workload::new(77);
-            workload.run_while(&mut conn, 3000, &keep_going).await;
-            workload
-        }
-    });
+    // Writes happen before, during and after each cut.
+    let mut workload = Workload::new(77);
+    let mut target = 0;
+    let mut write = |n: u64| {
+        target += n;
+        target
+    };
+    workload.run(&mut conn, write(1000)).await;
 
     // A cut cable: the stream goes silent; missing heartbeats reveal it.
     proxy.set(Mode::Blackhole);
+    workload.run(&mut conn, write(1000)).await;
     wait_until("the dead connection to be noticed", TIMEOUT, || async {
         sdl.logs()
             .contains("the connection is presumed dead")
@@ -68,6 +64,7 @@ async fn source_network_cuts_are_survived_exactly_once() {
     })
     .await;
     proxy.set(Mode::Pass);
+    workload.run(&mut conn, write(1000)).await;
     wait_until("the stream to resume", TIMEOUT, || async {
         (count(&sdl.logs(), "following the binlog") >= 2).then_some(())
     })
@@ -75,18 +72,18 @@ async fn source_network_cuts_are_survived_exactly_once() {
 
     // A refused network: open connections are closed, new ones refused for a while.
     proxy.set(Mode::Drop);
+    workload.run(&mut conn, write(1000)).await;
     wait_until("the closed stream to be noticed", TIMEOUT, || async {
-        sdl.logs().contains("binlog stream lost").then_some(())
+        (count(&sdl.logs(), "binlog stream lost") >= 2).then_some(())
     })
     .await;
     proxy.set(Mode::Pass);
+    workload.run(&mut conn, write(1000)).await;
     wait_until("the stream to resume again", TIMEOUT, || async {
         (count(&sdl.logs(), "following the binlog") >= 3).then_some(())
     })
     .await;
 
-    keep_going.store(false, Ordering::SeqCst);
-    let workload = workload.await.unwrap();
     wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
     assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
     assert!(sdl.is_running(), "{}", sdl.logs());

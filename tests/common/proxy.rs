@@ -111,8 +111,10 @@ async fn pump(
                 let current = *mode.borrow();
                 match current {
                     Mode::Pass => {
-                        if to.write_all(&buf[..n]).await.is_err() {
-                            return;
+                        // A slow reader must not keep a Drop from taking effect.
+                        tokio::select! {
+                            written = to.write_all(&buf[..n]) => if written.is_err() { return },
+                            _ = mode.wait_for(|m| *m == Mode::Drop) => return,
                         }
                     }
                     Mode::Blackhole => {} // swallowed
