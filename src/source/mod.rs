@@ -442,9 +442,28 @@ pub async fn run(
                 }
                 reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(explain_unavailable(&cfg, flavor, e).await),
         }
     }
+}
+
+/// Adds to a purged-binlog error where the server's binlogs now begin, so the operator sees which
+/// transactions are missing. Other errors pass through unchanged.
+async fn explain_unavailable(cfg: &SourceConfig, flavor: Flavor, e: SourceError) -> SourceError {
+    let SourceError::BinlogUnavailable { position, detail } = e else {
+        return e;
+    };
+    let oldest = async {
+        let (mut conn, _) = connect(cfg).await?;
+        resolve_start(&mut conn, flavor, &StartFrom::Earliest).await
+    };
+    let detail = match oldest.await {
+        Ok(oldest) => format!(
+            "{detail} The oldest binlog the server still has begins after GTID position {oldest}: the transactions after {position} up to {oldest} are missing."
+        ),
+        Err(_) => detail,
+    };
+    SourceError::BinlogUnavailable { position, detail }
 }
 
 /// Returns true when shutdown was requested during the wait.
