@@ -126,6 +126,17 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         shutdown_rx_for_retention,
     ));
 
+    // systemd (Type=notify): ready once every start-up check has passed and both stages run.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled().map(|interval| {
+        tokio::spawn(async move {
+            loop {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                tokio::time::sleep(interval / 2).await;
+            }
+        })
+    });
+
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| fail(e.into()))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| fail(e.into()))?;
 
@@ -138,6 +149,10 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         r = &mut forwarder => forwarder_result = Some(r),
     }
     shutdown_tx.send_replace(true);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
 
     let drain = async {
         if ingester_result.is_none() {

@@ -226,6 +226,12 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
             bail!("say where the WAL is: --config FILE (the service's config) or --dir DIR")
         }
     };
+    if !dir.exists() {
+        bail!(
+            "there is no WAL at {}: check wal.dir in the config, or --dir",
+            dir.display()
+        );
+    }
     let source = match Wal::<SourceTransaction>::open(&dir) {
         Ok(wal) => Source::Local(wal),
         Err(open_error) => match admin {
