@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::breaker::BreakerStatus;
 use crate::config::{Config, LogFormat};
 use crate::event::SourceTransaction;
 use crate::sink::MongoSink;
@@ -59,7 +60,13 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let sink = MongoSink::connect(&config.sink, &config.source.name)
         .await
         .map_err(|e| fail(e.into()))?;
-    info!(url = %sink.url(), database = %config.sink.database, "sink connected");
+    info!(
+        url = %sink.url(),
+        database = %config.sink.database,
+        transactions = sink.uses_transactions(),
+        mode = ?config.sink.transactions,
+        "sink connected"
+    );
 
     if wal.ingest_position().map_err(|e| fail(e.into()))?.is_none() {
         let position = match sink.offset().await.map_err(|e| fail(e.into()))? {
@@ -83,6 +90,8 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq().map_err(|e| fail(e.into()))?);
+    // The circuit breaker's state, readable here (metrics will subscribe to it).
+    let (breaker_tx, _breaker_state) = watch::channel(BreakerStatus::default());
 
     let mut ingester = tokio::spawn(source::run(
         config.source.clone(),
@@ -98,6 +107,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         config.sink.clone(),
         appended_rx,
         shutdown_rx,
+        breaker_tx,
     ));
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| fail(e.into()))?;

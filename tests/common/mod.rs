@@ -430,11 +430,18 @@ pub struct Sdl {
     pub config_path: PathBuf,
     process: Option<Child>,
     runs: usize,
+    env: Vec<(String, String)>,
 }
 
 impl Sdl {
-    /// Writes a config for `mariadb` → `mongo` with `extra_toml` appended to its sections.
+    /// Writes a config for `mariadb` → `mongo`.
     pub fn new(mariadb: &MariaDb, mongo: &Mongo, start: &str) -> Self {
+        Self::new_with(mariadb, mongo, start, "")
+    }
+
+    /// Like [`Sdl::new`], with `extra_sink_toml` (lines such as `transactions = "off"`) added to
+    /// the `[sink]` section.
+    pub fn new_with(mariadb: &MariaDb, mongo: &Mongo, start: &str, extra_sink_toml: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("sdl-run-")
             .tempdir()
@@ -451,6 +458,7 @@ dir = "{wal}"
 [sink]
 url = "{sink}"
 database = "{database}"
+{extra_sink_toml}
 "#,
             source = mariadb.sdl_url(),
             wal = dir.path().join("wal").display(),
@@ -458,6 +466,16 @@ database = "{database}"
             database = mongo.database,
         );
         Self::with_config(dir, &config)
+    }
+
+    /// Sets an environment variable for the following starts (e.g. a test hook).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
     }
 
     pub fn with_config(dir: TempDir, config: &str) -> Self {
@@ -468,6 +486,7 @@ database = "{database}"
             config_path,
             process: None,
             runs: 0,
+            env: Vec::new(),
         }
     }
 
@@ -489,6 +508,7 @@ database = "{database}"
             .arg("--config")
             .arg(&self.config_path)
             .env("SDL_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
