@@ -313,6 +313,21 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
     }
 
     #[test]
+    fn the_documented_example_parses_with_the_defaults() {
+        let c = Config::parse(
+            Path::new("deploy/sdl.toml"),
+            include_str!("../deploy/sdl.toml"),
+        )
+        .unwrap();
+        let d = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!(c.sink.staging_ttl, d.sink.staging_ttl);
+        assert_eq!(c.sink.transactions, d.sink.transactions);
+        assert_eq!(c.sink.breaker_failures, d.sink.breaker_failures);
+        assert_eq!(c.sink.retry_max_delay, d.sink.retry_max_delay);
+        assert_eq!(c.sink.batch_max_bytes, d.sink.batch_max_bytes);
+    }
+
+    #[test]
     fn transactions_mode_is_parsed_and_checked() {
         let with = |v: &str| {
             Config::parse(

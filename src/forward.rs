@@ -241,6 +241,10 @@ async fn reconcile_staging(
     let offset = sink.offset().await?;
     let (wal_id, acked, last) = (wal.id(), wal.acked()?, wal.last_seq()?);
     for p in &pending {
+        if let Some(lsid) = &p.session {
+            // The dead run's transaction may still be open and hold locks: end it first.
+            sink.kill_session(lsid).await;
+        }
         let covered = offset
             .as_ref()
             .is_some_and(|o| o.wal_id == p.wal_id && o.wal_seq >= p.last_seq);

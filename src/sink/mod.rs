@@ -224,7 +224,7 @@ pub enum Committed {
 }
 
 /// A staging entry left "pending" by an earlier run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PendingBatch {
     pub id: String,
     pub wal_id: String,
@@ -233,6 +233,8 @@ pub struct PendingBatch {
     pub first_gtid: String,
     pub last_gtid: String,
     pub count: u64,
+    /// The logical session of the transaction that was to commit it (transactions on).
+    pub session: Option<Document>,
 }
 
 impl MongoSink {
@@ -375,8 +377,27 @@ impl MongoSink {
                 first_gtid: d.get_str("first_gtid").unwrap_or_default().to_string(),
                 last_gtid: d.get_str("last_gtid").unwrap_or_default().to_string(),
                 count: d.get_i64("count").unwrap_or_default().max(0) as u64,
+                session: d.get_document("lsid").ok().cloned(),
             })
             .collect())
+    }
+
+    /// Ends the session of a dead run's transaction, so that its locks (on the offset document and
+    /// the staging entry) are released now rather than when the server expires the transaction
+    /// (`transactionLifetimeLimitSeconds`, 60 s by default). Best effort: if the server refuses,
+    /// the transaction still expires by itself and the commits retry until then.
+    pub async fn kill_session(&self, lsid: &Document) {
+        let result = self
+            .client
+            .database("admin")
+            .run_command(doc! { "killSessions": [lsid.clone()] })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(
+                error = %redact_error(&e.to_string()),
+                "could not end the transaction of the earlier run; MongoDB aborts it when its lifetime expires, and commits wait until then"
+            );
+        }
     }
 
     /// Records how a pending staging entry was reconciled.
@@ -408,9 +429,14 @@ impl MongoSink {
     }
 
     /// Records `batch` as pending, durably, before its commit.
-    async fn stage(&self, wal_id: &str, batch: &Batch) -> Result<String, SinkError> {
+    async fn stage(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        session: Option<&Document>,
+    ) -> Result<String, SinkError> {
         let id = self.staging_id(wal_id, batch);
-        let entry = doc! {
+        let mut entry = doc! {
             "_id": &id,
             "source": &self.source_name,
             "wal_id": wal_id,
@@ -425,6 +451,9 @@ impl MongoSink {
             "status": STAGING_PENDING,
             "createdAt": bson::DateTime::now(),
         };
+        if let Some(lsid) = session {
+            entry.insert("lsid", lsid.clone());
+        }
         self.staging
             .replace_one(doc! { "_id": &id }, entry)
             .upsert(true)
@@ -486,9 +515,19 @@ impl MongoSink {
 
     /// Commits `batch` (consecutive WAL records of WAL `wal_id`) exactly once.
     pub async fn commit(&self, wal_id: &str, batch: &Batch) -> Result<Committed, SinkError> {
-        let staged = self.stage(wal_id, batch).await?;
+        let staged;
         let outcome = if self.transactions {
-            match self.commit_in_transaction(wal_id, batch, &staged).await? {
+            let mut session = self
+                .client
+                .start_session()
+                .await
+                .map_err(|e| operation_error("startSession", &e))?;
+            let lsid = session.id().clone();
+            staged = self.stage(wal_id, batch, Some(&lsid)).await?;
+            match self
+                .commit_in_transaction(wal_id, batch, &staged, &mut session)
+                .await?
+            {
                 Some(outcome) => outcome,
                 None => {
                     // Some of the batch's changes are there although the offset does not cover
@@ -503,6 +542,7 @@ impl MongoSink {
                 }
             }
         } else {
+            staged = self.stage(wal_id, batch, None).await?;
             self.commit_idempotent(wal_id, batch, &staged).await?
         };
         if outcome == Committed::AlreadyApplied {
@@ -518,12 +558,8 @@ impl MongoSink {
         wal_id: &str,
         batch: &Batch,
         staged: &str,
+        session: &mut ClientSession,
     ) -> Result<Option<Committed>, SinkError> {
-        let mut session = self
-            .client
-            .start_session()
-            .await
-            .map_err(|e| operation_error("startSession", &e))?;
         let mut attempts = 0u32;
         'transaction: loop {
             attempts += 1;
@@ -539,12 +575,12 @@ impl MongoSink {
                 )
                 .upsert(true)
                 .return_document(ReturnDocument::Before)
-                .session(&mut session)
+                .session(&mut *session)
                 .await;
             let previous = match previous {
                 Ok(p) => p.map(|d| parse_offset(&d)),
                 Err(e) => {
-                    abort(&mut session).await;
+                    abort(session).await;
                     if retry_transaction(&e, attempts) {
                         continue 'transaction;
                     }
@@ -554,7 +590,7 @@ impl MongoSink {
             match self.check_previous(wal_id, batch, previous) {
                 Ok(None) => {}
                 done => {
-                    abort(&mut session).await;
+                    abort(session).await;
                     return done;
                 }
             }
@@ -562,10 +598,10 @@ impl MongoSink {
                 if let Err(e) = self
                     .changes
                     .insert_many(&batch.documents)
-                    .session(&mut session)
+                    .session(&mut *session)
                     .await
                 {
-                    abort(&mut session).await;
+                    abort(session).await;
                     if retry_transaction(&e, attempts) {
                         continue 'transaction;
                     }
@@ -578,10 +614,10 @@ impl MongoSink {
             if let Err(e) = self
                 .staging
                 .update_one(doc! { "_id": staged }, Self::committed_update())
-                .session(&mut session)
+                .session(&mut *session)
                 .await
             {
-                abort(&mut session).await;
+                abort(session).await;
                 if retry_transaction(&e, attempts) {
                     continue 'transaction;
                 }

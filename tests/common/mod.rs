@@ -99,6 +99,9 @@ impl MariaDb {
             .tempdir()
             .unwrap();
         let datadir = dir.path().join("data");
+        // A private tmpdir: concurrent bootstraps sharing /tmp collide on temporary table names.
+        let tmpdir = dir.path().join("tmp");
+        std::fs::create_dir(&tmpdir).unwrap();
         let out = Command::new(find_binary(
             "SDL_MARIADB_INSTALL_DB",
             &["mariadb-install-db", "mysql_install_db"],
@@ -108,6 +111,7 @@ impl MariaDb {
         .arg("--user=root")
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
+        .arg(format!("--tmpdir={}", tmpdir.display()))
         .output()
         .expect("mariadb-install-db");
         assert!(
@@ -156,6 +160,10 @@ impl MariaDb {
             .arg(format!(
                 "--pid-file={}",
                 self.dir.path().join("mysqld.pid").display()
+            ))
+            .arg(format!(
+                "--tmpdir={}",
+                self.dir.path().join("tmp").display()
             ))
             .arg("--skip-name-resolve")
             .arg("--innodb-buffer-pool-size=64M")
