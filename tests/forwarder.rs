@@ -41,6 +41,19 @@ async fn count(mongo: &Mongo, collection: &str, filter: Document) -> u64 {
         .unwrap()
 }
 
+/// The WAL sequence the offset document names (0 before the first commit).
+async fn offset_seq(mongo: &Mongo) -> i64 {
+    mongo
+        .db()
+        .await
+        .collection::<Document>("binlog_offsets")
+        .find_one(doc! { "_id": "default" })
+        .await
+        .unwrap()
+        .and_then(|d| d.get_i64("wal_seq").ok())
+        .unwrap_or(0)
+}
+
 async fn staging_entries(mongo: &Mongo) -> Vec<Document> {
     mongo
         .db()
@@ -211,12 +224,18 @@ async fn kills_during_forwarding(extra_sink_toml: &str, mongo: Mongo, seed: u64)
     let mut kills = 0;
     while kills < KILLS {
         let keep_going = Arc::new(AtomicBool::new(true));
-        let running = spawn_workload(&mariadb, workload, 0, keep_going.clone(), None);
+        let running = spawn_workload(
+            &mariadb,
+            workload,
+            0,
+            keep_going.clone(),
+            Some((20, Duration::from_millis(20))),
+        );
         for _ in 0..CHECK_EVERY {
-            // Kill only while sdl is forwarding: after MongoDB's document count has moved.
-            let seen = count(&mongo, "row_changes", doc! {}).await;
+            // Kill only while sdl is forwarding: after MongoDB's offset has moved.
+            let seen = offset_seq(&mongo).await;
             wait_until("sdl forwarding", DRAIN_TIMEOUT, || async {
-                (count(&mongo, "row_changes", doc! {}).await > seen).then_some(())
+                (offset_seq(&mongo).await > seen).then_some(())
             })
             .await;
             assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
@@ -249,6 +268,11 @@ async fn kills_during_forwarding(extra_sink_toml: &str, mongo: Mongo, seed: u64)
     assert!(sdl.terminate(Duration::from_secs(30)).success());
     let logs = sdl.logs();
     assert!(!logs.contains("ERROR"), "no errors:\n{logs}");
+    eprintln!(
+        "restarts that found a batch left pending: {}; that found MongoDB ahead of the WAL cursor: {}",
+        logs.matches("staging: reconciled a batch").count(),
+        logs.matches("catching the cursor up").count()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
