@@ -111,48 +111,49 @@ fn encode(d: &Document, stored: &Stored<SourceTransaction>) -> Result<RawDocumen
     let size = match RawDocumentBuf::from_document(d) {
         Ok(raw) if raw.as_bytes().len() <= MAX_DOCUMENT_BYTES => return Ok(raw),
         Ok(raw) => raw.as_bytes().len(),
-        // The encoder refuses single values over the limit (a binary over 16 MiB) by itself.
-        Err(_) if approximate_size(&Bson::Document(d.clone())) > MAX_DOCUMENT_BYTES => {
-            approximate_size(&Bson::Document(d.clone()))
-        }
         Err(e) => {
-            return Err(SinkError::Encode {
-                gtid: stored.record.gtid.clone(),
-                wal_seq: stored.seq,
-                detail: e.to_string(),
-            })
+            // The encoder refuses a single value over the limit (a binary over 16 MiB) by itself.
+            let size = approximate_document_size(d);
+            if size <= MAX_DOCUMENT_BYTES {
+                return Err(SinkError::Encode {
+                    gtid: stored.record.gtid.clone(),
+                    wal_seq: stored.seq,
+                    detail: e.to_string(),
+                });
+            }
+            size
         }
     };
-    {
-        let meta = d.get_document("meta").ok();
-        let field = |k: &str| {
-            meta.and_then(|m| m.get_str(k).ok())
-                .unwrap_or("?")
-                .to_string()
-        };
-        return Err(SinkError::DocumentTooLarge {
-            table: format!("{}.{}", field("db"), field("tbl")),
-            primary_key: meta
-                .and_then(|m| m.get_document("pk").ok())
-                .map(|pk| pk.to_string())
-                .unwrap_or_else(|| "{}".into()),
-            gtid: stored.record.gtid.clone(),
-            wal_seq: stored.seq,
-            position_after: stored.record.position_after.clone(),
-            size,
-        });
-    }
+    let meta = d.get_document("meta").ok();
+    let field = |k: &str| {
+        meta.and_then(|m| m.get_str(k).ok())
+            .unwrap_or("?")
+            .to_string()
+    };
+    Err(SinkError::DocumentTooLarge {
+        table: format!("{}.{}", field("db"), field("tbl")),
+        primary_key: meta
+            .and_then(|m| m.get_document("pk").ok())
+            .map(|pk| pk.to_string())
+            .unwrap_or_else(|| "{}".into()),
+        gtid: stored.record.gtid.clone(),
+        wal_seq: stored.seq,
+        position_after: stored.record.position_after.clone(),
+        size,
+    })
+}
+
+fn approximate_document_size(d: &Document) -> usize {
+    5 + d
+        .iter()
+        .map(|(k, v)| 2 + k.len() + approximate_size(v))
+        .sum::<usize>()
 }
 
 /// The BSON size of `v` give or take a few bytes per element (names and headers).
 fn approximate_size(v: &Bson) -> usize {
     match v {
-        Bson::Document(d) => {
-            5 + d
-                .iter()
-                .map(|(k, v)| 2 + k.len() + approximate_size(v))
-                .sum::<usize>()
-        }
+        Bson::Document(d) => approximate_document_size(d),
         Bson::Array(a) => 5 + a.iter().map(|v| 4 + approximate_size(v)).sum::<usize>(),
         Bson::String(s) => 5 + s.len(),
         Bson::Binary(b) => 5 + b.bytes.len(),

@@ -127,6 +127,17 @@ fn operation_error(operation: &'static str, e: &MongoError) -> SinkError {
     }
 }
 
+/// Server error codes that go away by themselves: network (HostUnreachable 6, HostNotFound 7,
+/// NetworkTimeout 89, SocketException 9001), elections and shutdowns (ShutdownInProgress 91,
+/// PrimarySteppedDown 189, NotWritablePrimary 10107, InterruptedAtShutdown 11600,
+/// InterruptedDueToReplStateChange 11602, NotPrimaryNoSecondaryOk 13435, NotPrimaryOrSecondary
+/// 13436), timeouts (MaxTimeMSExpired 50, ExceededTimeLimit 262, WriteConcernFailed 64,
+/// LockTimeout 24), write conflicts and aborted transactions (WriteConflict 112,
+/// TransactionExceededLifetimeLimitSeconds 290, NoSuchTransaction 251, TransactionAborted 244).
+const TRANSIENT_CODES: &[i32] = &[
+    6, 7, 89, 9001, 91, 189, 10107, 11600, 11602, 13435, 13436, 50, 262, 64, 24, 112, 290, 251, 244,
+];
+
 /// Network failures, elections, timeouts and write conflicts go away by themselves; everything
 /// else (auth, validation, oversize documents, bad commands) will fail again the same way.
 fn is_transient(e: &MongoError) -> bool {
@@ -136,31 +147,13 @@ fn is_transient(e: &MongoError) -> bool {
     {
         return true;
     }
-    matches!(
-        error_code(e),
-        Some(
-            6 | 7
-                | 89
-                | 91
-                | 189
-                | 262
-                | 9001
-                | 10107
-                | 11600
-                | 11602
-                | 13435
-                | 13436
-                | 112
-                | 244
-                | 251
-                | 50
+    matches!(error_code(e), Some(code) if TRANSIENT_CODES.contains(&code))
+        || matches!(
+            *e.kind,
+            ErrorKind::ConnectionPoolCleared { .. }
+                | ErrorKind::Io(_)
+                | ErrorKind::ServerSelection { .. }
         )
-    ) || matches!(
-        *e.kind,
-        ErrorKind::ConnectionPoolCleared { .. }
-            | ErrorKind::Io(_)
-            | ErrorKind::ServerSelection { .. }
-    )
 }
 
 fn error_code(e: &MongoError) -> Option<i32> {
