@@ -192,6 +192,43 @@ pub struct SinkConfig {
     pub batch_max_bytes: usize,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Whether batches are committed in MongoDB transactions (see [`TransactionMode`]).
+    #[serde(default)]
+    pub transactions: TransactionMode,
+    /// How long `row_changes_staging` entries are kept (a TTL index on `createdAt`).
+    #[serde(default = "default_staging_ttl", with = "humantime_serde")]
+    pub staging_ttl: Duration,
+    /// Consecutive failed commits after which the circuit breaker opens.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// The longest pause between two probes while the circuit breaker is open.
+    #[serde(default = "default_retry_max_delay", with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+}
+
+/// `sink.transactions`: how a batch is made atomic in MongoDB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransactionMode {
+    /// Transactions when the server supports them (a replica set or a sharded cluster), else off.
+    #[default]
+    Auto,
+    /// Transactions always; a standalone server is refused at start.
+    On,
+    /// No transactions: idempotent inserts, then the offset (works on a standalone server).
+    Off,
+}
+
+fn default_staging_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_breaker_failures() -> u32 {
+    3
+}
+
+fn default_retry_max_delay() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_database() -> String {
@@ -220,6 +257,10 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+/// The largest `sink.batch_max_bytes` accepted: 64 MiB keeps one transaction's commit far below
+/// MongoDB's 60 s `transactionLifetimeLimitSeconds` on any reasonable link.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -304,6 +345,30 @@ impl Config {
                 ),
             ));
         }
+        if self.sink.batch_max_bytes > MAX_BATCH_BYTES {
+            return Err(invalid(
+                "sink.batch_max_bytes",
+                format!(
+                    "{} is too large: a batch is one MongoDB transaction, which must finish well within MongoDB's 60 s transaction limit; use at most {MAX_BATCH_BYTES} (the default is 8388608)",
+                    self.sink.batch_max_bytes
+                ),
+            ));
+        }
+        if self.sink.breaker_failures == 0 {
+            return Err(invalid(
+                "sink.breaker_failures",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.sink.retry_max_delay < Duration::from_millis(100) {
+            return Err(invalid(
+                "sink.retry_max_delay",
+                "must be at least 100ms (the first retry delay)".into(),
+            ));
+        }
+        if self.sink.staging_ttl < Duration::from_secs(1) {
+            return Err(invalid("sink.staging_ttl", "must be at least 1s".into()));
+        }
         if self.wal.dir.as_os_str().is_empty() {
             return Err(invalid("wal.dir", "must not be empty".into()));
         }
@@ -332,6 +397,45 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
         assert_eq!(c.sink.database, "audit");
         assert_eq!(c.source.name, "default");
         assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.sink.transactions, TransactionMode::Auto);
+        assert_eq!(c.sink.staging_ttl, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(c.sink.breaker_failures, 3);
+        assert_eq!(c.sink.retry_max_delay, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_documented_example_parses_with_the_defaults() {
+        let c = Config::parse(
+            Path::new("deploy/sdl.toml"),
+            include_str!("../deploy/sdl.toml"),
+        )
+        .unwrap();
+        let d = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!(c.sink.staging_ttl, d.sink.staging_ttl);
+        assert_eq!(c.sink.transactions, d.sink.transactions);
+        assert_eq!(c.sink.breaker_failures, d.sink.breaker_failures);
+        assert_eq!(c.sink.retry_max_delay, d.sink.retry_max_delay);
+        assert_eq!(c.sink.batch_max_bytes, d.sink.batch_max_bytes);
+    }
+
+    #[test]
+    fn transactions_mode_is_parsed_and_checked() {
+        let with = |v: &str| {
+            Config::parse(
+                Path::new("t.toml"),
+                &MINIMAL.replace("[sink]", &format!("[sink]\ntransactions = {v}")),
+            )
+        };
+        assert_eq!(
+            with("\"off\"").unwrap().sink.transactions,
+            TransactionMode::Off
+        );
+        assert_eq!(
+            with("\"on\"").unwrap().sink.transactions,
+            TransactionMode::On
+        );
+        let err = with("\"maybe\"").unwrap_err().to_string();
+        assert!(err.contains("unknown variant `maybe`"), "{err}");
     }
 
     #[test]

@@ -2,24 +2,32 @@
 //!
 //! # Guarantees
 //! - Records are forwarded in sequence order, in batches bounded by `sink.batch_max_documents` and
-//!   `sink.batch_max_bytes` (a single larger transaction travels alone).
+//!   `sink.batch_max_bytes` (whole transactions; a single larger transaction travels alone).
 //! - The acknowledged cursor moves only after the sink has committed the batch (or reported that
-//!   its offset already covers it), so a crash anywhere replays at most the last batch, which the
-//!   sink recognises and does not write twice.
+//!   its offset already covers it), so a crash anywhere replays at most the batch in flight, which
+//!   the sink recognises and does not write twice.
 //! - At start, an acknowledged cursor that lags the sink's offset (a crash between the MongoDB
-//!   commit and the WAL flush) is moved up to the offset before anything is read.
-//! - Transient sink failures are retried with capped exponential backoff for as long as they last;
-//!   a definite failure stops the forwarder with nothing acknowledged past the last commit.
-
-use std::time::Duration;
+//!   commit and the WAL flush) is moved up to the offset before anything is read; then staging
+//!   entries left "pending" by an earlier run are reconciled against the offset and the WAL, and
+//!   each is reported.
+//! - Transient sink failures go through the circuit breaker (`crate::breaker`) and are retried for
+//!   as long as they last, with the same batch: nothing is skipped and nothing reordered. The
+//!   ingester is independent of this loop and keeps filling the WAL meanwhile.
+//! - A definite failure (a change over 16 MiB, a rejected login, a validation error, an offset
+//!   conflict) stops the forwarder at once, never retried, with nothing acknowledged past the last
+//!   commit.
+//! - Pipelining: a producer task reads and converts the next batch (to raw BSON, off the async
+//!   threads) while the current one commits; at most one batch waits ready.
 
 use sdl_wal::{Stored, Wal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::breaker::{BreakerStatus, CircuitBreaker};
 use crate::config::SinkConfig;
 use crate::event::SourceTransaction;
-use crate::sink::{document, Committed, MongoSink, SinkError};
+use crate::sink::batch::{self, Batch, Prepared};
+use crate::sink::{Committed, MongoSink, SinkError, STAGING_COMMITTED, STAGING_NOT_APPLIED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -35,75 +43,168 @@ pub enum ForwardError {
     },
 }
 
-/// Runs until `shutdown` turns true (after finishing the batch in flight) or a definite error.
+/// Runs until `shutdown` turns true (after finishing the commit in flight) or a definite error.
+/// The breaker's state is published on `breaker`.
 pub async fn run(
     sink: MongoSink,
     wal: Wal<SourceTransaction>,
     cfg: SinkConfig,
-    mut appended: watch::Receiver<u64>,
+    appended: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
+    breaker: watch::Sender<BreakerStatus>,
 ) -> Result<(), ForwardError> {
     reconcile_with_sink(&sink, &wal).await?;
+    reconcile_staging(&sink, &wal).await?;
     let wal_id = wal.id();
-    let mut backoff = Duration::from_millis(100);
+    let mut breaker = CircuitBreaker::new(cfg.breaker_failures, cfg.retry_max_delay, breaker);
+
+    let (ready_tx, mut ready) = mpsc::channel(1);
+    let producer = tokio::spawn(produce(
+        wal.clone(),
+        cfg.clone(),
+        wal.acked()? + 1,
+        appended,
+        shutdown.clone(),
+        ready_tx,
+    ));
+    let _abort_producer = AbortOnDrop(producer);
+
+    loop {
+        let next = tokio::select! {
+            next = ready.recv() => next,
+            _ = crate::source::stopped(&mut shutdown) => return Ok(()),
+        };
+        let batch = match next {
+            // The producer is done: shutdown, or the ingester is gone and the WAL is drained.
+            None => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(batch)) => batch,
+        };
+        loop {
+            breaker.before_attempt();
+            let outcome = tokio::select! {
+                outcome = sink.commit(&wal_id, &batch) => outcome,
+                _ = crate::source::stopped(&mut shutdown) => {
+                    // Dropping the commit aborts its transaction (or, if it landed, the offset
+                    // check recognises the batch after restart): nothing is lost or doubled.
+                    info!(from = batch.first_seq, to = batch.last_seq, "shutdown: abandoning the batch in flight");
+                    return Ok(());
+                }
+            };
+            match outcome {
+                Ok(outcome) => {
+                    breaker.on_success();
+                    if let Committed::AlreadyApplied = outcome {
+                        info!(
+                            from = batch.first_seq,
+                            to = batch.last_seq,
+                            "batch was already applied in MongoDB; acknowledging"
+                        );
+                    }
+                    let ack_wal = wal.clone();
+                    let last = batch.last_seq;
+                    tokio::task::spawn_blocking(move || ack_wal.acknowledge(last))
+                        .await
+                        .expect("acknowledge task panicked")?;
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    let delay = breaker.on_failure(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = crate::source::stopped(&mut shutdown) => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads and converts batches from `next` on, handing each to the commit loop; stops after a
+/// definite error (sent last), on shutdown, or when the ingester is gone and the WAL is drained.
+async fn produce(
+    wal: Wal<SourceTransaction>,
+    cfg: SinkConfig,
+    mut next: u64,
+    mut appended: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+    ready: mpsc::Sender<Result<Batch, ForwardError>>,
+) {
+    let (max_docs, max_bytes) = (cfg.batch_max_documents, cfg.batch_max_bytes);
     loop {
         if *shutdown.borrow() {
-            return Ok(());
+            return;
         }
-        let next = wal.acked()? + 1;
-        let batch = read_batch(&wal, next, &cfg).await?;
-        if batch.is_empty() {
+        let records = match read_records(&wal, next, max_docs, max_bytes).await {
+            Ok(records) => records,
+            Err(e) => {
+                let _ = ready.send(Err(e)).await;
+                return;
+            }
+        };
+        if records.is_empty() {
             tokio::select! {
                 changed = appended.changed() => {
                     if changed.is_err() {
                         // The ingester is gone: drain what is left, then stop.
-                        if wal.last_seq()? < next { return Ok(()); }
+                        match wal.last_seq() {
+                            Ok(last) if last < next => return,
+                            Ok(_) => {}
+                            Err(e) => {
+                                let _ = ready.send(Err(e.into())).await;
+                                return;
+                            }
+                        }
                     }
                 }
-                _ = crate::source::stopped(&mut shutdown) => return Ok(()),
+                _ = crate::source::stopped(&mut shutdown) => return,
             }
             continue;
         }
-        let documents: Vec<_> = batch
-            .iter()
-            .flat_map(|stored| document::transaction_documents(&stored.record))
-            .collect();
-        let last = batch.last().map(|s| s.seq).unwrap_or(next);
-        let outcome = tokio::select! {
-            outcome = sink.commit(&wal_id, &batch, documents) => outcome,
-            _ = crate::source::stopped(&mut shutdown) => {
-                // Dropping the commit aborts its transaction (or, if it landed, the offset
-                // check recognises the batch after restart): nothing is lost or doubled.
-                info!(from = next, to = last, "shutdown: abandoning the batch in flight");
-                return Ok(());
-            }
+        let prepared =
+            tokio::task::spawn_blocking(move || batch::prepare(&records, max_docs, max_bytes))
+                .await
+                .expect("batch preparation panicked");
+        let (batch, stop) = match prepared {
+            Prepared::Batch(b) => (Some(b), None),
+            Prepared::BatchThenStop(b, e) => (Some(b), Some(e)),
+            Prepared::Stop(e) => (None, Some(e)),
         };
-        match outcome {
-            Ok(outcome) => {
-                if let Committed::AlreadyApplied = outcome {
-                    info!(
-                        from = next,
-                        to = last,
-                        "batch was already applied in MongoDB; acknowledging"
-                    );
-                }
-                let ack_wal = wal.clone();
-                tokio::task::spawn_blocking(move || ack_wal.acknowledge(last))
-                    .await
-                    .expect("acknowledge task panicked")?;
-                backoff = Duration::from_millis(100);
+        if let Some(b) = batch {
+            next = b.last_seq + 1;
+            if ready.send(Ok(b)).await.is_err() {
+                return;
             }
-            Err(e) if e.is_transient() => {
-                warn!(error = %e, retry_in = ?backoff, "MongoDB commit failed, retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = crate::source::stopped(&mut shutdown) => return Ok(()),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => return Err(e.into()),
+        }
+        if let Some(e) = stop {
+            let _ = ready.send(Err(e.into())).await;
+            return;
         }
     }
+}
+
+async fn read_records(
+    wal: &Wal<SourceTransaction>,
+    from: u64,
+    max_docs: usize,
+    max_bytes: usize,
+) -> Result<Vec<Stored<SourceTransaction>>, ForwardError> {
+    let wal = wal.clone();
+    // One record holds at least one change, so `max_docs` records are always enough.
+    Ok(
+        tokio::task::spawn_blocking(move || wal.read_from(from, max_docs, max_bytes))
+            .await
+            .expect("WAL read task panicked")?,
+    )
 }
 
 async fn reconcile_with_sink(
@@ -136,28 +237,79 @@ async fn reconcile_with_sink(
     Ok(())
 }
 
-async fn read_batch(
+/// Settles staging entries an earlier run left "pending" (it stopped between staging a batch and
+/// committing it), and reports each one.
+async fn reconcile_staging(
+    sink: &MongoSink,
     wal: &Wal<SourceTransaction>,
-    from: u64,
-    cfg: &SinkConfig,
-) -> Result<Vec<Stored<SourceTransaction>>, ForwardError> {
-    let wal = wal.clone();
-    let (max_docs, max_bytes) = (cfg.batch_max_documents, cfg.batch_max_bytes);
-    let records = tokio::task::spawn_blocking(move || {
-        // Records hold whole transactions, so the document limit is applied after reading.
-        wal.read_from(from, max_docs, max_bytes)
-    })
-    .await
-    .expect("WAL read task panicked")?;
-    let mut documents = 0usize;
-    let mut batch = Vec::with_capacity(records.len());
-    for stored in records {
-        let count = stored.record.changes.len();
-        if !batch.is_empty() && documents + count > max_docs {
-            break;
-        }
-        documents += count;
-        batch.push(stored);
+) -> Result<(), ForwardError> {
+    let pending = sink.pending_batches().await?;
+    if pending.is_empty() {
+        return Ok(());
     }
-    Ok(batch)
+    let offset = sink.offset().await?;
+    let (wal_id, acked, last) = (wal.id(), wal.acked()?, wal.last_seq()?);
+    for p in &pending {
+        if let Some(lsid) = &p.session {
+            // The dead run's transaction may still be open and hold locks: end it first.
+            sink.kill_session(lsid).await;
+        }
+        let covered = offset
+            .as_ref()
+            .is_some_and(|o| o.wal_id == p.wal_id && o.wal_seq >= p.last_seq);
+        let (status, note) = if covered {
+            (
+                STAGING_COMMITTED,
+                "applied before the restart: the offset covers it".to_string(),
+            )
+        } else if p.wal_id == wal_id && last >= p.last_seq && acked < p.first_seq {
+            (
+                STAGING_NOT_APPLIED,
+                format!(
+                    "not applied: the WAL still holds it and it is forwarded again from WAL sequence {}",
+                    acked + 1
+                ),
+            )
+        } else if p.wal_id == wal_id {
+            // Not covered by the offset, yet not where the WAL would forward it from.
+            warn!(
+                staging = %p.id,
+                first_seq = p.first_seq,
+                last_seq = p.last_seq,
+                wal_acked = acked,
+                wal_last = last,
+                "pending staging entry does not match the WAL's cursor; its records are forwarded from the WAL's acknowledged cursor on, whatever it says"
+            );
+            (
+                STAGING_NOT_APPLIED,
+                format!(
+                    "not applied; the WAL (acknowledged {acked}, last {last}) did not match it at reconciliation"
+                ),
+            )
+        } else {
+            (
+                STAGING_NOT_APPLIED,
+                format!(
+                    "not applied; written by WAL {} which this WAL ({wal_id}) replaced: its changes are read again from the binlog after the offset's GTID position",
+                    p.wal_id
+                ),
+            )
+        };
+        info!(
+            staging = %p.id,
+            first_seq = p.first_seq,
+            last_seq = p.last_seq,
+            first_gtid = %p.first_gtid,
+            last_gtid = %p.last_gtid,
+            documents = p.count,
+            status,
+            "staging: reconciled a batch left pending by an earlier run: {note}"
+        );
+        sink.resolve_pending(&p.id, status, &note).await?;
+    }
+    info!(
+        count = pending.len(),
+        "staging: all pending batches reconciled"
+    );
+    Ok(())
 }

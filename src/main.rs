@@ -4,9 +4,10 @@
 //!
 //! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
 //! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
-//! [`config`]. Data moves one way; no stage reaches back.
+//! [`config`]; [`breaker`] is the forwarder's circuit breaker. Data moves one way; no stage reaches back.
 
 mod admin;
+mod breaker;
 mod config;
 mod event;
 mod forward;

@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::breaker::BreakerStatus;
 use crate::config::{Config, LogFormat};
 use crate::event::SourceTransaction;
 use crate::sink::MongoSink;
@@ -64,7 +65,13 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let sink = MongoSink::connect(&config.sink, &config.source.name)
         .await
         .map_err(|e| fail(e.into()))?;
-    info!(url = %sink.url(), database = %config.sink.database, "sink connected");
+    info!(
+        url = %sink.url(),
+        database = %config.sink.database,
+        transactions = sink.uses_transactions(),
+        mode = ?config.sink.transactions,
+        "sink connected"
+    );
 
     repair_damaged_records(&wal, &config.source, flavor).await?;
 
@@ -91,6 +98,8 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_rx_for_retention = shutdown_rx.clone();
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq().map_err(|e| fail(e.into()))?);
+    // The circuit breaker's state, readable here (metrics will subscribe to it).
+    let (breaker_tx, _breaker_state) = watch::channel(BreakerStatus::default());
 
     let admin = match config.admin.listen_addr() {
         Some(addr) => {
@@ -117,6 +126,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         config.sink.clone(),
         appended_rx,
         shutdown_rx,
+        breaker_tx,
     ));
 
     let retention = tokio::spawn(prune_periodically(

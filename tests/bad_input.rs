@@ -145,8 +145,19 @@ async fn wrong_credentials_and_unreachable_sink_and_standalone_sink() {
     let path = write_config(&dir, &config(&mariadb.sdl_url(), &dead_sink, &wal));
     assert_fails(&path, 1, &["cannot reach MongoDB", "sink.url"]);
 
-    let path = write_config(&dir, &config(&mariadb.sdl_url(), standalone.uri(), &wal));
-    assert_fails(&path, 1, &["does not support transactions", "replica set"]);
+    // `sink.transactions = "on"` refuses a standalone server ("auto" and "off" accept it).
+    // The [sink] section comes last, so the key can be appended.
+    let on = config(&mariadb.sdl_url(), standalone.uri(), &wal) + "transactions = \"on\"\n";
+    let path = write_config(&dir, &on);
+    assert_fails(
+        &path,
+        1,
+        &[
+            "does not support transactions",
+            "replica set",
+            "sink.transactions",
+        ],
+    );
 }
 
 #[tokio::test]

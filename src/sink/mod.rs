@@ -1,38 +1,69 @@
 //! The MongoDB sink: commits batches of WAL records as change documents, exactly once.
 //!
 //! # Guarantees
-//! - A batch's change documents and the offset document that names the batch's last WAL sequence
-//!   are written in **one** MongoDB transaction: either both are visible or neither is.
-//! - The offset document is the sink's memory of what it has applied. Inside the transaction the
-//!   previous offset is checked: a batch that the offset already covers is not written again (a
-//!   replay after a crash between the MongoDB commit and the WAL acknowledgement), and a batch that
-//!   would leave a hole is refused.
+//! - **Transactions on** (`sink.transactions` "on", or "auto" against a replica set or sharded
+//!   cluster): a batch's change documents, the offset document naming the batch's last WAL
+//!   sequence, and the batch's staging entry turning "committed" are written in **one** MongoDB
+//!   transaction: either all are visible or none is.
+//! - **Transactions off** ("off", or "auto" against a standalone server): the change documents are
+//!   inserted unordered and idempotently (a duplicate-key error on a change's `_id` means that
+//!   very change is already there: the `_id` is derived from the binlog alone), then the offset
+//!   moves, then the staging entry turns "committed". A crash between the steps replays the batch,
+//!   which inserts nothing twice: exactly-once in effect.
+//! - The offset document is the sink's memory of what it has applied. Before writing, the previous
+//!   offset is checked (inside the transaction when there is one): a batch the offset already
+//!   covers is not written again (a replay after a crash between the MongoDB commit and the WAL
+//!   acknowledgement), and a batch that would leave a hole is refused.
+//! - Staging (`row_changes_staging`): every batch is recorded as "pending" (WAL sequence range,
+//!   GTID range, count, bytes, `createdAt`) **before** its commit, durably (majority, journaled),
+//!   so a batch in flight when the process died is visible afterwards; the forwarder reconciles
+//!   such entries at start. A TTL index on `createdAt` (`sink.staging_ttl`) removes old entries.
 //! - Commit errors are retried as the MongoDB driver specification prescribes:
 //!   `TransientTransactionError` reruns the whole transaction, `UnknownTransactionCommitResult`
-//!   retries the commit. Other errors are returned with their classification (transient or not).
+//!   retries the commit. Every other error is returned classified: transient (network, election,
+//!   timeout, write conflict: the forwarder retries through its circuit breaker) or definite
+//!   (auth, validation, oversize: the forwarder stops).
 //!
-//! # Assumptions
-//! The server supports multi-document transactions (a replica set or a sharded cluster); this is
-//! checked at connect.
+//! # Test hook
+//! `SDL_TEST_EXIT_AFTER_STAGING=1` in the environment makes the process exit (code 97) right
+//! after the first batch's staging entry is written and before its commit, leaving a pending
+//! entry behind exactly as a crash at that point would. It exists for the staging reconciliation
+//! test; nothing else sets it.
 
+pub mod batch;
 pub mod document;
 
 use std::time::Duration;
 
-use bson::{doc, Document};
+use bson::{doc, Document, RawDocumentBuf};
+use futures_util::TryStreamExt;
 use mongodb::error::{
-    Error as MongoError, ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
+    Error as MongoError, ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR,
+    UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
-use mongodb::{Client, Collection, IndexModel};
-use sdl_wal::Stored;
+use mongodb::{Client, ClientSession, Collection, IndexModel};
 
-use crate::config::SinkConfig;
-use crate::event::SourceTransaction;
+pub use batch::Batch;
+
+use crate::config::{SinkConfig, TransactionMode};
 use crate::redact::{redact_error, redact_url};
 
 pub const CHANGES_COLLECTION: &str = "row_changes";
 pub const OFFSETS_COLLECTION: &str = "binlog_offsets";
+pub const STAGING_COLLECTION: &str = "row_changes_staging";
+
+/// The environment variable of the staging test hook (see the module documentation).
+pub const EXIT_AFTER_STAGING_ENV: &str = "SDL_TEST_EXIT_AFTER_STAGING";
+/// The exit code of the staging test hook.
+pub const EXIT_AFTER_STAGING_CODE: i32 = 97;
+
+/// Staging entry states.
+pub const STAGING_PENDING: &str = "pending";
+pub const STAGING_COMMITTED: &str = "committed";
+/// A pending entry found at start whose batch the offset does not cover: it was never applied
+/// (or, without transactions, partly applied) and is forwarded again from the WAL.
+pub const STAGING_NOT_APPLIED: &str = "not_applied";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -42,8 +73,23 @@ pub enum SinkError {
     Unreachable { url: String, detail: String },
     #[error("MongoDB at {url} refused the login: {detail}. Check the user, password and authSource in sink.url")]
     AccessDenied { url: String, detail: String },
-    #[error("MongoDB at {url} does not support transactions (a standalone server). sdl needs a replica set (a one-node replica set is enough: start mongod with --replSet and run rs.initiate()) or a sharded cluster")]
+    #[error("MongoDB at {url} does not support transactions (a standalone server) but sink.transactions is \"on\". Use a replica set (a one-node replica set is enough: start mongod with --replSet and run rs.initiate()) or a sharded cluster, or set sink.transactions = \"auto\" or \"off\" to write without transactions (idempotent inserts; still exactly-once)")]
     NoTransactions { url: String },
+    #[error("change of table {table} with primary key {primary_key} in transaction {gtid} (WAL sequence {wal_seq}) is {size} bytes as BSON, over MongoDB's 16 MiB document limit ({limit} bytes). Forwarding stopped; nothing at or after WAL sequence {wal_seq} is acknowledged. The options are in docs/operations.md (\"A change over 16 MB\"); to skip this one transaction deliberately, resume after it at GTID position {position_after}", limit = batch::MAX_DOCUMENT_BYTES)]
+    DocumentTooLarge {
+        table: String,
+        primary_key: String,
+        gtid: String,
+        wal_seq: u64,
+        position_after: String,
+        size: usize,
+    },
+    #[error("cannot encode the change documents of transaction {gtid} (WAL sequence {wal_seq}) as BSON: {detail}. This is a bug in sdl; please report it with this message")]
+    Encode {
+        gtid: String,
+        wal_seq: u64,
+        detail: String,
+    },
     #[error("the offset document for source `{source_name}` says WAL {wal_id} sequence {found} was applied, but the next batch starts at sequence {expected_next}: {detail}")]
     OffsetConflict {
         source_name: String,
@@ -81,6 +127,17 @@ fn operation_error(operation: &'static str, e: &MongoError) -> SinkError {
     }
 }
 
+/// Server error codes that go away by themselves: network (HostUnreachable 6, HostNotFound 7,
+/// NetworkTimeout 89, SocketException 9001), elections and shutdowns (ShutdownInProgress 91,
+/// PrimarySteppedDown 189, NotWritablePrimary 10107, InterruptedAtShutdown 11600,
+/// InterruptedDueToReplStateChange 11602, NotPrimaryNoSecondaryOk 13435, NotPrimaryOrSecondary
+/// 13436), timeouts (MaxTimeMSExpired 50, ExceededTimeLimit 262, WriteConcernFailed 64,
+/// LockTimeout 24), write conflicts and aborted transactions (WriteConflict 112,
+/// TransactionExceededLifetimeLimitSeconds 290, NoSuchTransaction 251, TransactionAborted 244).
+const TRANSIENT_CODES: &[i32] = &[
+    6, 7, 89, 9001, 91, 189, 10107, 11600, 11602, 13435, 13436, 50, 262, 64, 24, 112, 290, 251, 244,
+];
+
 /// Network failures, elections, timeouts and write conflicts go away by themselves; everything
 /// else (auth, validation, oversize documents, bad commands) will fail again the same way.
 fn is_transient(e: &MongoError) -> bool {
@@ -90,39 +147,42 @@ fn is_transient(e: &MongoError) -> bool {
     {
         return true;
     }
-    matches!(
-        error_code(e),
-        Some(
-            6 | 7
-                | 89
-                | 91
-                | 189
-                | 262
-                | 9001
-                | 10107
-                | 11600
-                | 11602
-                | 13435
-                | 13436
-                | 112
-                | 244
-                | 251
-                | 50
+    matches!(error_code(e), Some(code) if TRANSIENT_CODES.contains(&code))
+        || matches!(
+            *e.kind,
+            ErrorKind::ConnectionPoolCleared { .. }
+                | ErrorKind::Io(_)
+                | ErrorKind::ServerSelection { .. }
         )
-    ) || matches!(
-        *e.kind,
-        ErrorKind::ConnectionPoolCleared { .. }
-            | ErrorKind::Io(_)
-            | ErrorKind::ServerSelection { .. }
-    )
 }
 
 fn error_code(e: &MongoError) -> Option<i32> {
     match e.kind.as_ref() {
         ErrorKind::Command(c) => Some(c.code),
-        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
-        ErrorKind::Write(mongodb::error::WriteFailure::WriteConcernError(w)) => Some(w.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .and_then(|w| w.iter().map(|w| w.code).find(|&c| c != DUPLICATE_KEY))
+            .or_else(|| m.write_concern_error.as_ref().map(|w| w.code)),
         _ => None,
+    }
+}
+
+const DUPLICATE_KEY: i32 = 11000;
+
+/// True when an unordered insert failed only because some documents were already there.
+fn only_duplicates(e: &MongoError) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::InsertMany(m) => {
+            m.write_concern_error.is_none()
+                && m.write_errors
+                    .as_ref()
+                    .is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY))
+        }
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        _ => false,
     }
 }
 
@@ -138,8 +198,12 @@ pub struct MongoSink {
     client: Client,
     url: String,
     source_name: String,
-    changes: Collection<Document>,
+    changes: Collection<RawDocumentBuf>,
     offsets: Collection<Document>,
+    staging: Collection<Document>,
+    transactions: bool,
+    staging_ttl: Duration,
+    exit_after_staging: bool,
 }
 
 /// What happened to a batch.
@@ -152,8 +216,22 @@ pub enum Committed {
     AlreadyApplied,
 }
 
+/// A staging entry left "pending" by an earlier run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingBatch {
+    pub id: String,
+    pub wal_id: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_gtid: String,
+    pub last_gtid: String,
+    pub count: u64,
+    /// The logical session of the transaction that was to commit it (transactions on).
+    pub session: Option<Document>,
+}
+
 impl MongoSink {
-    /// Connects, checks that the server supports transactions, and ensures the indexes.
+    /// Connects, decides whether to use transactions, and ensures the indexes.
     pub async fn connect(cfg: &SinkConfig, source_name: &str) -> Result<Self, SinkError> {
         let url = redact_url(&cfg.url);
         let mut options = ClientOptions::parse(&cfg.url)
@@ -177,16 +255,24 @@ impl MongoSink {
             .map_err(|e| classify_connect_error(&url, &e))?;
         let replica_set = hello.get_str("setName").is_ok();
         let sharded = hello.get_str("msg").ok() == Some("isdbgrid");
-        if !replica_set && !sharded {
-            return Err(SinkError::NoTransactions { url });
-        }
+        let supported = replica_set || sharded;
+        let transactions = match cfg.transactions {
+            TransactionMode::On if !supported => return Err(SinkError::NoTransactions { url }),
+            TransactionMode::On => true,
+            TransactionMode::Auto => supported,
+            TransactionMode::Off => false,
+        };
         let db = client.database(&cfg.database);
         let sink = Self {
             changes: db.collection(CHANGES_COLLECTION),
             offsets: db.collection(OFFSETS_COLLECTION),
+            staging: db.collection(STAGING_COLLECTION),
             client,
             url,
             source_name: source_name.to_string(),
+            transactions,
+            staging_ttl: cfg.staging_ttl,
+            exit_after_staging: std::env::var_os(EXIT_AFTER_STAGING_ENV).is_some_and(|v| v == "1"),
         };
         sink.ensure_indexes().await?;
         Ok(sink)
@@ -196,25 +282,60 @@ impl MongoSink {
         &self.url
     }
 
+    /// Whether batches are committed in MongoDB transactions.
+    pub fn uses_transactions(&self) -> bool {
+        self.transactions
+    }
+
     async fn ensure_indexes(&self) -> Result<(), SinkError> {
+        let named = |name: &str| IndexOptions::builder().name(name.to_string());
         let indexes = [
             IndexModel::builder()
                 .keys(doc! { "ts": 1 })
-                .options(IndexOptions::builder().name("ts".to_string()).build())
+                .options(named("ts").build())
                 .build(),
             IndexModel::builder()
                 .keys(doc! { "meta.db": 1, "meta.tbl": 1, "meta.pk": 1 })
-                .options(
-                    IndexOptions::builder()
-                        .name("db_tbl_pk".to_string())
-                        .build(),
-                )
+                .options(named("db_tbl_pk").build())
                 .build(),
         ];
         self.changes
             .create_indexes(indexes)
             .await
-            .map_err(|e| operation_error("createIndexes", &e))?;
+            .map_err(|e| operation_error("createIndexes row_changes", &e))?;
+        let staging_indexes = [
+            IndexModel::builder()
+                .keys(doc! { "status": 1 })
+                .options(named("status").build())
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "createdAt": 1 })
+                .options(
+                    named("createdAt_ttl")
+                        .expire_after(self.staging_ttl)
+                        .build(),
+                )
+                .build(),
+        ];
+        self.staging
+            .create_indexes(staging_indexes)
+            .await
+            .map_err(|e| match error_code(&e) {
+                // IndexOptionsConflict / IndexKeySpecsConflict: the TTL changed in the config.
+                Some(85 | 86) => SinkError::Operation {
+                    operation: "createIndexes row_changes_staging",
+                    detail: format!(
+                        "{}. The TTL index on createdAt exists with another expireAfterSeconds: \
+                         change it with collMod (db.runCommand({{collMod: \"{STAGING_COLLECTION}\", \
+                         index: {{name: \"createdAt_ttl\", expireAfterSeconds: {}}}}})) or drop \
+                         the index, then start sdl again",
+                        redact_error(&e.to_string()),
+                        self.staging_ttl.as_secs()
+                    ),
+                    transient: false,
+                },
+                _ => operation_error("createIndexes row_changes_staging", &e),
+            })?;
         Ok(())
     }
 
@@ -228,23 +349,210 @@ impl MongoSink {
         Ok(found.map(|d| parse_offset(&d)))
     }
 
-    /// Commits `batch` (consecutive WAL records) in one transaction with the offset update.
-    pub async fn commit(
+    /// Staging entries of this source still marked "pending", oldest first.
+    pub async fn pending_batches(&self) -> Result<Vec<PendingBatch>, SinkError> {
+        let found: Vec<Document> = self
+            .staging
+            .find(doc! { "source": &self.source_name, "status": STAGING_PENDING })
+            .sort(doc! { "createdAt": 1 })
+            .await
+            .map_err(|e| operation_error("read staging", &e))?
+            .try_collect()
+            .await
+            .map_err(|e| operation_error("read staging", &e))?;
+        Ok(found
+            .iter()
+            .map(|d| PendingBatch {
+                id: d.get_str("_id").unwrap_or_default().to_string(),
+                wal_id: d.get_str("wal_id").unwrap_or_default().to_string(),
+                first_seq: d.get_i64("first_seq").unwrap_or_default().max(0) as u64,
+                last_seq: d.get_i64("last_seq").unwrap_or_default().max(0) as u64,
+                first_gtid: d.get_str("first_gtid").unwrap_or_default().to_string(),
+                last_gtid: d.get_str("last_gtid").unwrap_or_default().to_string(),
+                count: d.get_i64("count").unwrap_or_default().max(0) as u64,
+                session: d.get_document("lsid").ok().cloned(),
+            })
+            .collect())
+    }
+
+    /// Ends the session of a dead run's transaction, so that its locks (on the offset document and
+    /// the staging entry) are released now rather than when the server expires the transaction
+    /// (`transactionLifetimeLimitSeconds`, 60 s by default). Best effort: if the server refuses,
+    /// the transaction still expires by itself and the commits retry until then.
+    pub async fn kill_session(&self, lsid: &Document) {
+        let result = self
+            .client
+            .database("admin")
+            .run_command(doc! { "killSessions": [lsid.clone()] })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(
+                error = %redact_error(&e.to_string()),
+                "could not end the transaction of the earlier run; MongoDB aborts it when its lifetime expires, and commits wait until then"
+            );
+        }
+    }
+
+    /// Records how a pending staging entry was reconciled.
+    pub async fn resolve_pending(
+        &self,
+        id: &str,
+        status: &'static str,
+        note: &str,
+    ) -> Result<(), SinkError> {
+        self.staging
+            .update_one(
+                doc! { "_id": id, "status": STAGING_PENDING },
+                doc! { "$set": {
+                    "status": status,
+                    "reconciledAt": bson::DateTime::now(),
+                    "note": note,
+                } },
+            )
+            .await
+            .map_err(|e| operation_error("update staging", &e))?;
+        Ok(())
+    }
+
+    fn staging_id(&self, wal_id: &str, batch: &Batch) -> String {
+        format!(
+            "{}/{}/{}-{}",
+            self.source_name, wal_id, batch.first_seq, batch.last_seq
+        )
+    }
+
+    /// Records `batch` as pending, durably, before its commit.
+    async fn stage(
         &self,
         wal_id: &str,
-        batch: &[Stored<SourceTransaction>],
-        documents: Vec<Document>,
-    ) -> Result<Committed, SinkError> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-            return Ok(Committed::AlreadyApplied);
+        batch: &Batch,
+        session: Option<&Document>,
+    ) -> Result<String, SinkError> {
+        let id = self.staging_id(wal_id, batch);
+        let mut entry = doc! {
+            "_id": &id,
+            "source": &self.source_name,
+            "wal_id": wal_id,
+            "first_seq": batch.first_seq as i64,
+            "last_seq": batch.last_seq as i64,
+            "first_gtid": &batch.first_gtid,
+            "last_gtid": &batch.last_gtid,
+            "position_after": &batch.position_after,
+            "count": batch.documents.len() as i64,
+            "bytes": batch.bytes as i64,
+            "mode": if self.transactions { "transaction" } else { "idempotent" },
+            "status": STAGING_PENDING,
+            "createdAt": bson::DateTime::now(),
         };
-        let (first_seq, last_seq) = (first.seq, last.seq);
-        let position = last.record.position_after.clone();
-        let mut session = self
-            .client
-            .start_session()
+        if let Some(lsid) = session {
+            entry.insert("lsid", lsid.clone());
+        }
+        self.staging
+            .replace_one(doc! { "_id": &id }, entry)
+            .upsert(true)
             .await
-            .map_err(|e| operation_error("startSession", &e))?;
+            .map_err(|e| operation_error("write staging", &e))?;
+        if self.exit_after_staging {
+            tracing::error!(
+                staging = %id,
+                "test hook {EXIT_AFTER_STAGING_ENV}: exiting between staging and commit"
+            );
+            std::process::exit(EXIT_AFTER_STAGING_CODE);
+        }
+        Ok(id)
+    }
+
+    fn committed_update() -> Document {
+        doc! { "$set": { "status": STAGING_COMMITTED, "committedAt": bson::DateTime::now() } }
+    }
+
+    fn offset_update(wal_id: &str, batch: &Batch) -> Document {
+        doc! {
+            "$set": {
+                "wal_id": wal_id,
+                "wal_seq": batch.last_seq as i64,
+                "gtid": &batch.position_after,
+                "updated_at": bson::DateTime::now(),
+            }
+        }
+    }
+
+    /// Checks the previous offset against the batch: `Some(AlreadyApplied)` when covered.
+    fn check_previous(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        previous: Option<SinkOffset>,
+    ) -> Result<Option<Committed>, SinkError> {
+        let Some(previous) = previous.filter(|p| p.wal_id == wal_id) else {
+            return Ok(None);
+        };
+        if previous.wal_seq >= batch.last_seq {
+            return Ok(Some(Committed::AlreadyApplied));
+        }
+        if previous.wal_seq + 1 != batch.first_seq {
+            return Err(SinkError::OffsetConflict {
+                source_name: self.source_name.clone(),
+                wal_id: wal_id.to_string(),
+                found: previous.wal_seq,
+                expected_next: batch.first_seq,
+                detail: if previous.wal_seq >= batch.first_seq {
+                    "the batch partly overlaps what was applied; another sdl may be writing with the same source.name"
+                } else {
+                    "records between them were never applied; another process changed the offset document"
+                },
+            });
+        }
+        Ok(None)
+    }
+
+    /// Commits `batch` (consecutive WAL records of WAL `wal_id`) exactly once.
+    pub async fn commit(&self, wal_id: &str, batch: &Batch) -> Result<Committed, SinkError> {
+        let staged;
+        let outcome = if self.transactions {
+            let mut session = self
+                .client
+                .start_session()
+                .await
+                .map_err(|e| operation_error("startSession", &e))?;
+            let lsid = session.id().clone();
+            staged = self.stage(wal_id, batch, Some(&lsid)).await?;
+            match self
+                .commit_in_transaction(wal_id, batch, &staged, &mut session)
+                .await?
+            {
+                Some(outcome) => outcome,
+                None => {
+                    // Some of the batch's changes are there although the offset does not cover
+                    // them: an interrupted write without transactions (sink.transactions was
+                    // "off" before). Finish the batch the idempotent way.
+                    tracing::warn!(
+                        first_seq = batch.first_seq,
+                        last_seq = batch.last_seq,
+                        "part of this batch is already in MongoDB from an earlier write without transactions; completing it with idempotent inserts"
+                    );
+                    self.commit_idempotent(wal_id, batch, &staged).await?
+                }
+            }
+        } else {
+            staged = self.stage(wal_id, batch, None).await?;
+            self.commit_idempotent(wal_id, batch, &staged).await?
+        };
+        if outcome == Committed::AlreadyApplied {
+            // The replayed batch's own staging entry: its records were applied earlier.
+            self.resolve_pending(&staged, STAGING_COMMITTED, "already applied (replay)")
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn commit_in_transaction(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        staged: &str,
+        session: &mut ClientSession,
+    ) -> Result<Option<Committed>, SinkError> {
         let mut attempts = 0u32;
         'transaction: loop {
             attempts += 1;
@@ -252,72 +560,68 @@ impl MongoSink {
                 .start_transaction()
                 .await
                 .map_err(|e| operation_error("startTransaction", &e))?;
-            let update = doc! {
-                "$set": {
-                    "wal_id": wal_id,
-                    "wal_seq": last_seq as i64,
-                    "gtid": &position,
-                    "updated_at": bson::DateTime::now(),
-                }
-            };
             let previous = self
                 .offsets
-                .find_one_and_update(doc! { "_id": &self.source_name }, update)
+                .find_one_and_update(
+                    doc! { "_id": &self.source_name },
+                    Self::offset_update(wal_id, batch),
+                )
                 .upsert(true)
                 .return_document(ReturnDocument::Before)
-                .session(&mut session)
+                .session(&mut *session)
                 .await;
             let previous = match previous {
                 Ok(p) => p.map(|d| parse_offset(&d)),
-                Err(e) if retry_transaction(&e, attempts) => {
-                    let _ = session.abort_transaction().await;
-                    continue 'transaction;
-                }
                 Err(e) => {
-                    let _ = session.abort_transaction().await;
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
                     return Err(operation_error("update offset", &e));
                 }
             };
-            if let Some(previous) = previous.filter(|p| p.wal_id == wal_id) {
-                if previous.wal_seq >= last_seq {
-                    let _ = session.abort_transaction().await;
-                    return Ok(Committed::AlreadyApplied);
-                }
-                if previous.wal_seq + 1 != first_seq {
-                    let _ = session.abort_transaction().await;
-                    return Err(SinkError::OffsetConflict {
-                        source_name: self.source_name.clone(),
-                        wal_id: wal_id.to_string(),
-                        found: previous.wal_seq,
-                        expected_next: first_seq,
-                        detail: if previous.wal_seq >= first_seq {
-                            "the batch partly overlaps what was applied; another sdl may be writing with the same source.name"
-                        } else {
-                            "records between them were never applied; another process changed the offset document"
-                        },
-                    });
+            match self.check_previous(wal_id, batch, previous) {
+                Ok(None) => {}
+                done => {
+                    abort(session).await;
+                    return done;
                 }
             }
-            if !documents.is_empty() {
+            if !batch.documents.is_empty() {
                 if let Err(e) = self
                     .changes
-                    .insert_many(documents.iter())
-                    .session(&mut session)
+                    .insert_many(&batch.documents)
+                    .session(&mut *session)
                     .await
                 {
-                    let _ = session.abort_transaction().await;
+                    abort(session).await;
                     if retry_transaction(&e, attempts) {
                         continue 'transaction;
+                    }
+                    if only_duplicates(&e) {
+                        return Ok(None);
                     }
                     return Err(operation_error("insert change documents", &e));
                 }
             }
+            if let Err(e) = self
+                .staging
+                .update_one(doc! { "_id": staged }, Self::committed_update())
+                .session(&mut *session)
+                .await
+            {
+                abort(session).await;
+                if retry_transaction(&e, attempts) {
+                    continue 'transaction;
+                }
+                return Err(operation_error("update staging", &e));
+            }
             loop {
                 match session.commit_transaction().await {
                     Ok(()) => {
-                        return Ok(Committed::Written {
-                            documents: documents.len(),
-                        })
+                        return Ok(Some(Committed::Written {
+                            documents: batch.documents.len(),
+                        }))
                     }
                     Err(e)
                         if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
@@ -333,6 +637,51 @@ impl MongoSink {
             }
         }
     }
+
+    async fn commit_idempotent(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        staged: &str,
+    ) -> Result<Committed, SinkError> {
+        let previous = self.offset().await?;
+        if let Some(done) = self.check_previous(wal_id, batch, previous)? {
+            return Ok(done);
+        }
+        if !batch.documents.is_empty() {
+            match self
+                .changes
+                .insert_many(&batch.documents)
+                .ordered(false)
+                .await
+            {
+                Ok(_) => {}
+                // The same `_id` means the same change: inserted by an earlier, interrupted try.
+                Err(e) if only_duplicates(&e) => {}
+                Err(e) => return Err(operation_error("insert change documents", &e)),
+            }
+        }
+        self.offsets
+            .update_one(
+                doc! { "_id": &self.source_name },
+                Self::offset_update(wal_id, batch),
+            )
+            .upsert(true)
+            .await
+            .map_err(|e| operation_error("update offset", &e))?;
+        self.staging
+            .update_one(doc! { "_id": staged }, Self::committed_update())
+            .await
+            .map_err(|e| operation_error("update staging", &e))?;
+        Ok(Committed::Written {
+            documents: batch.documents.len(),
+        })
+    }
+}
+
+async fn abort(session: &mut ClientSession) {
+    // The transaction is abandoned either way; the server aborts it by itself if this fails.
+    let _ = session.abort_transaction().await;
 }
 
 /// Retries within one commit call; beyond this the error goes to the forwarder, which backs off.

@@ -171,6 +171,10 @@ impl MariaDb {
                 "--pid-file={}",
                 self.dir.path().join("mysqld.pid").display()
             ))
+            .arg(format!(
+                "--tmpdir={}",
+                self.dir.path().join("tmp").display()
+            ))
             .arg("--skip-name-resolve")
             .arg(format!(
                 "--tmpdir={}",
@@ -453,12 +457,25 @@ pub struct Sdl {
     pub config_path: PathBuf,
     process: Option<Child>,
     runs: usize,
+    env: Vec<(String, String)>,
 }
 
 impl Sdl {
     /// Writes a config for `mariadb` → `mongo`, starting at `start` when the WAL is new.
     pub fn new(mariadb: &MariaDb, mongo: &Mongo, start: &str) -> Self {
         Self::with_settings(mariadb, mongo, start, &[])
+    }
+
+    /// Like [`Sdl::new`], with `extra_sink_toml` (lines such as `transactions = "off"`) added to
+    /// the `[sink]` section.
+    pub fn new_with(mariadb: &MariaDb, mongo: &Mongo, start: &str, extra_sink_toml: &str) -> Self {
+        let lines: Vec<(&str, &str)> = extra_sink_toml
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| ("sink", l))
+            .collect();
+        Self::with_settings(mariadb, mongo, start, &lines)
     }
 
     /// Like [`Sdl::new`], with extra `key = value` lines per section, e.g.
@@ -512,6 +529,16 @@ impl Sdl {
         value["admin"]["listen"].as_str().unwrap().to_string()
     }
 
+    /// Sets an environment variable for the following starts (e.g. a test hook).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     pub fn with_config(dir: TempDir, config: &str) -> Self {
         let config_path = dir.path().join("sdl.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -520,6 +547,7 @@ impl Sdl {
             config_path,
             process: None,
             runs: 0,
+            env: Vec::new(),
         }
     }
 
@@ -544,6 +572,7 @@ impl Sdl {
                 "SDL_LOG",
                 std::env::var("SDL_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
