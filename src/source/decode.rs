@@ -244,6 +244,31 @@ impl TransactionAssembler {
             _ => {}
         }
 
+        if raw_type == EventType::PREVIOUS_GTIDS_EVENT as u8 {
+            // mysql_common allocates room for the declared number of GTID sources before reading
+            // them; a damaged count would abort the process (an allocation failure cannot be
+            // caught). Each source takes at least 16 bytes.
+            let body = event.data();
+            let declared = body.get(..8).map(|b| {
+                let header = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                // Untagged: 56-bit count; tagged (format byte set): count in bits 8..56.
+                if header >> 56 != 0 {
+                    (header >> 8) & ((1 << 48) - 1)
+                } else {
+                    header & ((1 << 56) - 1)
+                }
+            });
+            if declared.is_none_or(|n| n > body.len() as u64 / 16) {
+                return Err(self.error(
+                    event,
+                    "PREVIOUS_GTIDS_EVENT",
+                    format!(
+                        "declares {declared:?} GTID sources in a {}-byte body",
+                        body.len()
+                    ),
+                ));
+            }
+        }
         let data = catch_unwind(AssertUnwindSafe(|| event.read_data())).map_err(|panic| {
             self.error(
                 event,
@@ -318,6 +343,15 @@ impl TransactionAssembler {
                 self.on_rows(event, event_start, &rows)?;
                 Ok(None)
             }
+            EventData::IncidentEvent(incident) => Err(self.error(
+                event,
+                "INCIDENT_EVENT",
+                format!(
+                    "the source recorded an incident ({incident:?}): changes may be missing from \
+                     its binlog, so sdl cannot relay past this point; re-seed from a consistent \
+                     state"
+                ),
+            )),
             EventData::XaPrepareLogEvent(_) => Err(self.error(
                 event,
                 "XA_PREPARE",
@@ -327,8 +361,9 @@ impl TransactionAssembler {
                 event,
                 &event_type_name(raw_type),
                 format!(
-                    "this event type cannot be turned into change events ({:?})",
-                    std::mem::discriminant(&other)
+                    "this event type carries no row images sdl can relay (statement-based LOAD \
+                     DATA, pre-GA row events, or a newer event kind); event body: {}",
+                    shorten(&format!("{other:?}"))
                 ),
             )),
         }

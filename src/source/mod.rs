@@ -14,6 +14,7 @@
 //! The source runs with `log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL` and
 //! `binlog_row_metadata=FULL` (checked at connect), and with GTIDs (MySQL `gtid_mode=ON`).
 
+pub mod binlog_file;
 pub mod charset;
 pub mod decode;
 pub mod gtid;
