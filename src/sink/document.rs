@@ -229,6 +229,18 @@ mod tests {
     }
 
     #[test]
+    fn negative_zero_keeps_its_sign() {
+        let Bson::Double(d) = value_to_bson(&Value::Double(-0.0)) else {
+            panic!("not a double")
+        };
+        assert_eq!(d.to_bits(), (-0.0f64).to_bits());
+        let Bson::Double(f) = value_to_bson(&Value::Float(-0.0)) else {
+            panic!("not a double")
+        };
+        assert_eq!(f.to_bits(), (-0.0f64).to_bits());
+    }
+
+    #[test]
     fn unsigned_above_i64_is_an_exact_decimal() {
         assert_eq!(unsigned(5), Bson::Int64(5));
         assert_eq!(

@@ -101,6 +101,8 @@ struct TableInfo {
     /// column's ENUM/SET charset).
     enum_values: HashMap<usize, Vec<Vec<u8>>>,
     set_values: HashMap<usize, Vec<Vec<u8>>>,
+    /// Declared byte length of CHAR/BINARY columns (the binlog strips their trailing padding).
+    fixed_length: HashMap<usize, usize>,
 }
 
 /// One event expected inside a TRANSACTION_PAYLOAD: its type and size.
@@ -809,6 +811,7 @@ fn table_info(map: TableMapEvent<'static>, mode: AssemblerMode) -> Result<TableI
     }
     let mut enum_columns = Vec::new();
     let mut set_columns = Vec::new();
+    let mut fixed_length = HashMap::new();
     for i in 0..count {
         let column_type = match map.get_column_type(i) {
             Ok(Some(t)) => t,
@@ -826,6 +829,18 @@ fn table_info(map: TableMapEvent<'static>, mode: AssemblerMode) -> Result<TableI
         match column_type {
             ColumnType::MYSQL_TYPE_ENUM => enum_columns.push(i),
             ColumnType::MYSQL_TYPE_SET => set_columns.push(i),
+            ColumnType::MYSQL_TYPE_STRING => {
+                if let Some(&[b0, b1, ..]) = map.get_column_metadata(i) {
+                    // sql/field.cc Field_string::do_save_field_metadata.
+                    let (b0, b1) = (usize::from(b0), usize::from(b1));
+                    let length = if b0 & 0x30 != 0x30 {
+                        b1 | (((b0 & 0x30) ^ 0x30) << 4)
+                    } else {
+                        b1
+                    };
+                    fixed_length.insert(i, length);
+                }
+            }
             _ => {}
         }
     }
@@ -904,6 +919,7 @@ fn table_info(map: TableMapEvent<'static>, mode: AssemblerMode) -> Result<TableI
         index_by_name,
         enum_values,
         set_values,
+        fixed_length,
     })
 }
 
@@ -925,6 +941,8 @@ fn convert_row(info: &TableInfo, mut row: BinlogRow) -> Result<Vec<Column>, Stri
             set_members: index
                 .and_then(|index| info.set_values.get(&index))
                 .map(Vec::as_slice),
+            fixed_length: index.and_then(|index| info.fixed_length.get(&index).copied()),
+            unsigned: column.flags().contains(ColumnFlags::UNSIGNED_FLAG),
         };
         let value = convert_value(&column_info, value).map_err(|e| format!("column `{name}`: {e}"))?;
         out.push(Column { name, value });
@@ -939,6 +957,10 @@ pub struct ColumnInfo<'a> {
     pub charset: u16,
     pub enum_members: Option<&'a [Vec<u8>]>,
     pub set_members: Option<&'a [Vec<u8>]>,
+    /// CHAR/BINARY declared byte length: BINARY values are padded back to it with 0x00, as the
+    /// server returns them (the binlog strips trailing 0x00 from BINARY(n)).
+    pub fixed_length: Option<usize>,
+    pub unsigned: bool,
 }
 
 /// Converts one decoded binlog value into sdl's lossless [`Value`].
@@ -995,6 +1017,9 @@ pub fn convert_value(column: &ColumnInfo<'_>, value: BinlogValue<'_>) -> Result<
         (ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_NEWDATE, My::Date(year, month, day, ..)) => {
             Value::Date { year, month, day }
         }
+        // mysql_common reads a signed MEDIUMINT without sign extension (-8388608 arrives as
+        // 8388608): extend bit 23 here. A correctly extended value is unchanged by this.
+        (ColumnType::MYSQL_TYPE_INT24, My::Int(i)) if !column.unsigned => Value::Int((i << 40) >> 40),
         (ColumnType::MYSQL_TYPE_TIMESTAMP, My::Int(seconds)) => Value::Timestamp { seconds, micros: 0 },
         (_, My::Int(i)) => Value::Int(i),
         (_, My::UInt(u)) => Value::UInt(u),
@@ -1016,6 +1041,14 @@ pub fn convert_value(column: &ColumnInfo<'_>, value: BinlogValue<'_>) -> Result<
             second,
             micros,
         },
+        (ColumnType::MYSQL_TYPE_STRING, My::Bytes(mut bytes)) if column.charset == charset::BINARY => {
+            if let Some(length) = column.fixed_length {
+                if bytes.len() < length {
+                    bytes.resize(length, 0);
+                }
+            }
+            Value::Bytes(bytes)
+        }
         (column_type, My::Bytes(bytes)) => convert_bytes(column_type, column.charset, bytes)?,
     })
 }
@@ -1056,10 +1089,45 @@ fn json_from_dom(dom: JsonDom) -> Json {
             JsonScalar::DateTime(t) => Json::Temporal(format!("{t:.6}")),
             JsonScalar::Opaque(opaque) => {
                 // JsonOpaque keeps its fields private; its Display is `base64:type<id>:<data>`.
-                Json::String(opaque.to_string())
+                let text = opaque.to_string();
+                text.strip_prefix("base64:type")
+                    .and_then(|rest| rest.split_once(':'))
+                    .and_then(|(id, data)| Some((id.parse().ok()?, base64_decode(data)?)))
+                    .map(|(type_code, bytes)| Json::Opaque { type_code, bytes })
+                    .unwrap_or(Json::String(text))
             }
         },
     }
+}
+
+/// Standard base64 with padding (the form `mysql_common` prints opaque JSON values in).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let sextet = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for chunk in bytes.chunks_exact(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | sextet(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let group = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&group[..3 - pad.min(2)]);
+    }
+    Some(out)
 }
 
 fn convert_bytes(column_type: ColumnType, collation: u16, bytes: Vec<u8>) -> Result<Value, String> {
@@ -1097,4 +1165,33 @@ fn convert_bytes(column_type: ColumnType, collation: u16, bytes: Vec<u8>) -> Res
         },
         _ => Value::Bytes(bytes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_opaque_json_bytes() {
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+        assert_eq!(base64_decode("YWJj").unwrap(), b"abc");
+        assert_eq!(base64_decode("AP8B").unwrap(), [0, 255, 1]);
+        assert!(base64_decode("YW?j").is_none());
+    }
+
+    #[test]
+    fn savepoint_statements_are_recognised() {
+        for s in [
+            "SAVEPOINT `a`",
+            "ROLLBACK TO `a`",
+            "ROLLBACK TO SAVEPOINT a",
+            "RELEASE SAVEPOINT a",
+        ] {
+            assert!(is_savepoint(&s.to_ascii_uppercase()), "{s}");
+        }
+        assert!(!is_savepoint("ROLLBACK"));
+        assert!(!is_savepoint("ALTER TABLE SAVEPOINTS ADD X INT"));
+    }
 }
