@@ -17,6 +17,8 @@
 pub mod binlog_file;
 pub mod charset;
 pub mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gtid;
 
 use std::time::Duration;
