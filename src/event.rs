@@ -93,7 +93,11 @@ pub enum Value {
     /// Binary data (binary charset, BLOB, GEOMETRY, or bytes that do not decode in their charset).
     Bytes(Vec<u8>),
     /// DATE; zero parts are kept as zero (MySQL's '0000-00-00').
-    Date { year: u16, month: u8, day: u8 },
+    Date {
+        year: u16,
+        month: u8,
+        day: u8,
+    },
     /// DATETIME; zero parts are kept as zero (MySQL's '0000-00-00 00:00:00').
     DateTime {
         year: u16,
@@ -137,7 +141,10 @@ pub enum Json {
     /// A DATE, TIME, DATETIME or TIMESTAMP inside JSON, as MySQL prints it.
     Temporal(String),
     /// Any other MySQL value stored opaquely in JSON: its column type code and raw bytes.
-    Opaque { type_code: u8, bytes: Vec<u8> },
+    Opaque {
+        type_code: u8,
+        bytes: Vec<u8>,
+    },
     Array(Vec<Json>),
     /// Members in MySQL's order (sorted by key length, then bytes).
     Object(Vec<(String, Json)>),

@@ -25,4 +25,3 @@ pub enum ExitCode {
     /// The binlog sdl needs is no longer on the source: restarting will not help.
     BinlogUnavailable = 3,
 }
-

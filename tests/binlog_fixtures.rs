@@ -24,7 +24,11 @@ fn fixture_files() -> Vec<(String, Vec<u8>)> {
         })
         .collect();
     files.sort();
-    assert!(files.len() >= 30, "fixture directory has {} files", files.len());
+    assert!(
+        files.len() >= 30,
+        "fixture directory has {} files",
+        files.len()
+    );
     files
 }
 
@@ -32,7 +36,11 @@ fn fixture_files() -> Vec<(String, Vec<u8>)> {
 const EXPECTED_ERRORS: &[(&str, &[&str])] = &[
     (
         "binlog_truncated_event.000001",
-        &["binlog_truncated_event.000001", "at byte 4", "truncated event header"],
+        &[
+            "binlog_truncated_event.000001",
+            "at byte 4",
+            "truncated event header",
+        ],
     ),
     (
         "binlog_truncated_prev_gtid_event.000001",
@@ -41,17 +49,26 @@ const EXPECTED_ERRORS: &[(&str, &[&str])] = &[
     // INCIDENT (LOST_EVENTS): the source says its binlog misses changes.
     (
         "bug40482-bin.000001",
-        &["INCIDENT_EVENT at bug40482-bin.000001:106", "changes may be missing"],
+        &[
+            "INCIDENT_EVENT at bug40482-bin.000001:106",
+            "changes may be missing",
+        ],
     ),
     // A relay log that starts in the middle of a transaction.
     (
         "corrupt-relay-bin.000624",
-        &["XID_EVENT at mysql-bin.010260:234213", "commit without a transaction"],
+        &[
+            "XID_EVENT at mysql-bin.010260:234213",
+            "commit without a transaction",
+        ],
     ),
     // binlog_row_value_options=PARTIAL_JSON: refused, as on a live source.
     (
         "json.binlog.000001",
-        &["PARTIAL_UPDATE_ROWS at json.binlog.000001:3750", "binlog_row_value_options"],
+        &[
+            "PARTIAL_UPDATE_ROWS at json.binlog.000001:3750",
+            "binlog_row_value_options",
+        ],
     ),
     // MySQL 5.1 pre-release formats and statement-based LOAD DATA carry no row images.
     (
@@ -89,7 +106,10 @@ fn every_fixture_file_decodes_or_fails_by_name() {
             Some((_, needles)) => {
                 let error = outcome.expect_err(&name);
                 for needle in *needles {
-                    assert!(error.contains(needle), "{name}: error `{error}` lacks `{needle}`");
+                    assert!(
+                        error.contains(needle),
+                        "{name}: error `{error}` lacks `{needle}`"
+                    );
                 }
             }
             None => {
@@ -98,14 +118,16 @@ fn every_fixture_file_decodes_or_fails_by_name() {
             }
         }
     }
-    assert!(decoded_rows >= 30, "only {decoded_rows} row changes decoded");
+    assert!(
+        decoded_rows >= 30,
+        "only {decoded_rows} row changes decoded"
+    );
 }
 
 #[test]
 fn known_fixture_contents_decode_exactly() {
-    let read = |name: &str| {
-        decode_file(name, &std::fs::read(fixtures().join(name)).unwrap()).unwrap()
-    };
+    let read =
+        |name: &str| decode_file(name, &std::fs::read(fixtures().join(name)).unwrap()).unwrap();
     // Savepoints inside a transaction are not DDL documents.
     let savepoint = read("binlog_savepoint.000001");
     for change in savepoint.iter().flat_map(|t| &t.changes) {
@@ -132,7 +154,10 @@ fn known_fixture_contents_decode_exactly() {
         .flatten()
         .map(|c| c.name.clone())
         .collect();
-    assert!(!names.is_empty() && names.iter().all(|n| n.starts_with('@')), "{names:?}");
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.starts_with('@')),
+        "{names:?}"
+    );
 }
 
 #[test]

@@ -59,9 +59,9 @@ fn check(
         );
         assert_eq!(values.len(), columns.len(), "{family}: test table is wrong");
         for (column, value) in columns.iter().zip(values.iter()) {
-            let got = after
-                .get(*column)
-                .unwrap_or_else(|| panic!("{family}: app.{table} id {id} lacks `{column}`: {after}"));
+            let got = after.get(*column).unwrap_or_else(|| {
+                panic!("{family}: app.{table} id {id} lacks `{column}`: {after}")
+            });
             assert!(
                 same(got, value),
                 "{family}: app.{table} id {id} column `{column}`: got {got:?}, expected {value:?}"
@@ -274,17 +274,11 @@ async fn every_type_family_arrives_exact() {
         &[
             (
                 1,
-                &[
-                    Bson::Double(f64::from(stored_f)),
-                    Bson::Double(stored_d),
-                ],
+                &[Bson::Double(f64::from(stored_f)), Bson::Double(stored_d)],
             ),
             (
                 2,
-                &[
-                    Bson::Double(f64::from(f32::MAX)),
-                    Bson::Double(f64::MAX),
-                ],
+                &[Bson::Double(f64::from(f32::MAX)), Bson::Double(f64::MAX)],
             ),
             (
                 3,

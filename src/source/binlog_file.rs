@@ -61,20 +61,23 @@ impl<R: Read> BinlogFileReader<R> {
         if let Some(inner) = &mut self.inner {
             if (inner.position() as usize) < inner.get_ref().len() {
                 let frame = read_frame(inner)
-                    .map_err(|e| format!("inside the TRANSACTION_PAYLOAD before {}: {e}", self.offset))?
+                    .map_err(|e| {
+                        format!("inside the TRANSACTION_PAYLOAD before {}: {e}", self.offset)
+                    })?
                     .expect("not at the end");
                 return self.parse(&frame, true).map(Some);
             }
             self.inner = None;
         }
         let at = self.offset;
-        let Some(frame) =
-            read_frame(&mut self.input).map_err(|e| format!("at byte {at}: {e}"))?
+        let Some(frame) = read_frame(&mut self.input).map_err(|e| format!("at byte {at}: {e}"))?
         else {
             return Ok(None);
         };
         self.offset += frame.len() as u64;
-        let event = self.parse(&frame, false).map_err(|e| format!("at byte {at}: {e}"))?;
+        let event = self
+            .parse(&frame, false)
+            .map_err(|e| format!("at byte {at}: {e}"))?;
         if event.header().event_type_raw() == EventType::TRANSACTION_PAYLOAD_EVENT as u8 {
             let payload = event
                 .read_event::<TransactionPayloadEvent<'_>>()
@@ -87,7 +90,9 @@ impl<R: Read> BinlogFileReader<R> {
                         .take(u64::from(MAX_EVENT_SIZE))
                         .read_to_end(&mut bytes)
                 })
-                .map_err(|e| format!("TRANSACTION_PAYLOAD at byte {at} does not decompress: {e}"))?;
+                .map_err(|e| {
+                    format!("TRANSACTION_PAYLOAD at byte {at} does not decompress: {e}")
+                })?;
             self.inner = Some(Cursor::new(bytes));
         }
         Ok(Some(event))
@@ -153,7 +158,11 @@ fn read_frame(input: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
     match read_full(input, &mut header) {
         Ok(()) => {}
         Err(0) => return Ok(None),
-        Err(got) => return Err(format!("truncated event header ({got} of {HEADER_LEN} bytes)")),
+        Err(got) => {
+            return Err(format!(
+                "truncated event header ({got} of {HEADER_LEN} bytes)"
+            ))
+        }
     }
     let size = u32::from_le_bytes(header[9..13].try_into().expect("4 bytes"));
     if (size as usize) < HEADER_LEN || size > MAX_EVENT_SIZE {

@@ -133,10 +133,7 @@ mod tests {
         assert_eq!(charset_of(255), Charset::Utf8); // utf8mb4_0900_ai_ci
         assert_eq!(charset_of(33), Charset::Utf8); // utf8mb3_general_ci
         assert_eq!(charset_of(2048 + 256), Charset::Utf8); // MariaDB utf8mb4_uca1400_ai_ci
-        assert_eq!(
-            charset_of(8),
-            Charset::Encoding(encoding_rs::WINDOWS_1252)
-        );
+        assert_eq!(charset_of(8), Charset::Encoding(encoding_rs::WINDOWS_1252));
         assert_eq!(charset_of(11), Charset::Ascii);
         assert_eq!(charset_of(35), Charset::Encoding(encoding_rs::UTF_16BE)); // ucs2
         assert_eq!(charset_of(54), Charset::Encoding(encoding_rs::UTF_16BE)); // utf16

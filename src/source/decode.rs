@@ -103,6 +103,39 @@ struct TableInfo {
     set_values: HashMap<usize, Vec<Vec<u8>>>,
     /// Declared byte length of CHAR/BINARY columns (the binlog strips their trailing padding).
     fixed_length: HashMap<usize, usize>,
+    /// Names by column index when they came from a [`TableSchema`] (mysql_common then names the
+    /// columns `@<index>`), with the members above as UTF-8 and the primary key.
+    provided: Option<(Vec<String>, Vec<String>)>,
+}
+
+/// Column names, ENUM/SET members and primary key of a table, from outside the binlog
+/// (`information_schema`, for sources with `binlog_row_metadata=MINIMAL`).
+#[derive(Debug, Clone, Default)]
+pub struct TableSchema {
+    pub names: Vec<String>,
+    /// Members of ENUM and SET columns by column index, as UTF-8 text.
+    pub enum_values: HashMap<usize, Vec<String>>,
+    pub set_values: HashMap<usize, Vec<String>>,
+    pub primary_key: Vec<String>,
+}
+
+/// The `(database, table)` of a TABLE_MAP event that carries no column names.
+pub fn table_without_names(event: &Event) -> Option<(String, String)> {
+    if event.header().event_type_raw() != EventType::TABLE_MAP_EVENT as u8 {
+        return None;
+    }
+    let map = catch_unwind(AssertUnwindSafe(|| event.read_event::<TableMapEvent<'_>>()))
+        .ok()?
+        .ok()?;
+    let named = map
+        .iter_optional_meta()
+        .any(|f| matches!(f, Ok(OptionalMetadataField::ColumnName(_))));
+    (!named).then(|| {
+        (
+            map.database_name().into_owned(),
+            map.table_name().into_owned(),
+        )
+    })
 }
 
 /// One event expected inside a TRANSACTION_PAYLOAD: its type and size.
@@ -118,6 +151,8 @@ pub struct TransactionAssembler {
     file: String,
     position: Position,
     table_maps: HashMap<u64, TableInfo>,
+    /// Schemas provided for TABLE_MAPs without names, by (database, table).
+    schemas: HashMap<(String, String), TableSchema>,
     open: Option<OpenTransaction>,
     /// Events still expected from the last TRANSACTION_PAYLOAD, with its position.
     payload: VecDeque<InnerEvent>,
@@ -137,10 +172,26 @@ impl TransactionAssembler {
             file: String::new(),
             position,
             table_maps: HashMap::new(),
+            schemas: HashMap::new(),
             open: None,
             payload: VecDeque::new(),
             payload_at: 0,
         }
+    }
+
+    /// Provides names for a table whose TABLE_MAPs carry none (see [`table_without_names`]).
+    pub fn provide_schema(&mut self, database: String, table: String, schema: TableSchema) {
+        self.schemas.insert((database, table), schema);
+    }
+
+    pub fn has_schema(&self, database: &str, table: &str) -> bool {
+        self.schemas
+            .contains_key(&(database.to_string(), table.to_string()))
+    }
+
+    /// Drops every provided schema (after a DDL statement, which may have changed any of them).
+    pub fn forget_schemas(&mut self) {
+        self.schemas.clear();
     }
 
     /// Names the binlog file being read (file decoding has no ROTATE event to name it).
@@ -327,11 +378,17 @@ impl TransactionAssembler {
                     .into(),
             )),
             EventData::TableMapEvent(tme) => {
-                let info = table_info(tme.into_owned(), self.mode).map_err(|(table, reason)| {
-                    let mut e = self.error(event, "TABLE_MAP_EVENT", reason);
-                    e.table = table;
-                    e
-                })?;
+                let provided = self.schemas.get(&(
+                    tme.database_name().into_owned(),
+                    tme.table_name().into_owned(),
+                ));
+                let info = table_info(tme.into_owned(), self.mode, provided).map_err(
+                    |(table, reason)| {
+                        let mut e = self.error(event, "TABLE_MAP_EVENT", reason);
+                        e.table = table;
+                        e
+                    },
+                )?;
                 self.table_maps.insert(info.map.table_id(), info);
                 Ok(None)
             }
@@ -571,11 +628,14 @@ impl TransactionAssembler {
         .map_err(|e| row_error(format!("row does not decode: {e}")))?;
         let mut changes = Vec::with_capacity(decoded.len());
         for (before, after) in decoded {
-            let primary_key = before
-                .as_ref()
-                .or(after.as_ref())
-                .map(primary_key_names)
-                .unwrap_or_default();
+            let primary_key = match &info.provided {
+                Some((_, key)) => key.clone(),
+                None => before
+                    .as_ref()
+                    .or(after.as_ref())
+                    .map(primary_key_names)
+                    .unwrap_or_default(),
+            };
             let convert = |row: Option<BinlogRow>| -> Result<Option<Vec<Column>>, String> {
                 row.map(|row| convert_row(info, row)).transpose()
             };
@@ -720,7 +780,8 @@ fn primary_key_names(row: &BinlogRow) -> Vec<String> {
 fn is_savepoint(keyword: &str) -> bool {
     keyword.starts_with("SAVEPOINT ")
         || keyword.starts_with("RELEASE SAVEPOINT ")
-        || (keyword.starts_with("ROLLBACK ") && keyword["ROLLBACK ".len()..].trim_start().starts_with("TO "))
+        || (keyword.starts_with("ROLLBACK ")
+            && keyword["ROLLBACK ".len()..].trim_start().starts_with("TO "))
         || keyword.starts_with("ROLLBACK WORK TO ")
 }
 
@@ -789,25 +850,42 @@ fn inner_events(payload: &TransactionPayloadEvent<'_>) -> Result<Vec<InnerEvent>
 fn metadata_needed(column_type: ColumnType) -> usize {
     use ColumnType::*;
     match column_type {
-        MYSQL_TYPE_STRING | MYSQL_TYPE_BIT | MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_ENUM
-        | MYSQL_TYPE_SET | MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => 2,
+        MYSQL_TYPE_STRING
+        | MYSQL_TYPE_BIT
+        | MYSQL_TYPE_NEWDECIMAL
+        | MYSQL_TYPE_ENUM
+        | MYSQL_TYPE_SET
+        | MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING => 2,
         MYSQL_TYPE_TYPED_ARRAY => 3,
-        MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB | MYSQL_TYPE_BLOB
-        | MYSQL_TYPE_GEOMETRY | MYSQL_TYPE_VECTOR | MYSQL_TYPE_TIMESTAMP2
-        | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIME2 => 1,
+        MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_GEOMETRY
+        | MYSQL_TYPE_VECTOR
+        | MYSQL_TYPE_TIMESTAMP2
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIME2 => 1,
         _ => 0,
     }
 }
 
 /// Validates a TABLE_MAP and extracts names, ENUM and SET members from its optional metadata.
 /// The error carries the ` (table db.tbl)` label and the reason.
-fn table_info(map: TableMapEvent<'static>, mode: AssemblerMode) -> Result<TableInfo, (String, String)> {
+fn table_info(
+    map: TableMapEvent<'static>,
+    mode: AssemblerMode,
+    provided: Option<&TableSchema>,
+) -> Result<TableInfo, (String, String)> {
     let label = format!(" (table {}.{})", map.database_name(), map.table_name());
     let fail = |reason: String| (label.clone(), reason);
     let count = usize::try_from(map.columns_count())
         .map_err(|_| fail("column count does not fit in memory".into()))?;
     if count > 4096 {
-        return Err(fail(format!("{count} columns: more than MySQL's limit of 4096")));
+        return Err(fail(format!(
+            "{count} columns: more than MySQL's limit of 4096"
+        )));
     }
     let mut enum_columns = Vec::new();
     let mut set_columns = Vec::new();
@@ -824,6 +902,26 @@ fn table_info(map: TableMapEvent<'static>, mode: AssemblerMode) -> Result<TableI
             return Err(fail(format!(
                 "column {i} ({column_type:?}) has {} metadata bytes, needs {needed}",
                 have.unwrap_or(0)
+            )));
+        }
+        // Ranges mysql_common computes with unchecked arithmetic.
+        let meta = map.get_column_metadata(i).unwrap_or(&[]);
+        let bad = match column_type {
+            ColumnType::MYSQL_TYPE_NEWDECIMAL => {
+                let (precision, scale) = (meta[0], meta[1]);
+                !(1..=65).contains(&precision) || scale > 30 || scale > precision
+            }
+            ColumnType::MYSQL_TYPE_TIMESTAMP2
+            | ColumnType::MYSQL_TYPE_DATETIME2
+            | ColumnType::MYSQL_TYPE_TIME2 => meta[0] > 6,
+            ColumnType::MYSQL_TYPE_BIT => meta[0] > 7 || meta[1] > 8,
+            ColumnType::MYSQL_TYPE_SET => meta[1] > 8,
+            ColumnType::MYSQL_TYPE_TYPED_ARRAY => true,
+            _ => false,
+        };
+        if bad {
+            return Err(fail(format!(
+                "column {i} ({column_type:?}) has impossible metadata {meta:?}"
             )));
         }
         match column_type {
@@ -862,12 +960,16 @@ fn table_info(map: TableMapEvent<'static>, mode: AssemblerMode) -> Result<TableI
                 for (k, members) in values.iter_values().enumerate() {
                     let members =
                         members.map_err(|e| fail(format!("ENUM members do not decode: {e}")))?;
-                    let column = *enum_columns.get(k).ok_or_else(|| {
-                        fail("more ENUM member lists than ENUM columns".into())
-                    })?;
+                    let column = *enum_columns
+                        .get(k)
+                        .ok_or_else(|| fail("more ENUM member lists than ENUM columns".into()))?;
                     enum_values.insert(
                         column,
-                        members.values().iter().map(|v| v.value_raw().to_vec()).collect(),
+                        members
+                            .values()
+                            .iter()
+                            .map(|v| v.value_raw().to_vec())
+                            .collect(),
                     );
                 }
             }
@@ -880,15 +982,52 @@ fn table_info(map: TableMapEvent<'static>, mode: AssemblerMode) -> Result<TableI
                         .ok_or_else(|| fail("more SET member lists than SET columns".into()))?;
                     set_values.insert(
                         column,
-                        members.values().iter().map(|v| v.value_raw().to_vec()).collect(),
+                        members
+                            .values()
+                            .iter()
+                            .map(|v| v.value_raw().to_vec())
+                            .collect(),
                     );
                 }
             }
             _ => {}
         }
     }
+    let mut provided_names = None;
+    if names.is_none() {
+        if let Some(schema) = provided {
+            // The race of the information_schema fallback: refuse what visibly no longer fits.
+            let positions = |values: &HashMap<usize, Vec<String>>| {
+                let mut v: Vec<usize> = values.keys().copied().collect();
+                v.sort_unstable();
+                v
+            };
+            if schema.names.len() != count
+                || positions(&schema.enum_values) != enum_columns
+                || positions(&schema.set_values) != set_columns
+            {
+                return Err(fail(format!(
+                    "information_schema describes {} columns ({:?}) but the row event has {count} \
+                     of other types: the table changed since this row was written, so its \
+                     names cannot be known; set binlog_row_metadata=FULL on the source",
+                    schema.names.len(),
+                    schema.names
+                )));
+            }
+            let utf8 = |values: &HashMap<usize, Vec<String>>| -> HashMap<usize, Vec<Vec<u8>>> {
+                values
+                    .iter()
+                    .map(|(k, v)| (*k, v.iter().map(|m| m.as_bytes().to_vec()).collect()))
+                    .collect()
+            };
+            enum_values = utf8(&schema.enum_values);
+            set_values = utf8(&schema.set_values);
+            provided_names = Some((schema.names.clone(), schema.primary_key.clone()));
+        }
+    }
     let names = match names {
         Some(names) if names.len() == count => names,
+        None if provided_names.is_some() => (0..count).map(|i| format!("@{i}")).collect(),
         Some(names) => {
             return Err(fail(format!(
                 "{} column names for {count} columns",
@@ -920,6 +1059,7 @@ fn table_info(map: TableMapEvent<'static>, mode: AssemblerMode) -> Result<TableI
         enum_values,
         set_values,
         fixed_length,
+        provided: provided_names,
     })
 }
 
@@ -927,11 +1067,14 @@ fn convert_row(info: &TableInfo, mut row: BinlogRow) -> Result<Vec<Column>, Stri
     let columns = row.columns();
     let mut out = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {
-        let name = column.name_str().into_owned();
+        let mut name = column.name_str().into_owned();
         let Some(value) = row.take(i) else {
             continue;
         };
         let index = info.index_by_name.get(&name).copied();
+        if let (Some((names, _)), Some(index)) = (&info.provided, index) {
+            name = names[index].clone();
+        }
         let column_info = ColumnInfo {
             column_type: column.column_type(),
             charset: column.character_set(),
@@ -943,8 +1086,10 @@ fn convert_row(info: &TableInfo, mut row: BinlogRow) -> Result<Vec<Column>, Stri
                 .map(Vec::as_slice),
             fixed_length: index.and_then(|index| info.fixed_length.get(&index).copied()),
             unsigned: column.flags().contains(ColumnFlags::UNSIGNED_FLAG),
+            members_utf8: info.provided.is_some(),
         };
-        let value = convert_value(&column_info, value).map_err(|e| format!("column `{name}`: {e}"))?;
+        let value =
+            convert_value(&column_info, value).map_err(|e| format!("column `{name}`: {e}"))?;
         out.push(Column { name, value });
     }
     Ok(out)
@@ -961,6 +1106,8 @@ pub struct ColumnInfo<'a> {
     /// server returns them (the binlog strips trailing 0x00 from BINARY(n)).
     pub fixed_length: Option<usize>,
     pub unsigned: bool,
+    /// ENUM/SET members are UTF-8 text (from information_schema), not in the column's charset.
+    pub members_utf8: bool,
 }
 
 /// Converts one decoded binlog value into sdl's lossless [`Value`].
@@ -990,7 +1137,7 @@ pub fn convert_value(column: &ColumnInfo<'_>, value: BinlogValue<'_>) -> Result<
                     .ok_or_else(|| {
                         format!("ENUM index {index} beyond its {} members", members.len())
                     })?;
-                Value::Text(member_text(column.charset, member))
+                Value::Text(member_text(column, member))
             }
             None => Value::Int(index),
         },
@@ -1000,7 +1147,7 @@ pub fn convert_value(column: &ColumnInfo<'_>, value: BinlogValue<'_>) -> Result<
                 let mut chosen = Vec::new();
                 for (k, member) in members.iter().enumerate() {
                     if bits.get(k / 8).is_some_and(|b| b & (1 << (k % 8)) != 0) {
-                        chosen.push(member_text(column.charset, member));
+                        chosen.push(member_text(column, member));
                     }
                 }
                 let known = members.len();
@@ -1014,13 +1161,18 @@ pub fn convert_value(column: &ColumnInfo<'_>, value: BinlogValue<'_>) -> Result<
             }
             None => Value::Bytes(bits),
         },
-        (ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_NEWDATE, My::Date(year, month, day, ..)) => {
-            Value::Date { year, month, day }
-        }
+        (
+            ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_NEWDATE,
+            My::Date(year, month, day, ..),
+        ) => Value::Date { year, month, day },
         // mysql_common reads a signed MEDIUMINT without sign extension (-8388608 arrives as
         // 8388608): extend bit 23 here. A correctly extended value is unchanged by this.
-        (ColumnType::MYSQL_TYPE_INT24, My::Int(i)) if !column.unsigned => Value::Int((i << 40) >> 40),
-        (ColumnType::MYSQL_TYPE_TIMESTAMP, My::Int(seconds)) => Value::Timestamp { seconds, micros: 0 },
+        (ColumnType::MYSQL_TYPE_INT24, My::Int(i)) if !column.unsigned => {
+            Value::Int((i << 40) >> 40)
+        }
+        (ColumnType::MYSQL_TYPE_TIMESTAMP, My::Int(seconds)) => {
+            Value::Timestamp { seconds, micros: 0 }
+        }
         (_, My::Int(i)) => Value::Int(i),
         (_, My::UInt(u)) => Value::UInt(u),
         (_, My::Float(f)) => Value::Float(f),
@@ -1041,7 +1193,9 @@ pub fn convert_value(column: &ColumnInfo<'_>, value: BinlogValue<'_>) -> Result<
             second,
             micros,
         },
-        (ColumnType::MYSQL_TYPE_STRING, My::Bytes(mut bytes)) if column.charset == charset::BINARY => {
+        (ColumnType::MYSQL_TYPE_STRING, My::Bytes(mut bytes))
+            if column.charset == charset::BINARY =>
+        {
             if let Some(length) = column.fixed_length {
                 if bytes.len() < length {
                     bytes.resize(length, 0);
@@ -1055,14 +1209,22 @@ pub fn convert_value(column: &ColumnInfo<'_>, value: BinlogValue<'_>) -> Result<
 
 /// ENUM/SET member names are stored in the column's charset; one that does not decode (never seen
 /// in practice) is written as `0x` and its bytes in hex, so the value is still exact.
-fn member_text(collation: u16, member: &[u8]) -> String {
-    match charset::decode(charset::charset_of(collation), member)
+fn member_text(column: &ColumnInfo<'_>, member: &[u8]) -> String {
+    let charset = if column.members_utf8 {
+        charset::Charset::Utf8
+    } else {
+        charset::charset_of(column.charset)
+    };
+    match charset::decode(charset, member)
         .or_else(|| std::str::from_utf8(member).ok().map(str::to_owned))
     {
         Some(text) => text,
         None => format!(
             "0x{}",
-            member.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            member
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         ),
     }
 }
