@@ -109,7 +109,7 @@ pub fn decode(charset: Charset, bytes: &[u8]) -> Option<String> {
             .is_ascii()
             .then(|| String::from_utf8(bytes.to_vec()).expect("ASCII is UTF-8")),
         Charset::Utf32Be => {
-            if bytes.len() % 4 != 0 {
+            if !bytes.len().is_multiple_of(4) {
                 return None;
             }
             bytes
