@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use sdl::event::{Change, SourceTransaction};
-use sdl::source::binlog_file::decode_file;
+use sdl::source::binlog_file::{decode_file, BinlogFileReader};
+use sdl::source::decode::{AssemblerMode, TransactionAssembler};
+use sdl::source::gtid::{MysqlGtidSet, Position};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/binlogs")
@@ -208,4 +210,42 @@ fn damaged_files_never_panic() {
         }
     }
     assert!(errors > 0, "no damaged file was refused");
+}
+
+/// mysql_async's stream passes over a TRANSACTION_PAYLOAD it cannot decompress and goes on with
+/// the next event; the assembler must notice that the payload's events did not follow.
+#[test]
+fn a_compressed_transaction_whose_events_are_missing_is_an_error() {
+    let name = "transaction_compression.000001";
+    let bytes = std::fs::read(fixtures().join(name)).unwrap();
+    let mut reader = BinlogFileReader::new(&bytes[..]);
+    let mut assembler = TransactionAssembler::with_mode(
+        Position::Mysql(MysqlGtidSet::default()),
+        AssemblerMode::File,
+    );
+    assembler.set_file(name);
+    let mut skipped = 0;
+    let mut error = None;
+    while let Some(event) = reader.next_event().unwrap() {
+        if reader.last_was_inner() {
+            skipped += 1;
+            continue;
+        }
+        if let Err(e) = assembler.feed(&event) {
+            error = Some(e.to_string());
+            break;
+        }
+    }
+    let error = match error {
+        Some(e) => e,
+        None => assembler
+            .finish()
+            .expect_err("the missing events went unnoticed")
+            .to_string(),
+    };
+    assert!(skipped > 0, "the fixture has no compressed events");
+    assert!(
+        error.contains("TRANSACTION_PAYLOAD") && error.contains(name),
+        "{error}"
+    );
 }

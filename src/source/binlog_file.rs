@@ -31,6 +31,8 @@ pub struct BinlogFileReader<R> {
     offset: u64,
     /// Events still to be read from the last TRANSACTION_PAYLOAD.
     inner: Option<Cursor<Vec<u8>>>,
+    /// Whether the last event returned came from inside a TRANSACTION_PAYLOAD.
+    last_was_inner: bool,
     started: bool,
 }
 
@@ -41,8 +43,14 @@ impl<R: Read> BinlogFileReader<R> {
             reader: EventStreamReader::new(BinlogVersion::Version4),
             offset: 0,
             inner: None,
+            last_was_inner: false,
             started: false,
         }
+    }
+
+    /// Whether the event last returned by [`Self::next_event`] was inside a TRANSACTION_PAYLOAD.
+    pub fn last_was_inner(&self) -> bool {
+        self.last_was_inner
     }
 
     /// The next event, `Ok(None)` at a clean end of file (an event boundary), or an error naming
@@ -65,10 +73,12 @@ impl<R: Read> BinlogFileReader<R> {
                         format!("inside the TRANSACTION_PAYLOAD before {}: {e}", self.offset)
                     })?
                     .expect("not at the end");
+                self.last_was_inner = true;
                 return self.parse(&frame, true).map(Some);
             }
             self.inner = None;
         }
+        self.last_was_inner = false;
         let at = self.offset;
         let Some(frame) = read_frame(&mut self.input).map_err(|e| format!("at byte {at}: {e}"))?
         else {
