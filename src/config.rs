@@ -110,10 +110,27 @@ pub struct SourceConfig {
     /// replaced.
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// Where column names come from (see [`ColumnNames`]).
+    #[serde(default)]
+    pub column_names: ColumnNames,
 }
 
 fn default_heartbeat_interval() -> Duration {
     Duration::from_secs(5)
+}
+
+/// Where the ingester takes column names, ENUM/SET members and primary keys from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnNames {
+    /// From each TABLE_MAP event (`binlog_row_metadata=FULL`, required): always the schema the row
+    /// was written with.
+    #[default]
+    TableMap,
+    /// From `information_schema.COLUMNS` when a TABLE_MAP carries no names
+    /// (`binlog_row_metadata=MINIMAL`). Racy: the schema may have changed since the row was
+    /// written; sdl refuses a table whose column count or ENUM/SET positions no longer match.
+    InformationSchema,
 }
 
 fn default_source_name() -> String {

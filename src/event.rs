@@ -22,7 +22,7 @@ pub struct SourceTransaction {
 }
 
 impl sdl_wal::Record for SourceTransaction {
-    const FORMAT_VERSION: u16 = 1;
+    const FORMAT_VERSION: u16 = 2;
 
     fn position_after(&self) -> &[u8] {
         self.position_after.as_bytes()
@@ -96,7 +96,13 @@ pub enum Value {
     Text(String),
     /// Binary data (binary charset, BLOB, GEOMETRY, or bytes that do not decode in their charset).
     Bytes(Vec<u8>),
-    /// DATE, DATETIME; zero parts are kept as zero (MySQL's '0000-00-00').
+    /// DATE; zero parts are kept as zero (MySQL's '0000-00-00').
+    Date {
+        year: u16,
+        month: u8,
+        day: u8,
+    },
+    /// DATETIME; zero parts are kept as zero (MySQL's '0000-00-00 00:00:00').
     DateTime {
         year: u16,
         month: u8,
@@ -119,6 +125,31 @@ pub enum Value {
         second: u8,
         micros: u32,
     },
-    /// JSON as its canonical text.
-    Json(String),
+    /// SET: the names of its members, in definition order.
+    Set(Vec<String>),
+    /// JSON, structured, with MySQL's own number kinds kept apart.
+    Json(Json),
+}
+
+/// A JSON value from MySQL's binary JSON, without loss: integers, doubles and decimals stay distinct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    /// A DECIMAL inside JSON, as its exact text.
+    Decimal(String),
+    String(String),
+    /// A DATE, TIME, DATETIME or TIMESTAMP inside JSON, as MySQL prints it.
+    Temporal(String),
+    /// Any other MySQL value stored opaquely in JSON: its column type code and raw bytes.
+    Opaque {
+        type_code: u8,
+        bytes: Vec<u8>,
+    },
+    Array(Vec<Json>),
+    /// Members in MySQL's order (sorted by key length, then bytes).
+    Object(Vec<(String, Json)>),
 }

@@ -1,36 +1,10 @@
-//! sdl: a durable MySQL/MariaDB → MongoDB change relay.
-//!
-//! `binlog --(source: ingester)--> WAL (sdl-wal) --(forward + sink)--> MongoDB`
-//!
-//! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
-//! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
-//! [`config`]; [`breaker`] is the forwarder's circuit breaker. Data moves one way; no stage reaches back.
-
-mod admin;
-mod breaker;
-mod config;
-mod event;
-mod forward;
-mod redact;
-mod service;
-mod sink;
-mod source;
-mod walcli;
+//! sdl: a durable MySQL/MariaDB → MongoDB change relay (the command line; the stages live in the
+//! library, src/lib.rs).
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-
-/// Process exit codes (documented in docs/operations.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitCode {
-    /// A runtime failure: a server unreachable at start, a decode error, a MongoDB rejection.
-    Failure = 1,
-    /// The configuration (or the command line) is wrong.
-    Config = 2,
-    /// The binlog sdl needs is no longer on the source: restarting will not help.
-    BinlogUnavailable = 3,
-}
+use sdl::{redact, service, walcli, ExitCode};
 
 #[derive(Parser)]
 #[command(

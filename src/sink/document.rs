@@ -7,7 +7,9 @@
 
 use bson::{doc, Binary, Bson, Document};
 
-use crate::event::{Change, Column, RowChange, RowOp, SourceTransaction, StatementChange, Value};
+use crate::event::{
+    Change, Column, Json, RowChange, RowOp, SourceTransaction, StatementChange, Value,
+};
 
 /// The documents for one transaction, in change order.
 pub fn transaction_documents(transaction: &SourceTransaction) -> Vec<Document> {
@@ -102,10 +104,7 @@ pub fn value_to_bson(value: &Value) -> Bson {
     match value {
         Value::Null => Bson::Null,
         Value::Int(i) => Bson::Int64(*i),
-        Value::UInt(u) => match i64::try_from(*u) {
-            Ok(i) => Bson::Int64(i),
-            Err(_) => decimal(&u.to_string()),
-        },
+        Value::UInt(u) => unsigned(*u),
         Value::Float(f) => Bson::Double(f64::from(*f)),
         Value::Double(d) => Bson::Double(*d),
         Value::Decimal(text) => decimal(text),
@@ -114,6 +113,7 @@ pub fn value_to_bson(value: &Value) -> Bson {
             subtype: bson::spec::BinarySubtype::Generic,
             bytes: b.clone(),
         }),
+        Value::Date { year, month, day } => Bson::String(format!("{year:04}-{month:02}-{day:02}")),
         Value::DateTime {
             year,
             month,
@@ -125,9 +125,7 @@ pub fn value_to_bson(value: &Value) -> Bson {
         } => Bson::String(format!(
             "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}"
         )),
-        Value::Timestamp { seconds, micros } => Bson::DateTime(bson::DateTime::from_millis(
-            seconds * 1000 + i64::from(*micros) / 1000,
-        )),
+        Value::Timestamp { seconds, micros } => Bson::String(timestamp_text(*seconds, *micros)),
         Value::Time {
             negative,
             hours,
@@ -138,14 +136,70 @@ pub fn value_to_bson(value: &Value) -> Bson {
             "{}{hours:02}:{minute:02}:{second:02}.{micros:06}",
             if *negative { "-" } else { "" }
         )),
-        Value::Json(text) => match serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|json| bson::to_bson(&json).ok())
-        {
-            Some(bson) => bson,
-            None => Bson::String(text.clone()),
-        },
+        Value::Set(members) => Bson::Array(members.iter().cloned().map(Bson::String).collect()),
+        Value::Json(json) => json_to_bson(json),
     }
+}
+
+fn unsigned(u: u64) -> Bson {
+    match i64::try_from(u) {
+        Ok(i) => Bson::Int64(i),
+        Err(_) => decimal(&u.to_string()),
+    }
+}
+
+fn json_to_bson(json: &Json) -> Bson {
+    match json {
+        Json::Null => Bson::Null,
+        Json::Bool(b) => Bson::Boolean(*b),
+        Json::Int(i) => Bson::Int64(*i),
+        Json::UInt(u) => unsigned(*u),
+        Json::Double(d) => Bson::Double(*d),
+        Json::Decimal(text) => decimal(text),
+        Json::String(s) | Json::Temporal(s) => Bson::String(s.clone()),
+        Json::Opaque { type_code, bytes } => Bson::Document(doc! {
+            "$mysqlType": i32::from(*type_code),
+            "bytes": Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: bytes.clone() },
+        }),
+        Json::Array(items) => Bson::Array(items.iter().map(json_to_bson).collect()),
+        Json::Object(members) => Bson::Document(
+            members
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_bson(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// A TIMESTAMP as UTC text, `YYYY-MM-DDThh:mm:ss.ffffffZ`; the stored 0 is MySQL's zero
+/// timestamp and stays `0000-00-00T00:00:00.000000Z`.
+fn timestamp_text(seconds: i64, micros: u32) -> String {
+    if seconds == 0 && micros == 0 {
+        return "0000-00-00T00:00:00.000000Z".into();
+    }
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Exact decimal: Decimal128 when it holds the value exactly (34 significant digits), else text.
@@ -157,4 +211,44 @@ fn decimal(text: &str) -> Bson {
         }
     }
     Bson::String(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_text_with_microseconds() {
+        assert_eq!(timestamp_text(1, 0), "1970-01-01T00:00:01.000000Z");
+        assert_eq!(
+            timestamp_text(2_147_483_647, 999_999),
+            "2038-01-19T03:14:07.999999Z"
+        );
+        assert_eq!(
+            timestamp_text(951_782_400, 5),
+            "2000-02-29T00:00:00.000005Z"
+        );
+        assert_eq!(timestamp_text(0, 0), "0000-00-00T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn negative_zero_keeps_its_sign() {
+        let Bson::Double(d) = value_to_bson(&Value::Double(-0.0)) else {
+            panic!("not a double")
+        };
+        assert_eq!(d.to_bits(), (-0.0f64).to_bits());
+        let Bson::Double(f) = value_to_bson(&Value::Float(-0.0)) else {
+            panic!("not a double")
+        };
+        assert_eq!(f.to_bits(), (-0.0f64).to_bits());
+    }
+
+    #[test]
+    fn unsigned_above_i64_is_an_exact_decimal() {
+        assert_eq!(unsigned(5), Bson::Int64(5));
+        assert_eq!(
+            unsigned(u64::MAX).to_string(),
+            Bson::Decimal128("18446744073709551615".parse().unwrap()).to_string()
+        );
+    }
 }

@@ -7,20 +7,42 @@
 //! - the position carried by a transaction includes that transaction and every earlier one;
 //! - an event it cannot turn into change events is an [`DecodeError`] naming the binlog file,
 //!   position, event type (and table, for row events). Nothing is skipped silently: the only events
-//!   passed over are those that carry no row data (heartbeats, checkpoints, GTID lists, annotations).
+//!   passed over are those that carry no row data (heartbeats, checkpoints, GTID lists, annotations,
+//!   and `SAVEPOINT` / `ROLLBACK TO SAVEPOINT` / `RELEASE SAVEPOINT` statements inside a transaction,
+//!   whose effect is already in the row events that follow them);
+//! - a TRANSACTION_PAYLOAD event (MySQL binlog compression) is decompressed here too, and the events
+//!   inside it must follow it one by one: a client that failed to decompress it (mysql_async passes
+//!   over such a failure) is caught by the next event not being the expected inner one;
+//! - column values are exact ([`convert_value`]): strings in the column's charset from the TABLE_MAP
+//!   metadata, ENUM and SET by their names, JSON structured with exact numbers;
+//! - malformed input (from a damaged file or a fuzzer) is an error, never a panic: TABLE_MAP column
+//!   metadata is validated before rows are decoded with it, and a panic inside `mysql_common`'s row
+//!   decoder is caught and reported as a [`DecodeError`].
+//!
+//! Live streaming uses [`AssemblerMode::Live`]: every transaction must carry a GTID and every
+//! TABLE_MAP column names. [`AssemblerMode::File`] decodes historic binlog files, which may have
+//! neither: transactions without GTIDs get an `anonymous@<file>:<pos>` id and do not move the
+//! position, and unnamed columns are named `@<index>`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use mysql_async::binlog::events::{
-    Event, EventData, GtidEvent, RotateEvent, RowsEventData, TableMapEvent,
+    Event, EventData, GtidEvent, OptionalMetadataField, RotateEvent, RowsEventData, TableMapEvent,
+    TransactionPayloadEvent,
 };
+use mysql_async::binlog::jsonb::{JsonContainer, JsonDom, JsonNumber, JsonScalar};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::binlog::EventType;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 
+use super::charset;
 use super::gtid::{MariadbGtid, MariadbPosition, MysqlGtidSet, Position};
-use crate::event::{Change, Column, RowChange, RowOp, SourceTransaction, StatementChange, Value};
+use crate::event::{
+    Change, Column, Json, RowChange, RowOp, SourceTransaction, StatementChange, Value,
+};
 
 /// MariaDB event types that `mysql_common` does not know.
 mod mariadb_event {
@@ -60,23 +82,151 @@ struct OpenTransaction {
     position_after: Position,
 }
 
+/// What the assembler demands of its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssemblerMode {
+    /// A live binlog stream: GTIDs and column names are required.
+    Live,
+    /// Historic binlog files: transactions without GTIDs and TABLE_MAPs without column names are
+    /// accepted (see the module documentation).
+    File,
+}
+
+/// A TABLE_MAP event with what sdl needs from its optional metadata.
+struct TableInfo {
+    map: TableMapEvent<'static>,
+    /// Table column index by the name `mysql_common` gives the column.
+    index_by_name: HashMap<String, usize>,
+    /// Member names of ENUM and SET columns, by table column index (raw bytes, decoded with the
+    /// column's ENUM/SET charset).
+    enum_values: HashMap<usize, Vec<Vec<u8>>>,
+    set_values: HashMap<usize, Vec<Vec<u8>>>,
+    /// Declared byte length of CHAR/BINARY columns (the binlog strips their trailing padding).
+    fixed_length: HashMap<usize, usize>,
+    /// Names by column index when they came from a [`TableSchema`] (mysql_common then names the
+    /// columns `@<index>`), with the members above as UTF-8 and the primary key.
+    provided: Option<(Vec<String>, Vec<String>)>,
+}
+
+/// Column names, ENUM/SET members and primary key of a table, from outside the binlog
+/// (`information_schema`, for sources with `binlog_row_metadata=MINIMAL`).
+#[derive(Debug, Clone, Default)]
+pub struct TableSchema {
+    pub names: Vec<String>,
+    /// Members of ENUM and SET columns by column index, as UTF-8 text.
+    pub enum_values: HashMap<usize, Vec<String>>,
+    pub set_values: HashMap<usize, Vec<String>>,
+    pub primary_key: Vec<String>,
+}
+
+/// The `(database, table)` of a TABLE_MAP event that carries no column names.
+pub fn table_without_names(event: &Event) -> Option<(String, String)> {
+    if event.header().event_type_raw() != EventType::TABLE_MAP_EVENT as u8 {
+        return None;
+    }
+    let map = catch_unwind(AssertUnwindSafe(|| event.read_event::<TableMapEvent<'_>>()))
+        .ok()?
+        .ok()?;
+    let named = map
+        .iter_optional_meta()
+        .any(|f| matches!(f, Ok(OptionalMetadataField::ColumnName(_))));
+    (!named).then(|| {
+        (
+            map.database_name().into_owned(),
+            map.table_name().into_owned(),
+        )
+    })
+}
+
+/// One event expected inside a TRANSACTION_PAYLOAD: its type and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InnerEvent {
+    event_type: u8,
+    size: u32,
+}
+
 /// Turns a stream of binlog events into complete transactions.
 pub struct TransactionAssembler {
+    mode: AssemblerMode,
     file: String,
     position: Position,
-    table_maps: HashMap<u64, TableMapEvent<'static>>,
+    table_maps: HashMap<u64, TableInfo>,
+    /// Schemas provided for TABLE_MAPs without names, by (database, table).
+    schemas: HashMap<(String, String), TableSchema>,
     open: Option<OpenTransaction>,
+    /// Events still expected from the last TRANSACTION_PAYLOAD, with its position.
+    payload: VecDeque<InnerEvent>,
+    payload_at: u64,
 }
 
 impl TransactionAssembler {
-    /// Starts assembling after `position` (the position of the last transaction already saved).
+    /// Starts assembling a live stream after `position` (the position of the last transaction
+    /// already saved).
     pub fn new(position: Position) -> Self {
+        Self::with_mode(position, AssemblerMode::Live)
+    }
+
+    pub fn with_mode(position: Position, mode: AssemblerMode) -> Self {
         Self {
+            mode,
             file: String::new(),
             position,
             table_maps: HashMap::new(),
+            schemas: HashMap::new(),
             open: None,
+            payload: VecDeque::new(),
+            payload_at: 0,
         }
+    }
+
+    /// Provides names for a table whose TABLE_MAPs carry none (see [`table_without_names`]).
+    pub fn provide_schema(&mut self, database: String, table: String, schema: TableSchema) {
+        self.schemas.insert((database, table), schema);
+    }
+
+    pub fn has_schema(&self, database: &str, table: &str) -> bool {
+        self.schemas
+            .contains_key(&(database.to_string(), table.to_string()))
+    }
+
+    /// Drops every provided schema (after a DDL statement, which may have changed any of them).
+    pub fn forget_schemas(&mut self) {
+        self.schemas.clear();
+    }
+
+    /// Names the binlog file being read (file decoding has no ROTATE event to name it).
+    pub fn set_file(&mut self, file: &str) {
+        self.file = file.to_string();
+    }
+
+    /// Called at the end of a binlog file: an open transaction or missing TRANSACTION_PAYLOAD
+    /// events mean the input ended early.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if !self.payload.is_empty() {
+            return Err(DecodeError {
+                file: self.file.clone(),
+                pos: self.payload_at,
+                event_type: "TRANSACTION_PAYLOAD".into(),
+                table: String::new(),
+                reason: format!(
+                    "the input ended with {} of its inner events missing",
+                    self.payload.len()
+                ),
+            });
+        }
+        if let Some(open) = &self.open {
+            return Err(DecodeError {
+                file: self.file.clone(),
+                pos: 0,
+                event_type: "END".into(),
+                table: String::new(),
+                reason: format!(
+                    "the input ended inside transaction {} (no commit followed)",
+                    open.gtid
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The position after the last transaction this assembler returned.
@@ -90,6 +240,31 @@ impl TransactionAssembler {
         let raw_type = header.event_type_raw();
         let event_start =
             u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size()));
+
+        if let Some(expected) = self.payload.pop_front() {
+            let got = InnerEvent {
+                event_type: raw_type,
+                size: header.event_size(),
+            };
+            if got != expected {
+                self.payload.clear();
+                return Err(DecodeError {
+                    file: self.file.clone(),
+                    pos: self.payload_at,
+                    event_type: "TRANSACTION_PAYLOAD".into(),
+                    table: String::new(),
+                    reason: format!(
+                        "its inner events did not follow it (expected {} of {} bytes, got {} of {} \
+                         bytes): the binlog client failed to decompress the payload; nothing \
+                         after this point was relayed",
+                        event_type_name(expected.event_type),
+                        expected.size,
+                        event_type_name(got.event_type),
+                        got.size
+                    ),
+                });
+            }
+        }
 
         match raw_type {
             mariadb_event::GTID => {
@@ -122,7 +297,39 @@ impl TransactionAssembler {
             _ => {}
         }
 
-        let data = match event.read_data() {
+        if raw_type == EventType::PREVIOUS_GTIDS_EVENT as u8 {
+            // mysql_common allocates room for the declared number of GTID sources before reading
+            // them; a damaged count would abort the process (an allocation failure cannot be
+            // caught). Each source takes at least 16 bytes.
+            let body = event.data();
+            let declared = body.get(..8).map(|b| {
+                let header = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                // Untagged: 56-bit count; tagged (format byte set): count in bits 8..56.
+                if header >> 56 != 0 {
+                    (header >> 8) & ((1 << 48) - 1)
+                } else {
+                    header & ((1 << 56) - 1)
+                }
+            });
+            if declared.is_none_or(|n| n > body.len() as u64 / 16) {
+                return Err(self.error(
+                    event,
+                    "PREVIOUS_GTIDS_EVENT",
+                    format!(
+                        "declares {declared:?} GTID sources in a {}-byte body",
+                        body.len()
+                    ),
+                ));
+            }
+        }
+        let data = catch_unwind(AssertUnwindSafe(|| event.read_data())).map_err(|panic| {
+            self.error(
+                event,
+                &event_type_name(raw_type),
+                format!("event decoder panicked: {}", panic_text(&panic)),
+            )
+        })?;
+        let data = match data {
             Ok(Some(data)) => data,
             Ok(None) => {
                 return Err(self.error(
@@ -149,9 +356,20 @@ impl TransactionAssembler {
             | EventData::RowsQueryEvent(_)
             | EventData::IntvarEvent(_)
             | EventData::RandEvent(_)
-            | EventData::UserVarEvent(_)
-            | EventData::TransactionPayloadEvent(_) => Ok(None),
+            | EventData::UserVarEvent(_) => Ok(None),
+            EventData::TransactionPayloadEvent(payload) => {
+                let inner = inner_events(&payload)
+                    .map_err(|reason| self.error(event, "TRANSACTION_PAYLOAD", reason))?;
+                self.payload = inner.into();
+                self.payload_at = event_start;
+                Ok(None)
+            }
             EventData::GtidEvent(gtid) => self.begin_mysql(event, &gtid).map(|()| None),
+            EventData::AnonymousGtidEvent(_) if self.mode == AssemblerMode::File => {
+                let gtid = format!("anonymous@{}:{event_start}", self.file);
+                let position = self.position.clone();
+                self.begin(event, gtid, true, position).map(|()| None)
+            }
             EventData::AnonymousGtidEvent(_) => Err(self.error(
                 event,
                 "ANONYMOUS_GTID",
@@ -160,7 +378,18 @@ impl TransactionAssembler {
                     .into(),
             )),
             EventData::TableMapEvent(tme) => {
-                self.table_maps.insert(tme.table_id(), tme.into_owned());
+                let provided = self.schemas.get(&(
+                    tme.database_name().into_owned(),
+                    tme.table_name().into_owned(),
+                ));
+                let info = table_info(tme.into_owned(), self.mode, provided).map_err(
+                    |(table, reason)| {
+                        let mut e = self.error(event, "TABLE_MAP_EVENT", reason);
+                        e.table = table;
+                        e
+                    },
+                )?;
+                self.table_maps.insert(info.map.table_id(), info);
                 Ok(None)
             }
             EventData::QueryEvent(query) => {
@@ -173,6 +402,15 @@ impl TransactionAssembler {
                 self.on_rows(event, event_start, &rows)?;
                 Ok(None)
             }
+            EventData::IncidentEvent(incident) => Err(self.error(
+                event,
+                "INCIDENT_EVENT",
+                format!(
+                    "the source recorded an incident ({incident:?}): changes may be missing from \
+                     its binlog, so sdl cannot relay past this point; re-seed from a consistent \
+                     state"
+                ),
+            )),
             EventData::XaPrepareLogEvent(_) => Err(self.error(
                 event,
                 "XA_PREPARE",
@@ -182,8 +420,9 @@ impl TransactionAssembler {
                 event,
                 &event_type_name(raw_type),
                 format!(
-                    "this event type cannot be turned into change events ({:?})",
-                    std::mem::discriminant(&other)
+                    "this event type carries no row images sdl can relay (statement-based LOAD \
+                     DATA, pre-GA row events, or a newer event kind); event body: {}",
+                    shorten(&format!("{other:?}"))
                 ),
             )),
         }
@@ -214,6 +453,18 @@ impl TransactionAssembler {
             position_after,
         });
         Ok(())
+    }
+
+    /// File mode: a transaction without a GTID event.
+    fn begin_anonymous(
+        &mut self,
+        event: &Event,
+        event_start: u64,
+        standalone: bool,
+    ) -> Result<(), DecodeError> {
+        let gtid = format!("anonymous@{}:{event_start}", self.file);
+        let position = self.position.clone();
+        self.begin(event, gtid, standalone, position)
     }
 
     fn begin_mariadb(
@@ -274,10 +525,18 @@ impl TransactionAssembler {
     ) -> Result<Option<SourceTransaction>, DecodeError> {
         let keyword = text.trim().to_ascii_uppercase();
         if keyword == "BEGIN" {
+            if self.open.is_none() && self.mode == AssemblerMode::File {
+                self.begin_anonymous(event, event_start, false)?;
+            }
             if let Some(open) = &mut self.open {
                 // MySQL: BEGIN means a multi-statement transaction ending with XID or COMMIT.
                 open.standalone = false;
             }
+            return Ok(None);
+        }
+        if self.open.as_ref().is_some_and(|open| !open.standalone) && is_savepoint(&keyword) {
+            // Savepoints inside a transaction carry no data: the row events written after a
+            // ROLLBACK TO SAVEPOINT are the changes that stayed.
             return Ok(None);
         }
         if keyword == "COMMIT" || keyword == "ROLLBACK" {
@@ -291,6 +550,9 @@ impl TransactionAssembler {
                 "QUERY",
                 format!("XA statement `{text}` is not supported"),
             ));
+        }
+        if self.open.is_none() && self.mode == AssemblerMode::File {
+            self.begin_anonymous(event, event_start, true)?;
         }
         let file = self.file.clone();
         let Some(open) = &mut self.open else {
@@ -332,48 +594,54 @@ impl TransactionAssembler {
             }
         };
         let table_id = rows.table_id();
-        let Some(tme) = self.table_maps.get(&table_id) else {
+        let Some(info) = self.table_maps.get(&table_id) else {
             return Err(self.error(
                 event,
                 "ROWS",
                 format!("no TABLE_MAP event for table id {table_id} precedes this rows event"),
             ));
         };
+        let tme = &info.map;
         let database = tme.database_name().into_owned();
         let table = tme.table_name().into_owned();
         let table_label = format!(" (table {database}.{table})");
-        let mut decoded = Vec::new();
-        for row in rows.rows(tme) {
-            let (before, after) = row.map_err(|e| DecodeError {
-                file: self.file.clone(),
-                pos: event_start,
-                event_type: event_type_name(event.header().event_type_raw()),
-                table: table_label.clone(),
-                reason: format!("row does not decode: {e}"),
-            })?;
-            decoded.push((before, after));
+        let row_error = |reason: String| DecodeError {
+            file: self.file.clone(),
+            pos: event_start,
+            event_type: event_type_name(event.header().event_type_raw()),
+            table: table_label.clone(),
+            reason,
+        };
+        if rows.num_columns() != tme.columns_count() {
+            return Err(row_error(format!(
+                "the rows event has {} columns, its TABLE_MAP {}",
+                rows.num_columns(),
+                tme.columns_count()
+            )));
         }
+        // mysql_common indexes metadata it trusts; the TABLE_MAP was validated, and a panic on
+        // anything else it trusts is caught here rather than taking the process down.
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            rows.rows(tme).collect::<Result<Vec<_>, _>>()
+        }))
+        .map_err(|panic| row_error(format!("row decoder panicked: {}", panic_text(&panic))))?
+        .map_err(|e| row_error(format!("row does not decode: {e}")))?;
         let mut changes = Vec::with_capacity(decoded.len());
         for (before, after) in decoded {
-            let primary_key = before
-                .as_ref()
-                .or(after.as_ref())
-                .map(primary_key_names)
-                .unwrap_or_default();
+            let primary_key = match &info.provided {
+                Some((_, key)) => key.clone(),
+                None => before
+                    .as_ref()
+                    .or(after.as_ref())
+                    .map(primary_key_names)
+                    .unwrap_or_default(),
+            };
             let convert = |row: Option<BinlogRow>| -> Result<Option<Vec<Column>>, String> {
-                row.map(convert_row).transpose()
+                row.map(|row| convert_row(info, row)).transpose()
             };
             let (before, after) = match (convert(before), convert(after)) {
                 (Ok(b), Ok(a)) => (b, a),
-                (Err(reason), _) | (_, Err(reason)) => {
-                    return Err(DecodeError {
-                        file: self.file.clone(),
-                        pos: event_start,
-                        event_type: event_type_name(event.header().event_type_raw()),
-                        table: table_label,
-                        reason,
-                    })
-                }
+                (Err(reason), _) | (_, Err(reason)) => return Err(row_error(reason)),
             };
             changes.push(Change::Row(RowChange {
                 op,
@@ -385,6 +653,9 @@ impl TransactionAssembler {
                 before,
                 after,
             }));
+        }
+        if self.open.is_none() && self.mode == AssemblerMode::File {
+            self.begin_anonymous(event, event_start, false)?;
         }
         let Some(open) = &mut self.open else {
             return Err(self.error(
@@ -506,54 +777,407 @@ fn primary_key_names(row: &BinlogRow) -> Vec<String> {
         .collect()
 }
 
-/// Charset ids whose bytes are Latin-1 (MySQL's latin1 is Windows-1252 in practice for 0x80-0x9F,
-/// but every latin1 byte maps to one character either way; we use the ISO-8859-1 mapping exactly).
-fn is_latin1(charset: u16) -> bool {
-    matches!(charset, 5 | 8 | 15 | 31 | 47 | 48 | 49 | 94)
+fn is_savepoint(keyword: &str) -> bool {
+    keyword.starts_with("SAVEPOINT ")
+        || keyword.starts_with("RELEASE SAVEPOINT ")
+        || (keyword.starts_with("ROLLBACK ")
+            && keyword["ROLLBACK ".len()..].trim_start().starts_with("TO "))
+        || keyword.starts_with("ROLLBACK WORK TO ")
 }
 
-const BINARY_CHARSET: u16 = 63;
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
 
-fn convert_row(mut row: BinlogRow) -> Result<Vec<Column>, String> {
+/// Frame header: timestamp u32, type u8, server_id u32, event_size u32, log_pos u32, flags u16.
+const EVENT_HEADER_LEN: usize = 19;
+/// The largest event sdl accepts (MySQL's max_allowed_packet ceiling is 1 GiB).
+pub const MAX_EVENT_SIZE: u32 = 1 << 30;
+
+/// Decompresses a TRANSACTION_PAYLOAD and lists the events inside it.
+fn inner_events(payload: &TransactionPayloadEvent<'_>) -> Result<Vec<InnerEvent>, String> {
+    let mut bytes = Vec::new();
+    payload
+        .decompressed()
+        .and_then(|mut reader| {
+            reader
+                .by_ref()
+                .take(u64::from(MAX_EVENT_SIZE))
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| format!("the payload does not decompress: {e}"))?;
+    if payload.uncompressed_size() != 0 && bytes.len() as u64 != payload.uncompressed_size() {
+        return Err(format!(
+            "the payload decompresses to {} bytes, its header says {}",
+            bytes.len(),
+            payload.uncompressed_size()
+        ));
+    }
+    let mut events = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        if rest.len() < EVENT_HEADER_LEN {
+            return Err(format!(
+                "the payload ends with a {}-byte fragment of an event header",
+                rest.len()
+            ));
+        }
+        let size = u32::from_le_bytes(rest[9..13].try_into().expect("4 bytes"));
+        if (size as usize) < EVENT_HEADER_LEN || size as usize > rest.len() {
+            return Err(format!(
+                "an inner event declares {size} bytes, {} remain in the payload",
+                rest.len()
+            ));
+        }
+        events.push(InnerEvent {
+            event_type: rest[4],
+            size,
+        });
+        rest = &rest[size as usize..];
+    }
+    if events.is_empty() {
+        return Err("the payload holds no events".into());
+    }
+    Ok(events)
+}
+
+/// How many metadata bytes `mysql_common` reads for a column of this type (it indexes them
+/// without checking).
+fn metadata_needed(column_type: ColumnType) -> usize {
+    use ColumnType::*;
+    match column_type {
+        MYSQL_TYPE_STRING
+        | MYSQL_TYPE_BIT
+        | MYSQL_TYPE_NEWDECIMAL
+        | MYSQL_TYPE_ENUM
+        | MYSQL_TYPE_SET
+        | MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING => 2,
+        MYSQL_TYPE_TYPED_ARRAY => 3,
+        MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_GEOMETRY
+        | MYSQL_TYPE_VECTOR
+        | MYSQL_TYPE_TIMESTAMP2
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIME2 => 1,
+        _ => 0,
+    }
+}
+
+/// Validates a TABLE_MAP and extracts names, ENUM and SET members from its optional metadata.
+/// The error carries the ` (table db.tbl)` label and the reason.
+fn table_info(
+    map: TableMapEvent<'static>,
+    mode: AssemblerMode,
+    provided: Option<&TableSchema>,
+) -> Result<TableInfo, (String, String)> {
+    let label = format!(" (table {}.{})", map.database_name(), map.table_name());
+    let fail = |reason: String| (label.clone(), reason);
+    let count = usize::try_from(map.columns_count())
+        .map_err(|_| fail("column count does not fit in memory".into()))?;
+    if count > 4096 {
+        return Err(fail(format!(
+            "{count} columns: more than MySQL's limit of 4096"
+        )));
+    }
+    let mut enum_columns = Vec::new();
+    let mut set_columns = Vec::new();
+    let mut fixed_length = HashMap::new();
+    for i in 0..count {
+        let column_type = match map.get_column_type(i) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(fail(format!("column {i} has no type"))),
+            Err(e) => return Err(fail(format!("column {i}: {e}"))),
+        };
+        let needed = metadata_needed(column_type);
+        let have = map.get_column_metadata(i).map(<[u8]>::len);
+        if needed > 0 && have.is_none_or(|have| have < needed) {
+            return Err(fail(format!(
+                "column {i} ({column_type:?}) has {} metadata bytes, needs {needed}",
+                have.unwrap_or(0)
+            )));
+        }
+        // Ranges mysql_common computes with unchecked arithmetic.
+        let meta = map.get_column_metadata(i).unwrap_or(&[]);
+        let bad = match column_type {
+            ColumnType::MYSQL_TYPE_NEWDECIMAL => {
+                let (precision, scale) = (meta[0], meta[1]);
+                !(1..=65).contains(&precision) || scale > 30 || scale > precision
+            }
+            ColumnType::MYSQL_TYPE_TIMESTAMP2
+            | ColumnType::MYSQL_TYPE_DATETIME2
+            | ColumnType::MYSQL_TYPE_TIME2 => meta[0] > 6,
+            ColumnType::MYSQL_TYPE_BIT => meta[0] > 7 || meta[1] > 8,
+            ColumnType::MYSQL_TYPE_SET => meta[1] > 8,
+            ColumnType::MYSQL_TYPE_TYPED_ARRAY => true,
+            _ => false,
+        };
+        if bad {
+            return Err(fail(format!(
+                "column {i} ({column_type:?}) has impossible metadata {meta:?}"
+            )));
+        }
+        match column_type {
+            ColumnType::MYSQL_TYPE_ENUM => enum_columns.push(i),
+            ColumnType::MYSQL_TYPE_SET => set_columns.push(i),
+            ColumnType::MYSQL_TYPE_STRING => {
+                if let Some(&[b0, b1, ..]) = map.get_column_metadata(i) {
+                    // sql/field.cc Field_string::do_save_field_metadata.
+                    let (b0, b1) = (usize::from(b0), usize::from(b1));
+                    let length = if b0 & 0x30 != 0x30 {
+                        b1 | (((b0 & 0x30) ^ 0x30) << 4)
+                    } else {
+                        b1
+                    };
+                    fixed_length.insert(i, length);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut names: Option<Vec<String>> = None;
+    let mut enum_values = HashMap::new();
+    let mut set_values = HashMap::new();
+    for field in map.iter_optional_meta() {
+        let field = field.map_err(|e| fail(format!("optional metadata does not decode: {e}")))?;
+        match field {
+            OptionalMetadataField::ColumnName(column_names) => {
+                let list = column_names
+                    .iter_names()
+                    .map(|n| n.map(|n| n.name().into_owned()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| fail(format!("column names do not decode: {e}")))?;
+                names = Some(list);
+            }
+            OptionalMetadataField::EnumStrValue(values) => {
+                for (k, members) in values.iter_values().enumerate() {
+                    let members =
+                        members.map_err(|e| fail(format!("ENUM members do not decode: {e}")))?;
+                    let column = *enum_columns
+                        .get(k)
+                        .ok_or_else(|| fail("more ENUM member lists than ENUM columns".into()))?;
+                    enum_values.insert(
+                        column,
+                        members
+                            .values()
+                            .iter()
+                            .map(|v| v.value_raw().to_vec())
+                            .collect(),
+                    );
+                }
+            }
+            OptionalMetadataField::SetStrValue(values) => {
+                for (k, members) in values.iter_values().enumerate() {
+                    let members =
+                        members.map_err(|e| fail(format!("SET members do not decode: {e}")))?;
+                    let column = *set_columns
+                        .get(k)
+                        .ok_or_else(|| fail("more SET member lists than SET columns".into()))?;
+                    set_values.insert(
+                        column,
+                        members
+                            .values()
+                            .iter()
+                            .map(|v| v.value_raw().to_vec())
+                            .collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut provided_names = None;
+    if names.is_none() {
+        if let Some(schema) = provided {
+            // The race of the information_schema fallback: refuse what visibly no longer fits.
+            let positions = |values: &HashMap<usize, Vec<String>>| {
+                let mut v: Vec<usize> = values.keys().copied().collect();
+                v.sort_unstable();
+                v
+            };
+            if schema.names.len() != count
+                || positions(&schema.enum_values) != enum_columns
+                || positions(&schema.set_values) != set_columns
+            {
+                return Err(fail(format!(
+                    "information_schema describes {} columns ({:?}) but the row event has {count} \
+                     of other types: the table changed since this row was written, so its \
+                     names cannot be known; set binlog_row_metadata=FULL on the source",
+                    schema.names.len(),
+                    schema.names
+                )));
+            }
+            let utf8 = |values: &HashMap<usize, Vec<String>>| -> HashMap<usize, Vec<Vec<u8>>> {
+                values
+                    .iter()
+                    .map(|(k, v)| (*k, v.iter().map(|m| m.as_bytes().to_vec()).collect()))
+                    .collect()
+            };
+            enum_values = utf8(&schema.enum_values);
+            set_values = utf8(&schema.set_values);
+            provided_names = Some((schema.names.clone(), schema.primary_key.clone()));
+        }
+    }
+    let names = match names {
+        Some(names) if names.len() == count => names,
+        None if provided_names.is_some() => (0..count).map(|i| format!("@{i}")).collect(),
+        Some(names) => {
+            return Err(fail(format!(
+                "{} column names for {count} columns",
+                names.len()
+            )))
+        }
+        None if mode == AssemblerMode::File => (0..count).map(|i| format!("@{i}")).collect(),
+        None => {
+            return Err(fail(
+                "the TABLE_MAP carries no column names (binlog_row_metadata=MINIMAL): set \
+                 binlog_row_metadata=FULL on the source and restart sdl"
+                    .into(),
+            ))
+        }
+    };
+    if mode == AssemblerMode::Live
+        && (enum_values.len() != enum_columns.len() || set_values.len() != set_columns.len())
+    {
+        return Err(fail(
+            "the TABLE_MAP lacks ENUM or SET member names: set binlog_row_metadata=FULL on the \
+             source and restart sdl"
+                .into(),
+        ));
+    }
+    let index_by_name = names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+    Ok(TableInfo {
+        map,
+        index_by_name,
+        enum_values,
+        set_values,
+        fixed_length,
+        provided: provided_names,
+    })
+}
+
+fn convert_row(info: &TableInfo, mut row: BinlogRow) -> Result<Vec<Column>, String> {
     let columns = row.columns();
     let mut out = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {
-        let name = column.name_str().into_owned();
+        let mut name = column.name_str().into_owned();
         let Some(value) = row.take(i) else {
             continue;
         };
-        let value = convert_value(column.column_type(), column.character_set(), value)
-            .map_err(|e| format!("column `{name}`: {e}"))?;
+        let index = info.index_by_name.get(&name).copied();
+        if let (Some((names, _)), Some(index)) = (&info.provided, index) {
+            name = names[index].clone();
+        }
+        let column_info = ColumnInfo {
+            column_type: column.column_type(),
+            charset: column.character_set(),
+            enum_members: index
+                .and_then(|index| info.enum_values.get(&index))
+                .map(Vec::as_slice),
+            set_members: index
+                .and_then(|index| info.set_values.get(&index))
+                .map(Vec::as_slice),
+            fixed_length: index.and_then(|index| info.fixed_length.get(&index).copied()),
+            unsigned: column.flags().contains(ColumnFlags::UNSIGNED_FLAG),
+            members_utf8: info.provided.is_some(),
+        };
+        let value =
+            convert_value(&column_info, value).map_err(|e| format!("column `{name}`: {e}"))?;
         out.push(Column { name, value });
     }
     Ok(out)
 }
 
-fn convert_value(
-    column_type: ColumnType,
-    charset: u16,
-    value: BinlogValue<'_>,
-) -> Result<Value, String> {
+/// What the value conversion needs to know about a column.
+pub struct ColumnInfo<'a> {
+    pub column_type: ColumnType,
+    /// Collation id (character columns, ENUM, SET).
+    pub charset: u16,
+    pub enum_members: Option<&'a [Vec<u8>]>,
+    pub set_members: Option<&'a [Vec<u8>]>,
+    /// CHAR/BINARY declared byte length: BINARY values are padded back to it with 0x00, as the
+    /// server returns them (the binlog strips trailing 0x00 from BINARY(n)).
+    pub fixed_length: Option<usize>,
+    pub unsigned: bool,
+    /// ENUM/SET members are UTF-8 text (from information_schema), not in the column's charset.
+    pub members_utf8: bool,
+}
+
+/// Converts one decoded binlog value into sdl's lossless [`Value`].
+pub fn convert_value(column: &ColumnInfo<'_>, value: BinlogValue<'_>) -> Result<Value, String> {
     use mysql_async::Value as My;
     let value = match value {
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(j) => {
-            let json: serde_json::Value = j
-                .try_into()
-                .map_err(|e| format!("binary JSON does not convert: {e}"))?;
-            return Ok(Value::Json(json.to_string()));
+            let dom = j
+                .parse()
+                .map_err(|e| format!("binary JSON does not decode: {e}"))?;
+            return Ok(Value::Json(json_from_dom(dom)));
         }
         BinlogValue::JsonDiff(_) => {
             return Err("partial JSON update in a full row image".into());
         }
     };
-    Ok(match value {
-        My::NULL => Value::Null,
-        My::Int(i) => Value::Int(i),
-        My::UInt(u) => Value::UInt(u),
-        My::Float(f) => Value::Float(f),
-        My::Double(d) => Value::Double(d),
-        My::Date(year, month, day, hour, minute, second, micros) => Value::DateTime {
+    Ok(match (column.column_type, value) {
+        (_, My::NULL) => Value::Null,
+        (ColumnType::MYSQL_TYPE_ENUM, My::Int(index)) => match column.enum_members {
+            // Index 0 is the '' MySQL stores for an invalid value in non-strict mode.
+            Some(_) if index == 0 => Value::Text(String::new()),
+            Some(members) => {
+                let member = usize::try_from(index - 1)
+                    .ok()
+                    .and_then(|i| members.get(i))
+                    .ok_or_else(|| {
+                        format!("ENUM index {index} beyond its {} members", members.len())
+                    })?;
+                Value::Text(member_text(column, member))
+            }
+            None => Value::Int(index),
+        },
+        (ColumnType::MYSQL_TYPE_SET, My::Bytes(bits)) => match column.set_members {
+            Some(members) => {
+                // Little-endian bitmap, bit k = member k.
+                let mut chosen = Vec::new();
+                for (k, member) in members.iter().enumerate() {
+                    if bits.get(k / 8).is_some_and(|b| b & (1 << (k % 8)) != 0) {
+                        chosen.push(member_text(column, member));
+                    }
+                }
+                let known = members.len();
+                let stray = bits.iter().enumerate().any(|(byte, b)| {
+                    (0..8).any(|bit| b & (1 << bit) != 0 && byte * 8 + bit >= known)
+                });
+                if stray {
+                    return Err(format!("SET bitmap has bits beyond its {known} members"));
+                }
+                Value::Set(chosen)
+            }
+            None => Value::Bytes(bits),
+        },
+        (
+            ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_NEWDATE,
+            My::Date(year, month, day, ..),
+        ) => Value::Date { year, month, day },
+        // mysql_common reads a signed MEDIUMINT without sign extension (-8388608 arrives as
+        // 8388608): extend bit 23 here. A correctly extended value is unchanged by this.
+        (ColumnType::MYSQL_TYPE_INT24, My::Int(i)) if !column.unsigned => {
+            Value::Int((i << 40) >> 40)
+        }
+        (ColumnType::MYSQL_TYPE_TIMESTAMP, My::Int(seconds)) => {
+            Value::Timestamp { seconds, micros: 0 }
+        }
+        (_, My::Int(i)) => Value::Int(i),
+        (_, My::UInt(u)) => Value::UInt(u),
+        (_, My::Float(f)) => Value::Float(f),
+        (_, My::Double(d)) => Value::Double(d),
+        (_, My::Date(year, month, day, hour, minute, second, micros)) => Value::DateTime {
             year,
             month,
             day,
@@ -562,27 +1186,125 @@ fn convert_value(
             second,
             micros,
         },
-        My::Time(negative, days, hours, minute, second, micros) => Value::Time {
+        (_, My::Time(negative, days, hours, minute, second, micros)) => Value::Time {
             negative,
             hours: days * 24 + u32::from(hours),
             minute,
             second,
             micros,
         },
-        My::Bytes(bytes) => convert_bytes(column_type, charset, bytes)?,
+        (ColumnType::MYSQL_TYPE_STRING, My::Bytes(mut bytes))
+            if column.charset == charset::BINARY =>
+        {
+            if let Some(length) = column.fixed_length {
+                if bytes.len() < length {
+                    bytes.resize(length, 0);
+                }
+            }
+            Value::Bytes(bytes)
+        }
+        (column_type, My::Bytes(bytes)) => convert_bytes(column_type, column.charset, bytes)?,
     })
 }
 
-fn convert_bytes(column_type: ColumnType, charset: u16, bytes: Vec<u8>) -> Result<Value, String> {
+/// ENUM/SET member names are stored in the column's charset; one that does not decode (never seen
+/// in practice) is written as `0x` and its bytes in hex, so the value is still exact.
+fn member_text(column: &ColumnInfo<'_>, member: &[u8]) -> String {
+    let charset = if column.members_utf8 {
+        charset::Charset::Utf8
+    } else {
+        charset::charset_of(column.charset)
+    };
+    match charset::decode(charset, member)
+        .or_else(|| std::str::from_utf8(member).ok().map(str::to_owned))
+    {
+        Some(text) => text,
+        None => format!(
+            "0x{}",
+            member
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+    }
+}
+
+fn json_from_dom(dom: JsonDom) -> Json {
+    match dom {
+        JsonDom::Container(JsonContainer::Array(items)) => {
+            Json::Array(items.into_iter().map(json_from_dom).collect())
+        }
+        JsonDom::Container(JsonContainer::Object(members)) => Json::Object(
+            members
+                .into_iter()
+                .map(|(k, v)| (k, json_from_dom(v)))
+                .collect(),
+        ),
+        JsonDom::Scalar(scalar) => match scalar {
+            JsonScalar::Null => Json::Null,
+            JsonScalar::Boolean(b) => Json::Bool(b),
+            JsonScalar::String(s) => Json::String(s),
+            JsonScalar::Number(JsonNumber::Int(i)) => Json::Int(i),
+            JsonScalar::Number(JsonNumber::Uint(u)) => Json::UInt(u),
+            JsonScalar::Number(JsonNumber::Double(d)) => Json::Double(d),
+            JsonScalar::Number(JsonNumber::Decimal(d)) => Json::Decimal(d.to_string()),
+            JsonScalar::DateTime(t) => Json::Temporal(format!("{t:.6}")),
+            JsonScalar::Opaque(opaque) => {
+                // JsonOpaque keeps its fields private; its Display is `base64:type<id>:<data>`.
+                let text = opaque.to_string();
+                text.strip_prefix("base64:type")
+                    .and_then(|rest| rest.split_once(':'))
+                    .and_then(|(id, data)| Some((id.parse().ok()?, base64_decode(data)?)))
+                    .map(|(type_code, bytes)| Json::Opaque { type_code, bytes })
+                    .unwrap_or(Json::String(text))
+            }
+        },
+    }
+}
+
+/// Standard base64 with padding (the form `mysql_common` prints opaque JSON values in).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let sextet = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for chunk in bytes.chunks_exact(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | sextet(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let group = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&group[..3 - pad.min(2)]);
+    }
+    Some(out)
+}
+
+fn convert_bytes(column_type: ColumnType, collation: u16, bytes: Vec<u8>) -> Result<Value, String> {
     use ColumnType::*;
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| e.to_string());
     Ok(match column_type {
         MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL => Value::Decimal(text(bytes)?),
-        MYSQL_TYPE_YEAR => Value::Int(
-            text(bytes)?
+        MYSQL_TYPE_YEAR => {
+            // mysql_common adds 1900 to the stored byte; the stored 0 is YEAR 0000, not 1900
+            // (which YEAR cannot hold).
+            let year: i64 = text(bytes)?
                 .parse()
-                .map_err(|e| format!("YEAR value: {e}"))?,
-        ),
+                .map_err(|e| format!("YEAR value: {e}"))?;
+            Value::Int(if year == 1900 { 0 } else { year })
+        }
         MYSQL_TYPE_TIMESTAMP2 | MYSQL_TYPE_TIMESTAMP => {
             let text = text(bytes)?;
             let (secs, micros) = text.split_once('.').unwrap_or((&text, "0"));
@@ -599,18 +1321,39 @@ fn convert_bytes(column_type: ColumnType, charset: u16, bytes: Vec<u8>) -> Resul
         | MYSQL_TYPE_TINY_BLOB
         | MYSQL_TYPE_MEDIUM_BLOB
         | MYSQL_TYPE_LONG_BLOB
-        | MYSQL_TYPE_BLOB
-            if charset != BINARY_CHARSET =>
-        {
-            if is_latin1(charset) {
-                Value::Text(bytes.iter().map(|&b| char::from(b)).collect())
-            } else {
-                match String::from_utf8(bytes) {
-                    Ok(s) => Value::Text(s),
-                    Err(e) => Value::Bytes(e.into_bytes()),
-                }
-            }
-        }
+        | MYSQL_TYPE_BLOB => match charset::decode(charset::charset_of(collation), &bytes) {
+            Some(text) => Value::Text(text),
+            None => Value::Bytes(bytes),
+        },
         _ => Value::Bytes(bytes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_opaque_json_bytes() {
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+        assert_eq!(base64_decode("YWJj").unwrap(), b"abc");
+        assert_eq!(base64_decode("AP8B").unwrap(), [0, 255, 1]);
+        assert!(base64_decode("YW?j").is_none());
+    }
+
+    #[test]
+    fn savepoint_statements_are_recognised() {
+        for s in [
+            "SAVEPOINT `a`",
+            "ROLLBACK TO `a`",
+            "ROLLBACK TO SAVEPOINT a",
+            "RELEASE SAVEPOINT a",
+        ] {
+            assert!(is_savepoint(&s.to_ascii_uppercase()), "{s}");
+        }
+        assert!(!is_savepoint("ROLLBACK"));
+        assert!(!is_savepoint("ALTER TABLE SAVEPOINTS ADD X INT"));
+    }
 }

@@ -14,7 +14,11 @@
 //! The source runs with `log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL` and
 //! `binlog_row_metadata=FULL` (checked at connect), and with GTIDs (MySQL `gtid_mode=ON`).
 
+pub mod binlog_file;
+pub mod charset;
 pub mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gtid;
 
 use std::time::Duration;
@@ -27,7 +31,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{SourceConfig, StartFrom, WalConfig};
+use crate::config::{ColumnNames, SourceConfig, StartFrom, WalConfig};
 use crate::event::{Change, SourceTransaction, Value};
 use crate::redact::redact_url;
 use decode::{DecodeError, TransactionAssembler};
@@ -127,7 +131,7 @@ pub async fn connect(cfg: &SourceConfig) -> Result<(Conn, Flavor), SourceError> 
         let mut conn = Conn::new(opts)
             .await
             .map_err(|e| classify_connect_error(&cfg.url, e))?;
-        let flavor = check_settings(&mut conn).await?;
+        let flavor = check_settings(&mut conn, cfg.column_names).await?;
         Ok((conn, flavor))
     })
     .await;
@@ -146,13 +150,13 @@ pub async fn connect(cfg: &SourceConfig) -> Result<(Conn, Flavor), SourceError> 
 async fn global_variables(conn: &mut Conn) -> Result<Vec<(String, String)>, SourceError> {
     let query =
         "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('version', 'log_bin', 'binlog_format', \
-                 'binlog_row_image', 'binlog_row_metadata', 'gtid_mode')";
+                 'binlog_row_image', 'binlog_row_metadata', 'gtid_mode', 'binlog_row_value_options')";
     conn.query::<(String, String), _>(query)
         .await
         .map_err(|e| query_error(query, e))
 }
 
-async fn check_settings(conn: &mut Conn) -> Result<Flavor, SourceError> {
+async fn check_settings(conn: &mut Conn, names: ColumnNames) -> Result<Flavor, SourceError> {
     let vars = global_variables(conn).await?;
     let get = |name: &str| {
         vars.iter()
@@ -195,11 +199,32 @@ async fn check_settings(conn: &mut Conn) -> Result<Flavor, SourceError> {
         "FULL",
         "Set binlog_row_image=FULL so every change carries whole rows.",
     )?;
-    require(
-        "binlog_row_metadata",
-        "FULL",
-        "Set binlog_row_metadata=FULL so row events carry column names (MariaDB 10.5+, MySQL 8.0.1+).",
-    )?;
+    if names == ColumnNames::InformationSchema
+        && get("binlog_row_metadata").is_some_and(|v| !v.eq_ignore_ascii_case("FULL"))
+    {
+        warn!(
+            "binlog_row_metadata is not FULL: column names come from information_schema \
+             (source.column_names), which is racy if the schema changes while sdl is behind"
+        );
+    } else {
+        require(
+            "binlog_row_metadata",
+            "FULL",
+            "Set binlog_row_metadata=FULL so row events carry column names (MariaDB 10.5+, MySQL 8.0.1+), or accept the racy fallback with source.column_names = \"information_schema\".",
+        )?;
+    }
+    // MySQL 8.0.3+: PARTIAL_JSON writes PARTIAL_UPDATE_ROWS events, which carry JSON diffs instead
+    // of whole values. The variable does not exist on MariaDB.
+    if let Some(options) = get("binlog_row_value_options") {
+        if !options.is_empty() {
+            return Err(SourceError::Setting {
+                setting: "binlog_row_value_options",
+                actual: options,
+                required: "'' (empty)",
+                fix: "Set binlog_row_value_options='' so JSON updates are logged as whole values (PARTIAL_JSON logs diffs sdl cannot turn into whole rows).",
+            });
+        }
+    }
     if flavor == Flavor::Mysql {
         require(
             "gtid_mode",
@@ -495,6 +520,8 @@ async fn follow(
     let mut stream = open_stream(conn, flavor, cfg, &position).await?;
     let dead_after = cfg.heartbeat_interval * 3;
     let mut assembler = TransactionAssembler::new(position.clone());
+    // A second connection for information_schema lookups (source.column_names), opened on demand.
+    let mut schema_conn: Option<Conn> = None;
     let mut group = PendingGroup {
         transactions: Vec::new(),
         bytes: 0,
@@ -529,8 +556,33 @@ async fn follow(
             Some(Err(e)) => break Err(stream_error(assembler.position(), e)),
             Some(Ok(event)) => event,
         };
+        if cfg.column_names == ColumnNames::InformationSchema {
+            if let Some((database, table)) = decode::table_without_names(&event) {
+                if !assembler.has_schema(&database, &table) {
+                    if schema_conn.is_none() {
+                        match connect(cfg).await {
+                            Ok((conn, _)) => schema_conn = Some(conn),
+                            Err(e) => break Err(SourceError::Transient(e.to_string())),
+                        }
+                    }
+                    let conn = schema_conn.as_mut().expect("connected above");
+                    match load_schema(conn, &database, &table).await {
+                        Ok(schema) => assembler.provide_schema(database, table, schema),
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+        }
         match assembler.feed(&event) {
             Ok(Some(transaction)) => {
+                if transaction
+                    .changes
+                    .iter()
+                    .any(|c| matches!(c, Change::Statement(_)))
+                {
+                    // Any DDL may have changed any table: look the schemas up again.
+                    assembler.forget_schemas();
+                }
                 group.bytes += approximate_size(&transaction);
                 group.position = transaction.position_after.clone();
                 group.transactions.push(transaction);
@@ -553,6 +605,73 @@ async fn follow(
     flush(wal, &mut group, appended).await?;
     let _ = stream.close().await;
     result
+}
+
+/// Column names, ENUM/SET members and primary key of `database.table` from information_schema, for
+/// TABLE_MAPs without names. Racy by nature: this is the schema now, not when the row was written;
+/// the assembler refuses a table whose column count or ENUM/SET positions no longer match.
+async fn load_schema(
+    conn: &mut Conn,
+    database: &str,
+    table: &str,
+) -> Result<decode::TableSchema, SourceError> {
+    let query =
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, COLUMN_KEY FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
+    let rows: Vec<(String, String, String, String)> = conn
+        .exec(query, (database, table))
+        .await
+        .map_err(|e| query_error(query, e))?;
+    if rows.is_empty() {
+        return Err(SourceError::Query {
+            query: query.into(),
+            detail: format!(
+                "information_schema has no columns for {database}.{table} (dropped since?): its \
+                 rows cannot be named; set binlog_row_metadata=FULL on the source"
+            ),
+        });
+    }
+    let mut schema = decode::TableSchema::default();
+    for (i, (name, data_type, column_type, key)) in rows.into_iter().enumerate() {
+        match data_type.to_ascii_lowercase().as_str() {
+            "enum" => {
+                schema.enum_values.insert(i, quoted_members(&column_type));
+            }
+            "set" => {
+                schema.set_values.insert(i, quoted_members(&column_type));
+            }
+            _ => {}
+        }
+        if key.eq_ignore_ascii_case("PRI") {
+            schema.primary_key.push(name.clone());
+        }
+        schema.names.push(name);
+    }
+    Ok(schema)
+}
+
+/// The members of `enum('a','b''c')` / `set(...)`: single-quoted, `''` for a quote.
+fn quoted_members(column_type: &str) -> Vec<String> {
+    let mut members = Vec::new();
+    let mut chars = column_type.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut member = String::new();
+        loop {
+            match chars.next() {
+                Some('\'') if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    member.push('\'');
+                }
+                Some('\'') | None => break,
+                Some(c) => member.push(c),
+            }
+        }
+        members.push(member);
+    }
+    members
 }
 
 /// Resolves once shutdown is requested (or its sender is gone).
@@ -631,8 +750,12 @@ async fn wait_for_wal_space(
 /// A cheap estimate of a transaction's encoded size, for group-commit sizing.
 fn approximate_size(transaction: &SourceTransaction) -> usize {
     let value_size = |v: &Value| match v {
-        Value::Text(s) | Value::Decimal(s) | Value::Json(s) => s.len() + 2,
+        Value::Text(s) | Value::Decimal(s) => s.len() + 2,
         Value::Bytes(b) => b.len() + 2,
+        Value::Set(members) => members.iter().map(|m| m.len() + 2).sum(),
+        // JSON is bounded by its binary size in the binlog; a rough constant per value is
+        // enough for group-commit sizing.
+        Value::Json(_) => 64,
         _ => 9,
     };
     transaction
@@ -653,4 +776,15 @@ fn approximate_size(transaction: &SourceTransaction) -> usize {
         })
         .sum::<usize>()
         + 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted_members;
+
+    #[test]
+    fn enum_and_set_members_are_unquoted() {
+        assert_eq!(quoted_members("enum('a','b')"), ["a", "b"]);
+        assert_eq!(quoted_members("set('it''s','','ç')"), ["it's", "", "ç"]);
+    }
 }

@@ -1,0 +1,31 @@
+//! sdl: a durable MySQL/MariaDB → MongoDB change relay.
+//!
+//! `binlog --(source: ingester)--> WAL (sdl-wal) --(forward + sink)--> MongoDB`
+//!
+//! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
+//! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
+//! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint
+//! and [`walcli`] the `sdl wal` inspection commands. Data moves one way; no stage reaches back. The library exists so that the binlog
+//! decoder can be driven from binlog files and fuzzers as well as from the `sdl` binary.
+
+pub mod admin;
+pub mod breaker;
+pub mod config;
+pub mod event;
+pub mod forward;
+pub mod redact;
+pub mod service;
+pub mod sink;
+pub mod source;
+pub mod walcli;
+
+/// Process exit codes (documented in docs/operations.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// A runtime failure: a server unreachable at start, a decode error, a MongoDB rejection.
+    Failure = 1,
+    /// The configuration (or the command line) is wrong.
+    Config = 2,
+    /// The binlog sdl needs is no longer on the source: restarting will not help.
+    BinlogUnavailable = 3,
+}
