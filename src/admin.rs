@@ -1,6 +1,7 @@
 //! The local admin endpoint (`[admin] listen`, loopback by default).
 //!
-//! It serves read-only views of the running service: `/healthz`, and the WAL inspection answers
+//! It serves read-only views of the running service: `/healthz`, `/status` (JSON: the ingester's
+//! state, the forwarder's circuit breaker, the WAL's statistics), and the WAL inspection answers
 //! `sdl wal` needs while the service holds the WAL's lock (`/wal/stats`, `/wal/list`,
 //! `/wal/show/{seq}`, `/wal/verify`, `/wal/dump`), produced by the same functions as the offline
 //! command. It never changes state.
@@ -28,10 +29,24 @@ pub struct AdminBindError {
 
 type Wals = Wal<SourceTransaction>;
 
+/// Where `/status` reads the stages' published states.
+#[derive(Clone)]
+pub struct StatusSources {
+    pub ingest: watch::Receiver<crate::status::IngestState>,
+    pub breaker: watch::Receiver<crate::breaker::BreakerStatus>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    wal: Wals,
+    status: StatusSources,
+}
+
 /// Binds the endpoint (so a taken port fails start-up) and returns the task serving it.
 pub async fn start(
     addr: &str,
     wal: Wals,
+    status: StatusSources,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AdminBindError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -46,12 +61,13 @@ pub async fn start(
     })?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/status", get(status_report))
         .route("/wal/stats", get(wal_stats))
         .route("/wal/list", get(wal_list))
         .route("/wal/show/{seq}", get(wal_show))
         .route("/wal/verify", get(wal_verify))
         .route("/wal/dump", get(wal_dump))
-        .with_state(wal);
+        .with_state(AppState { wal, status });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -74,7 +90,20 @@ async fn answer<T: serde::Serialize + Send + 'static>(
     }
 }
 
-async fn wal_stats(State(wal): State<Wals>) -> Response {
+async fn status_report(State(AppState { wal, status }): State<AppState>) -> Response {
+    let ingest = status.ingest.borrow().clone();
+    let breaker = crate::status::BreakerReport::from(&*status.breaker.borrow());
+    answer(wal, move |w| {
+        Ok(crate::status::StatusReport {
+            ingest,
+            breaker,
+            wal: w.stats()?,
+        })
+    })
+    .await
+}
+
+async fn wal_stats(State(AppState { wal, .. }): State<AppState>) -> Response {
     answer(wal, walcli::stats).await
 }
 
@@ -84,15 +113,18 @@ struct ListQuery {
     limit: Option<u64>,
 }
 
-async fn wal_list(State(wal): State<Wals>, Query(q): Query<ListQuery>) -> Response {
+async fn wal_list(
+    State(AppState { wal, .. }): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     answer(wal, move |w| walcli::list(w, q.from, q.limit.unwrap_or(50))).await
 }
 
-async fn wal_show(State(wal): State<Wals>, Path(seq): Path<u64>) -> Response {
+async fn wal_show(State(AppState { wal, .. }): State<AppState>, Path(seq): Path<u64>) -> Response {
     answer(wal, move |w| walcli::show(w, seq)).await
 }
 
-async fn wal_verify(State(wal): State<Wals>) -> Response {
+async fn wal_verify(State(AppState { wal, .. }): State<AppState>) -> Response {
     answer(wal, walcli::verify).await
 }
 
@@ -102,6 +134,9 @@ struct DumpQuery {
     to: u64,
 }
 
-async fn wal_dump(State(wal): State<Wals>, Query(q): Query<DumpQuery>) -> Response {
+async fn wal_dump(
+    State(AppState { wal, .. }): State<AppState>,
+    Query(q): Query<DumpQuery>,
+) -> Response {
     answer(wal, move |w| walcli::dump(w, q.from, q.to)).await
 }

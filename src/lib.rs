@@ -17,6 +17,7 @@ pub mod redact;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod walcli;
 
 /// Process exit codes (documented in docs/operations.md).

@@ -99,13 +99,19 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let shutdown_rx_for_retention = shutdown_rx.clone();
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq().map_err(|e| fail(e.into()))?);
     // The circuit breaker's state, readable here (metrics will subscribe to it).
-    let (breaker_tx, _breaker_state) = watch::channel(BreakerStatus::default());
+    let (breaker_tx, breaker_rx) = watch::channel(BreakerStatus::default());
+    let (ingest_tx, ingest_rx) = watch::channel(crate::status::IngestState::Starting);
 
     let admin = match config.admin.listen_addr() {
         Some(addr) => {
-            let (local, task) = crate::admin::start(&addr, wal.clone(), shutdown_rx.clone())
-                .await
-                .map_err(|e| fail(e.into()))?;
+            let sources = crate::admin::StatusSources {
+                ingest: ingest_rx,
+                breaker: breaker_rx,
+            };
+            let (local, task) =
+                crate::admin::start(&addr, wal.clone(), sources, shutdown_rx.clone())
+                    .await
+                    .map_err(|e| fail(e.into()))?;
             info!(listen = %local, "admin endpoint up");
             Some(task)
         }
@@ -118,6 +124,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         wal.clone(),
         Some((conn, flavor)),
         appended_tx,
+        ingest_tx,
         shutdown_rx.clone(),
     ));
     let mut forwarder = tokio::spawn(forward::run(

@@ -35,6 +35,18 @@ fn stats(target: &[&str]) -> Json {
     serde_json::from_str(&stdout).unwrap()
 }
 
+/// GET /status from sdl's admin endpoint.
+fn admin_status(sdl: &Sdl) -> Json {
+    let url = format!("http://{}/status", sdl.admin_addr());
+    let body = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
 async fn started(sdl: &Sdl) {
     wait_until("sdl following the binlog", TIMEOUT, || async {
         sdl.logs().contains("following the binlog").then_some(())
@@ -187,6 +199,7 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
         "current",
         &[
             ("wal", "max_bytes = 1048576"),
+            ("sink", "connect_timeout = \"1s\""),
             ("wal", "retain_acked_bytes = 0"),
             ("wal", "prune_interval = \"100ms\""),
         ],
@@ -217,10 +230,22 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
         mariadb.gtid_binlog_pos().await.as_str(),
         "ingest did not pause"
     );
+    // The pause and the outage are visible on /status.
+    let status = admin_status(&sdl);
+    assert_eq!(status["ingest"]["state"], "paused_wal_full", "{status}");
+    assert_eq!(status["ingest"]["max_bytes"], 1_048_576);
+    wait_until("the circuit breaker to open", TIMEOUT, || async {
+        (admin_status(&sdl)["breaker"]["state"] == "open").then_some(())
+    })
+    .await;
 
     mongo.restart().await;
     wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
     assert!(sdl.logs().contains("WAL has space again: resuming"));
+    let status = admin_status(&sdl);
+    assert_eq!(status["ingest"]["state"], "following", "{status}");
+    assert_eq!(status["breaker"]["state"], "closed", "{status}");
+    assert_eq!(status["wal"]["unacked_records"], 0, "{status}");
     assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
     assert!(sdl.terminate(Duration::from_secs(30)).success());
 }

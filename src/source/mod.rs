@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use crate::config::{ColumnNames, SourceConfig, StartFrom, WalConfig};
 use crate::event::{Change, SourceTransaction, Value};
 use crate::redact::redact_url;
+use crate::status::IngestState;
 use decode::{DecodeError, TransactionAssembler};
 use gtid::Position;
 
@@ -416,7 +417,32 @@ pub async fn run(
     wal: Wal<SourceTransaction>,
     first_conn: Option<(Conn, Flavor)>,
     appended: watch::Sender<u64>,
+    state: watch::Sender<IngestState>,
     mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let result = ingest(
+        cfg,
+        wal_cfg,
+        wal,
+        first_conn,
+        appended,
+        &state,
+        &mut shutdown,
+    )
+    .await;
+    state.send_replace(IngestState::Stopped);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ingest(
+    cfg: SourceConfig,
+    wal_cfg: WalConfig,
+    wal: Wal<SourceTransaction>,
+    first_conn: Option<(Conn, Flavor)>,
+    appended: watch::Sender<u64>,
+    state: &watch::Sender<IngestState>,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut reconnect_delay = Duration::from_millis(100);
     let mut ready = first_conn;
@@ -431,7 +457,11 @@ pub async fn run(
                 }
                 Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
                     warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
-                    if wait_or_shutdown(&mut shutdown, reconnect_delay).await {
+                    state.send_replace(IngestState::Reconnecting {
+                        error: e.to_string(),
+                        retry_in_ms: reconnect_delay.as_millis() as u64,
+                    });
+                    if wait_or_shutdown(shutdown, reconnect_delay).await {
                         return Ok(());
                     }
                     reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
@@ -447,22 +477,22 @@ pub async fn run(
         })?;
         let position = Position::parse(flavor, &String::from_utf8_lossy(&saved))?;
         info!(position = %position, "following the binlog");
+        state.send_replace(IngestState::Following {
+            position: position.to_string(),
+        });
         match follow(
-            &cfg,
-            &wal_cfg,
-            &wal,
-            conn,
-            flavor,
-            position,
-            &appended,
-            &mut shutdown,
+            &cfg, &wal_cfg, &wal, conn, flavor, position, &appended, state, shutdown,
         )
         .await
         {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
-                if wait_or_shutdown(&mut shutdown, reconnect_delay).await {
+                state.send_replace(IngestState::Reconnecting {
+                    error: e.to_string(),
+                    retry_in_ms: reconnect_delay.as_millis() as u64,
+                });
+                if wait_or_shutdown(shutdown, reconnect_delay).await {
                     return Ok(());
                 }
                 reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
@@ -515,6 +545,7 @@ async fn follow(
     flavor: Flavor,
     position: Position,
     appended: &watch::Sender<u64>,
+    state: &watch::Sender<IngestState>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut stream = open_stream(conn, flavor, cfg, &position).await?;
@@ -535,7 +566,7 @@ async fn follow(
             _ = stopped(shutdown) => break Ok(()),
             _ = sleep_until_opt(deadline) => {
                 flush(wal, &mut group, appended).await?;
-                if wait_for_wal_space(wal, wal_cfg.max_bytes, shutdown).await {
+                if wait_for_wal_space(wal, wal_cfg.max_bytes, state, shutdown).await {
                     break Ok(());
                 }
                 continue;
@@ -591,7 +622,7 @@ async fn follow(
                 }
                 if group.bytes >= wal_cfg.group_commit_bytes {
                     flush(wal, &mut group, appended).await?;
-                    if wait_for_wal_space(wal, wal_cfg.max_bytes, shutdown).await {
+                    if wait_for_wal_space(wal, wal_cfg.max_bytes, state, shutdown).await {
                         break Ok(());
                     }
                 }
@@ -722,6 +753,7 @@ async fn flush(
 async fn wait_for_wal_space(
     wal: &Wal<SourceTransaction>,
     max_bytes: u64,
+    state: &watch::Sender<IngestState>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let unacked = wal.unacked_bytes();
@@ -733,12 +765,17 @@ async fn wait_for_wal_space(
         max_bytes,
         "WAL full (wal.max_bytes): pausing the binlog reader until the forwarder frees space; the source must keep its binlogs meanwhile"
     );
+    let previous = state.send_replace(IngestState::PausedWalFull {
+        unacked_bytes: unacked,
+        max_bytes,
+    });
     let started = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if wal.unacked_bytes() < max_bytes {
                     info!(paused_for = ?started.elapsed(), "WAL has space again: resuming the binlog reader");
+                    state.send_replace(previous);
                     return false;
                 }
             }
