@@ -36,6 +36,9 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Problems worth a warning found while loading (not part of the file).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +116,52 @@ pub struct SourceConfig {
     /// Where column names come from (see [`ColumnNames`]).
     #[serde(default)]
     pub column_names: ColumnNames,
+    /// A file holding the source password (used instead of the one in `url`); the environment
+    /// variable `SDL_SOURCE_PASSWORD` overrides both.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl SourceConfig {
+    /// The password to log in with, if it does not come from `url`.
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            "SDL_SOURCE_PASSWORD",
+            self.password_file.as_deref(),
+            "source.password_file",
+        )
+    }
+}
+
+impl SinkConfig {
+    /// The password to log in with, if it does not come from `url`.
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            "SDL_SINK_PASSWORD",
+            self.password_file.as_deref(),
+            "sink.password_file",
+        )
+    }
+}
+
+/// A secret from the environment (first) or a file (trailing newline removed).
+fn secret(
+    env: &str,
+    file: Option<&Path>,
+    key: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    if let Ok(value) = std::env::var(env) {
+        return Ok(Some(value));
+    }
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+        path: file.to_path_buf(),
+        key,
+        message: format!("cannot read the password file: {e}"),
+    })?;
+    Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
 }
 
 fn default_heartbeat_interval() -> Duration {
@@ -200,6 +249,10 @@ fn default_group_delay() -> Duration {
 pub struct SinkConfig {
     /// `mongodb://host:port/?replicaSet=rs0`
     pub url: String,
+    /// A file holding the MongoDB password (used instead of the one in `url`); the environment
+    /// variable `SDL_SINK_PASSWORD` overrides both.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     #[serde(default = "default_database")]
     pub database: String,
     /// Upper bounds for one MongoDB transaction.
@@ -285,7 +338,17 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(path, &text)
+        let mut config = Self::parse(path, &text)?;
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o004 != 0 {
+                config.warnings.push(format!(
+                    "the config file {} is readable by every user and may hold passwords: chmod 600 it (or 640 with a dedicated group), or move the passwords to source.password_file / sink.password_file or the SDL_SOURCE_PASSWORD / SDL_SINK_PASSWORD environment variables",
+                    path.display()
+                ));
+            }
+        }
+        Ok(config)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {

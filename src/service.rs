@@ -45,6 +45,9 @@ pub fn init_logging(format: LogFormat) {
 pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let config = Config::load(config_path).map_err(|e| (ExitCode::Config, e.into()))?;
     init_logging(config.log.format);
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
     let fail = |e: anyhow::Error| (ExitCode::Failure, e);
 
     let wal_dir = config.wal.dir.clone();

@@ -237,6 +237,13 @@ impl MongoSink {
         let mut options = ClientOptions::parse(&cfg.url)
             .await
             .map_err(|e| SinkError::BadUrl(redact_error(&e.to_string())))?;
+        if let Some(password) = cfg
+            .password()
+            .map_err(|e| SinkError::BadUrl(e.to_string()))?
+        {
+            let credential = options.credential.get_or_insert_with(Default::default);
+            credential.password = Some(password);
+        }
         options.server_selection_timeout = Some(cfg.connect_timeout);
         options.connect_timeout = Some(cfg.connect_timeout);
         options.write_concern = Some(

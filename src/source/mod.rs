@@ -125,7 +125,15 @@ pub async fn connect(cfg: &SourceConfig) -> Result<(Conn, Flavor), SourceError> 
         url: redact_url(&cfg.url),
         detail: e.to_string(),
     })?;
-    let opts: Opts = OptsBuilder::from_opts(opts).prefer_socket(false).into();
+    let password = cfg.password().map_err(|e| SourceError::Unreachable {
+        url: redact_url(&cfg.url),
+        detail: e.to_string(),
+    })?;
+    let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
+    if let Some(password) = password {
+        builder = builder.pass(Some(password));
+    }
+    let opts: Opts = builder.into();
     // The login and the settings check together must answer within the timeout: a server that
     // accepts TCP but never answers is as unreachable as one that refuses.
     let connected = tokio::time::timeout(cfg.connect_timeout, async {
