@@ -62,6 +62,8 @@ pub async fn start(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/status", get(status_report))
+        .route("/metrics", get(metrics_text))
+        .route("/readyz", get(readyz))
         .route("/wal/stats", get(wal_stats))
         .route("/wal/list", get(wal_list))
         .route("/wal/show/{seq}", get(wal_show))
@@ -101,6 +103,39 @@ async fn status_report(State(AppState { wal, status }): State<AppState>) -> Resp
         })
     })
     .await
+}
+
+async fn metrics_text(State(AppState { wal, status }): State<AppState>) -> Response {
+    let ingest = status.ingest.borrow().clone();
+    let breaker = status.breaker.borrow().clone();
+    let stats = tokio::task::spawn_blocking(move || wal.stats().ok())
+        .await
+        .ok()
+        .flatten();
+    let text = crate::metrics::metrics().render(stats.as_ref(), &ingest, &breaker);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Ready: the ingester follows the binlog and the forwarder's breaker is closed. Otherwise 503
+/// with the reason, so a load balancer or an alert can tell "catching up" from "broken".
+async fn readyz(State(AppState { status, .. }): State<AppState>) -> Response {
+    let ingest = status.ingest.borrow().clone();
+    let breaker = crate::status::BreakerReport::from(&*status.breaker.borrow());
+    let ready =
+        matches!(ingest, crate::status::IngestState::Following { .. }) && breaker.state == "closed";
+    let body = Json(serde_json::json!({ "ready": ready, "ingest": ingest, "breaker": breaker }));
+    if ready {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
 }
 
 async fn wal_stats(State(AppState { wal, .. }): State<AppState>) -> Response {

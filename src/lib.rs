@@ -13,6 +13,7 @@ pub mod breaker;
 pub mod config;
 pub mod event;
 pub mod forward;
+pub mod metrics;
 pub mod redact;
 pub mod service;
 pub mod sink;

@@ -107,6 +107,49 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
     let (code, stdout, _) = sdl_wal(&["verify", "--config", &config]);
     assert_eq!(code, 0, "{stdout}");
 
+    // The same service's metrics and readiness.
+    let admin = sdl.admin_addr();
+    let get = |path: &str| {
+        let mut response = ureq::get(&format!("http://{admin}{path}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let (code, metrics) = get("/metrics");
+    assert_eq!(code, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("sdl_binlog_rows_total"), workload.row_changes as f64);
+    assert_eq!(
+        value("sdl_binlog_transactions_total"),
+        workload.transactions as f64
+    );
+    assert_eq!(
+        value("sdl_wal_appended_records_total"),
+        workload.transactions as f64
+    );
+    assert_eq!(value("sdl_wal_unacked_records"), 0.0);
+    assert_eq!(value("sdl_breaker_state"), 0.0);
+    assert_eq!(value("sdl_ingest_paused"), 0.0);
+    assert!(
+        metrics.contains("# TYPE sdl_batch_commit_seconds histogram"),
+        "{metrics}"
+    );
+    assert_eq!(get("/readyz").0, 200);
+    assert_eq!(get("/healthz"), (200, "ok".to_string()));
+
     assert!(sdl.terminate(Duration::from_secs(30)).success());
 
     // Stopped: opened directly from the directory.

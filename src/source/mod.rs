@@ -496,6 +496,7 @@ async fn ingest(
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
+                crate::metrics::metrics().source_reconnects.inc();
                 state.send_replace(IngestState::Reconnecting {
                     error: e.to_string(),
                     retry_in_ms: reconnect_delay.as_millis() as u64,
@@ -593,7 +594,14 @@ async fn follow(
                 ))
             }
             Some(Err(e)) => break Err(stream_error(assembler.position(), e)),
-            Some(Ok(event)) => event,
+            Some(Ok(event)) => {
+                let m = crate::metrics::metrics();
+                m.binlog_events.inc();
+                if let Some(lag) = crate::metrics::seconds_since(event.header().timestamp()) {
+                    m.source_lag_seconds.set(lag);
+                }
+                event
+            }
         };
         if cfg.column_names == ColumnNames::InformationSchema {
             if let Some((database, table)) = decode::table_without_names(&event) {
@@ -614,6 +622,15 @@ async fn follow(
         }
         match assembler.feed(&event) {
             Ok(Some(transaction)) => {
+                let m = crate::metrics::metrics();
+                m.binlog_transactions.inc();
+                m.binlog_rows.inc_by(
+                    transaction
+                        .changes
+                        .iter()
+                        .filter(|c| matches!(c, Change::Row(_)))
+                        .count() as u64,
+                );
                 if transaction
                     .changes
                     .iter()
@@ -735,6 +752,7 @@ async fn flush(
         return Ok(());
     }
     let transactions = std::mem::take(&mut group.transactions);
+    let count = transactions.len() as u64;
     group.bytes = 0;
     let position = group.position.clone();
     let wal = wal.clone();
@@ -753,6 +771,9 @@ async fn flush(
             }
         })?;
     appended.send_replace(last);
+    let m = crate::metrics::metrics();
+    m.wal_appends.inc();
+    m.wal_appended_records.inc_by(count);
     Ok(())
 }
 

@@ -1,0 +1,143 @@
+//! Prometheus metrics (`/metrics` on the admin endpoint), in the text format written by the
+//! `prometheus-client` crate.
+//!
+//! Counters and histograms are updated where things happen (the stages call [`metrics()`]); the
+//! gauges that describe state (WAL depth, breaker, ingest pause) are set from the published
+//! states when `/metrics` is scraped, so the stages never do extra work for them.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::breaker::{BreakerState, BreakerStatus};
+use crate::status::IngestState;
+
+pub struct Metrics {
+    registry: Registry,
+    pub binlog_events: Counter,
+    pub binlog_rows: Counter,
+    pub binlog_transactions: Counter,
+    pub source_lag_seconds: Gauge<f64, AtomicU64>,
+    pub source_reconnects: Counter,
+    pub wal_appends: Counter,
+    pub wal_appended_records: Counter,
+    pub documents_written: Counter,
+    pub batches_committed: Counter,
+    pub batch_commit_seconds: Histogram,
+    pub end_to_end_lag_seconds: Gauge<f64, AtomicU64>,
+    wal_records: Gauge,
+    wal_bytes: Gauge,
+    wal_unacked_records: Gauge,
+    wal_unacked_bytes: Gauge,
+    wal_oldest_unacked_age_seconds: Gauge<f64, AtomicU64>,
+    wal_disk_bytes: Gauge,
+    ingest_paused: Gauge,
+    breaker_state: Gauge,
+    breaker_opened: Gauge,
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("sdl");
+        macro_rules! register {
+            ($name:literal, $help:literal, $metric:expr) => {{
+                let metric = $metric;
+                registry.register($name, $help, metric.clone());
+                metric
+            }};
+        }
+        Self {
+            binlog_events: register!("binlog_events", "Binlog events read", Counter::default()),
+            binlog_rows: register!("binlog_rows", "Row changes decoded from the binlog", Counter::default()),
+            binlog_transactions: register!("binlog_transactions", "Whole source transactions assembled", Counter::default()),
+            source_lag_seconds: register!(
+                "source_lag_seconds",
+                "Seconds between the newest binlog event read and now (event header time)",
+                Gauge::<f64, AtomicU64>::default()
+            ),
+            source_reconnects: register!("source_reconnects", "Restarts of the ingester's binlog connection", Counter::default()),
+            wal_appends: register!("wal_appends", "Flushed WAL appends (group commits)", Counter::default()),
+            wal_appended_records: register!("wal_appended_records", "Records appended to the WAL", Counter::default()),
+            documents_written: register!("documents_written", "Change documents committed to MongoDB", Counter::default()),
+            batches_committed: register!("batches_committed", "Batches committed to MongoDB", Counter::default()),
+            batch_commit_seconds: register!(
+                "batch_commit_seconds",
+                "Time to commit one batch to MongoDB",
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            ),
+            end_to_end_lag_seconds: register!(
+                "end_to_end_lag_seconds",
+                "Seconds between the source commit of the newest transaction in MongoDB and its commit there",
+                Gauge::<f64, AtomicU64>::default()
+            ),
+            wal_records: register!("wal_records", "Records stored in the WAL", Gauge::default()),
+            wal_bytes: register!("wal_bytes", "Bytes of records stored in the WAL", Gauge::default()),
+            wal_unacked_records: register!("wal_unacked_records", "WAL records MongoDB has not acknowledged", Gauge::default()),
+            wal_unacked_bytes: register!("wal_unacked_bytes", "Bytes of WAL records MongoDB has not acknowledged", Gauge::default()),
+            wal_oldest_unacked_age_seconds: register!(
+                "wal_oldest_unacked_age_seconds",
+                "Age of the oldest unacknowledged WAL record",
+                Gauge::<f64, AtomicU64>::default()
+            ),
+            wal_disk_bytes: register!("wal_disk_bytes", "Bytes the WAL occupies on disk", Gauge::default()),
+            ingest_paused: register!("ingest_paused", "1 while the ingester waits for WAL space (wal.max_bytes)", Gauge::default()),
+            breaker_state: register!("breaker_state", "The forwarder's circuit breaker: 0 closed, 1 half-open, 2 open", Gauge::default()),
+            breaker_opened: register!("breaker_opened", "Times the circuit breaker has opened", Gauge::default()),
+            registry,
+        }
+    }
+
+    /// Sets the state gauges and renders every metric in the Prometheus text format.
+    pub fn render(
+        &self,
+        wal: Option<&sdl_wal::WalStats>,
+        ingest: &IngestState,
+        breaker: &BreakerStatus,
+    ) -> String {
+        if let Some(w) = wal {
+            self.wal_records.set(w.records as i64);
+            self.wal_bytes.set(w.bytes as i64);
+            self.wal_unacked_records.set(w.unacked_records as i64);
+            self.wal_unacked_bytes.set(w.unacked_bytes as i64);
+            self.wal_oldest_unacked_age_seconds
+                .set(w.oldest_unacked_age_ms.unwrap_or(0) as f64 / 1000.0);
+            self.wal_disk_bytes.set(w.disk_bytes as i64);
+        }
+        self.ingest_paused
+            .set(matches!(ingest, IngestState::PausedWalFull { .. }) as i64);
+        self.breaker_state.set(match breaker.state {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        });
+        self.breaker_opened.set(breaker.times_opened as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Seconds from a binlog header timestamp (Unix seconds) to now; 0 for the zero timestamp that
+/// heartbeats and artificial events carry.
+pub fn seconds_since(unix_seconds: u32) -> Option<f64> {
+    if unix_seconds == 0 {
+        return None;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some((now - f64::from(unix_seconds)).max(0.0))
+}
