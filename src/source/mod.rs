@@ -121,6 +121,38 @@ fn query_error(query: &str, e: mysql_async::Error) -> SourceError {
 
 /// Opens a connection to the source and checks that its settings allow row-level CDC.
 pub async fn connect(cfg: &SourceConfig) -> Result<(Conn, Flavor), SourceError> {
+    // The login and the settings check together must answer within the timeout: a server that
+    // accepts TCP but never answers is as unreachable as one that refuses.
+    within_connect_timeout(cfg, async {
+        let mut conn = login_now(cfg).await?;
+        let flavor = check_settings(&mut conn, cfg.column_names).await?;
+        Ok((conn, flavor))
+    })
+    .await
+}
+
+/// Opens a connection to the source without checking its settings (for `sdl check`).
+pub async fn login(cfg: &SourceConfig) -> Result<Conn, SourceError> {
+    within_connect_timeout(cfg, login_now(cfg)).await
+}
+
+async fn within_connect_timeout<T>(
+    cfg: &SourceConfig,
+    work: impl std::future::Future<Output = Result<T, SourceError>>,
+) -> Result<T, SourceError> {
+    match tokio::time::timeout(cfg.connect_timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(SourceError::Unreachable {
+            url: redact_url(&cfg.url),
+            detail: format!(
+                "no answer within {:?} (source.connect_timeout)",
+                cfg.connect_timeout
+            ),
+        }),
+    }
+}
+
+async fn login_now(cfg: &SourceConfig) -> Result<Conn, SourceError> {
     let opts = Opts::from_url(&cfg.url).map_err(|e| SourceError::Unreachable {
         url: redact_url(&cfg.url),
         detail: e.to_string(),
@@ -133,27 +165,9 @@ pub async fn connect(cfg: &SourceConfig) -> Result<(Conn, Flavor), SourceError> 
     if let Some(password) = password {
         builder = builder.pass(Some(password));
     }
-    let opts: Opts = builder.into();
-    // The login and the settings check together must answer within the timeout: a server that
-    // accepts TCP but never answers is as unreachable as one that refuses.
-    let connected = tokio::time::timeout(cfg.connect_timeout, async {
-        let mut conn = Conn::new(opts)
-            .await
-            .map_err(|e| classify_connect_error(&cfg.url, e))?;
-        let flavor = check_settings(&mut conn, cfg.column_names).await?;
-        Ok((conn, flavor))
-    })
-    .await;
-    match connected {
-        Ok(result) => result,
-        Err(_) => Err(SourceError::Unreachable {
-            url: redact_url(&cfg.url),
-            detail: format!(
-                "no answer within {:?} (source.connect_timeout)",
-                cfg.connect_timeout
-            ),
-        }),
-    }
+    Conn::new(builder)
+        .await
+        .map_err(|e| classify_connect_error(&cfg.url, e))
 }
 
 async fn global_variables(conn: &mut Conn) -> Result<Vec<(String, String)>, SourceError> {
@@ -165,7 +179,33 @@ async fn global_variables(conn: &mut Conn) -> Result<Vec<(String, String)>, Sour
         .map_err(|e| query_error(query, e))
 }
 
-async fn check_settings(conn: &mut Conn, names: ColumnNames) -> Result<Flavor, SourceError> {
+/// One server setting sdl depends on, as found.
+#[derive(Debug, Clone)]
+pub struct SettingFinding {
+    pub setting: &'static str,
+    pub actual: String,
+    pub required: &'static str,
+    pub fix: &'static str,
+    pub ok: bool,
+}
+
+impl SettingFinding {
+    fn into_error(self) -> SourceError {
+        SourceError::Setting {
+            setting: self.setting,
+            actual: self.actual,
+            required: self.required,
+            fix: self.fix,
+        }
+    }
+}
+
+/// Reads the server's flavor and every setting sdl depends on (none is skipped at the first
+/// failure: `sdl check` shows them all).
+pub async fn settings_findings(
+    conn: &mut Conn,
+    names: ColumnNames,
+) -> Result<(Flavor, Vec<SettingFinding>), SourceError> {
     let vars = global_variables(conn).await?;
     let get = |name: &str| {
         vars.iter()
@@ -177,37 +217,32 @@ async fn check_settings(conn: &mut Conn, names: ColumnNames) -> Result<Flavor, S
     } else {
         Flavor::Mysql
     };
-    let require = |setting: &'static str,
-                   required: &'static str,
-                   fix: &'static str|
-     -> Result<(), SourceError> {
+    let mut findings = Vec::new();
+    let mut require = |setting: &'static str, required: &'static str, fix: &'static str| {
         let actual = get(setting).unwrap_or_else(|| "not set (unsupported server version)".into());
-        if actual.eq_ignore_ascii_case(required) {
-            Ok(())
-        } else {
-            Err(SourceError::Setting {
-                setting,
-                actual,
-                required,
-                fix,
-            })
-        }
+        findings.push(SettingFinding {
+            ok: actual.eq_ignore_ascii_case(required),
+            setting,
+            actual,
+            required,
+            fix,
+        });
     };
     require(
         "log_bin",
         "ON",
         "Enable the binary log: start the server with --log-bin (and a --server-id).",
-    )?;
+    );
     require(
         "binlog_format",
         "ROW",
         "Set binlog_format=ROW in the server config (SET GLOBAL binlog_format='ROW' applies to new sessions only).",
-    )?;
+    );
     require(
         "binlog_row_image",
         "FULL",
         "Set binlog_row_image=FULL so every change carries whole rows.",
-    )?;
+    );
     if names == ColumnNames::InformationSchema
         && get("binlog_row_metadata").is_some_and(|v| !v.eq_ignore_ascii_case("FULL"))
     {
@@ -220,28 +255,35 @@ async fn check_settings(conn: &mut Conn, names: ColumnNames) -> Result<Flavor, S
             "binlog_row_metadata",
             "FULL",
             "Set binlog_row_metadata=FULL so row events carry column names (MariaDB 10.5+, MySQL 8.0.1+), or accept the racy fallback with source.column_names = \"information_schema\".",
-        )?;
-    }
-    // MySQL 8.0.3+: PARTIAL_JSON writes PARTIAL_UPDATE_ROWS events, which carry JSON diffs instead
-    // of whole values. The variable does not exist on MariaDB.
-    if let Some(options) = get("binlog_row_value_options") {
-        if !options.is_empty() {
-            return Err(SourceError::Setting {
-                setting: "binlog_row_value_options",
-                actual: options,
-                required: "'' (empty)",
-                fix: "Set binlog_row_value_options='' so JSON updates are logged as whole values (PARTIAL_JSON logs diffs sdl cannot turn into whole rows).",
-            });
-        }
+        );
     }
     if flavor == Flavor::Mysql {
         require(
             "gtid_mode",
             "ON",
             "Enable GTIDs: set gtid_mode=ON and enforce_gtid_consistency=ON.",
-        )?;
+        );
     }
-    Ok(flavor)
+    // MySQL 8.0.3+: PARTIAL_JSON writes PARTIAL_UPDATE_ROWS events, which carry JSON diffs instead
+    // of whole values. The variable does not exist on MariaDB.
+    if let Some(options) = get("binlog_row_value_options") {
+        findings.push(SettingFinding {
+            ok: options.is_empty(),
+            setting: "binlog_row_value_options",
+            actual: options,
+            required: "'' (empty)",
+            fix: "Set binlog_row_value_options='' so JSON updates are logged as whole values (PARTIAL_JSON logs diffs sdl cannot turn into whole rows).",
+        });
+    }
+    Ok((flavor, findings))
+}
+
+async fn check_settings(conn: &mut Conn, names: ColumnNames) -> Result<Flavor, SourceError> {
+    let (flavor, findings) = settings_findings(conn, names).await?;
+    match findings.into_iter().find(|f| !f.ok) {
+        Some(failed) => Err(failed.into_error()),
+        None => Ok(flavor),
+    }
 }
 
 async fn query_string(conn: &mut Conn, query: &str) -> Result<String, SourceError> {
