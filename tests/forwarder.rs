@@ -164,8 +164,8 @@ async fn mongodb_outage_of_90_seconds_under_load_loses_and_duplicates_nothing() 
         "the workload kept writing"
     );
     assert!(
-        wal_size() >= size_at_open,
-        "the ingester kept writing into the WAL during the outage"
+        wal_size() > size_at_open,
+        "the ingester kept writing into the WAL during the outage (WAL files did not grow)"
     );
     mongo.restart().await;
     let outage_length = outage_started.elapsed();
