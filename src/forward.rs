@@ -18,7 +18,9 @@
 //!   conflict) stops the forwarder at once, never retried, with nothing acknowledged past the last
 //!   commit.
 //! - Pipelining: a producer task reads and converts the next batch (to raw BSON, off the async
-//!   threads) while the current one commits; at most two batches wait ready, so the next one is usually at hand when a commit starts (its staging entry is then written inside the current transaction).
+//!   threads) while the current one commits; at most two batches wait ready, so the next one is
+//!   usually at hand when a commit starts (its staging entry is then written inside the current
+//!   transaction). The WAL acknowledgement runs beside the next commit.
 
 use sdl_wal::{Stored, Wal};
 use tokio::sync::{mpsc, watch};
