@@ -14,7 +14,9 @@
 //!    of the same server in batches of 1000 (`sink.batch_max_documents`), with sdl's write
 //!    concern (majority, journaled), by a plain driver loop.
 //!
-//! Also measured: the whole relay (binlog → WAL → MongoDB) on an already written binlog.
+//! Also measured: the whole relay (binlog → WAL → MongoDB) on an already written binlog, and two
+//! diagnostics by plain driver loops with the same documents: one transaction per batch around
+//! the insert_many alone, and with sdl's bookkeeping (offset findAndModify, staging writes) added.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::workload::{create_tables, Workload};
 use common::{MariaDb, Mongo, Sdl};
 use futures_util::TryStreamExt;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Document, RawDocumentBuf};
 use mongodb::options::{Acknowledgment, WriteConcern};
 use mysql_async::prelude::Queryable;
 
@@ -51,14 +53,17 @@ async fn main() {
         .unwrap_or(50_000);
     let mut rows = Vec::new();
     let mut baseline = None;
+    let mut diagnostics = Vec::new();
     for mode in ["on", "off"] {
-        let (row, base) = forwarder_only(target, mode).await;
+        let (row, base, diag) = forwarder_only(target, mode).await;
         rows.push(row);
+        diagnostics.extend(diag);
         if mode == "on" {
             baseline = Some(base);
         }
     }
     rows.push(whole_relay(target).await);
+    rows.extend(diagnostics);
     let baseline = baseline.unwrap();
 
     println!("| measurement | documents | seconds | docs/s | vs baseline |");
@@ -77,7 +82,7 @@ async fn main() {
 
 /// The forwarder alone: the WAL is filled while MongoDB is down, then drained. Also returns the
 /// baseline measured on the same server with the documents sdl wrote.
-async fn forwarder_only(target: u64, mode: &str) -> (Row, Row) {
+async fn forwarder_only(target: u64, mode: &str) -> (Row, Row, Vec<Row>) {
     let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
     let mut conn = mariadb.root_conn().await;
     create_tables(&mut conn).await;
@@ -169,29 +174,78 @@ async fn forwarder_only(target: u64, mode: &str) -> (Row, Row) {
         documents: written.len() as u64,
         seconds: started.elapsed().as_secs_f64(),
     };
+    let mut diagnostics = Vec::new();
     if mode == "on" {
-        // Diagnostic: the same loop with each insert_many in a transaction of its own.
-        let client = mongo.client().await;
-        let target = client
-            .database(&format!("{}_baseline_tx", mongo.database))
-            .collection::<Document>("row_changes");
-        let mut session = client.start_session().await.unwrap();
+        diagnostics = transaction_diagnostics(&mongo, &written).await;
+    }
+    (row, baseline, diagnostics)
+}
+
+/// The same documents in sdl's shapes of transaction, by plain driver loops: where the time goes.
+async fn transaction_diagnostics(mongo: &Mongo, written: &[Document]) -> Vec<Row> {
+    let client = mongo.client().await;
+    let raw: Vec<RawDocumentBuf> = written
+        .iter()
+        .map(|d| RawDocumentBuf::from_document(d).unwrap())
+        .collect();
+    let mut session = client.start_session().await.unwrap();
+    let mut rows = Vec::new();
+    for (name, with_bookkeeping) in [
+        ("diagnostic: insert_many, one transaction per batch", false),
+        (
+            "diagnostic: same + offset findAndModify + 2 staging writes in the transaction",
+            true,
+        ),
+    ] {
+        let db = client.database(&format!("{}_diag_{}", mongo.database, rows.len()));
+        let changes = db.collection::<RawDocumentBuf>("row_changes");
+        let offsets = db.collection::<Document>("binlog_offsets");
+        let staging = db.collection::<Document>("row_changes_staging");
         let started = Instant::now();
-        for chunk in written.chunks(BATCH) {
+        for (n, chunk) in raw.chunks(BATCH).enumerate() {
+            let n = n as i64;
             session.start_transaction().await.unwrap();
-            target
+            if with_bookkeeping {
+                offsets
+                    .find_one_and_update(
+                        doc! { "_id": "default" },
+                        doc! { "$set": { "wal_seq": n } },
+                    )
+                    .upsert(true)
+                    .session(&mut session)
+                    .await
+                    .unwrap();
+            }
+            changes
                 .insert_many(chunk)
                 .session(&mut session)
                 .await
                 .unwrap();
+            if with_bookkeeping {
+                staging
+                    .update_one(
+                        doc! { "_id": n },
+                        doc! { "$set": { "status": "committed" } },
+                    )
+                    .session(&mut session)
+                    .await
+                    .unwrap();
+                staging
+                    .replace_one(doc! { "_id": n + 1 }, doc! { "status": "pending" })
+                    .upsert(true)
+                    .session(&mut session)
+                    .await
+                    .unwrap();
+            }
             session.commit_transaction().await.unwrap();
         }
-        eprintln!(
-            "diagnostic: insert_many in a transaction per batch: {:.0} docs/s",
-            written.len() as f64 / started.elapsed().as_secs_f64()
-        );
+        rows.push(Row {
+            name: name.into(),
+            documents: raw.len() as u64,
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
-    (row, baseline)
+    rows
 }
 
 /// The whole relay on a binlog written beforehand: binlog → WAL → MongoDB, transactions on.
