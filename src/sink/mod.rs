@@ -467,7 +467,7 @@ impl MongoSink {
     ) -> Result<String, SinkError> {
         let (id, entry) = self.staging_entry(wal_id, batch, session);
         self.staging
-            .replace_one(doc! { "_id": &id }, entry)
+            .update_one(doc! { "_id": &id }, staging_upsert(entry))
             .upsert(true)
             .await
             .map_err(|e| operation_error("write staging", &e))?;
@@ -687,7 +687,7 @@ impl MongoSink {
                 let id = entry.get_str("_id").unwrap_or_default();
                 if let Err(e) = self
                     .staging
-                    .replace_one(doc! { "_id": id }, entry)
+                    .update_one(doc! { "_id": id }, staging_upsert(entry.clone()))
                     .upsert(true)
                     .session(&mut *session)
                     .await
@@ -760,6 +760,14 @@ impl MongoSink {
             documents: batch.documents.len(),
         })
     }
+}
+
+/// The update that records a staging entry as pending. An entry of the same range written by an
+/// earlier attempt keeps what reconciliation noted on it (`reconciledAt`, `note`), and `attempts`
+/// counts how often the range was staged.
+fn staging_upsert(mut entry: Document) -> Document {
+    entry.remove("_id");
+    doc! { "$set": entry, "$inc": { "attempts": 1 } }
 }
 
 async fn abort(session: &mut ClientSession) {
