@@ -4,8 +4,9 @@
 //! - Records are forwarded in sequence order, in batches bounded by `sink.batch_max_documents` and
 //!   `sink.batch_max_bytes` (whole transactions; a single larger transaction travels alone).
 //! - The acknowledged cursor moves only after the sink has committed the batch (or reported that
-//!   its offset already covers it), so a crash anywhere replays at most the batch in flight, which
-//!   the sink recognises and does not write twice.
+//!   its offset already covers it), so a crash anywhere replays at most the batches committed
+//!   since the last acknowledgement, which the sink recognises and does not write twice. The
+//!   acknowledgement (a WAL flush) runs beside the next commit, not before it.
 //! - At start, an acknowledged cursor that lags the sink's offset (a crash between the MongoDB
 //!   commit and the WAL flush) is moved up to the offset before anything is read; then staging
 //!   entries left "pending" by an earlier run are reconciled against the offset and the WAL, and
@@ -17,7 +18,9 @@
 //!   conflict) stops the forwarder at once, never retried, with nothing acknowledged past the last
 //!   commit.
 //! - Pipelining: a producer task reads and converts the next batch (to raw BSON, off the async
-//!   threads) while the current one commits; at most one batch waits ready.
+//!   threads) while the current one commits; at most two batches wait ready, so the next one is
+//!   usually at hand when a commit starts (its staging entry is then written inside the current
+//!   transaction). The WAL acknowledgement runs beside the next commit.
 
 use sdl_wal::{Stored, Wal};
 use tokio::sync::{mpsc, watch};
@@ -55,10 +58,9 @@ pub async fn run(
 ) -> Result<(), ForwardError> {
     reconcile_with_sink(&sink, &wal).await?;
     reconcile_staging(&sink, &wal).await?;
-    let wal_id = wal.id();
     let mut breaker = CircuitBreaker::new(cfg.breaker_failures, cfg.retry_max_delay, breaker);
 
-    let (ready_tx, mut ready) = mpsc::channel(1);
+    let (ready_tx, ready) = mpsc::channel(2);
     let producer = tokio::spawn(produce(
         wal.clone(),
         cfg.clone(),
@@ -68,23 +70,78 @@ pub async fn run(
         ready_tx,
     ));
     let _abort_producer = AbortOnDrop(producer);
+    let (ack_tx, ack_rx) = watch::channel(wal.acked()?);
+    let (ack_failed_tx, mut ack_failed) = mpsc::channel(1);
+    let acknowledger = tokio::spawn(acknowledge(wal.clone(), ack_rx, ack_failed_tx));
 
+    let result = commit_loop(
+        &sink,
+        &wal.id(),
+        ready,
+        &mut breaker,
+        &ack_tx,
+        &mut ack_failed,
+        &mut shutdown,
+    )
+    .await;
+    // Let the acknowledger write the last committed sequence before returning.
+    drop(ack_tx);
+    acknowledger.await.expect("acknowledger panicked");
+    match ack_failed.try_recv() {
+        Ok(e) => result.and(Err(e)),
+        Err(_) => result,
+    }
+}
+
+/// Commits the prepared batches one after the other; hands each committed sequence to the
+/// acknowledger.
+async fn commit_loop(
+    sink: &MongoSink,
+    wal_id: &str,
+    mut ready: mpsc::Receiver<Result<Batch, ForwardError>>,
+    breaker: &mut CircuitBreaker,
+    acked: &watch::Sender<u64>,
+    ack_failed: &mut mpsc::Receiver<ForwardError>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ForwardError> {
+    // The batch received after the current one, if it was ready; its staging entry is written in
+    // the current batch's transaction.
+    let mut following: Option<Batch> = None;
+    let mut stop_after: Option<ForwardError> = None;
+    let mut staged = None;
     loop {
-        let next = tokio::select! {
-            next = ready.recv() => next,
-            _ = crate::source::stopped(&mut shutdown) => return Ok(()),
+        if let Some(e) = stop_after.take() {
+            return Err(e);
+        }
+        let batch = match following.take() {
+            Some(batch) => batch,
+            None => {
+                let next = tokio::select! {
+                    next = ready.recv() => next,
+                    _ = crate::source::stopped(shutdown) => return Ok(()),
+                    // The acknowledger stops early only on a WAL error.
+                    Some(e) = ack_failed.recv() => return Err(e),
+                };
+                match next {
+                    // The producer is done: shutdown, or the ingester is gone and the WAL drained.
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(batch)) => batch,
+                }
+            }
         };
-        let batch = match next {
-            // The producer is done: shutdown, or the ingester is gone and the WAL is drained.
-            None => return Ok(()),
-            Some(Err(e)) => return Err(e),
-            Some(Ok(batch)) => batch,
-        };
+        match ready.try_recv() {
+            Ok(Ok(next)) => following = Some(next),
+            // A definite error after this batch: commit this one first.
+            Ok(Err(e)) => stop_after = Some(e),
+            Err(_) => {}
+        }
         loop {
             breaker.before_attempt();
+            let started = std::time::Instant::now();
             let outcome = tokio::select! {
-                outcome = sink.commit(&wal_id, &batch) => outcome,
-                _ = crate::source::stopped(&mut shutdown) => {
+                outcome = sink.commit(wal_id, &batch, staged.take(), following.as_ref()) => outcome,
+                _ = crate::source::stopped(shutdown) => {
                     // Dropping the commit aborts its transaction (or, if it landed, the offset
                     // check recognises the batch after restart): nothing is lost or doubled.
                     info!(from = batch.first_seq, to = batch.last_seq, "shutdown: abandoning the batch in flight");
@@ -92,8 +149,19 @@ pub async fn run(
                 }
             };
             match outcome {
-                Ok(outcome) => {
+                Ok((outcome, next_staged)) => {
                     breaker.on_success();
+                    let m = crate::metrics::metrics();
+                    m.batch_commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    if let Committed::Written { documents } = outcome {
+                        m.documents_written.inc_by(documents as u64);
+                        m.batches_committed.inc();
+                    }
+                    if let Some(lag) = crate::metrics::seconds_since(batch.last_timestamp) {
+                        m.end_to_end_lag_seconds.set(lag);
+                    }
+                    staged = next_staged;
                     if let Committed::AlreadyApplied = outcome {
                         info!(
                             from = batch.first_seq,
@@ -101,22 +169,48 @@ pub async fn run(
                             "batch was already applied in MongoDB; acknowledging"
                         );
                     }
-                    let ack_wal = wal.clone();
-                    let last = batch.last_seq;
-                    tokio::task::spawn_blocking(move || ack_wal.acknowledge(last))
-                        .await
-                        .expect("acknowledge task panicked")?;
+                    acked.send_replace(batch.last_seq);
                     break;
                 }
                 Err(e) if e.is_transient() => {
                     let delay = breaker.on_failure(&e);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = crate::source::stopped(&mut shutdown) => return Ok(()),
+                        _ = crate::source::stopped(shutdown) => return Ok(()),
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+}
+
+/// Moves the WAL's acknowledged cursor to the latest committed sequence, off the commit path: the
+/// flush (an fsync) overlaps the next commit, and commits that finish during one flush share the
+/// next. Runs until its channel closes, then writes the last value. The cursor may lag MongoDB's
+/// offset, never lead it; a lag left by a crash is caught up at start.
+async fn acknowledge(
+    wal: Wal<SourceTransaction>,
+    mut committed: watch::Receiver<u64>,
+    failed: mpsc::Sender<ForwardError>,
+) {
+    let mut done = *committed.borrow();
+    loop {
+        let closed = committed.changed().await.is_err();
+        let seq = *committed.borrow_and_update();
+        if seq > done {
+            let ack_wal = wal.clone();
+            let result = tokio::task::spawn_blocking(move || ack_wal.acknowledge(seq))
+                .await
+                .expect("acknowledge task panicked");
+            if let Err(e) = result {
+                let _ = failed.send(e.into()).await;
+                return;
+            }
+            done = seq;
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -131,33 +225,45 @@ impl Drop for AbortOnDrop {
 
 /// Reads and converts batches from `next` on, handing each to the commit loop; stops after a
 /// definite error (sent last), on shutdown, or when the ingester is gone and the WAL is drained.
+/// Each record is read and decoded once: what a batch does not take waits for the next one.
 async fn produce(
     wal: Wal<SourceTransaction>,
     cfg: SinkConfig,
-    mut next: u64,
+    next: u64,
     mut appended: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
     ready: mpsc::Sender<Result<Batch, ForwardError>>,
 ) {
     let (max_docs, max_bytes) = (cfg.batch_max_documents, cfg.batch_max_bytes);
+    // Records read but not yet in a batch (a read may bring more than one batch takes).
+    let mut buffer: Vec<Stored<SourceTransaction>> = Vec::new();
+    let mut next_read = next;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let records = match read_records(&wal, next, max_docs, max_bytes).await {
-            Ok(records) => records,
-            Err(e) => {
-                let _ = ready.send(Err(e)).await;
-                return;
+        let buffered: usize = buffer.iter().map(|s| s.record.changes.len()).sum();
+        if buffered < max_docs {
+            match read_records(&wal, next_read, max_docs, max_bytes).await {
+                Ok(records) => {
+                    if let Some(last) = records.last() {
+                        next_read = last.seq + 1;
+                    }
+                    buffer.extend(records);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e)).await;
+                    return;
+                }
             }
-        };
-        if records.is_empty() {
+        }
+        if buffer.is_empty() {
             tokio::select! {
                 changed = appended.changed() => {
                     if changed.is_err() {
                         // The ingester is gone: drain what is left, then stop.
                         match wal.last_seq() {
-                            Ok(last) if last < next => return,
+                            Ok(last) if last < next_read => return,
                             Ok(_) => {}
                             Err(e) => {
                                 let _ = ready.send(Err(e.into())).await;
@@ -170,17 +276,20 @@ async fn produce(
             }
             continue;
         }
-        let prepared =
-            tokio::task::spawn_blocking(move || batch::prepare(&records, max_docs, max_bytes))
-                .await
-                .expect("batch preparation panicked");
+        let records = std::mem::take(&mut buffer);
+        let (prepared, records) = tokio::task::spawn_blocking(move || {
+            (batch::prepare(&records, max_docs, max_bytes), records)
+        })
+        .await
+        .expect("batch preparation panicked");
         let (batch, stop) = match prepared {
             Prepared::Batch(b) => (Some(b), None),
             Prepared::BatchThenStop(b, e) => (Some(b), Some(e)),
             Prepared::Stop(e) => (None, Some(e)),
         };
         if let Some(b) = batch {
-            next = b.last_seq + 1;
+            let last = b.last_seq;
+            buffer = records.into_iter().filter(|s| s.seq > last).collect();
             if ready.send(Ok(b)).await.is_err() {
                 return;
             }

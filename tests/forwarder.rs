@@ -168,8 +168,8 @@ async fn mongodb_outage_of_90_seconds_under_load_loses_and_duplicates_nothing() 
         "the workload kept writing"
     );
     assert!(
-        wal_size() >= size_at_open,
-        "the ingester kept writing into the WAL during the outage"
+        wal_size() > size_at_open,
+        "the ingester kept writing into the WAL during the outage (WAL files did not grow)"
     );
     mongo.restart().await;
     let outage_length = outage_started.elapsed();
@@ -372,13 +372,22 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
         .await
         .collection::<Document>("row_changes_staging");
     let reconciled = staging
-        .find_one(doc! { "reconciledAt": { "$exists": true } })
+        .find_one(doc! { "_id": &pending_id })
         .await
         .unwrap()
         .expect("the reconciled entry");
-    assert_eq!(
-        reconciled.get_str("status"),
-        Ok("not_applied"),
+    assert!(
+        reconciled
+            .get_str("note")
+            .is_ok_and(|n| n.starts_with("not applied")),
+        "{reconciled}"
+    );
+    // "not_applied", or "committed" when the batch sent again covered the very same range.
+    assert!(
+        matches!(
+            reconciled.get_str("status"),
+            Ok("not_applied" | "committed")
+        ),
         "{reconciled}"
     );
     assert_eq!(

@@ -141,6 +141,11 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
         workload.transactions as f64
     );
     assert_eq!(value("sdl_wal_unacked_records"), 0.0);
+    assert_eq!(
+        value("sdl_documents_written_total"),
+        workload.row_changes as f64
+    );
+    assert!(value("sdl_batch_commit_seconds_count") >= 1.0);
     assert_eq!(value("sdl_breaker_state"), 0.0);
     assert_eq!(value("sdl_ingest_paused"), 0.0);
     assert!(

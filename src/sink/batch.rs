@@ -32,6 +32,8 @@ pub struct Batch {
     pub documents: Vec<RawDocumentBuf>,
     /// Encoded BSON bytes of `documents`.
     pub bytes: usize,
+    /// Source commit time of the batch's last transaction (Unix seconds), for the lag metric.
+    pub last_timestamp: u32,
 }
 
 /// What [`prepare`] made of the records it was given.
@@ -95,6 +97,7 @@ fn batch(
         position_after: last.record.position_after.clone(),
         documents,
         bytes,
+        last_timestamp: last.record.timestamp,
     }
 }
 

@@ -216,6 +216,13 @@ pub enum Committed {
     AlreadyApplied,
 }
 
+/// A batch's staging entry, written, and the session its transaction is to run in (its `lsid` is
+/// in the entry).
+pub struct Staged {
+    id: String,
+    session: ClientSession,
+}
+
 /// A staging entry left "pending" by an earlier run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingBatch {
@@ -429,12 +436,13 @@ impl MongoSink {
     }
 
     /// Records `batch` as pending, durably, before its commit.
-    async fn stage(
+    /// The staging entry of `batch`: (`_id`, document with status "pending").
+    fn staging_entry(
         &self,
         wal_id: &str,
         batch: &Batch,
         session: Option<&Document>,
-    ) -> Result<String, SinkError> {
+    ) -> (String, Document) {
         let id = self.staging_id(wal_id, batch);
         let mut entry = doc! {
             "_id": &id,
@@ -454,8 +462,19 @@ impl MongoSink {
         if let Some(lsid) = session {
             entry.insert("lsid", lsid.clone());
         }
+        (id, entry)
+    }
+
+    /// Records `batch` as pending, durably, before its commit.
+    async fn stage(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        session: Option<&Document>,
+    ) -> Result<String, SinkError> {
+        let (id, entry) = self.staging_entry(wal_id, batch, session);
         self.staging
-            .replace_one(doc! { "_id": &id }, entry)
+            .update_one(doc! { "_id": &id }, staging_upsert(entry))
             .upsert(true)
             .await
             .map_err(|e| operation_error("write staging", &e))?;
@@ -514,43 +533,90 @@ impl MongoSink {
     }
 
     /// Commits `batch` (consecutive WAL records of WAL `wal_id`) exactly once.
-    pub async fn commit(&self, wal_id: &str, batch: &Batch) -> Result<Committed, SinkError> {
-        let staged;
-        let outcome = if self.transactions {
-            let mut session = self
-                .client
-                .start_session()
-                .await
-                .map_err(|e| operation_error("startSession", &e))?;
-            let lsid = session.id().clone();
-            staged = self.stage(wal_id, batch, Some(&lsid)).await?;
-            match self
-                .commit_in_transaction(wal_id, batch, &staged, &mut session)
-                .await?
-            {
-                Some(outcome) => outcome,
-                None => {
-                    // Some of the batch's changes are there although the offset does not cover
-                    // them: an interrupted write without transactions (sink.transactions was
-                    // "off" before). Finish the batch the idempotent way.
-                    tracing::warn!(
-                        first_seq = batch.first_seq,
-                        last_seq = batch.last_seq,
-                        "part of this batch is already in MongoDB from an earlier write without transactions; completing it with idempotent inserts"
-                    );
-                    self.commit_idempotent(wal_id, batch, &staged).await?
-                }
+    ///
+    /// `staged`: the batch's staging entry when an earlier transaction already wrote it. `next`:
+    /// the batch that will follow, if it is ready; with transactions its staging entry is written
+    /// inside this batch's transaction (saving a durable write per batch) and returned, to be
+    /// passed as `staged` when it is committed.
+    pub async fn commit(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        staged: Option<Staged>,
+        next: Option<&Batch>,
+    ) -> Result<(Committed, Option<Staged>), SinkError> {
+        if !self.transactions {
+            let staged = self.stage(wal_id, batch, None).await?;
+            let outcome = self.commit_idempotent(wal_id, batch, &staged).await?;
+            self.settle_replay(&staged, &outcome).await?;
+            return Ok((outcome, None));
+        }
+        let Staged {
+            id: staged,
+            mut session,
+        } = match staged {
+            Some(staged) => staged,
+            None => {
+                let session = self.start_session().await?;
+                let id = self.stage(wal_id, batch, Some(session.id())).await?;
+                Staged { id, session }
             }
-        } else {
-            staged = self.stage(wal_id, batch, None).await?;
-            self.commit_idempotent(wal_id, batch, &staged).await?
         };
-        if outcome == Committed::AlreadyApplied {
-            // The replayed batch's own staging entry: its records were applied earlier.
-            self.resolve_pending(&staged, STAGING_COMMITTED, "already applied (replay)")
+        let next = match next {
+            Some(next) => {
+                let session = self.start_session().await?;
+                let (id, entry) = self.staging_entry(wal_id, next, Some(session.id()));
+                Some((Staged { id, session }, entry))
+            }
+            None => None,
+        };
+        let in_transaction = self
+            .commit_in_transaction(
+                wal_id,
+                batch,
+                &staged,
+                &mut session,
+                next.as_ref().map(|(_, entry)| entry),
+            )
+            .await?;
+        let outcome = match in_transaction {
+            Some(Committed::Written { documents }) => {
+                return Ok((
+                    Committed::Written { documents },
+                    next.map(|(staged, _)| staged),
+                ))
+            }
+            Some(outcome) => outcome,
+            None => {
+                // Some of the batch's changes are there although the offset does not cover
+                // them: an interrupted write without transactions (sink.transactions was "off"
+                // before). Finish the batch the idempotent way.
+                tracing::warn!(
+                    first_seq = batch.first_seq,
+                    last_seq = batch.last_seq,
+                    "part of this batch is already in MongoDB from an earlier write without transactions; completing it with idempotent inserts"
+                );
+                self.commit_idempotent(wal_id, batch, &staged).await?
+            }
+        };
+        self.settle_replay(&staged, &outcome).await?;
+        Ok((outcome, None))
+    }
+
+    async fn start_session(&self) -> Result<ClientSession, SinkError> {
+        self.client
+            .start_session()
+            .await
+            .map_err(|e| operation_error("startSession", &e))
+    }
+
+    /// A replayed batch's own staging entry: its records were applied earlier.
+    async fn settle_replay(&self, staged: &str, outcome: &Committed) -> Result<(), SinkError> {
+        if *outcome == Committed::AlreadyApplied {
+            self.resolve_pending(staged, STAGING_COMMITTED, "already applied (replay)")
                 .await?;
         }
-        Ok(outcome)
+        Ok(())
     }
 
     async fn commit_in_transaction(
@@ -559,6 +625,7 @@ impl MongoSink {
         batch: &Batch,
         staged: &str,
         session: &mut ClientSession,
+        next_entry: Option<&Document>,
     ) -> Result<Option<Committed>, SinkError> {
         let mut attempts = 0u32;
         'transaction: loop {
@@ -623,6 +690,22 @@ impl MongoSink {
                 }
                 return Err(operation_error("update staging", &e));
             }
+            if let Some(entry) = next_entry {
+                let id = entry.get_str("_id").unwrap_or_default();
+                if let Err(e) = self
+                    .staging
+                    .update_one(doc! { "_id": id }, staging_upsert(entry.clone()))
+                    .upsert(true)
+                    .session(&mut *session)
+                    .await
+                {
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
+                    return Err(operation_error("write staging", &e));
+                }
+            }
             loop {
                 match session.commit_transaction().await {
                     Ok(()) => {
@@ -684,6 +767,14 @@ impl MongoSink {
             documents: batch.documents.len(),
         })
     }
+}
+
+/// The update that records a staging entry as pending. An entry of the same range written by an
+/// earlier attempt keeps what reconciliation noted on it (`reconciledAt`, `note`), and `attempts`
+/// counts how often the range was staged.
+fn staging_upsert(mut entry: Document) -> Document {
+    entry.remove("_id");
+    doc! { "$set": entry, "$inc": { "attempts": 1 } }
 }
 
 async fn abort(session: &mut ClientSession) {
