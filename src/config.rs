@@ -120,6 +120,14 @@ pub struct SourceConfig {
     /// variable `SDL_SOURCE_PASSWORD` overrides both.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// `sdl check` (and `sdl run`) warn when the source expires binlogs sooner than this: it bounds
+    /// how long sdl may be down, or paused by a full WAL, without losing its place.
+    #[serde(default = "default_min_binlog_retention", with = "humantime_serde")]
+    pub min_binlog_retention: Duration,
+}
+
+fn default_min_binlog_retention() -> Duration {
+    Duration::from_secs(14 * 86_400)
 }
 
 impl SourceConfig {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod event;
 pub mod forward;
 pub mod metrics;
+pub mod preflight;
 pub mod redact;
 pub mod service;
 pub mod sink;

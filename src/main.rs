@@ -25,6 +25,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Check both ends (settings, privileges, server id, binlog retention, MongoDB) and print a
+    /// pass/fail table with the fix for each failure. Exit 1 on any failure.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Inspect the WAL (works on a stopped service's directory, or through a running service's
     /// admin endpoint).
     Wal {
@@ -61,6 +67,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Run { config } => runtime.block_on(service::run(&config)),
+        Command::Check { config } => runtime.block_on(service::check(&config)),
         Command::Wal { .. } => unreachable!("handled above"),
     };
     // Don't wait for blocking tasks (e.g. a stuck fsync) after the decision to exit.

@@ -48,6 +48,29 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     for warning in &config.warnings {
         warn!("{warning}");
     }
+
+    // The same checks as `sdl check`: refuse to start on a failure, log the warnings.
+    let checks = crate::preflight::run_checks(&config).await;
+    for check in checks
+        .iter()
+        .filter(|c| c.verdict == crate::preflight::Verdict::Warn)
+    {
+        warn!(check = %check.name, fix = %check.fix, "preflight: {}", check.detail);
+    }
+    if let Some(failed) = checks
+        .iter()
+        .find(|c| c.verdict == crate::preflight::Verdict::Fail)
+    {
+        let fix = if failed.fix == "see the message" {
+            String::new()
+        } else {
+            format!(" Fix: {}", failed.fix)
+        };
+        return Err((
+            ExitCode::Failure,
+            anyhow::anyhow!("preflight check `{}` failed: {}.{fix} (`sdl check --config ...` lists every check)", failed.name, failed.detail),
+        ));
+    }
     let fail = |e: anyhow::Error| (ExitCode::Failure, e);
 
     let wal_dir = config.wal.dir.clone();
@@ -310,6 +333,29 @@ async fn repair_damaged_records(
         rewound_to = %String::from_utf8_lossy(&rewound),
         "repaired the WAL: damaged unacknowledged records discarded; they are read again from the source"
     );
+    Ok(())
+}
+
+/// `sdl check`: every preflight check as a table on stdout; exit 1 when any failed.
+pub async fn check(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
+    let config = Config::load(config_path).map_err(|e| (ExitCode::Config, e.into()))?;
+    let checks = crate::preflight::run_checks(&config).await;
+    for warning in &config.warnings {
+        println!("WARN  config: {warning}");
+    }
+    print!("{}", crate::preflight::render(&checks));
+    let failed = checks
+        .iter()
+        .filter(|c| c.verdict == crate::preflight::Verdict::Fail)
+        .count();
+    if failed > 0 {
+        return Err((
+            ExitCode::Failure,
+            anyhow::anyhow!(
+                "{failed} preflight check(s) failed; each FAIL line above says how to fix it"
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -237,39 +237,61 @@ pub struct PendingBatch {
     pub session: Option<Document>,
 }
 
+/// A connected client and what the server can do, before anything is written.
+pub struct Probe {
+    pub client: Client,
+    /// The URL with its password hidden.
+    pub url: String,
+    /// A replica set or a sharded cluster (multi-document transactions available).
+    pub supports_transactions: bool,
+}
+
+/// Connects and asks the server's `hello`; writes nothing (also used by `sdl check`).
+pub async fn probe(cfg: &SinkConfig) -> Result<Probe, SinkError> {
+    let url = redact_url(&cfg.url);
+    let mut options = ClientOptions::parse(&cfg.url)
+        .await
+        .map_err(|e| SinkError::BadUrl(redact_error(&e.to_string())))?;
+    if let Some(password) = cfg
+        .password()
+        .map_err(|e| SinkError::BadUrl(e.to_string()))?
+    {
+        let credential = options.credential.get_or_insert_with(Default::default);
+        credential.password = Some(password);
+    }
+    options.server_selection_timeout = Some(cfg.connect_timeout);
+    options.connect_timeout = Some(cfg.connect_timeout);
+    options.write_concern = Some(
+        WriteConcern::builder()
+            .w(mongodb::options::Acknowledgment::Majority)
+            .journal(true)
+            .build(),
+    );
+    options.app_name = Some("sdl".into());
+    let client = Client::with_options(options)
+        .map_err(|e| SinkError::BadUrl(redact_error(&e.to_string())))?;
+    let hello = client
+        .database("admin")
+        .run_command(doc! { "hello": 1 })
+        .await
+        .map_err(|e| classify_connect_error(&url, &e))?;
+    let replica_set = hello.get_str("setName").is_ok();
+    let sharded = hello.get_str("msg").ok() == Some("isdbgrid");
+    Ok(Probe {
+        client,
+        url,
+        supports_transactions: replica_set || sharded,
+    })
+}
+
 impl MongoSink {
     /// Connects, decides whether to use transactions, and ensures the indexes.
     pub async fn connect(cfg: &SinkConfig, source_name: &str) -> Result<Self, SinkError> {
-        let url = redact_url(&cfg.url);
-        let mut options = ClientOptions::parse(&cfg.url)
-            .await
-            .map_err(|e| SinkError::BadUrl(redact_error(&e.to_string())))?;
-        if let Some(password) = cfg
-            .password()
-            .map_err(|e| SinkError::BadUrl(e.to_string()))?
-        {
-            let credential = options.credential.get_or_insert_with(Default::default);
-            credential.password = Some(password);
-        }
-        options.server_selection_timeout = Some(cfg.connect_timeout);
-        options.connect_timeout = Some(cfg.connect_timeout);
-        options.write_concern = Some(
-            WriteConcern::builder()
-                .w(mongodb::options::Acknowledgment::Majority)
-                .journal(true)
-                .build(),
-        );
-        options.app_name = Some("sdl".into());
-        let client = Client::with_options(options)
-            .map_err(|e| SinkError::BadUrl(redact_error(&e.to_string())))?;
-        let hello = client
-            .database("admin")
-            .run_command(doc! { "hello": 1 })
-            .await
-            .map_err(|e| classify_connect_error(&url, &e))?;
-        let replica_set = hello.get_str("setName").is_ok();
-        let sharded = hello.get_str("msg").ok() == Some("isdbgrid");
-        let supported = replica_set || sharded;
+        let Probe {
+            client,
+            url,
+            supports_transactions: supported,
+        } = probe(cfg).await?;
         let transactions = match cfg.transactions {
             TransactionMode::On if !supported => return Err(SinkError::NoTransactions { url }),
             TransactionMode::On => true,

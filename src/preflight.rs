@@ -1,0 +1,290 @@
+//! Preflight: every check of both ends that can be made before relaying, with the fix for each
+//! failure. `sdl check` prints them all as a table; `sdl run` runs the same checks first and
+//! refuses to start on a failure (warnings are logged).
+//!
+//! Checks only read: nothing is created on either server.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+
+use crate::config::{Config, TransactionMode};
+use crate::redact::redact_error;
+use crate::sink;
+use crate::source;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub verdict: Verdict,
+    /// What was found.
+    pub detail: String,
+    /// What to do (empty for a pass).
+    pub fix: String,
+}
+
+impl Check {
+    fn new(
+        name: &str,
+        verdict: Verdict,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            verdict,
+            detail: redact_error(&detail.into()),
+            fix: fix.into(),
+        }
+    }
+
+    fn pass(name: &str, detail: impl Into<String>) -> Self {
+        Self::new(name, Verdict::Pass, detail, "")
+    }
+}
+
+/// Runs every check; none stops the others (a check that needs an unreachable server is reported
+/// as not checked).
+pub async fn run_checks(config: &Config) -> Vec<Check> {
+    let mut checks = source_checks(config).await;
+    checks.extend(sink_checks(config).await);
+    checks
+}
+
+async fn source_checks(config: &Config) -> Vec<Check> {
+    let cfg = &config.source;
+    let mut checks = Vec::new();
+    let mut conn = match source::login(cfg).await {
+        Ok(conn) => {
+            checks.push(Check::pass("source: reachable, login", "logged in"));
+            conn
+        }
+        Err(e) => {
+            checks.push(Check::new(
+                "source: reachable, login",
+                Verdict::Fail,
+                e.to_string(),
+                "see the message",
+            ));
+            return checks;
+        }
+    };
+    match source::settings_findings(&mut conn, cfg.column_names).await {
+        Ok((flavor, findings)) => {
+            checks.push(Check::pass("source: flavor", format!("{flavor:?}")));
+            for f in findings {
+                let name = format!("source: {}", f.setting);
+                checks.push(if f.ok {
+                    Check::pass(&name, f.actual)
+                } else {
+                    Check::new(
+                        &name,
+                        Verdict::Fail,
+                        format!("{} is {}, sdl needs {}", f.setting, f.actual, f.required),
+                        f.fix,
+                    )
+                });
+            }
+        }
+        Err(e) => checks.push(Check::new(
+            "source: settings",
+            Verdict::Fail,
+            e.to_string(),
+            "see the message",
+        )),
+    }
+    checks.push(privileges(&mut conn).await);
+    checks.push(server_id(&mut conn, cfg.server_id).await);
+    checks.push(binlog_retention(&mut conn, cfg.min_binlog_retention).await);
+    let _ = conn.disconnect().await;
+    checks
+}
+
+async fn privileges(conn: &mut mysql_async::Conn) -> Check {
+    const NAME: &str = "source: privileges";
+    let grants: Vec<String> = match conn.query("SHOW GRANTS").await {
+        Ok(g) => g,
+        Err(e) => {
+            return Check::new(
+                NAME,
+                Verdict::Fail,
+                e.to_string(),
+                "grant the user SHOW GRANTS on itself (any user has it by default)",
+            )
+        }
+    };
+    let text = grants.join(" ").to_ascii_uppercase();
+    let has = |names: &[&str]| names.iter().any(|n| text.contains(n));
+    let mut missing = Vec::new();
+    if !has(&["ALL PRIVILEGES", "REPLICATION SLAVE", "REPLICATION REPLICA"]) {
+        missing.push("REPLICATION SLAVE");
+    }
+    if !has(&[
+        "ALL PRIVILEGES",
+        "REPLICATION CLIENT",
+        "BINLOG MONITOR",
+        "SUPER",
+    ]) {
+        missing.push("REPLICATION CLIENT");
+    }
+    if !has(&[
+        "ALL PRIVILEGES",
+        "GRANT SELECT",
+        ", SELECT",
+        "SELECT,",
+        "SELECT ON",
+    ]) {
+        missing.push("SELECT");
+    }
+    if missing.is_empty() {
+        Check::pass(NAME, "REPLICATION SLAVE, REPLICATION CLIENT, SELECT")
+    } else {
+        Check::new(
+            NAME,
+            Verdict::Fail,
+            format!("missing {}", missing.join(", ")),
+            format!("GRANT {} ON *.* TO the sdl user", missing.join(", ")),
+        )
+    }
+}
+
+async fn server_id(conn: &mut mysql_async::Conn, ours: u32) -> Check {
+    const NAME: &str = "source: server_id unique";
+    let own: Option<u32> = conn.query_first("SELECT @@server_id").await.ok().flatten();
+    if own == Some(ours) {
+        return Check::new(
+            NAME,
+            Verdict::Fail,
+            format!("source.server_id = {ours} is the source's own server_id"),
+            "set source.server_id to a number no server or replica of this source uses",
+        );
+    }
+    let replicas: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
+    let taken = replicas
+        .iter()
+        .any(|row| row.get::<u32, _>("Server_id") == Some(ours));
+    if taken {
+        Check::new(
+            NAME,
+            Verdict::Warn,
+            format!("a replica with server_id {ours} is connected (another replica, or this sdl already running)"),
+            "if it is not this sdl, choose another source.server_id: the source disconnects one of two replicas with the same id",
+        )
+    } else {
+        Check::pass(
+            NAME,
+            format!(
+                "{ours} (the source's own is {})",
+                own.map_or("?".into(), |o| o.to_string())
+            ),
+        )
+    }
+}
+
+async fn binlog_retention(conn: &mut mysql_async::Conn, minimum: Duration) -> Check {
+    const NAME: &str = "source: binlog retention";
+    let vars: Vec<(String, String)> = conn
+        .query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('binlog_expire_logs_seconds', 'expire_logs_days')")
+        .await
+        .unwrap_or_default();
+    let get = |name: &str| -> f64 {
+        vars.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let seconds = match get("binlog_expire_logs_seconds") {
+        s if s > 0.0 => s,
+        _ => get("expire_logs_days") * 86_400.0,
+    };
+    let days = |s: f64| format!("{:.1} days", s / 86_400.0);
+    if seconds == 0.0 {
+        Check::pass(NAME, "binlogs are never expired automatically")
+    } else if seconds < minimum.as_secs_f64() {
+        Check::new(
+            NAME,
+            Verdict::Warn,
+            format!("binlogs expire after {}, below source.min_binlog_retention ({})", days(seconds), days(minimum.as_secs_f64())),
+            format!(
+                "SET GLOBAL binlog_expire_logs_seconds = {} (and in the server config): sdl can only be down, or paused by a full WAL, for as long as the binlogs last",
+                minimum.as_secs()
+            ),
+        )
+    } else {
+        Check::pass(NAME, format!("binlogs kept {}", days(seconds)))
+    }
+}
+
+async fn sink_checks(config: &Config) -> Vec<Check> {
+    let cfg = &config.sink;
+    let mut checks = Vec::new();
+    let probe = match sink::probe(cfg).await {
+        Ok(probe) => {
+            checks.push(Check::pass("sink: reachable, login", "hello answered"));
+            probe
+        }
+        Err(e) => {
+            checks.push(Check::new(
+                "sink: reachable, login",
+                Verdict::Fail,
+                e.to_string(),
+                "see the message",
+            ));
+            return checks;
+        }
+    };
+    checks.push(match (probe.supports_transactions, cfg.transactions) {
+        (true, TransactionMode::Off) => Check::new(
+            "sink: transactions",
+            Verdict::Warn,
+            "the server supports transactions but sink.transactions = \"off\"",
+            "use \"auto\" unless you have a reason: both are exactly-once, transactions also keep each batch atomic for readers",
+        ),
+        (true, _) => Check::pass("sink: transactions", "available and used"),
+        (false, TransactionMode::On) => Check::new(
+            "sink: transactions",
+            Verdict::Fail,
+            sink::SinkError::NoTransactions {
+                url: probe.url.clone(),
+            }
+            .to_string(),
+            "see the message",
+        ),
+        (false, _) => Check::new(
+            "sink: transactions",
+            Verdict::Warn,
+            "a standalone server: idempotent writes instead of transactions (still exactly-once)",
+            "prefer a replica set: a standalone server has no failover and no majority write concern",
+        ),
+    });
+    checks.push(Check::pass(
+        "sink: write concern",
+        "sdl writes with w: \"majority\", j: true",
+    ));
+    checks
+}
+
+/// The checks as a table, one line each, with the fix under a failure or warning.
+pub fn render(checks: &[Check]) -> String {
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for c in checks {
+        let verdict = match c.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+        };
+        out.push_str(&format!("{verdict}  {:<width$}  {}\n", c.name, c.detail));
+        if !c.fix.is_empty() && c.verdict != Verdict::Pass {
+            out.push_str(&format!("      {:<width$}  fix: {}\n", "", c.fix));
+        }
+    }
+    out
+}
