@@ -20,7 +20,9 @@ pub mod decode;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gtid;
+pub mod json_text;
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -604,6 +606,8 @@ async fn follow(
     let mut assembler = TransactionAssembler::new(position.clone());
     // A second connection for information_schema lookups (source.column_names), opened on demand.
     let mut schema_conn: Option<Conn> = None;
+    // MariaDB JSON columns per table (docs/change-document.md, "JSON (MariaDB)").
+    let mut json_columns = JsonColumns::default();
     let mut group = PendingGroup {
         transactions: Vec::new(),
         bytes: 0,
@@ -663,7 +667,15 @@ async fn follow(
             }
         }
         match assembler.feed(&event) {
-            Ok(Some(transaction)) => {
+            Ok(Some(mut transaction)) => {
+                if flavor == Flavor::Mariadb {
+                    if let Err(e) = json_columns
+                        .apply(cfg, &mut schema_conn, &mut transaction)
+                        .await
+                    {
+                        break Err(e);
+                    }
+                }
                 let m = crate::metrics::metrics();
                 m.binlog_transactions.inc();
                 m.binlog_rows.inc_by(
@@ -680,6 +692,7 @@ async fn follow(
                 {
                     // Any DDL may have changed any table: look the schemas up again.
                     assembler.forget_schemas();
+                    json_columns.forget();
                 }
                 group.bytes += approximate_size(&transaction);
                 group.position = transaction.position_after.clone();
@@ -703,6 +716,145 @@ async fn follow(
     flush(wal, &mut group, appended).await?;
     let _ = stream.close().await;
     result
+}
+
+/// Which columns of each MariaDB table are JSON. MariaDB's JSON is LONGTEXT with a
+/// `CHECK (json_valid(`col`))` constraint, invisible in the binlog, so it is looked up in
+/// information_schema.CHECK_CONSTRAINTS when a table's rows first arrive, and again after any DDL
+/// statement in the stream or when the table's column names change (a new TABLE_MAP shape).
+/// Values of those columns are parsed exactly into [`crate::event::Json`]; a value that does not
+/// parse (the race: the column may have changed since the row was written) stays text and is
+/// logged, never dropped or altered.
+#[derive(Default)]
+struct JsonColumns {
+    /// (database, table) → (column names when looked up, JSON column names).
+    tables: HashMap<(String, String), (Vec<String>, HashSet<String>)>,
+}
+
+impl JsonColumns {
+    fn forget(&mut self) {
+        self.tables.clear();
+    }
+
+    async fn apply(
+        &mut self,
+        cfg: &SourceConfig,
+        schema_conn: &mut Option<Conn>,
+        transaction: &mut SourceTransaction,
+    ) -> Result<(), SourceError> {
+        for change in &mut transaction.changes {
+            let Change::Row(row) = change else { continue };
+            let names: Vec<&str> = row
+                .after
+                .as_ref()
+                .or(row.before.as_ref())
+                .map(|columns| columns.iter().map(|c| c.name.as_str()).collect())
+                .unwrap_or_default();
+            let key = (row.database.clone(), row.table.clone());
+            let fresh = matches!(self.tables.get(&key), Some((seen, _)) if *seen == names);
+            if !fresh {
+                if schema_conn.is_none() {
+                    match connect(cfg).await {
+                        Ok((conn, _)) => *schema_conn = Some(conn),
+                        Err(e) => return Err(SourceError::Transient(e.to_string())),
+                    }
+                }
+                let conn = schema_conn.as_mut().expect("connected above");
+                let json = match load_json_columns(conn, &row.database, &row.table).await {
+                    Ok(json) => json,
+                    Err(e) => {
+                        *schema_conn = None;
+                        return Err(e);
+                    }
+                };
+                let names = names.iter().map(|n| n.to_string()).collect();
+                self.tables.insert(key.clone(), (names, json));
+            }
+            let json = &self.tables[&key].1;
+            if json.is_empty() {
+                continue;
+            }
+            for image in [row.before.as_mut(), row.after.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                for column in image.iter_mut() {
+                    if !json.contains(&column.name) {
+                        continue;
+                    }
+                    if let Value::Text(text) = &column.value {
+                        match json_text::parse(text) {
+                            Ok(parsed) => column.value = Value::Json(parsed),
+                            Err(reason) => warn!(
+                                "{}.{} column `{}` is a JSON column but this value is not JSON \
+                                 sdl can represent exactly ({reason}); it is kept as its text \
+                                 (binlog {}:{}, GTID {})",
+                                row.database,
+                                row.table,
+                                column.name,
+                                row.file,
+                                row.pos,
+                                transaction.gtid
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The JSON columns of a MariaDB table: those with a check constraint that is exactly
+/// ``json_valid(`col`)`` (what `col JSON` creates). A table information_schema does not show
+/// (dropped since, or no privilege) has none, with a warning: its JSON values stay text.
+async fn load_json_columns(
+    conn: &mut Conn,
+    database: &str,
+    table: &str,
+) -> Result<HashSet<String>, SourceError> {
+    let query = "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+                 WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?";
+    let clauses: Vec<String> = conn
+        .exec(query, (database, table))
+        .await
+        .map_err(|e| query_error(query, e))?;
+    let json: HashSet<String> = clauses
+        .iter()
+        .filter_map(|c| json_valid_column(c))
+        .collect();
+    if json.is_empty() {
+        let visible = "SELECT COUNT(*) FROM information_schema.TABLES \
+                       WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?";
+        let count: Option<u64> = conn
+            .exec_first(visible, (database, table))
+            .await
+            .map_err(|e| query_error(visible, e))?;
+        if count.unwrap_or(0) == 0 {
+            warn!(
+                "{database}.{table} is not visible in information_schema (dropped since, or the \
+                 sdl user lacks SELECT on it): sdl cannot tell its JSON columns, so their values \
+                 are recorded as text. Grant SELECT on the table to make them documents"
+            );
+        }
+    }
+    Ok(json)
+}
+
+/// `col` when `clause` is exactly ``json_valid(`col`)`` (any case, surrounding spaces).
+fn json_valid_column(clause: &str) -> Option<String> {
+    let clause = clause.trim();
+    let prefix = "json_valid(`";
+    if !clause.get(..prefix.len())?.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let quoted = clause[prefix.len()..].strip_suffix("`)")?;
+    // Inside backticks a backtick is doubled; a lone one means the clause is something else.
+    let name = quoted.replace("``", "`");
+    if name.matches('`').count() * 2 != quoted.matches('`').count() {
+        return None;
+    }
+    Some(name)
 }
 
 /// Column names, ENUM/SET members and primary key of `database.table` from information_schema, for
@@ -888,7 +1040,19 @@ fn approximate_size(transaction: &SourceTransaction) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::quoted_members;
+    use super::{json_valid_column, quoted_members};
+
+    #[test]
+    fn json_valid_clauses_name_their_column() {
+        assert_eq!(json_valid_column("json_valid(`doc`)"), Some("doc".into()));
+        assert_eq!(
+            json_valid_column(" JSON_VALID(`a``b`) "),
+            Some("a`b".into())
+        );
+        assert_eq!(json_valid_column("json_valid(`a`) and `b` > 1"), None);
+        assert_eq!(json_valid_column("`x` > 0"), None);
+        assert_eq!(json_valid_column("json_valid(`a`)`)"), None);
+    }
 
     #[test]
     fn enum_and_set_members_are_unquoted() {
