@@ -36,6 +36,10 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// After SIGTERM/SIGINT, how long the stages may take to stop (the ingester flushing, the
+    /// forwarder finishing its commit) before the process exits anyway.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     /// Problems worth a warning found while loading (not part of the file).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -55,6 +59,10 @@ impl Default for AdminConfig {
             listen: default_admin_listen(),
         }
     }
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_admin_listen() -> String {

@@ -25,9 +25,6 @@ use crate::sink::MongoSink;
 use crate::source::{self, gtid::Position, SourceError};
 use crate::{forward, ExitCode};
 
-/// How long a graceful shutdown may take before the process exits anyway.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SDL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -209,7 +206,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         _ = drain => {}
         _ = sigterm.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
         _ = sigint.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
-        _ = tokio::time::sleep(SHUTDOWN_TIMEOUT) => warn!(timeout = ?SHUTDOWN_TIMEOUT, "shutdown timed out; exiting"),
+        _ = tokio::time::sleep(config.shutdown_timeout) => warn!(timeout = ?config.shutdown_timeout, "shutdown timed out (shutdown_timeout); exiting"),
     }
 
     let mut outcome = Ok(());
