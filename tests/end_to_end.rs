@@ -23,10 +23,7 @@ async fn workload_arrives_exactly_once() {
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");
     sdl.start();
     // With start = "current", changes count once sdl has resolved and saved its position.
-    wait_until("sdl following the binlog", DRAIN_TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
+    sdl.wait_following().await;
 
     let mut workload = Workload::new(42);
     workload.run(&mut conn, ROW_CHANGES).await;

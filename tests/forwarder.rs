@@ -73,10 +73,7 @@ async fn staging_entries(mongo: &Mongo) -> Vec<Document> {
 
 /// Waits until sdl has saved its starting position and follows the binlog.
 async fn wait_following(sdl: &Sdl) {
-    wait_until("sdl following the binlog", DRAIN_TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
+    sdl.wait_following().await;
 }
 
 /// Starts a workload that keeps writing until `keep_going` turns false (and at least `target`

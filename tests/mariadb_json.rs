@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{change_documents, wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
+use common::{change_documents, wait_for_offset, MariaDb, Mongo, Sdl};
 use mongodb::bson::{doc, Bson, Document};
 use mysql_async::prelude::Queryable;
 
@@ -57,10 +57,7 @@ async fn mariadb_json_columns_become_exact_documents() {
 
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");
     sdl.start();
-    wait_until("sdl following the binlog", TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
+    sdl.wait_following().await;
 
     let rows: &[(i64, Option<&str>, Option<&str>)] = &[
         (

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{change_documents, wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
+use common::{change_documents, wait_for_offset, MariaDb, Mongo, Sdl};
 use mongodb::bson::{doc, Bson};
 use mysql_async::prelude::Queryable;
 
@@ -36,10 +36,7 @@ async fn information_schema_names_rows_under_minimal_metadata() {
     std::fs::write(&sdl_fixture.config_path, config).unwrap();
     let mut sdl = sdl_fixture;
     sdl.start();
-    wait_until("sdl following the binlog", TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
+    sdl.wait_following().await;
 
     conn.query_drop("INSERT INTO app.m VALUES (1, 'café', 'it''s', 'a,c')")
         .await

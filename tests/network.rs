@@ -34,10 +34,7 @@ async fn source_network_cuts_are_survived_exactly_once() {
         ],
     );
     sdl.start();
-    wait_until("sdl following", TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
+    sdl.wait_following().await;
 
     // Writes happen before, during and after each cut.
     let mut workload = Workload::new(77);

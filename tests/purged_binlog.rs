@@ -6,8 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::workload::{create_tables, Workload};
-use common::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
-use mysql_async::prelude::Queryable;
+use common::{wait_for_offset, MariaDb, Mongo, Sdl};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -18,10 +17,7 @@ async fn purged_binlog_stops_sdl_with_exit_code_3() {
     create_tables(&mut conn).await;
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");
     sdl.start();
-    wait_until("sdl following", TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
+    sdl.wait_following().await;
     let mut workload = Workload::new(9);
     workload.run(&mut conn, 200).await;
     let saved = mariadb.gtid_binlog_pos().await;
@@ -30,23 +26,7 @@ async fn purged_binlog_stops_sdl_with_exit_code_3() {
 
     // While sdl is stopped: more changes, then their binlog is rotated away and purged.
     workload.run(&mut conn, 400).await;
-    conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.unwrap();
-        if logs.len() == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "old binlogs never purged"
-        );
-        let newest: String = logs.last().unwrap().get(0).unwrap();
-        conn.query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    mariadb.purge_old_binlogs().await;
     workload.run(&mut conn, 500).await;
 
     sdl.start();

@@ -73,10 +73,7 @@ async fn alters_amid_writes_are_reflected_from_the_next_row_on() {
     .unwrap();
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");
     sdl.start();
-    wait_until("sdl following the binlog", TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
+    sdl.wait_following().await;
 
     // The writer inserts (id, k = 10 * id) until told to stop; the ALTERs run between its rows.
     let written = Arc::new(AtomicU64::new(0));

@@ -6,17 +6,14 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl, SDL_PASSWORD, SDL_USER};
+use common::{wait_for_offset, MariaDb, Mongo, Sdl, SDL_PASSWORD, SDL_USER};
 use mysql_async::prelude::Queryable;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 async fn relays_one_insert(sdl: &mut Sdl, mariadb: &MariaDb, mongo: &Mongo, id: u32) {
     sdl.start();
-    wait_until("sdl following", TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
+    sdl.wait_following().await;
     let mut conn = mariadb.root_conn().await;
     conn.query_drop(format!("INSERT INTO app.s VALUES ({id})"))
         .await

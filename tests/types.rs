@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{change_documents, wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
+use common::{change_documents, wait_for_offset, MariaDb, Mongo, Sdl};
 use mongodb::bson::{spec::BinarySubtype, Binary, Bson, Document};
 use mysql_async::prelude::Queryable;
 
@@ -100,10 +100,7 @@ async fn every_type_family_arrives_exact() {
 
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");
     sdl.start();
-    wait_until("sdl following the binlog", TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
+    sdl.wait_following().await;
 
     for statement in [
         // Integers: minimum, maximum, NULL; 2^63 for BIGINT UNSIGNED.

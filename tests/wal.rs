@@ -47,13 +47,6 @@ fn admin_status(sdl: &Sdl) -> Json {
     serde_json::from_str(&body).unwrap()
 }
 
-async fn started(sdl: &Sdl) {
-    wait_until("sdl following the binlog", TIMEOUT, || async {
-        sdl.logs().contains("following the binlog").then_some(())
-    })
-    .await;
-}
-
 /// A Record type for opening the WAL raw; these tests only touch frames, never decode them.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Opaque;
@@ -72,7 +65,7 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
     create_tables(&mut conn).await;
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");
     sdl.start();
-    started(&sdl).await;
+    sdl.wait_following().await;
     let mut workload = Workload::new(3);
     workload.run(&mut conn, 300).await;
     let position = mariadb.gtid_binlog_pos().await;
@@ -188,7 +181,7 @@ async fn a_second_sdl_on_the_same_wal_is_refused() {
     let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
     let mut first = Sdl::new(&mariadb, &mongo, "current");
     first.start();
-    started(&first).await;
+    first.wait_following().await;
     let (code, stderr) =
         common::run_sdl(&["run", "--config", &first.config_path.display().to_string()]);
     assert_eq!(code, Some(1), "{stderr}");
@@ -214,7 +207,7 @@ async fn retention_prunes_acknowledged_records_only() {
         ],
     );
     sdl.start();
-    started(&sdl).await;
+    sdl.wait_following().await;
     let mut workload = Workload::new(5);
     workload.run(&mut conn, 500).await;
     wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
@@ -253,7 +246,7 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
         ],
     );
     sdl.start();
-    started(&sdl).await;
+    sdl.wait_following().await;
     mongo.kill();
     let mut workload = Workload::new(11);
     workload.run(&mut conn, 12_000).await;
@@ -309,7 +302,7 @@ async fn a_damaged_unacknowledged_record_is_read_again_from_the_source() {
     create_tables(&mut conn).await;
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");
     sdl.start();
-    started(&sdl).await;
+    sdl.wait_following().await;
     let mut workload = Workload::new(21);
     workload.run(&mut conn, 300).await;
     wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
@@ -402,7 +395,7 @@ async fn a_full_disk_stops_ingest_cleanly_and_a_restart_resumes() {
     };
     std::fs::write(sdl.wal_dir().join("filler"), vec![0u8; 2 << 20]).unwrap();
     sdl.start();
-    started(&sdl).await;
+    sdl.wait_following().await;
     let mut rows = 0u64;
     {
         use mysql_async::prelude::Queryable;
@@ -456,7 +449,7 @@ async fn a_damaged_record_whose_binlog_was_purged_stops_sdl_naming_it() {
     create_tables(&mut conn).await;
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");
     sdl.start();
-    started(&sdl).await;
+    sdl.wait_following().await;
     mongo.kill();
     let mut workload = Workload::new(31);
     workload.run(&mut conn, 300).await;
@@ -474,28 +467,7 @@ async fn a_damaged_record_whose_binlog_was_purged_stops_sdl_naming_it() {
         frame[middle] ^= 0x01;
         wal.overwrite_raw_frame(3, &frame).unwrap();
     }
-    {
-        use mysql_async::prelude::Queryable;
-        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
-        // The server skips (with a warning) files a lingering dump thread still reads: purge
-        // until only the newest file is left.
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        loop {
-            let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.unwrap();
-            if logs.len() == 1 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "old binlogs never purged"
-            );
-            let newest: String = logs.last().unwrap().get(0).unwrap();
-            conn.query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    mariadb.purge_old_binlogs().await;
     mongo.restart().await;
     sdl.start();
     let status = sdl.wait_exit(Duration::from_secs(40));

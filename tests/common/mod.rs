@@ -256,6 +256,26 @@ impl MariaDb {
         pos.unwrap_or_default()
     }
 
+    /// Rotates the binlog and purges every older file (PURGE skips, with a warning, a file that a
+    /// lingering dump thread still reads: repeat until only the newest is left).
+    pub async fn purge_old_binlogs(&self) {
+        let mut conn = self.root_conn().await;
+        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.unwrap();
+            if logs.len() == 1 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "old binlogs never purged");
+            let newest: String = logs.last().unwrap().get(0).unwrap();
+            conn.query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops the server (SIGTERM, wait).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.process.take() {
@@ -578,6 +598,16 @@ impl Sdl {
             .spawn()
             .expect("start sdl");
         self.process = Some(child);
+    }
+
+    /// Waits until sdl has resolved its position and follows the binlog.
+    pub async fn wait_following(&self) {
+        wait_until(
+            "sdl following the binlog",
+            Duration::from_secs(180),
+            || async { self.logs().contains("following the binlog").then_some(()) },
+        )
+        .await;
     }
 
     /// All log output of every run so far.
