@@ -73,7 +73,7 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                crate::source::stopped(&mut shutdown).await;
+                crate::shutdown::stopped(&mut shutdown).await;
             })
             .await;
     });

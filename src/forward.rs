@@ -118,7 +118,7 @@ async fn commit_loop(
             None => {
                 let next = tokio::select! {
                     next = ready.recv() => next,
-                    _ = crate::source::stopped(shutdown) => return Ok(()),
+                    _ = crate::shutdown::stopped(shutdown) => return Ok(()),
                     // The acknowledger stops early only on a WAL error.
                     Some(e) = ack_failed.recv() => return Err(e),
                 };
@@ -141,7 +141,7 @@ async fn commit_loop(
             let started = std::time::Instant::now();
             let outcome = tokio::select! {
                 outcome = sink.commit(wal_id, &batch, staged.take(), following.as_ref()) => outcome,
-                _ = crate::source::stopped(shutdown) => {
+                _ = crate::shutdown::stopped(shutdown) => {
                     // Dropping the commit aborts its transaction (or, if it landed, the offset
                     // check recognises the batch after restart): nothing is lost or doubled.
                     info!(from = batch.first_seq, to = batch.last_seq, "shutdown: abandoning the batch in flight");
@@ -176,7 +176,7 @@ async fn commit_loop(
                     let delay = breaker.on_failure(&e);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = crate::source::stopped(shutdown) => return Ok(()),
+                        _ = crate::shutdown::stopped(shutdown) => return Ok(()),
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -272,7 +272,7 @@ async fn produce(
                         }
                     }
                 }
-                _ = crate::source::stopped(&mut shutdown) => return,
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
             }
             continue;
         }

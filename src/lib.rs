@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod preflight;
 pub mod redact;
 pub mod service;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod status;

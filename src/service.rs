@@ -266,7 +266,7 @@ async fn prune_periodically(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = source::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
         let prune_wal = wal.clone();
         match tokio::task::spawn_blocking(move || prune_wal.prune(retention)).await {

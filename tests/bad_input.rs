@@ -160,55 +160,37 @@ async fn wrong_credentials_and_unreachable_sink_and_standalone_sink() {
     );
 }
 
-#[tokio::test]
-async fn binlog_off() {
-    let mariadb = MariaDb::start_with(&["--skip-log-bin"]).await;
+/// Starts a MariaDB with `server_arg` and checks that `sdl run` refuses it with `expected`.
+async fn refuses_source_setting(server_arg: &str, expected: &[&str]) {
+    let mariadb = MariaDb::start_with(&[server_arg]).await;
     let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
     let path = write_config(
         &dir,
-        &config(
-            &mariadb.sdl_url(),
-            "mongodb://127.0.0.1:1",
-            &dir.path().join("wal"),
-        ),
+        &config(&mariadb.sdl_url(), "mongodb://127.0.0.1:1", &wal),
     );
-    assert_fails(&path, 1, &["log_bin is OFF", "--log-bin"]);
+    assert_fails(&path, 1, expected);
+}
+
+#[tokio::test]
+async fn binlog_off() {
+    refuses_source_setting("--skip-log-bin", &["log_bin is OFF", "--log-bin"]).await;
 }
 
 #[tokio::test]
 async fn binlog_not_row() {
-    let mariadb = MariaDb::start_with(&["--binlog-format=STATEMENT"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        &config(
-            &mariadb.sdl_url(),
-            "mongodb://127.0.0.1:1",
-            &dir.path().join("wal"),
-        ),
-    );
-    assert_fails(
-        &path,
-        1,
+    refuses_source_setting(
+        "--binlog-format=STATEMENT",
         &["binlog_format is STATEMENT", "binlog_format=ROW"],
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn row_metadata_minimal() {
-    let mariadb = MariaDb::start_with(&["--binlog-row-metadata=MINIMAL"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(
-        &dir,
-        &config(
-            &mariadb.sdl_url(),
-            "mongodb://127.0.0.1:1",
-            &dir.path().join("wal"),
-        ),
-    );
-    assert_fails(
-        &path,
-        1,
+    refuses_source_setting(
+        "--binlog-row-metadata=MINIMAL",
         &["binlog_row_metadata is MINIMAL", "column names"],
-    );
+    )
+    .await;
 }

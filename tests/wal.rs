@@ -47,6 +47,26 @@ fn admin_status(sdl: &Sdl) -> Json {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Waits until sdl's WAL holds every transaction up to the source position `position`, then stops
+/// sdl (SIGTERM, clean exit): the records stay in the WAL, unacknowledged while MongoDB is down.
+async fn stop_once_the_wal_holds(sdl: &mut Sdl, position: &str) {
+    let config = sdl.config_path.display().to_string();
+    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
+        (stats(&["--config", &config])["ingest_position"] == position).then_some(())
+    })
+    .await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// Flips one bit (`mask`) in the middle of stored record `seq` of a stopped sdl's WAL.
+fn damage_record(sdl: &Sdl, seq: u64, mask: u8) {
+    let wal: sdl_wal::Wal<Opaque> = sdl_wal::Wal::open(sdl.wal_dir()).unwrap();
+    let mut frame = wal.raw_frame(seq).unwrap().unwrap();
+    let middle = frame.len() / 2;
+    frame[middle] ^= mask;
+    wal.overwrite_raw_frame(seq, &frame).unwrap();
+}
+
 /// A Record type for opening the WAL raw; these tests only touch frames, never decode them.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Opaque;
@@ -311,23 +331,12 @@ async fn a_damaged_unacknowledged_record_is_read_again_from_the_source() {
     mongo.kill();
     workload.run(&mut conn, 600).await;
     let position = mariadb.gtid_binlog_pos().await;
-    let config = sdl.config_path.display().to_string();
-    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
-        (stats(&["--config", &config])["ingest_position"] == position.as_str()).then_some(())
-    })
-    .await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    stop_once_the_wal_holds(&mut sdl, &position).await;
 
     let s = stats(&["--dir", &sdl.wal_dir().display().to_string()]);
     let damaged = s["acked_seq"].as_u64().unwrap() + 2;
     assert!(damaged < s["last_seq"].as_u64().unwrap());
-    {
-        let wal: sdl_wal::Wal<Opaque> = sdl_wal::Wal::open(sdl.wal_dir()).unwrap();
-        let mut frame = wal.raw_frame(damaged).unwrap().unwrap();
-        let middle = frame.len() / 2;
-        frame[middle] ^= 0x40;
-        wal.overwrite_raw_frame(damaged, &frame).unwrap();
-    }
+    damage_record(&sdl, damaged, 0x40);
     let (code, stdout, _) = sdl_wal(&["verify", "--dir", &sdl.wal_dir().display().to_string()]);
     assert_eq!(code, 1, "verify must fail on a damaged record: {stdout}");
     assert!(
@@ -454,19 +463,8 @@ async fn a_damaged_record_whose_binlog_was_purged_stops_sdl_naming_it() {
     let mut workload = Workload::new(31);
     workload.run(&mut conn, 300).await;
     let position = mariadb.gtid_binlog_pos().await;
-    let config = sdl.config_path.display().to_string();
-    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
-        (stats(&["--config", &config])["ingest_position"] == position.as_str()).then_some(())
-    })
-    .await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    {
-        let wal: sdl_wal::Wal<Opaque> = sdl_wal::Wal::open(sdl.wal_dir()).unwrap();
-        let mut frame = wal.raw_frame(3).unwrap().unwrap();
-        let middle = frame.len() / 2;
-        frame[middle] ^= 0x01;
-        wal.overwrite_raw_frame(3, &frame).unwrap();
-    }
+    stop_once_the_wal_holds(&mut sdl, &position).await;
+    damage_record(&sdl, 3, 0x01);
     mariadb.purge_old_binlogs().await;
     mongo.restart().await;
     sdl.start();

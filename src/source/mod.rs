@@ -36,6 +36,7 @@ use tracing::{info, warn};
 use crate::config::{ColumnNames, SourceConfig, StartFrom, WalConfig};
 use crate::event::{Change, SourceTransaction, Value};
 use crate::redact::redact_url;
+use crate::shutdown::stopped;
 use crate::status::IngestState;
 use decode::{DecodeError, TransactionAssembler};
 use gtid::Position;
@@ -922,11 +923,6 @@ fn quoted_members(column_type: &str) -> Vec<String> {
         members.push(member);
     }
     members
-}
-
-/// Resolves once shutdown is requested (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
