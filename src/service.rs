@@ -22,7 +22,7 @@ use crate::breaker::BreakerStatus;
 use crate::config::{Config, LogFormat};
 use crate::event::SourceTransaction;
 use crate::sink::MongoSink;
-use crate::source::{self, gtid::Position, SourceError};
+use crate::source::{self, gtid::ResumePoint, FragmentLimits, SourceError};
 use crate::{forward, ExitCode};
 
 pub fn init_logging(format: LogFormat) {
@@ -105,12 +105,14 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
                     position = %offset.gtid_position,
                     "the WAL is new but MongoDB holds an offset for this source; continuing from MongoDB's position"
                 );
-                Position::parse(flavor, &offset.gtid_position)
+                ResumePoint::parse(flavor, &offset.gtid_position)
                     .map_err(|e| source_failure(e.into()))?
             }
-            _ => source::resolve_start(&mut conn, flavor, &config.source.start)
-                .await
-                .map_err(source_failure)?,
+            _ => ResumePoint::at(
+                source::resolve_start(&mut conn, flavor, &config.source.start)
+                    .await
+                    .map_err(source_failure)?,
+            ),
         };
         info!(position = %position, start = ?config.source.start, "new WAL: starting position");
         wal.append(&[], position.to_string().as_bytes())
@@ -144,6 +146,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let mut ingester = tokio::spawn(source::run(
         config.source.clone(),
         config.wal.clone(),
+        fragment_limits(&config.sink),
         wal.clone(),
         Some((conn, flavor)),
         appended_tx,
@@ -308,8 +311,8 @@ async fn repair_damaged_records(
         .map_err(|e| fail(e.into()))?
         .map(|p| String::from_utf8_lossy(&p).into_owned())
         .unwrap_or_default();
-    let position = Position::parse(flavor, &from).map_err(|e| source_failure(e.into()))?;
-    if !source::binlog_available(source_cfg, &position)
+    let resume = ResumePoint::parse(flavor, &from).map_err(|e| source_failure(e.into()))?;
+    if !source::binlog_available(source_cfg, &resume.position)
         .await
         .map_err(source_failure)?
     {
@@ -362,4 +365,14 @@ fn source_failure(e: SourceError) -> (ExitCode, anyhow::Error) {
         _ => ExitCode::Failure,
     };
     (code, e.into())
+}
+
+/// The ingester splits transactions so that one WAL record fits one sink batch: neither stage
+/// then holds more than about one batch of a large transaction in memory. The byte bound is half
+/// the batch's because the change documents' BSON is larger than the WAL's estimate of a change.
+fn fragment_limits(sink: &crate::config::SinkConfig) -> FragmentLimits {
+    FragmentLimits {
+        max_changes: sink.batch_max_documents,
+        max_bytes: sink.batch_max_bytes / 2,
+    }
 }

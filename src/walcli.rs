@@ -279,9 +279,23 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
                 print_list(std::slice::from_ref(&record.entry));
                 if let Some(t) = &record.transaction {
                     println!("\nposition after: {}", t.position_after);
-                    println!("changes:");
+                    if t.first_change > 0 || !t.ends_transaction {
+                        println!(
+                            "fragment of transaction {}: changes {}..{}{}",
+                            t.gtid,
+                            t.first_change,
+                            t.first_change + t.changes.len() as u64,
+                            if t.ends_transaction {
+                                " (its last)"
+                            } else {
+                                " (more follow)"
+                            }
+                        );
+                    }
+                    println!("changes (by ordinal in the transaction):");
                     for (i, change) in t.changes.iter().enumerate() {
-                        println!("  [{i}] {}", serde_json::to_string(change)?);
+                        let ordinal = t.first_change + i as u64;
+                        println!("  [{ordinal}] {}", serde_json::to_string(change)?);
                     }
                 }
             }

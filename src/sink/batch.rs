@@ -1,9 +1,11 @@
 //! WAL records → a [`Batch`] ready to commit: change documents encoded once as raw BSON.
 //!
 //! # Guarantees
-//! - A batch is a run of consecutive WAL records taken whole (a source transaction is never split
-//!   across batches), bounded by `sink.batch_max_documents` and `sink.batch_max_bytes` measured on
-//!   the encoded BSON; a single transaction larger than the bounds travels alone.
+//! - A batch is a run of consecutive WAL records taken whole, bounded by
+//!   `sink.batch_max_documents` and `sink.batch_max_bytes` measured on the encoded BSON; a single
+//!   record larger than the bounds travels alone. A source transaction within one batch's bounds is
+//!   one WAL record, so it is committed in one MongoDB transaction; a larger one was split into
+//!   fragments by the ingester and is committed in several.
 //! - Every document is checked against MongoDB's 16 MiB document limit here, before anything is
 //!   sent: a change over the limit is a definite [`SinkError::DocumentTooLarge`] naming its table,
 //!   primary key, GTID and WAL sequence. The batch stops before that record, so everything in
@@ -195,6 +197,8 @@ mod tests {
                 gtid: format!("0-1-{seq}"),
                 timestamp: 1,
                 position_after: format!("0-1-{seq}"),
+                first_change: 0,
+                ends_transaction: true,
                 changes: vec![Change::Row(row); rows],
             },
             frame_len: 0,

@@ -11,13 +11,14 @@ use crate::event::{
     Change, Column, Json, RowChange, RowOp, SourceTransaction, StatementChange, Value,
 };
 
-/// The documents for one transaction, in change order.
+/// The documents for one WAL record (a transaction or a fragment of one), in change order.
 pub fn transaction_documents(transaction: &SourceTransaction) -> Vec<Document> {
     let ts = bson::DateTime::from_millis(i64::from(transaction.timestamp) * 1000);
     transaction
         .changes
         .iter()
         .enumerate()
+        .map(|(index, change)| (transaction.first_change as usize + index, change))
         .map(|(ordinal, change)| match change {
             Change::Row(row) => row_document(transaction, ts, ordinal, row),
             Change::Statement(statement) => statement_document(transaction, ts, ordinal, statement),

@@ -5,6 +5,11 @@
 //! - a transaction is returned only when its commit (XID, `COMMIT` query, or the end of a standalone
 //!   DDL) has been seen, with its row changes in binlog order;
 //! - the position carried by a transaction includes that transaction and every earlier one;
+//! - with [`FragmentLimits`], a transaction is returned in fragments of bounded size as it is read
+//!   (each fragment but the last carries the position before the transaction and the count of its
+//!   changes returned so far), so memory does not grow with transaction size; after
+//!   [`TransactionAssembler::resume_inside`], the first changes of the named transaction, which the
+//!   WAL already holds, are decoded and dropped, so every change is returned exactly once;
 //! - an event it cannot turn into change events is an [`DecodeError`] naming the binlog file,
 //!   position, event type (and table, for row events). Nothing is skipped silently: the only events
 //!   passed over are those that carry no row data (heartbeats, checkpoints, GTID lists, annotations,
@@ -39,7 +44,9 @@ use mysql_async::binlog::EventType;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 
 use super::charset;
-use super::gtid::{MariadbGtid, MariadbPosition, MysqlGtidSet, Position};
+use super::gtid::{
+    MariadbGtid, MariadbPosition, MysqlGtidSet, PartialTransaction, Position, ResumePoint,
+};
 use crate::event::{
     Change, Column, Json, RowChange, RowOp, SourceTransaction, StatementChange, Value,
 };
@@ -78,8 +85,49 @@ struct OpenTransaction {
     timestamp: u32,
     /// True for a MariaDB standalone event group (DDL): it ends after its one statement.
     standalone: bool,
+    /// Changes not yet returned (in a fragment), with their approximate size.
     changes: Vec<Change>,
+    bytes: usize,
+    /// Ordinal of `changes[0]` in the transaction.
+    fragment_first: u64,
+    /// Ordinal the next change gets (= changes seen so far, including dropped ones).
+    next_ordinal: u64,
+    /// Changes with a lower ordinal are already saved (a resumed partial transaction): dropped.
+    skip_below: u64,
+    position_before: Position,
     position_after: Position,
+}
+
+impl OpenTransaction {
+    fn push(&mut self, change: Change) {
+        let ordinal = self.next_ordinal;
+        self.next_ordinal += 1;
+        if ordinal < self.skip_below {
+            return;
+        }
+        if self.changes.is_empty() {
+            self.fragment_first = ordinal;
+        }
+        self.bytes += change.approximate_size();
+        self.changes.push(change);
+    }
+}
+
+/// The most a fragment of a transaction may hold; a transaction within both is returned whole.
+/// One rows event may take a fragment past them (its rows are never split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentLimits {
+    pub max_changes: usize,
+    /// Measured with [`Change::approximate_size`].
+    pub max_bytes: usize,
+}
+
+impl FragmentLimits {
+    /// Transactions are always returned whole (binlog file decoding, tests).
+    pub const WHOLE: Self = Self {
+        max_changes: usize::MAX,
+        max_bytes: usize::MAX,
+    };
 }
 
 /// What the assembler demands of its input.
@@ -154,6 +202,9 @@ pub struct TransactionAssembler {
     /// Schemas provided for TABLE_MAPs without names, by (database, table).
     schemas: HashMap<(String, String), TableSchema>,
     open: Option<OpenTransaction>,
+    limits: FragmentLimits,
+    /// Set by [`Self::resume_inside`] until the next transaction begins.
+    resume_partial: Option<PartialTransaction>,
     /// Events still expected from the last TRANSACTION_PAYLOAD, with its position.
     payload: VecDeque<InnerEvent>,
     payload_at: u64,
@@ -174,9 +225,23 @@ impl TransactionAssembler {
             table_maps: HashMap::new(),
             schemas: HashMap::new(),
             open: None,
+            limits: FragmentLimits::WHOLE,
+            resume_partial: None,
             payload: VecDeque::new(),
             payload_at: 0,
         }
+    }
+
+    /// Returns large transactions in fragments within `limits`.
+    pub fn with_fragments(mut self, limits: FragmentLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The stream resumes before `partial`, whose first `saved_changes` changes are already saved:
+    /// the next transaction must be that one, and those changes are dropped.
+    pub fn resume_inside(&mut self, partial: PartialTransaction) {
+        self.resume_partial = Some(partial);
     }
 
     /// Provides names for a table whose TABLE_MAPs carry none (see [`table_without_names`]).
@@ -398,10 +463,7 @@ impl TransactionAssembler {
                 self.on_query(event, event_start, schema, text)
             }
             EventData::XidEvent(_) => self.commit(event),
-            EventData::RowsEvent(rows) => {
-                self.on_rows(event, event_start, &rows)?;
-                Ok(None)
-            }
+            EventData::RowsEvent(rows) => self.on_rows(event, event_start, &rows),
             EventData::IncidentEvent(incident) => Err(self.error(
                 event,
                 "INCIDENT_EVENT",
@@ -445,11 +507,33 @@ impl TransactionAssembler {
                 ),
             ));
         }
+        let mut skip_below = 0;
+        if let Some(partial) = self.resume_partial.take() {
+            if partial.gtid != gtid {
+                return Err(self.error(
+                    event,
+                    "GTID",
+                    format!(
+                        "the WAL holds the first {} changes of transaction {} and the stream was \
+                         resumed before it, but the next transaction is {gtid}: the source's \
+                         binlog does not match the WAL (was the source restored or re-seeded?). \
+                         Move the WAL directory away and start again with source.start set",
+                        partial.saved_changes, partial.gtid
+                    ),
+                ));
+            }
+            skip_below = partial.saved_changes;
+        }
         self.open = Some(OpenTransaction {
             gtid,
             timestamp: event.header().timestamp(),
             standalone,
             changes: Vec::new(),
+            bytes: 0,
+            fragment_first: 0,
+            next_ordinal: 0,
+            skip_below,
+            position_before: self.position.clone(),
             position_after,
         });
         Ok(())
@@ -555,6 +639,7 @@ impl TransactionAssembler {
             self.begin_anonymous(event, event_start, true)?;
         }
         let file = self.file.clone();
+        let fragment = self.full_fragment();
         let Some(open) = &mut self.open else {
             return Err(self.error(
                 event,
@@ -562,16 +647,17 @@ impl TransactionAssembler {
                 format!("statement outside a GTID transaction: `{}`", shorten(&text)),
             ));
         };
-        open.changes.push(Change::Statement(StatementChange {
+        open.push(Change::Statement(StatementChange {
             database: schema,
             statement: text,
             file,
             pos: event_start,
         }));
         if open.standalone {
+            // A standalone group has only this statement, so no fragment was taken before it.
             return self.commit(event);
         }
-        Ok(None)
+        Ok(fragment)
     }
 
     fn on_rows(
@@ -579,7 +665,7 @@ impl TransactionAssembler {
         event: &Event,
         event_start: u64,
         rows: &RowsEventData<'_>,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<Option<SourceTransaction>, DecodeError> {
         let op = match rows {
             RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => RowOp::Insert,
             RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => RowOp::Update,
@@ -657,6 +743,7 @@ impl TransactionAssembler {
         if self.open.is_none() && self.mode == AssemblerMode::File {
             self.begin_anonymous(event, event_start, false)?;
         }
+        let fragment = self.full_fragment();
         let Some(open) = &mut self.open else {
             return Err(self.error(
                 event,
@@ -664,8 +751,40 @@ impl TransactionAssembler {
                 format!("row changes for {database}.{table} outside a GTID transaction"),
             ));
         };
-        open.changes.extend(changes);
-        Ok(())
+        for change in changes {
+            open.push(change);
+        }
+        Ok(fragment)
+    }
+
+    /// Takes the open transaction's pending changes as a fragment once they reach the limits.
+    /// Called before more changes are added, so the transaction's last change always stays for
+    /// the record that ends it.
+    fn full_fragment(&mut self) -> Option<SourceTransaction> {
+        let open = self.open.as_mut()?;
+        if open.changes.is_empty()
+            || (open.changes.len() < self.limits.max_changes && open.bytes < self.limits.max_bytes)
+        {
+            return None;
+        }
+        let resume = ResumePoint {
+            position: open.position_before.clone(),
+            partial: Some(PartialTransaction {
+                gtid: open.gtid.clone(),
+                saved_changes: open.next_ordinal,
+            }),
+        };
+        let fragment = SourceTransaction {
+            gtid: open.gtid.clone(),
+            timestamp: open.timestamp,
+            position_after: resume.to_string(),
+            first_change: open.fragment_first,
+            ends_transaction: false,
+            changes: std::mem::take(&mut open.changes),
+        };
+        open.bytes = 0;
+        open.fragment_first = open.next_ordinal;
+        Some(fragment)
     }
 
     fn commit(&mut self, event: &Event) -> Result<Option<SourceTransaction>, DecodeError> {
@@ -676,11 +795,30 @@ impl TransactionAssembler {
                 "commit without a transaction (no GTID event began one)".into(),
             ));
         };
+        if open.next_ordinal < open.skip_below {
+            return Err(self.error(
+                event,
+                "COMMIT",
+                format!(
+                    "transaction {} has {} changes in the binlog, but the WAL already holds {}: the \
+                     source's binlog does not match the WAL. Move the WAL directory away and start \
+                     again with source.start set",
+                    open.gtid, open.next_ordinal, open.skip_below
+                ),
+            ));
+        }
         self.position = open.position_after;
+        let first_change = if open.changes.is_empty() {
+            open.next_ordinal
+        } else {
+            open.fragment_first
+        };
         Ok(Some(SourceTransaction {
             gtid: open.gtid,
             timestamp: open.timestamp,
             position_after: self.position.to_string(),
+            first_change,
+            ends_transaction: true,
             changes: open.changes,
         }))
     }

@@ -198,6 +198,83 @@ impl fmt::Display for Position {
     }
 }
 
+/// Where the ingester resumes: a [`Position`], and, when the WAL holds only the first part of a
+/// large transaction (split into several records, see `crate::event`), that transaction and how
+/// many of its changes are saved. Resuming streams from `position`, which is before the partial
+/// transaction, and drops its first `saved_changes` changes as they are decoded again.
+///
+/// Text form (saved in the WAL and in MongoDB's offset): the position alone, or
+/// `<position>; partial <gtid>:<saved_changes>`: `<gtid>:<saved_changes>` is the `_id` of the next
+/// change document that transaction will produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub position: Position,
+    pub partial: Option<PartialTransaction>,
+}
+
+/// A transaction saved in part: its GTID and the number of its changes already saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialTransaction {
+    pub gtid: String,
+    pub saved_changes: u64,
+}
+
+const PARTIAL_MARKER: &str = "; partial ";
+
+impl ResumePoint {
+    pub fn at(position: Position) -> Self {
+        Self {
+            position,
+            partial: None,
+        }
+    }
+
+    pub fn parse(flavor: super::Flavor, text: &str) -> Result<Self, GtidParseError> {
+        let Some((position, partial)) = text.split_once(PARTIAL_MARKER) else {
+            return Ok(Self::at(Position::parse(flavor, text)?));
+        };
+        let err = |reason: &str| GtidParseError {
+            text: text.to_string(),
+            flavor: match flavor {
+                super::Flavor::Mariadb => "MariaDB",
+                super::Flavor::Mysql => "MySQL",
+            },
+            reason: reason.to_string(),
+        };
+        let (gtid, saved) = partial
+            .trim()
+            .rsplit_once(':')
+            .ok_or_else(|| err("the partial transaction should read `<gtid>:<saved changes>`"))?;
+        let saved_changes = saved
+            .parse::<u64>()
+            .map_err(|_| err("the partial transaction's saved change count is not a number"))?;
+        if gtid.is_empty() {
+            return Err(err("the partial transaction has no GTID"));
+        }
+        Ok(Self {
+            position: Position::parse(flavor, position)?,
+            partial: Some(PartialTransaction {
+                gtid: gtid.to_string(),
+                saved_changes,
+            }),
+        })
+    }
+}
+
+impl fmt::Display for ResumePoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.position.fmt(f)?;
+        if let Some(partial) = &self.partial {
+            write!(
+                f,
+                "{PARTIAL_MARKER}{}:{}",
+                partial.gtid, partial.saved_changes
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +316,35 @@ mod tests {
         assert_eq!(set.to_string(), format!("{uuid}:1-7:9"));
         assert!(MysqlGtidSet::parse("nonsense:1-2").is_err());
         assert!(MysqlGtidSet::parse(&format!("{uuid}:5-2")).is_err());
+    }
+
+    #[test]
+    fn resume_points_round_trip_with_and_without_a_partial_transaction() {
+        use crate::source::Flavor;
+        for text in [
+            "0-1-41,1-2-7",
+            "0-1-41; partial 0-1-42:5000",
+            "; partial 0-1-1:3",
+        ] {
+            let point = ResumePoint::parse(Flavor::Mariadb, text).unwrap();
+            assert_eq!(point.to_string(), text);
+        }
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let text = format!("{uuid}:1-41; partial {uuid}:42:1000");
+        let point = ResumePoint::parse(Flavor::Mysql, &text).unwrap();
+        let partial = point.partial.as_ref().unwrap();
+        assert_eq!(partial.gtid, format!("{uuid}:42"));
+        assert_eq!(partial.saved_changes, 1000);
+        assert_eq!(point.to_string(), text);
+        for bad in [
+            "0-1-41; partial 0-1-42",
+            "0-1-41; partial 0-1-42:x",
+            "0-1-41; partial :5",
+        ] {
+            assert!(
+                ResumePoint::parse(Flavor::Mariadb, bad).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 }

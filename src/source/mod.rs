@@ -2,7 +2,10 @@
 //!
 //! # Guarantees
 //! - Every committed source transaction after the starting position is appended to the WAL exactly
-//!   once, whole, in binlog order, together with the GTID position after it.
+//!   once, in binlog order, together with the GTID position after it. A transaction larger than
+//!   the fragment limits (one sink batch) is appended in fragments as it is read, so memory stays
+//!   bounded whatever the transaction's size; a restart inside such a transaction reads it again
+//!   from its start and drops the changes the WAL already holds (see `gtid::ResumePoint`).
 //! - The position is saved only in the same atomic, flushed WAL append as the transactions it
 //!   covers; on restart or reconnect the stream resumes from the WAL's position, so a transaction
 //!   that was half-read when the connection dropped is read again from its start.
@@ -38,8 +41,9 @@ use crate::event::{Change, SourceTransaction, Value};
 use crate::redact::redact_url;
 use crate::shutdown::stopped;
 use crate::status::IngestState;
+pub use decode::FragmentLimits;
 use decode::{DecodeError, TransactionAssembler};
-use gtid::Position;
+use gtid::{Position, ResumePoint};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -464,9 +468,11 @@ pub async fn binlog_available(
 /// Runs the ingester until `shutdown` turns true or a definite error occurs.
 ///
 /// `appended` is told the WAL's last sequence number after every flushed append.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     cfg: SourceConfig,
     wal_cfg: WalConfig,
+    fragments: FragmentLimits,
     wal: Wal<SourceTransaction>,
     first_conn: Option<(Conn, Flavor)>,
     appended: watch::Sender<u64>,
@@ -476,6 +482,7 @@ pub async fn run(
     let result = ingest(
         cfg,
         wal_cfg,
+        fragments,
         wal,
         first_conn,
         appended,
@@ -491,6 +498,7 @@ pub async fn run(
 async fn ingest(
     cfg: SourceConfig,
     wal_cfg: WalConfig,
+    fragments: FragmentLimits,
     wal: Wal<SourceTransaction>,
     first_conn: Option<(Conn, Flavor)>,
     appended: watch::Sender<u64>,
@@ -528,13 +536,13 @@ async fn ingest(
             detail: "the WAL has no ingest position; it must be seeded before the ingester runs"
                 .into(),
         })?;
-        let position = Position::parse(flavor, &String::from_utf8_lossy(&saved))?;
-        info!(position = %position, "following the binlog");
+        let resume = ResumePoint::parse(flavor, &String::from_utf8_lossy(&saved))?;
+        info!(position = %resume, "following the binlog");
         state.send_replace(IngestState::Following {
-            position: position.to_string(),
+            position: resume.to_string(),
         });
         match follow(
-            &cfg, &wal_cfg, &wal, conn, flavor, position, &appended, state, shutdown,
+            &cfg, &wal_cfg, fragments, &wal, conn, flavor, resume, &appended, state, shutdown,
         )
         .await
         {
@@ -594,17 +602,27 @@ struct PendingGroup {
 async fn follow(
     cfg: &SourceConfig,
     wal_cfg: &WalConfig,
+    fragments: FragmentLimits,
     wal: &Wal<SourceTransaction>,
     conn: Conn,
     flavor: Flavor,
-    position: Position,
+    resume: ResumePoint,
     appended: &watch::Sender<u64>,
     state: &watch::Sender<IngestState>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let mut stream = open_stream(conn, flavor, cfg, &position).await?;
+    let mut stream = open_stream(conn, flavor, cfg, &resume.position).await?;
     let dead_after = cfg.heartbeat_interval * 3;
-    let mut assembler = TransactionAssembler::new(position.clone());
+    let mut assembler =
+        TransactionAssembler::new(resume.position.clone()).with_fragments(fragments);
+    if let Some(partial) = resume.partial.clone() {
+        info!(
+            gtid = %partial.gtid,
+            saved_changes = partial.saved_changes,
+            "resuming inside a large transaction: its changes the WAL already holds are read again and dropped"
+        );
+        assembler.resume_inside(partial);
+    }
     // A second connection for information_schema lookups (source.column_names), opened on demand.
     let mut schema_conn: Option<Conn> = None;
     // MariaDB JSON columns per table (docs/change-document.md, "JSON (MariaDB)").
@@ -613,7 +631,7 @@ async fn follow(
         transactions: Vec::new(),
         bytes: 0,
         deadline: None,
-        position: position.to_string(),
+        position: resume.to_string(),
     };
     let result = loop {
         let deadline = group.deadline;
@@ -678,7 +696,9 @@ async fn follow(
                     }
                 }
                 let m = crate::metrics::metrics();
-                m.binlog_transactions.inc();
+                if transaction.ends_transaction {
+                    m.binlog_transactions.inc();
+                }
                 m.binlog_rows.inc_by(
                     transaction
                         .changes
@@ -695,7 +715,7 @@ async fn follow(
                     assembler.forget_schemas();
                     json_columns.forget();
                 }
-                group.bytes += approximate_size(&transaction);
+                group.bytes += transaction.approximate_size();
                 group.position = transaction.position_after.clone();
                 group.transactions.push(transaction);
                 if group.deadline.is_none() {
@@ -1001,37 +1021,6 @@ async fn wait_for_wal_space(
             _ = stopped(shutdown) => return true,
         }
     }
-}
-
-/// A cheap estimate of a transaction's encoded size, for group-commit sizing.
-fn approximate_size(transaction: &SourceTransaction) -> usize {
-    let value_size = |v: &Value| match v {
-        Value::Text(s) | Value::Decimal(s) => s.len() + 2,
-        Value::Bytes(b) => b.len() + 2,
-        Value::Set(members) => members.iter().map(|m| m.len() + 2).sum(),
-        // JSON is bounded by its binary size in the binlog; a rough constant per value is
-        // enough for group-commit sizing.
-        Value::Json(_) => 64,
-        _ => 9,
-    };
-    transaction
-        .changes
-        .iter()
-        .map(|change| match change {
-            Change::Row(row) => {
-                let image = |cols: &Option<Vec<crate::event::Column>>| {
-                    cols.as_ref().map_or(0, |cols| {
-                        cols.iter()
-                            .map(|c| c.name.len() + value_size(&c.value))
-                            .sum()
-                    })
-                };
-                64 + image(&row.before) + image(&row.after)
-            }
-            Change::Statement(s) => 64 + s.statement.len(),
-        })
-        .sum::<usize>()
-        + 64
 }
 
 #[cfg(test)]

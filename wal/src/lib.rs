@@ -52,6 +52,9 @@ pub trait Record: Serialize + DeserializeOwned {
     fn position_after(&self) -> &[u8];
 }
 
+/// sled's page cache (see [`Wal::open`]).
+const CACHE_BYTES: u64 = 64 << 20;
+
 const RECORD_PREFIX: u8 = b'r';
 const GROUP_PREFIX: u8 = b'g';
 const KEY_INGEST_POSITION: &[u8] = b"m/ingest_position";
@@ -245,6 +248,9 @@ impl<R: Record> Wal<R> {
         let db = sled::Config::new()
             .path(&dir)
             .mode(sled::Mode::HighThroughput)
+            // sled caches up to 1 GiB by default, which would make sdl's memory grow with the
+            // WAL's depth; records are read once, in order, so a small cache costs little.
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|source| WalError::Open {
                 dir: dir.clone(),
