@@ -106,6 +106,12 @@ fn batch(
 fn encode_transaction(
     stored: &Stored<SourceTransaction>,
 ) -> Result<Vec<RawDocumentBuf>, SinkError> {
+    if let Some(raw) = document::transaction_raw_documents(&stored.record) {
+        if raw.iter().all(|d| d.as_bytes().len() <= MAX_DOCUMENT_BYTES) {
+            return Ok(raw);
+        }
+    }
+    // The general path names the change that cannot be sent.
     document::transaction_documents(&stored.record)
         .into_iter()
         .map(|d| encode(&d, stored))
