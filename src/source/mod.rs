@@ -505,7 +505,7 @@ async fn ingest(
     state: &watch::Sender<IngestState>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let mut reconnect_delay = Duration::from_millis(100);
+    let mut backoff = reconnect_backoff();
     let mut ready = first_conn;
     loop {
         let (conn, flavor) = match ready.take() {
@@ -513,10 +513,11 @@ async fn ingest(
             None => match connect(&cfg).await {
                 Ok(c) => {
                     // The source answers again: the next outage starts its backoff afresh.
-                    reconnect_delay = Duration::from_millis(100);
+                    backoff = reconnect_backoff();
                     c
                 }
                 Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
+                    let reconnect_delay = next_delay(&mut backoff);
                     warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
                     state.send_replace(IngestState::Reconnecting {
                         error: e.to_string(),
@@ -525,7 +526,6 @@ async fn ingest(
                     if wait_or_shutdown(shutdown, reconnect_delay).await {
                         return Ok(());
                     }
-                    reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -548,6 +548,7 @@ async fn ingest(
         {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
+                let reconnect_delay = next_delay(&mut backoff);
                 warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
                 crate::metrics::metrics().source_reconnects.inc();
                 state.send_replace(IngestState::Reconnecting {
@@ -557,7 +558,6 @@ async fn ingest(
                 if wait_or_shutdown(shutdown, reconnect_delay).await {
                     return Ok(());
                 }
-                reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(explain_unavailable(&cfg, flavor, e).await),
         }
@@ -581,6 +581,24 @@ async fn explain_unavailable(cfg: &SourceConfig, flavor: Flavor, e: SourceError)
         Err(_) => detail,
     };
     SourceError::BinlogUnavailable { position, detail }
+}
+
+/// Pauses between reconnection attempts: from 100 ms, doubling, with jitter, up to 30 s, for as
+/// long as the source stays away (`backon`, as the forwarder's circuit breaker).
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn next_delay(backoff: &mut backon::ExponentialBackoff) -> Duration {
+    // Built without a limit on attempts, the iterator never ends.
+    backoff.next().unwrap_or(Duration::from_secs(30))
 }
 
 /// Returns true when shutdown was requested during the wait.
