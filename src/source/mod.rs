@@ -766,8 +766,9 @@ async fn follow(
 /// logged, never dropped or altered.
 #[derive(Default)]
 struct JsonColumns {
-    /// (database, table) → (column names when looked up, JSON column names).
-    tables: HashMap<(String, String), (Vec<String>, HashSet<String>)>,
+    /// database → table → (column names when looked up, JSON column names). Nested so that the
+    /// per-row lookup borrows the row's names instead of allocating a key.
+    tables: HashMap<String, HashMap<String, (Vec<String>, HashSet<String>)>>,
 }
 
 impl JsonColumns {
@@ -783,14 +784,18 @@ impl JsonColumns {
     ) -> Result<(), SourceError> {
         for change in &mut transaction.changes {
             let Change::Row(row) = change else { continue };
-            let names: Vec<&str> = row
-                .after
-                .as_ref()
-                .or(row.before.as_ref())
-                .map(|columns| columns.iter().map(|c| c.name.as_str()).collect())
-                .unwrap_or_default();
-            let key = (row.database.clone(), row.table.clone());
-            let fresh = matches!(self.tables.get(&key), Some((seen, _)) if *seen == names);
+            let names = || {
+                row.after
+                    .as_ref()
+                    .or(row.before.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c.name.as_str())
+            };
+            let fresh = matches!(
+                self.tables.get(row.database.as_str()).and_then(|t| t.get(row.table.as_str())),
+                Some((seen, _)) if seen.iter().map(String::as_str).eq(names())
+            );
             if !fresh {
                 if schema_conn.is_none() {
                     match connect(cfg).await {
@@ -806,10 +811,13 @@ impl JsonColumns {
                         return Err(e);
                     }
                 };
-                let names = names.iter().map(|n| n.to_string()).collect();
-                self.tables.insert(key.clone(), (names, json));
+                let seen = names().map(str::to_string).collect();
+                self.tables
+                    .entry(row.database.clone())
+                    .or_default()
+                    .insert(row.table.clone(), (seen, json));
             }
-            let json = &self.tables[&key].1;
+            let json = &self.tables[row.database.as_str()][row.table.as_str()].1;
             if json.is_empty() {
                 continue;
             }
