@@ -768,8 +768,11 @@ async fn follow(
 struct JsonColumns {
     /// database → table → (column names when looked up, JSON column names). Nested so that the
     /// per-row lookup borrows the row's names instead of allocating a key.
-    tables: HashMap<String, HashMap<String, (Vec<String>, HashSet<String>)>>,
+    tables: HashMap<String, HashMap<String, TableJson>>,
 }
+
+/// A table's column names when its JSON columns were looked up, and those JSON columns.
+type TableJson = (Vec<String>, HashSet<String>);
 
 impl JsonColumns {
     fn forget(&mut self) {
