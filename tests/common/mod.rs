@@ -321,6 +321,8 @@ pub struct Mongo {
     pub database: String,
     external: bool,
     extra_args: Vec<String>,
+    /// Added to the URI of the test's own client (e.g. its TLS files).
+    client_uri_options: String,
 }
 
 impl Mongo {
@@ -343,6 +345,7 @@ impl Mongo {
                     database,
                     external: true,
                     extra_args: Vec::new(),
+                    client_uri_options: String::new(),
                 };
             }
         }
@@ -359,9 +362,46 @@ impl Mongo {
             database,
             external: false,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            client_uri_options: String::new(),
         };
         mongo.launch().await;
         mongo
+    }
+
+    /// A SecantusDB that speaks only TLS, with the server certificate `cert`/`key`, and requires
+    /// client certificates signed by `ca`. The test's own client ([`Mongo::client`]) connects with
+    /// `ca` and the combined certificate-and-key PEM `client_pem`; [`Mongo::uri_without_tls`] is
+    /// the address without them (for sdl, whose TLS settings go in its config). Always a local
+    /// server, also with `SDL_TEST_MONGODB_URI` set: only a server started with the test's own
+    /// certificates can be checked against them.
+    pub async fn start_tls(ca: &Path, cert: &Path, key: &Path, client_pem: &Path) -> Self {
+        let path = |p: &Path| p.display().to_string();
+        let mut mongo = Self::start_with(&[
+            "--tls-cert-file",
+            &path(cert),
+            "--tls-key-file",
+            &path(key),
+            "--tls-ca-file",
+            &path(ca),
+            "--tls-require-client-cert",
+        ])
+        .await;
+        mongo.client_uri_options = format!(
+            "&tls=true&tlsCAFile={}&tlsCertificateKeyFile={}",
+            path(ca),
+            path(client_pem)
+        );
+        mongo.uri.push_str(&mongo.client_uri_options);
+        mongo
+    }
+
+    /// The URI without the options of [`Mongo::start_tls`].
+    pub fn uri_without_tls(&self) -> String {
+        self.uri.replace(&self.client_uri_options, "")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     async fn launch(&mut self) {
@@ -411,6 +451,7 @@ impl Mongo {
         } else {
             format!("mongodb://127.0.0.1:{port}/?replicaSet=secantus")
         };
+        self.uri.push_str(&self.client_uri_options);
     }
 
     pub fn uri(&self) -> &str {
