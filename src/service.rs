@@ -123,12 +123,14 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq().map_err(|e| fail(e.into()))?);
     // The circuit breaker's state, readable here (metrics will subscribe to it).
     let (breaker_tx, breaker_rx) = watch::channel(BreakerStatus::default());
-    let (ingest_tx, ingest_rx) = watch::channel(crate::status::IngestState::Starting);
+    let (ingest_tx, ingest_rx) = watch::channel(crate::status::IngestStatus::default());
+    let (forward_tx, forward_rx) = watch::channel(crate::status::ForwardStatus::default());
 
     let admin = match config.admin.listen_addr() {
         Some(addr) => {
             let sources = crate::admin::StatusSources {
                 ingest: ingest_rx,
+                forward: forward_rx,
                 breaker: breaker_rx,
             };
             let (local, task) =
@@ -157,6 +159,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         appended_rx,
         shutdown_rx,
         breaker_tx,
+        forward_tx,
     ));
 
     let retention = tokio::spawn(prune_periodically(

@@ -37,7 +37,7 @@ use crate::config::{ColumnNames, SourceConfig, StartFrom, TlsMode, WalConfig};
 use crate::event::{Change, SourceTransaction, Value};
 use crate::redact::redact_url;
 use crate::shutdown::stopped;
-use crate::status::IngestState;
+use crate::status::{IngestState, IngestStatus, LastError};
 use decode::{DecodeError, TransactionAssembler};
 use gtid::Position;
 
@@ -93,6 +93,8 @@ impl SourceError {
 const ER_ACCESS_DENIED: u16 = 1045;
 const ER_DBACCESS_DENIED: u16 = 1044;
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
+/// The event a source sends when it has had nothing newer to send for a heartbeat period.
+const HEARTBEAT_EVENT: u8 = 0x1b;
 /// "Got fatal error from master when reading data from binary log" (purged or missing binlog).
 const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 
@@ -552,7 +554,7 @@ pub async fn run(
     wal: Wal<SourceTransaction>,
     first_conn: Option<(Conn, Flavor)>,
     appended: watch::Sender<u64>,
-    state: watch::Sender<IngestState>,
+    state: watch::Sender<IngestStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let result = ingest(
@@ -565,8 +567,33 @@ pub async fn run(
         &mut shutdown,
     )
     .await;
-    state.send_replace(IngestState::Stopped);
+    state.send_modify(|s| {
+        s.state = IngestState::Stopped;
+        if let Err(e) = &result {
+            s.last_error = Some(LastError::now(e));
+        }
+    });
     result
+}
+
+/// Publishes the ingester's new state; returns the previous one.
+fn set_state(state: &watch::Sender<IngestStatus>, new: IngestState) -> IngestState {
+    let mut previous = new;
+    state.send_modify(|s| std::mem::swap(&mut s.state, &mut previous));
+    previous
+}
+
+/// Publishes a transient failure: the state turns `reconnecting` and the error is kept as the last
+/// one.
+fn set_reconnecting(state: &watch::Sender<IngestStatus>, error: &SourceError, retry_in: Duration) {
+    let last = LastError::now(error);
+    state.send_modify(|s| {
+        s.state = IngestState::Reconnecting {
+            error: last.message.clone(),
+            retry_in_ms: retry_in.as_millis() as u64,
+        };
+        s.last_error = Some(last);
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -576,7 +603,7 @@ async fn ingest(
     wal: Wal<SourceTransaction>,
     first_conn: Option<(Conn, Flavor)>,
     appended: watch::Sender<u64>,
-    state: &watch::Sender<IngestState>,
+    state: &watch::Sender<IngestStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut reconnect_delay = Duration::from_millis(100);
@@ -592,10 +619,7 @@ async fn ingest(
                 }
                 Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
                     warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
-                    state.send_replace(IngestState::Reconnecting {
-                        error: e.to_string(),
-                        retry_in_ms: reconnect_delay.as_millis() as u64,
-                    });
+                    set_reconnecting(state, &e, reconnect_delay);
                     if wait_or_shutdown(shutdown, reconnect_delay).await {
                         return Ok(());
                     }
@@ -612,9 +636,12 @@ async fn ingest(
         })?;
         let position = Position::parse(flavor, &String::from_utf8_lossy(&saved))?;
         info!(position = %position, "following the binlog");
-        state.send_replace(IngestState::Following {
-            position: position.to_string(),
-        });
+        set_state(
+            state,
+            IngestState::Following {
+                position: position.to_string(),
+            },
+        );
         match follow(
             &cfg, &wal_cfg, &wal, conn, flavor, position, &appended, state, shutdown,
         )
@@ -623,11 +650,11 @@ async fn ingest(
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
-                crate::metrics::metrics().source_reconnects.inc();
-                state.send_replace(IngestState::Reconnecting {
-                    error: e.to_string(),
-                    retry_in_ms: reconnect_delay.as_millis() as u64,
-                });
+                let m = crate::metrics::metrics();
+                m.source_reconnects.inc();
+                m.stage_restarted(crate::metrics::Stage::Ingester);
+                m.source_lost();
+                set_reconnecting(state, &e, reconnect_delay);
                 if wait_or_shutdown(shutdown, reconnect_delay).await {
                     return Ok(());
                 }
@@ -681,7 +708,7 @@ async fn follow(
     flavor: Flavor,
     position: Position,
     appended: &watch::Sender<u64>,
-    state: &watch::Sender<IngestState>,
+    state: &watch::Sender<IngestStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut stream = open_stream(conn, flavor, cfg, &position).await?;
@@ -726,9 +753,11 @@ async fn follow(
             Some(Ok(event)) => {
                 let m = crate::metrics::metrics();
                 m.binlog_events.inc();
-                if let Some(lag) = crate::metrics::seconds_since(event.header().timestamp()) {
-                    m.source_lag_seconds.set(lag);
-                }
+                let header = event.header();
+                m.source_event(
+                    header.timestamp(),
+                    header.event_type_raw() == HEARTBEAT_EVENT,
+                );
                 event
             }
         };
@@ -1054,7 +1083,7 @@ async fn flush(
 async fn wait_for_wal_space(
     wal: &Wal<SourceTransaction>,
     max_bytes: u64,
-    state: &watch::Sender<IngestState>,
+    state: &watch::Sender<IngestStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let unacked = wal.unacked_bytes();
@@ -1066,17 +1095,20 @@ async fn wait_for_wal_space(
         max_bytes,
         "WAL full (wal.max_bytes): pausing the binlog reader until the forwarder frees space; the source must keep its binlogs meanwhile"
     );
-    let previous = state.send_replace(IngestState::PausedWalFull {
-        unacked_bytes: unacked,
-        max_bytes,
-    });
+    let previous = set_state(
+        state,
+        IngestState::PausedWalFull {
+            unacked_bytes: unacked,
+            max_bytes,
+        },
+    );
     let started = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if wal.unacked_bytes() < max_bytes {
                     info!(paused_for = ?started.elapsed(), "WAL has space again: resuming the binlog reader");
-                    state.send_replace(previous);
+                    set_state(state, previous);
                     return false;
                 }
             }

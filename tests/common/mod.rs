@@ -590,6 +590,38 @@ impl Sdl {
         value["admin"]["listen"].as_str().unwrap().to_string()
     }
 
+    /// GET `path` from the admin endpoint: (HTTP status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let mut response = ureq::get(&format!("http://{}{path}", self.admin_addr()))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path} from sdl's admin endpoint: {e}"));
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap(),
+        )
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = self.admin_get("/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// The value of the metric `series` (a name with its labels, as `/metrics` prints it).
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, metrics) = self.admin_get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{metrics}"))
+            .parse()
+            .unwrap()
+    }
+
     /// Sets an environment variable for the following starts (e.g. a test hook).
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
