@@ -25,6 +25,14 @@ use crate::sink::MongoSink;
 use crate::source::{self, gtid::Position, SourceError};
 use crate::{forward, ExitCode};
 
+/// Set once JSON logging is on: the final error then goes out as a JSON line too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether log lines are JSON (`[log] format = "json"`, once the config is loaded).
+pub fn logs_are_json() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SDL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -34,7 +42,10 @@ pub fn init_logging(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder.json().try_init()
+        }
         LogFormat::Text => builder.try_init(),
     };
 }
