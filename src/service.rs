@@ -314,6 +314,12 @@ async fn repair_damaged_records(
     else {
         return Ok(());
     };
+    if let sdl_wal::FrameError::UnknownVersion { found, supported } = damage {
+        // Not damage: another release's format. Its records are not discarded on a guess.
+        return Err(fail(anyhow::anyhow!(
+            "WAL record {seq} (not yet in MongoDB) was written in record format version {found}, and this sdl reads version {supported}: an upgrade or downgrade across a WAL format change while records were waiting. Either run the release that wrote it until the WAL is drained (sdl_wal_unacked_records near 0), then stop it and switch; or move the WAL directory aside and start this release: it resumes from MongoDB's offset (the source must still have the binlogs from there). docs/operations.md, \"Upgrade\""
+        )));
+    }
     let last = wal.last_seq().map_err(|e| fail(e.into()))?;
     let from = String::from_utf8_lossy(&wal.position_before(seq).map_err(|e| fail(e.into()))?)
         .into_owned();

@@ -1,6 +1,6 @@
 //! The WAL as an operator sees it: `sdl wal` on a stopped and a running service, retention,
-//! backpressure while MongoDB is down, repair of a damaged record from the source, a full disk,
-//! and the lock against a second sdl.
+//! backpressure while MongoDB is down, repair of a damaged record from the source (and refusal of
+//! a record in another release's format), a full disk, and the lock against a second sdl.
 
 mod common;
 
@@ -53,6 +53,17 @@ fn damage_record(sdl: &Sdl, seq: u64, mask: u8) {
     let middle = frame.len() / 2;
     frame[middle] ^= mask;
     wal.overwrite_raw_frame(seq, &frame).unwrap();
+}
+
+/// Writes `version` into the frame header of stored record `seq` of a stopped sdl's WAL (as a
+/// release with another record format would have written it); returns the version it had.
+fn set_format_version(sdl: &Sdl, seq: u64, version: u16) -> u16 {
+    let wal: sdl_wal::Wal<Opaque> = sdl_wal::Wal::open(sdl.wal_dir()).unwrap();
+    let mut frame = wal.raw_frame(seq).unwrap().unwrap();
+    let old = u16::from_le_bytes([frame[0], frame[1]]);
+    frame[..2].copy_from_slice(&version.to_le_bytes());
+    wal.overwrite_raw_frame(seq, &frame).unwrap();
+    old
 }
 
 /// A Record type for opening the WAL raw; these tests only touch frames, never decode them.
@@ -341,7 +352,7 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_unacknowledged_record_is_read_again_from_the_source() {
+async fn a_damaged_unacknowledged_record_is_read_again_and_another_format_is_refused() {
     let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
     if mongo.is_external() {
         eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
@@ -365,6 +376,22 @@ async fn a_damaged_unacknowledged_record_is_read_again_from_the_source() {
     let s = stats(&["--dir", &sdl.wal_dir().display().to_string()]);
     let damaged = s["acked_seq"].as_u64().unwrap() + 2;
     assert!(damaged < s["last_seq"].as_u64().unwrap());
+    mongo.restart().await;
+
+    // A record in another release's format (an upgrade or downgrade across a WAL format change
+    // while records waited) is not discarded as damage: sdl stops and says what to do.
+    let version = set_format_version(&sdl, damaged, 99);
+    let (code, stderr) =
+        common::run_sdl(&["run", "--config", &sdl.config_path.display().to_string()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "WAL record {damaged} (not yet in MongoDB) was written in record format version 99"
+        )) && stderr.contains("move the WAL directory aside"),
+        "{stderr}"
+    );
+    set_format_version(&sdl, damaged, version);
+
     damage_record(&sdl, damaged, 0x40);
     let (code, stdout, _) = sdl_wal(&["verify", "--dir", &sdl.wal_dir().display().to_string()]);
     assert_eq!(code, 1, "verify must fail on a damaged record: {stdout}");
@@ -373,7 +400,6 @@ async fn a_damaged_unacknowledged_record_is_read_again_from_the_source() {
         "{stdout}"
     );
 
-    mongo.restart().await;
     sdl.start();
     wait_for_offset(&mongo, &position, TIMEOUT, &sdl).await;
     assert!(
