@@ -1,7 +1,8 @@
 //! The local admin endpoint (`[admin] listen`, loopback by default).
 //!
-//! It serves read-only views of the running service: `/healthz`, `/status` (JSON: the ingester's
-//! state, the forwarder's circuit breaker, the WAL's statistics), and the WAL inspection answers
+//! It serves read-only views of the running service: `/healthz`, `/status` (JSON: the source
+//! position and lag, each stage's state, position, restarts and last error, the forwarder's
+//! circuit breaker, the WAL's statistics), and the WAL inspection answers
 //! `sdl wal` needs while the service holds the WAL's lock (`/wal/stats`, `/wal/list`,
 //! `/wal/show/{seq}`, `/wal/verify`, `/wal/dump`), produced by the same functions as the offline
 //! command. It never changes state.
@@ -32,7 +33,8 @@ type Wals = Wal<SourceTransaction>;
 /// Where `/status` reads the stages' published states.
 #[derive(Clone)]
 pub struct StatusSources {
-    pub ingest: watch::Receiver<crate::status::IngestState>,
+    pub ingest: watch::Receiver<crate::status::IngestStatus>,
+    pub forward: watch::Receiver<crate::status::ForwardStatus>,
     pub breaker: watch::Receiver<crate::breaker::BreakerStatus>,
 }
 
@@ -94,19 +96,21 @@ async fn answer<T: serde::Serialize + Send + 'static>(
 
 async fn status_report(State(AppState { wal, status }): State<AppState>) -> Response {
     let ingest = status.ingest.borrow().clone();
-    let breaker = crate::status::BreakerReport::from(&*status.breaker.borrow());
+    let forward = status.forward.borrow().clone();
+    let breaker = status.breaker.borrow().clone();
     answer(wal, move |w| {
-        Ok(crate::status::StatusReport {
+        Ok(crate::status::StatusReport::new(
             ingest,
-            breaker,
-            wal: w.stats()?,
-        })
+            forward,
+            &breaker,
+            w.stats()?,
+        ))
     })
     .await
 }
 
 async fn metrics_text(State(AppState { wal, status }): State<AppState>) -> Response {
-    let ingest = status.ingest.borrow().clone();
+    let ingest = status.ingest.borrow().state.clone();
     let breaker = status.breaker.borrow().clone();
     let stats = tokio::task::spawn_blocking(move || wal.stats().ok())
         .await
@@ -126,7 +130,7 @@ async fn metrics_text(State(AppState { wal, status }): State<AppState>) -> Respo
 /// Ready: the ingester follows the binlog and the forwarder's breaker is closed. Otherwise 503
 /// with the reason, so a load balancer or an alert can tell "catching up" from "broken".
 async fn readyz(State(AppState { status, .. }): State<AppState>) -> Response {
-    let ingest = status.ingest.borrow().clone();
+    let ingest = status.ingest.borrow().state.clone();
     let breaker = crate::status::BreakerReport::from(&*status.breaker.borrow());
     let ready =
         matches!(ingest, crate::status::IngestState::Following { .. }) && breaker.state == "closed";

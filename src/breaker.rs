@@ -111,6 +111,7 @@ impl CircuitBreaker {
     pub fn on_success(&mut self) {
         let status = self.status.borrow().clone();
         if status.state != BreakerState::Closed {
+            crate::metrics::metrics().stage_restarted(crate::metrics::Stage::Forwarder);
             let outage = self.outage_started.map(|t| t.elapsed()).unwrap_or_default();
             info!(
                 outage = ?Duration::from_millis(outage.as_millis() as u64),

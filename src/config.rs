@@ -1,6 +1,7 @@
 //! The TOML configuration: parsing, defaults and validation.
 //!
-//! Guarantees: an unknown key, a missing required key, a malformed value or an unusable URL is
+//! Guarantees: an unknown key, a missing required key, a malformed value, an unusable URL or an
+//! unusable TLS file (missing, unreadable, not PEM, a key that does not fit its certificate) is
 //! rejected before anything connects, with an error that names the file, the key and the fix.
 //! Nothing here touches the network.
 
@@ -132,6 +133,36 @@ pub struct SourceConfig {
     /// how long sdl may be down, or paused by a full WAL, without losing its place.
     #[serde(default = "default_min_binlog_retention", with = "humantime_serde")]
     pub min_binlog_retention: Duration,
+    /// TLS to the source (see [`TlsMode`]).
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM CA certificate(s) the server's certificate must chain to; unset: the built-in Mozilla
+    /// roots (a public CA).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) sdl presents, with `tls_key_file`; for users created
+    /// `REQUIRE X509` / `REQUIRE SUBJECT ...`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it is not the host in `url` (connecting
+    /// by IP address, through a tunnel or a load balancer). The name is always checked.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+}
+
+/// `source.tls` / `sink.tls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// sdl asks for no TLS (TLS options written in the URL itself still apply).
+    #[default]
+    Off,
+    /// TLS required, the server's certificate verified against `tls_ca_file` (or the built-in
+    /// roots) and its host name checked; a client certificate presented when one is configured.
+    On,
 }
 
 fn default_min_binlog_retention() -> Duration {
@@ -290,6 +321,18 @@ pub struct SinkConfig {
     /// The longest pause between two probes while the circuit breaker is open.
     #[serde(default = "default_retry_max_delay", with = "humantime_serde")]
     pub retry_max_delay: Duration,
+    /// TLS to MongoDB (see [`TlsMode`]). The driver always checks the host name.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM CA certificate(s) the servers' certificates must chain to; unset: the built-in Mozilla
+    /// roots.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// One PEM file holding the client certificate and its private key (MongoDB's
+    /// `tlsCertificateKeyFile`), for X.509 authentication or servers that require client
+    /// certificates.
+    #[serde(default)]
+    pub tls_cert_key_file: Option<PathBuf>,
 }
 
 /// `sink.transactions`: how a batch is made atomic in MongoDB.
@@ -361,6 +404,17 @@ impl Config {
                 config.warnings.push(format!(
                     "the config file {} is readable by every user and may hold passwords: chmod 600 it (or 640 with a dedicated group), or move the passwords to source.password_file / sink.password_file or the SDL_SOURCE_PASSWORD / SDL_SINK_PASSWORD environment variables",
                     path.display()
+                ));
+            }
+        }
+        for (key, file) in [
+            ("source.tls_key_file", &config.source.tls_key_file),
+            ("sink.tls_cert_key_file", &config.sink.tls_cert_key_file),
+        ] {
+            if let Some(file) = file.as_deref().filter(|f| crate::tls::world_readable(f)) {
+                config.warnings.push(format!(
+                    "{key} = {} holds a private key and is readable by every user: chmod 600 it (or 640 with a dedicated group)",
+                    file.display()
                 ));
             }
         }
@@ -467,6 +521,101 @@ impl Config {
         }
         if self.wal.dir.as_os_str().is_empty() {
             return Err(invalid("wal.dir", "must not be empty".into()));
+        }
+        self.validate_tls(path)
+    }
+
+    /// The TLS keys: files only with `tls = "on"`, a client certificate only with its key, and
+    /// every file readable and usable (src/tls.rs).
+    fn validate_tls(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let (source, sink) = (&self.source, &self.sink);
+        let source_files = [
+            ("source.tls_ca_file", &source.tls_ca_file),
+            ("source.tls_cert_file", &source.tls_cert_file),
+            ("source.tls_key_file", &source.tls_key_file),
+        ];
+        let sink_files = [
+            ("sink.tls_ca_file", &sink.tls_ca_file),
+            ("sink.tls_cert_key_file", &sink.tls_cert_key_file),
+        ];
+        for (mode, section, files) in [
+            (source.tls, "source", &source_files[..]),
+            (sink.tls, "sink", &sink_files[..]),
+        ] {
+            if mode == TlsMode::Off {
+                if let Some((key, _)) = files.iter().find(|(_, file)| file.is_some()) {
+                    return Err(invalid(
+                        key,
+                        format!("is set but {section}.tls is \"off\": set {section}.tls = \"on\" to use it, or remove it"),
+                    ));
+                }
+            }
+        }
+        if let Some(name) = &source.tls_server_name {
+            if source.tls == TlsMode::Off {
+                return Err(invalid(
+                    "source.tls_server_name",
+                    "is set but source.tls is \"off\": set source.tls = \"on\" to use it, or remove it".into(),
+                ));
+            }
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err(invalid(
+                    "source.tls_server_name",
+                    format!("`{name}` is neither a DNS name nor an IP address: give the name the server's certificate carries"),
+                ));
+            }
+        }
+        for (key, file) in [source_files[0], sink_files[0]] {
+            if let Some(file) = file {
+                crate::tls::check_ca_file(file).map_err(|e| {
+                    invalid(
+                        key,
+                        format!(
+                            "{e}. Give the PEM file of the CA that signed the server's certificate"
+                        ),
+                    )
+                })?;
+            }
+        }
+        match (&source.tls_cert_file, &source.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                crate::tls::check_client_identity(cert, key).map_err(|(part, e)| match part {
+                    crate::tls::IdentityPart::Certificate => invalid(
+                        "source.tls_cert_file",
+                        format!("{e}. Give the PEM client certificate sdl presents to the source"),
+                    ),
+                    crate::tls::IdentityPart::Key => invalid(
+                        "source.tls_key_file",
+                        format!("{e}. Give the PEM private key of source.tls_cert_file"),
+                    ),
+                })?
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "source.tls_key_file",
+                    "is missing: source.tls_cert_file needs its private key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "source.tls_cert_file",
+                    "is missing: source.tls_key_file is the key of a client certificate, which is not set".into(),
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(file) = &sink.tls_cert_key_file {
+            crate::tls::check_client_identity(file, file).map_err(|(_, e)| {
+                invalid(
+                    "sink.tls_cert_key_file",
+                    format!("{e}. Give one PEM file holding the client certificate and its private key (`cat client.crt client.key > client.pem`)"),
+                )
+            })?;
         }
         Ok(())
     }

@@ -30,7 +30,10 @@ use crate::breaker::{BreakerStatus, CircuitBreaker};
 use crate::config::SinkConfig;
 use crate::event::SourceTransaction;
 use crate::sink::batch::{self, Batch, Prepared};
-use crate::sink::{Committed, MongoSink, SinkError, STAGING_COMMITTED, STAGING_NOT_APPLIED};
+use crate::sink::{
+    Committed, MongoSink, SinkError, SinkOffset, STAGING_COMMITTED, STAGING_NOT_APPLIED,
+};
+use crate::status::{ForwardStatus, LastError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -47,7 +50,8 @@ pub enum ForwardError {
 }
 
 /// Runs until `shutdown` turns true (after finishing the commit in flight) or a definite error.
-/// The breaker's state is published on `breaker`.
+/// The breaker's state is published on `breaker`, what MongoDB has committed and the last
+/// failure on `status`.
 pub async fn run(
     sink: MongoSink,
     wal: Wal<SourceTransaction>,
@@ -55,8 +59,32 @@ pub async fn run(
     appended: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
     breaker: watch::Sender<BreakerStatus>,
+    status: watch::Sender<ForwardStatus>,
 ) -> Result<(), ForwardError> {
-    reconcile_with_sink(&sink, &wal).await?;
+    let result = forward(sink, wal, cfg, appended, &mut shutdown, breaker, &status).await;
+    if let Err(e) = &result {
+        status.send_modify(|s| s.last_error = Some(LastError::now(e)));
+    }
+    result
+}
+
+async fn forward(
+    sink: MongoSink,
+    wal: Wal<SourceTransaction>,
+    cfg: SinkConfig,
+    appended: watch::Receiver<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+    breaker: watch::Sender<BreakerStatus>,
+    status: &watch::Sender<ForwardStatus>,
+) -> Result<(), ForwardError> {
+    let offset = reconcile_with_sink(&sink, &wal).await?;
+    status.send_modify(|s| {
+        s.committed_seq = wal.acked().unwrap_or_default();
+        // The offset of this WAL names the position after the acknowledged cursor.
+        s.committed_position = offset
+            .filter(|o| o.wal_id == wal.id() && o.wal_seq == s.committed_seq)
+            .map(|o| o.gtid_position);
+    });
     reconcile_staging(&sink, &wal).await?;
     let mut breaker = CircuitBreaker::new(cfg.breaker_failures, cfg.retry_max_delay, breaker);
 
@@ -81,7 +109,8 @@ pub async fn run(
         &mut breaker,
         &ack_tx,
         &mut ack_failed,
-        &mut shutdown,
+        shutdown,
+        status,
     )
     .await;
     // Let the acknowledger write the last committed sequence before returning.
@@ -95,6 +124,7 @@ pub async fn run(
 
 /// Commits the prepared batches one after the other; hands each committed sequence to the
 /// acknowledger.
+#[allow(clippy::too_many_arguments)]
 async fn commit_loop(
     sink: &MongoSink,
     wal_id: &str,
@@ -103,6 +133,7 @@ async fn commit_loop(
     acked: &watch::Sender<u64>,
     ack_failed: &mut mpsc::Receiver<ForwardError>,
     shutdown: &mut watch::Receiver<bool>,
+    status: &watch::Sender<ForwardStatus>,
 ) -> Result<(), ForwardError> {
     // The batch received after the current one, if it was ready; its staging entry is written in
     // the current batch's transaction.
@@ -158,9 +189,20 @@ async fn commit_loop(
                         m.documents_written.inc_by(documents as u64);
                         m.batches_committed.inc();
                     }
-                    if let Some(lag) = crate::metrics::seconds_since(batch.last_timestamp) {
+                    let lag = crate::metrics::seconds_since(batch.last_timestamp);
+                    if let Some(lag) = lag {
                         m.end_to_end_lag_seconds.set(lag);
                     }
+                    status.send_modify(|s| {
+                        s.committed_seq = batch.last_seq;
+                        s.committed_gtid = Some(batch.last_gtid.clone());
+                        s.committed_position = Some(batch.position_after.clone());
+                        s.committed_at = Some(
+                            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                                .to_string(),
+                        );
+                        s.end_to_end_lag_seconds = lag;
+                    });
                     staged = next_staged;
                     if let Committed::AlreadyApplied = outcome {
                         info!(
@@ -173,6 +215,7 @@ async fn commit_loop(
                     break;
                 }
                 Err(e) if e.is_transient() => {
+                    status.send_modify(|s| s.last_error = Some(LastError::now(&e)));
                     let delay = breaker.on_failure(&e);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -316,15 +359,16 @@ async fn read_records(
     )
 }
 
+/// Returns the sink's offset, as read.
 async fn reconcile_with_sink(
     sink: &MongoSink,
     wal: &Wal<SourceTransaction>,
-) -> Result<(), ForwardError> {
+) -> Result<Option<SinkOffset>, ForwardError> {
     let Some(offset) = sink.offset().await? else {
-        return Ok(());
+        return Ok(None);
     };
     if offset.wal_id != wal.id() {
-        return Ok(());
+        return Ok(Some(offset));
     }
     let acked = wal.acked()?;
     if offset.wal_seq > acked {
@@ -343,7 +387,7 @@ async fn reconcile_with_sink(
         );
         wal.acknowledge(offset.wal_seq)?;
     }
-    Ok(())
+    Ok(Some(offset))
 }
 
 /// Settles staging entries an earlier run left "pending" (it stopped between staging a batch and

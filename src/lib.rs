@@ -4,9 +4,10 @@
 //!
 //! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
 //! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
-//! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint
-//! and [`walcli`] the `sdl wal` inspection commands. Data moves one way; no stage reaches back. The library exists so that the binlog
-//! decoder can be driven from binlog files and fuzzers as well as from the `sdl` binary.
+//! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint,
+//! [`tls`] the checks of the TLS files and [`walcli`] the `sdl wal` inspection commands. Data
+//! moves one way; no stage reaches back. The library exists so that the binlog decoder can be
+//! driven from binlog files and fuzzers as well as from the `sdl` binary.
 
 pub mod admin;
 pub mod breaker;
@@ -21,6 +22,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod tls;
 pub mod walcli;
 
 /// Process exit codes (documented in docs/operations.md).

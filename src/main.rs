@@ -75,10 +75,13 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err((code, error)) => {
-            eprintln!(
-                "sdl: error: {}",
-                redact::redact_error(&format!("{error:#}"))
-            );
+            let message = redact::redact_error(&format!("{error:#}"));
+            if service::logs_are_json() {
+                // Every line a log shipper reads stays JSON.
+                tracing::error!(exit_code = code as u8, "sdl: error: {message}");
+            } else {
+                eprintln!("sdl: error: {message}");
+            }
             std::process::ExitCode::from(code as u8)
         }
     }

@@ -2,11 +2,14 @@
 //! `prometheus-client` crate.
 //!
 //! Counters and histograms are updated where things happen (the stages call [`metrics()`]); the
-//! gauges that describe state (WAL depth, breaker, ingest pause) are set from the published
-//! states when `/metrics` is scraped, so the stages never do extra work for them.
+//! gauges that describe state (WAL depth, breaker, ingest pause, source lag) are set from the
+//! published states when `/metrics` is scraped, so the stages never do extra work for them.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::family::Family;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -22,8 +25,13 @@ pub struct Metrics {
     pub binlog_events: Counter,
     pub binlog_rows: Counter,
     pub binlog_transactions: Counter,
-    pub source_lag_seconds: Gauge<f64, AtomicU64>,
+    source_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Header time (Unix seconds) of the newest binlog event read; 0 before the first.
+    newest_event_unix: AtomicU64,
+    /// A heartbeat came after the newest event: the source had nothing more to send.
+    caught_up: AtomicBool,
     pub source_reconnects: Counter,
+    stage_restarts: Family<StageLabel, Counter>,
     pub wal_appends: Counter,
     pub wal_appended_records: Counter,
     pub documents_written: Counter,
@@ -63,10 +71,17 @@ impl Metrics {
             binlog_transactions: register!("binlog_transactions", "Whole source transactions assembled", Counter::default()),
             source_lag_seconds: register!(
                 "source_lag_seconds",
-                "Seconds between the newest binlog event read and now (event header time)",
+                "Seconds between the newest binlog event read (its header time) and now; 0 when a heartbeat since said the source has nothing newer",
                 Gauge::<f64, AtomicU64>::default()
             ),
+            newest_event_unix: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
             source_reconnects: register!("source_reconnects", "Restarts of the ingester's binlog connection", Counter::default()),
+            stage_restarts: register!(
+                "stage_restarts",
+                "Times a stage resumed after a failure: the ingester reconnecting after losing the binlog stream, the forwarder committing again after its circuit breaker opened",
+                Family::<StageLabel, Counter>::default()
+            ),
             wal_appends: register!("wal_appends", "Flushed WAL appends (group commits)", Counter::default()),
             wal_appended_records: register!("wal_appended_records", "Records appended to the WAL", Counter::default()),
             documents_written: register!("documents_written", "Change documents committed to MongoDB", Counter::default()),
@@ -98,6 +113,51 @@ impl Metrics {
         }
     }
 
+    /// Notes a binlog event read from the source (its header time, Unix seconds; 0 for
+    /// artificial events) and whether it is a heartbeat, which the source sends only when it has
+    /// nothing newer.
+    pub fn source_event(&self, unix_seconds: u32, heartbeat: bool) {
+        if heartbeat {
+            self.caught_up.store(true, Ordering::Relaxed);
+        } else if unix_seconds != 0 {
+            self.newest_event_unix
+                .store(u64::from(unix_seconds), Ordering::Relaxed);
+            self.caught_up.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The binlog stream was lost: until the source says again that it has nothing newer, the lag
+    /// counts from the newest event read.
+    pub fn source_lost(&self) {
+        self.caught_up.store(false, Ordering::Relaxed);
+    }
+
+    /// Seconds the ingester is behind the source: now minus the newest event's header time, 0
+    /// when a heartbeat came after it, `None` before the first event.
+    pub fn source_lag(&self) -> Option<f64> {
+        if self.caught_up.load(Ordering::Relaxed) {
+            return Some(0.0);
+        }
+        match self.newest_event_unix.load(Ordering::Relaxed) {
+            0 => None,
+            newest => seconds_since(newest as u32),
+        }
+    }
+
+    /// Counts a stage resuming after a failure.
+    pub fn stage_restarted(&self, stage: Stage) {
+        self.stage_restarts
+            .get_or_create(&StageLabel { stage })
+            .inc();
+    }
+
+    /// How many times `stage` has resumed after a failure.
+    pub fn stage_restarts(&self, stage: Stage) -> u64 {
+        self.stage_restarts
+            .get_or_create(&StageLabel { stage })
+            .get()
+    }
+
     /// Sets the state gauges and renders every metric in the Prometheus text format.
     pub fn render(
         &self,
@@ -122,11 +182,48 @@ impl Metrics {
             BreakerState::Open => 2,
         });
         self.breaker_opened.set(breaker.times_opened as i64);
+        self.source_lag_seconds
+            .set(self.source_lag().unwrap_or(0.0));
+        // Both stages appear from the first scrape on, at 0 until they restart.
+        for stage in [Stage::Ingester, Stage::Forwarder] {
+            let _ = self.stage_restarts.get_or_create(&StageLabel { stage });
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The `stage` label of `sdl_stage_restarts_total`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Stage {
+    Ingester,
+    Forwarder,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ingester => "ingester",
+            Stage::Forwarder => "forwarder",
+        }
+    }
+}
+
+impl EncodeLabelValue for Stage {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: Stage,
 }
 
 /// Seconds from a binlog header timestamp (Unix seconds) to now; 0 for the zero timestamp that

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
-use crate::config::{Config, TransactionMode};
+use crate::config::{Config, TlsMode, TransactionMode};
 use crate::redact::redact_error;
 use crate::sink;
 use crate::source;
@@ -76,6 +76,7 @@ async fn source_checks(config: &Config) -> Vec<Check> {
             return checks;
         }
     };
+    checks.push(source_encryption(&mut conn, cfg).await);
     match source::settings_findings(&mut conn, cfg.column_names).await {
         Ok((flavor, findings)) => {
             checks.push(Check::pass("source: flavor", format!("{flavor:?}")));
@@ -105,6 +106,59 @@ async fn source_checks(config: &Config) -> Vec<Check> {
     checks.push(binlog_retention(&mut conn, cfg.min_binlog_retention).await);
     let _ = conn.disconnect().await;
     checks
+}
+
+/// Whether the source connection is encrypted: asked of the server (`Ssl_cipher`), so TLS set up
+/// in `source.url` counts too. Clear text is a warning unless the server is on this host.
+async fn source_encryption(
+    conn: &mut mysql_async::Conn,
+    cfg: &crate::config::SourceConfig,
+) -> Check {
+    const NAME: &str = "source: encryption";
+    match source::encryption(conn).await {
+        Ok(Some(tls)) if cfg.tls == TlsMode::On => Check::pass(
+            NAME,
+            format!(
+                "TLS ({tls}), server certificate verified against {}{}{}",
+                cfg.tls_ca_file
+                    .as_ref()
+                    .map_or("the built-in roots".into(), |p| p.display().to_string()),
+                match &cfg.tls_server_name {
+                    Some(name) => format!(" for the name {name} (source.tls_server_name)"),
+                    None => " for the host in source.url".to_string(),
+                },
+                if cfg.tls_cert_file.is_some() {
+                    ", client certificate presented"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        Ok(Some(tls)) => Check::pass(NAME, format!("TLS ({tls}), as set up in source.url")),
+        Ok(None) => {
+            let local = mysql_async::Opts::from_url(&cfg.url)
+                .is_ok_and(|o| is_loopback(o.ip_or_hostname()));
+            if local {
+                Check::pass(NAME, "not encrypted (the server is on this host)")
+            } else {
+                Check::new(
+                    NAME,
+                    Verdict::Warn,
+                    "not encrypted: the password and every row change cross the network in clear text",
+                    "set source.tls = \"on\" with source.tls_ca_file (docs/operations.md, \"TLS\")",
+                )
+            }
+        }
+        Err(e) => Check::new(NAME, Verdict::Warn, e.to_string(), "see the message"),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn privileges(conn: &mut mysql_async::Conn) -> Check {
@@ -240,6 +294,7 @@ async fn sink_checks(config: &Config) -> Vec<Check> {
             return checks;
         }
     };
+    checks.push(sink_encryption(&probe));
     checks.push(match (probe.supports_transactions, cfg.transactions) {
         (true, TransactionMode::Off) => Check::new(
             "sink: transactions",
@@ -269,6 +324,30 @@ async fn sink_checks(config: &Config) -> Vec<Check> {
         "sdl writes with w: \"majority\", j: true",
     ));
     checks
+}
+
+/// Whether the MongoDB connection is encrypted, as configured (in sink.tls or sink.url): the
+/// driver fails the `hello` of a TLS connection whose handshake does not complete.
+fn sink_encryption(probe: &sink::Probe) -> Check {
+    const NAME: &str = "sink: encryption";
+    match &probe.encryption {
+        sink::Encryption::Verified { detail } => Check::pass(NAME, detail.clone()),
+        sink::Encryption::Unverified => Check::new(
+            NAME,
+            Verdict::Warn,
+            "TLS without certificate verification (tlsInsecure or tlsAllowInvalidCertificates in sink.url): anyone in the path can pose as the server",
+            "remove those URL options and set sink.tls = \"on\" with sink.tls_ca_file",
+        ),
+        sink::Encryption::None if probe.hosts.iter().all(|h| is_loopback(h)) => {
+            Check::pass(NAME, "not encrypted (the server is on this host)")
+        }
+        sink::Encryption::None => Check::new(
+            NAME,
+            Verdict::Warn,
+            "not encrypted: credentials and change documents cross the network in clear text",
+            "set sink.tls = \"on\" with sink.tls_ca_file (docs/operations.md, \"TLS\")",
+        ),
+    }
 }
 
 /// The checks as a table, one line each, with the fix under a failure or warning.

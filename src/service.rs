@@ -25,6 +25,14 @@ use crate::sink::MongoSink;
 use crate::source::{self, gtid::ResumePoint, FragmentLimits, SourceError};
 use crate::{forward, ExitCode};
 
+/// Set once JSON logging is on: the final error then goes out as a JSON line too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether log lines are JSON (`[log] format = "json"`, once the config is loaded).
+pub fn logs_are_json() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SDL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -34,7 +42,10 @@ pub fn init_logging(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder.json().try_init()
+        }
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -125,12 +136,14 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq().map_err(|e| fail(e.into()))?);
     // The circuit breaker's state, readable here (metrics will subscribe to it).
     let (breaker_tx, breaker_rx) = watch::channel(BreakerStatus::default());
-    let (ingest_tx, ingest_rx) = watch::channel(crate::status::IngestState::Starting);
+    let (ingest_tx, ingest_rx) = watch::channel(crate::status::IngestStatus::default());
+    let (forward_tx, forward_rx) = watch::channel(crate::status::ForwardStatus::default());
 
     let admin = match config.admin.listen_addr() {
         Some(addr) => {
             let sources = crate::admin::StatusSources {
                 ingest: ingest_rx,
+                forward: forward_rx,
                 breaker: breaker_rx,
             };
             let (local, task) =
@@ -160,6 +173,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         appended_rx,
         shutdown_rx,
         breaker_tx,
+        forward_tx,
     ));
 
     let retention = tokio::spawn(prune_periodically(
@@ -303,6 +317,12 @@ async fn repair_damaged_records(
     else {
         return Ok(());
     };
+    if let sdl_wal::FrameError::UnknownVersion { found, supported } = damage {
+        // Not damage: another release's format. Its records are not discarded on a guess.
+        return Err(fail(anyhow::anyhow!(
+            "WAL record {seq} (not yet in MongoDB) was written in record format version {found}, and this sdl reads version {supported}: an upgrade or downgrade across a WAL format change while records were waiting. Either run the release that wrote it until the WAL is drained (sdl_wal_unacked_records near 0), then stop it and switch; or move the WAL directory aside and start this release: it resumes from MongoDB's offset (the source must still have the binlogs from there). docs/operations.md, \"Upgrade\""
+        )));
+    }
     let last = wal.last_seq().map_err(|e| fail(e.into()))?;
     let from = String::from_utf8_lossy(&wal.position_before(seq).map_err(|e| fail(e.into()))?)
         .into_owned();

@@ -1,6 +1,10 @@
 //! What the running service reports about itself (`/status` on the admin endpoint).
 //!
 //! Each stage publishes its state on a watch channel; nothing here is read back by the stages.
+//! Error messages are redacted (no password from a URL) before they are published.
+
+use std::fmt::Display;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -28,6 +32,58 @@ pub enum IngestState {
     Stopped,
 }
 
+/// The most recent failure a stage reported, kept after it recovered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastError {
+    /// The error, with any password in a URL replaced by `***`.
+    pub message: String,
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+}
+
+impl LastError {
+    pub fn now(error: &dyn Display) -> Self {
+        Self {
+            message: crate::redact::redact_error(&error.to_string()),
+            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        }
+    }
+}
+
+/// What the ingester publishes: its state and its last failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngestStatus {
+    #[serde(flatten)]
+    pub state: IngestState,
+    pub last_error: Option<LastError>,
+}
+
+impl Default for IngestStatus {
+    fn default() -> Self {
+        Self {
+            state: IngestState::Starting,
+            last_error: None,
+        }
+    }
+}
+
+/// What the forwarder publishes: how far MongoDB has committed, and its last failure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ForwardStatus {
+    /// The last WAL sequence committed in MongoDB (the WAL's acknowledged cursor follows it).
+    pub committed_seq: u64,
+    /// The GTID of the last source transaction committed in MongoDB (unknown until the first
+    /// commit of this run).
+    pub committed_gtid: Option<String>,
+    /// The source GTID position after it (what `binlog_offsets.gtid` says).
+    pub committed_position: Option<String>,
+    /// When that commit happened (RFC 3339, UTC).
+    pub committed_at: Option<String>,
+    /// At that commit: its time minus the source commit time of its newest transaction.
+    pub end_to_end_lag_seconds: Option<f64>,
+    pub last_error: Option<LastError>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BreakerReport {
     pub state: &'static str,
@@ -49,10 +105,69 @@ impl From<&BreakerStatus> for BreakerReport {
     }
 }
 
+/// The source as the ingester has read it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    /// The GTID position after the last transaction saved in the WAL.
+    pub position: Option<String>,
+    /// Now minus the header time of the newest binlog event read; 0 when the source has since
+    /// said it has nothing newer (a heartbeat); `None` before the first event.
+    pub lag_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    #[serde(flatten)]
+    pub status: IngestStatus,
+    /// Times the ingester reconnected after losing the binlog stream.
+    pub restarts: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardReport {
+    #[serde(flatten)]
+    pub status: ForwardStatus,
+    /// Age of the oldest WAL record MongoDB has not acknowledged; 0 when it has them all.
+    pub lag_seconds: f64,
+    /// Times the forwarder committed again after its circuit breaker had opened.
+    pub restarts: u64,
+}
+
 /// The `/status` document.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
-    pub ingest: IngestState,
+    pub source: SourceReport,
+    pub ingest: IngestReport,
+    pub forwarder: ForwardReport,
     pub breaker: BreakerReport,
     pub wal: sdl_wal::WalStats,
+}
+
+impl StatusReport {
+    pub fn new(
+        ingest: IngestStatus,
+        forward: ForwardStatus,
+        breaker: &crate::breaker::BreakerStatus,
+        wal: sdl_wal::WalStats,
+    ) -> Self {
+        use crate::metrics::{metrics, Stage};
+        let m = metrics();
+        Self {
+            source: SourceReport {
+                position: wal.ingest_position.clone(),
+                lag_seconds: m.source_lag(),
+            },
+            ingest: IngestReport {
+                status: ingest,
+                restarts: m.stage_restarts(Stage::Ingester),
+            },
+            forwarder: ForwardReport {
+                status: forward,
+                lag_seconds: wal.oldest_unacked_age_ms.unwrap_or(0) as f64 / 1000.0,
+                restarts: m.stage_restarts(Stage::Forwarder),
+            },
+            breaker: BreakerReport::from(breaker),
+            wal,
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::proxy::{Mode, Proxy};
 use common::workload::{assert_exactly_once, create_tables, Workload};
-use common::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
+use common::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl, SDL_PASSWORD};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -60,6 +60,21 @@ async fn source_network_cuts_are_survived_exactly_once() {
             .then_some(())
     })
     .await;
+    // /status shows it, as the last error, with the password in source.url hidden.
+    let status = wait_until("the failed attempt on /status", TIMEOUT, || async {
+        let status = sdl.status();
+        let message = status["ingest"]["last_error"]["message"].as_str()?;
+        message
+            .contains("cannot reach the source")
+            .then_some(status)
+    })
+    .await;
+    assert_eq!(status["ingest"]["state"], "reconnecting", "{status}");
+    let message = status["ingest"]["last_error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("mysql://sdl:***@") && !message.contains(SDL_PASSWORD),
+        "{status}"
+    );
     proxy.set(Mode::Pass);
     workload.run(&mut conn, write(1000)).await;
     wait_until("the stream to resume", TIMEOUT, || async {
@@ -83,6 +98,25 @@ async fn source_network_cuts_are_survived_exactly_once() {
 
     wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
     assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+
+    // Each lost stream is one restart of the ingester, on /metrics and /status; the last error is
+    // kept, without the password in source.url.
+    let lost = count(&sdl.logs(), "binlog stream lost");
+    assert!(lost >= 2, "{}", sdl.logs());
+    let restarts = sdl.metric("sdl_stage_restarts_total{stage=\"ingester\"}");
+    assert_eq!(restarts, lost as f64);
+    assert_eq!(
+        sdl.metric("sdl_stage_restarts_total{stage=\"forwarder\"}"),
+        0.0
+    );
+    let status = sdl.status();
+    assert_eq!(status["ingest"]["restarts"], lost, "{status}");
+    assert_eq!(status["ingest"]["state"], "following", "{status}");
+    assert!(
+        status["ingest"]["last_error"]["message"].is_string(),
+        "{status}"
+    );
+    assert!(status["forwarder"]["last_error"].is_null(), "{status}");
     assert!(sdl.is_running(), "{}", sdl.logs());
     assert!(sdl.terminate(Duration::from_secs(30)).success());
 }

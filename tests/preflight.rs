@@ -36,6 +36,7 @@ async fn a_good_setup_passes_every_check() {
     assert_eq!(code, 0, "{table}\n{stderr}");
     for check in [
         "source: reachable, login",
+        "source: encryption",
         "source: log_bin",
         "source: binlog_format",
         "source: binlog_row_image",
@@ -44,6 +45,7 @@ async fn a_good_setup_passes_every_check() {
         "source: server_id unique",
         "source: binlog retention",
         "sink: reachable, login",
+        "sink: encryption",
         "sink: transactions",
         "sink: write concern",
     ] {

@@ -1,6 +1,6 @@
 //! The WAL as an operator sees it: `sdl wal` on a stopped and a running service, retention,
-//! backpressure while MongoDB is down, repair of a damaged record from the source, a full disk,
-//! and the lock against a second sdl.
+//! backpressure while MongoDB is down, repair of a damaged record from the source (and refusal of
+//! a record in another release's format), a full disk, and the lock against a second sdl.
 
 mod common;
 
@@ -35,18 +35,6 @@ fn stats(target: &[&str]) -> Json {
     serde_json::from_str(&stdout).unwrap()
 }
 
-/// GET /status from sdl's admin endpoint.
-fn admin_status(sdl: &Sdl) -> Json {
-    let url = format!("http://{}/status", sdl.admin_addr());
-    let body = ureq::get(&url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&body).unwrap()
-}
-
 /// Waits until sdl's WAL holds every transaction up to the source position `position`, then stops
 /// sdl (SIGTERM, clean exit): the records stay in the WAL, unacknowledged while MongoDB is down.
 async fn stop_once_the_wal_holds(sdl: &mut Sdl, position: &str) {
@@ -65,6 +53,17 @@ fn damage_record(sdl: &Sdl, seq: u64, mask: u8) {
     let middle = frame.len() / 2;
     frame[middle] ^= mask;
     wal.overwrite_raw_frame(seq, &frame).unwrap();
+}
+
+/// Writes `version` into the frame header of stored record `seq` of a stopped sdl's WAL (as a
+/// release with another record format would have written it); returns the version it had.
+fn set_format_version(sdl: &Sdl, seq: u64, version: u16) -> u16 {
+    let wal: sdl_wal::Wal<Opaque> = sdl_wal::Wal::open(sdl.wal_dir()).unwrap();
+    let mut frame = wal.raw_frame(seq).unwrap().unwrap();
+    let old = u16::from_le_bytes([frame[0], frame[1]]);
+    frame[..2].copy_from_slice(&version.to_le_bytes());
+    wal.overwrite_raw_frame(seq, &frame).unwrap();
+    old
 }
 
 /// A Record type for opening the WAL raw; these tests only touch frames, never decode them.
@@ -120,20 +119,31 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
     let (code, stdout, _) = sdl_wal(&["verify", "--config", &config]);
     assert_eq!(code, 0, "{stdout}");
 
-    // The same service's metrics and readiness.
-    let admin = sdl.admin_addr();
-    let get = |path: &str| {
-        let mut response = ureq::get(&format!("http://{admin}{path}"))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.body_mut().read_to_string().unwrap(),
-        )
-    };
+    // The same service's status, metrics and readiness.
+    let status = sdl.status();
+    assert_eq!(status["source"]["position"], position.as_str(), "{status}");
+    assert!(status["source"]["lag_seconds"].is_f64(), "{status}");
+    let forwarder = &status["forwarder"];
+    assert_eq!(
+        forwarder["committed_seq"], workload.transactions,
+        "{status}"
+    );
+    assert_eq!(forwarder["committed_position"], position.as_str());
+    // One domain, one server: the position after the last transaction is its GTID.
+    assert_eq!(forwarder["committed_gtid"], position.as_str());
+    assert!(forwarder["committed_at"].is_string(), "{status}");
+    assert!(forwarder["end_to_end_lag_seconds"].is_f64(), "{status}");
+    assert_eq!(forwarder["lag_seconds"], 0.0);
+    for stage in ["ingest", "forwarder"] {
+        assert_eq!(status[stage]["restarts"], 0, "{status}");
+        assert!(status[stage]["last_error"].is_null(), "{status}");
+    }
+    assert_eq!(status["ingest"]["state"], "following");
+    assert_eq!(status["breaker"]["state"], "closed");
+    assert_eq!(status["wal"]["unacked_records"], 0);
+    assert!(status["wal"]["oldest_unacked_age_ms"].is_null(), "{status}");
+
+    let get = |path: &str| sdl.admin_get(path);
     let (code, metrics) = get("/metrics");
     assert_eq!(code, 200);
     let value = |name: &str| -> f64 {
@@ -161,6 +171,8 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
     assert!(value("sdl_batch_commit_seconds_count") >= 1.0);
     assert_eq!(value("sdl_breaker_state"), 0.0);
     assert_eq!(value("sdl_ingest_paused"), 0.0);
+    assert_eq!(value("sdl_stage_restarts_total{stage=\"ingester\"}"), 0.0);
+    assert_eq!(value("sdl_stage_restarts_total{stage=\"forwarder\"}"), 0.0);
     assert!(
         metrics.contains("# TYPE sdl_batch_commit_seconds histogram"),
         "{metrics}"
@@ -292,27 +304,55 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
         "ingest did not pause"
     );
     // The pause and the outage are visible on /status.
-    let status = admin_status(&sdl);
+    let status = sdl.status();
     assert_eq!(status["ingest"]["state"], "paused_wal_full", "{status}");
     assert_eq!(status["ingest"]["max_bytes"], 1_048_576);
+    assert_eq!(status["source"]["position"], paused["ingest_position"]);
     wait_until("the circuit breaker to open", TIMEOUT, || async {
-        (admin_status(&sdl)["breaker"]["state"] == "open").then_some(())
+        (sdl.status()["breaker"]["state"] == "open").then_some(())
     })
     .await;
+    let status = sdl.status();
+    let outage = &status["forwarder"];
+    assert!(outage["lag_seconds"].as_f64().unwrap() > 0.0, "{status}");
+    assert!(
+        outage["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("MongoDB")),
+        "{status}"
+    );
+    assert!(outage["last_error"]["at"].is_string(), "{status}");
+    assert_eq!(outage["restarts"], 0, "{status}");
 
     mongo.restart().await;
     wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
     assert!(sdl.logs().contains("WAL has space again: resuming"));
-    let status = admin_status(&sdl);
+    let status = sdl.status();
     assert_eq!(status["ingest"]["state"], "following", "{status}");
     assert_eq!(status["breaker"]["state"], "closed", "{status}");
     assert_eq!(status["wal"]["unacked_records"], 0, "{status}");
+    // The forwarder recovered each time the breaker had opened; its last error is kept.
+    let forwarder = &status["forwarder"];
+    let opened = status["breaker"]["times_opened"].as_u64().unwrap();
+    assert!(opened >= 1, "{status}");
+    assert_eq!(forwarder["restarts"], opened, "{status}");
+    assert_eq!(
+        sdl.metric("sdl_stage_restarts_total{stage=\"forwarder\"}"),
+        opened as f64
+    );
+    assert_eq!(forwarder["lag_seconds"], 0.0, "{status}");
+    assert_eq!(
+        forwarder["committed_position"],
+        mariadb.gtid_binlog_pos().await.as_str()
+    );
+    assert_eq!(forwarder["committed_seq"], status["wal"]["last_seq"]);
+    assert!(forwarder["last_error"]["message"].is_string(), "{status}");
     assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
     assert!(sdl.terminate(Duration::from_secs(30)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_unacknowledged_record_is_read_again_from_the_source() {
+async fn a_damaged_unacknowledged_record_is_read_again_and_another_format_is_refused() {
     let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
     if mongo.is_external() {
         eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
@@ -336,6 +376,22 @@ async fn a_damaged_unacknowledged_record_is_read_again_from_the_source() {
     let s = stats(&["--dir", &sdl.wal_dir().display().to_string()]);
     let damaged = s["acked_seq"].as_u64().unwrap() + 2;
     assert!(damaged < s["last_seq"].as_u64().unwrap());
+    mongo.restart().await;
+
+    // A record in another release's format (an upgrade or downgrade across a WAL format change
+    // while records waited) is not discarded as damage: sdl stops and says what to do.
+    let version = set_format_version(&sdl, damaged, 99);
+    let (code, stderr) =
+        common::run_sdl(&["run", "--config", &sdl.config_path.display().to_string()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "WAL record {damaged} (not yet in MongoDB) was written in record format version 99"
+        )) && stderr.contains("move the WAL directory aside"),
+        "{stderr}"
+    );
+    set_format_version(&sdl, damaged, version);
+
     damage_record(&sdl, damaged, 0x40);
     let (code, stdout, _) = sdl_wal(&["verify", "--dir", &sdl.wal_dir().display().to_string()]);
     assert_eq!(code, 1, "verify must fail on a damaged record: {stdout}");
@@ -344,7 +400,6 @@ async fn a_damaged_unacknowledged_record_is_read_again_from_the_source() {
         "{stdout}"
     );
 
-    mongo.restart().await;
     sdl.start();
     wait_for_offset(&mongo, &position, TIMEOUT, &sdl).await;
     assert!(

@@ -41,12 +41,14 @@ use mongodb::error::{
     Error as MongoError, ErrorKind, WriteFailure, TRANSIENT_TRANSACTION_ERROR,
     UNKNOWN_TRANSACTION_COMMIT_RESULT,
 };
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
+use mongodb::options::{
+    ClientOptions, IndexOptions, ReturnDocument, Tls, TlsOptions, WriteConcern,
+};
 use mongodb::{Client, ClientSession, Collection, IndexModel};
 
 pub use batch::Batch;
 
-use crate::config::{SinkConfig, TransactionMode};
+use crate::config::{SinkConfig, TlsMode, TransactionMode};
 use crate::redact::{redact_error, redact_url};
 
 pub const CHANGES_COLLECTION: &str = "row_changes";
@@ -69,8 +71,14 @@ pub const STAGING_NOT_APPLIED: &str = "not_applied";
 pub enum SinkError {
     #[error("sink.url is not a usable MongoDB connection string: {0}")]
     BadUrl(String),
-    #[error("cannot reach MongoDB at {url}: {detail}. Check that the server is running and that sink.url has the right hosts (and replicaSet name)")]
+    #[error("cannot reach MongoDB at {url}: {detail}. Check that the server is running, that sink.url has the right hosts (and replicaSet name), and whether the server requires TLS (sink.tls)")]
     Unreachable { url: String, detail: String },
+    #[error("TLS to MongoDB at {url} failed: {detail}. {fix}")]
+    Tls {
+        url: String,
+        detail: String,
+        fix: &'static str,
+    },
     #[error("MongoDB at {url} refused the login: {detail}. Check the user, password and authSource in sink.url")]
     AccessDenied { url: String, detail: String },
     #[error("MongoDB at {url} does not support transactions (a standalone server) but sink.transactions is \"on\". Use a replica set (a one-node replica set is enough: start mongod with --replSet and run rs.initiate()) or a sharded cluster, or set sink.transactions = \"auto\" or \"off\" to write without transactions (idempotent inserts; still exactly-once)")]
@@ -244,6 +252,48 @@ pub struct Probe {
     pub url: String,
     /// A replica set or a sharded cluster (multi-document transactions available).
     pub supports_transactions: bool,
+    /// How the connection is protected (see [`Encryption`]).
+    pub encryption: Encryption,
+    /// The host names in sink.url (a `mongodb+srv://` name as given).
+    pub hosts: Vec<String>,
+}
+
+/// Whether the connection to MongoDB is encrypted, as configured (the driver refuses to talk to a
+/// server that does not complete the TLS handshake it asks for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    None,
+    /// TLS with the server's certificate verified; `detail` says against what.
+    Verified {
+        detail: String,
+    },
+    /// TLS without certificate verification (`tlsInsecure` / `tlsAllowInvalidCertificates` in
+    /// sink.url).
+    Unverified,
+}
+
+fn encryption(tls: Option<&Tls>) -> Encryption {
+    match tls {
+        Some(Tls::Enabled(o)) if o.allow_invalid_certificates == Some(true) => {
+            Encryption::Unverified
+        }
+        Some(Tls::Enabled(o)) => Encryption::Verified {
+            detail: format!(
+                "TLS, server certificate verified against {}{}",
+                o.ca_file_path
+                    .as_ref()
+                    .map_or("the built-in roots".to_string(), |p| p
+                        .display()
+                        .to_string()),
+                if o.cert_key_file_path.is_some() {
+                    ", client certificate presented"
+                } else {
+                    ""
+                }
+            ),
+        },
+        _ => Encryption::None,
+    }
 }
 
 /// Connects and asks the server's `hello`; writes nothing (also used by `sdl check`).
@@ -259,6 +309,23 @@ pub async fn probe(cfg: &SinkConfig) -> Result<Probe, SinkError> {
         let credential = options.credential.get_or_insert_with(Default::default);
         credential.password = Some(password);
     }
+    if cfg.tls == TlsMode::On {
+        options.tls = Some(Tls::Enabled(
+            TlsOptions::builder()
+                .ca_file_path(cfg.tls_ca_file.clone())
+                .cert_key_file_path(cfg.tls_cert_key_file.clone())
+                .build(),
+        ));
+    }
+    let encryption = encryption(options.tls.as_ref());
+    let hosts = options
+        .hosts
+        .iter()
+        .map(|h| match h {
+            mongodb::options::ServerAddress::Tcp { host, .. } => host.clone(),
+            other => other.to_string(),
+        })
+        .collect();
     options.server_selection_timeout = Some(cfg.connect_timeout);
     options.connect_timeout = Some(cfg.connect_timeout);
     options.write_concern = Some(
@@ -281,6 +348,8 @@ pub async fn probe(cfg: &SinkConfig) -> Result<Probe, SinkError> {
         client,
         url,
         supports_transactions: replica_set || sharded,
+        encryption,
+        hosts,
     })
 }
 
@@ -291,6 +360,7 @@ impl MongoSink {
             client,
             url,
             supports_transactions: supported,
+            ..
         } = probe(cfg).await?;
         let transactions = match cfg.transactions {
             TransactionMode::On if !supported => return Err(SinkError::NoTransactions { url }),
@@ -813,6 +883,23 @@ fn retry_transaction(e: &MongoError, attempts: u32) -> bool {
 
 fn classify_connect_error(url: &str, e: &MongoError) -> SinkError {
     let detail = redact_error(&e.to_string());
+    // The driver reports handshake failures inside its server selection error, as text.
+    let tls_fix = if matches!(*e.kind, ErrorKind::InvalidTlsConfig { .. }) {
+        Some("Check sink.tls_ca_file and sink.tls_cert_key_file (PEM files; the second holds the certificate and its key)")
+    } else if detail.contains("invalid peer certificate") {
+        Some("Check that sink.tls_ca_file holds the CA that signed the server's certificate and that the certificate names the host in sink.url (the driver always checks the name)")
+    } else if detail.contains("received fatal alert") {
+        Some("The server refused the TLS handshake: if it requires client certificates, set sink.tls_cert_key_file to a certificate (with its key) signed by the CA the server trusts")
+    } else {
+        None
+    };
+    if let Some(fix) = tls_fix {
+        return SinkError::Tls {
+            url: url.to_string(),
+            detail,
+            fix,
+        };
+    }
     match *e.kind {
         ErrorKind::Authentication { .. } => SinkError::AccessDenied {
             url: url.to_string(),

@@ -30,17 +30,17 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn, Opts, OptsBuilder};
+use mysql_async::{BinlogStreamRequest, ClientIdentity, Conn, Opts, OptsBuilder, SslOpts};
 use sdl_wal::Wal;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{ColumnNames, SourceConfig, StartFrom, WalConfig};
+use crate::config::{ColumnNames, SourceConfig, StartFrom, TlsMode, WalConfig};
 use crate::event::{Change, SourceTransaction, Value};
 use crate::redact::redact_url;
 use crate::shutdown::stopped;
-use crate::status::IngestState;
+use crate::status::{IngestState, IngestStatus, LastError};
 pub use decode::FragmentLimits;
 use decode::{DecodeError, TransactionAssembler};
 use gtid::{Position, ResumePoint};
@@ -55,8 +55,14 @@ pub enum Flavor {
 pub enum SourceError {
     #[error("cannot reach the source database at {url}: {detail}. Check that the server is running and that source.url has the right host and port")]
     Unreachable { url: String, detail: String },
-    #[error("the source database at {url} refused the login: {detail}. Check the user and password in source.url; the user needs REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges")]
+    #[error("the source database at {url} refused the login: {detail}. Check the user and password in source.url; the user needs REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges (and, for a user created REQUIRE X509/SSL, source.tls = \"on\" with a client certificate)")]
     AccessDenied { url: String, detail: String },
+    #[error("TLS to the source database at {url} failed: {detail}. {fix}")]
+    Tls {
+        url: String,
+        detail: String,
+        fix: &'static str,
+    },
     #[error("the source database is not configured for sdl: {setting} is {actual}, sdl needs {required}. {fix}")]
     Setting {
         setting: &'static str,
@@ -91,11 +97,20 @@ impl SourceError {
 const ER_ACCESS_DENIED: u16 = 1045;
 const ER_DBACCESS_DENIED: u16 = 1044;
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
+/// The event a source sends when it has had nothing newer to send for a heartbeat period.
+const HEARTBEAT_EVENT: u8 = 0x1b;
 /// "Got fatal error from master when reading data from binary log" (purged or missing binlog).
 const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 
 fn classify_connect_error(url: &str, e: mysql_async::Error) -> SourceError {
     let url = redact_url(url);
+    if let Some(fix) = tls_failure(&e) {
+        return SourceError::Tls {
+            url,
+            detail: e.to_string(),
+            fix,
+        };
+    }
     match e {
         mysql_async::Error::Server(ref s)
             if s.code == ER_ACCESS_DENIED
@@ -111,6 +126,35 @@ fn classify_connect_error(url: &str, e: mysql_async::Error) -> SourceError {
             url,
             detail: other.to_string(),
         },
+    }
+}
+
+/// The fix for a TLS failure that will not go away by retrying (a certificate the CA does not
+/// vouch for, a wrong host name, a server without TLS, a client certificate the server refuses);
+/// `None` for anything else, including a connection cut during the handshake.
+fn tls_failure(e: &mysql_async::Error) -> Option<&'static str> {
+    use mysql_async::{DriverError, IoError};
+    const CERTIFICATE: &str = "Check that source.tls_ca_file holds the CA that signed the server's certificate and that the certificate names the host in source.url (or the name in source.tls_server_name); `openssl s_client -starttls mysql -connect HOST:PORT -CAfile CA` shows what the server presents";
+    match e {
+        mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer) => Some(
+            "The server does not offer TLS: configure it with ssl_cert, ssl_key (and ssl_ca for client certificates), or set source.tls = \"off\"",
+        ),
+        mysql_async::Error::Driver(DriverError::NoKeyFound) => {
+            Some("source.tls_key_file holds no private key: give the PEM key of source.tls_cert_file")
+        }
+        mysql_async::Error::Io(IoError::Tls(_)) => Some(CERTIFICATE),
+        mysql_async::Error::Io(IoError::Io(io)) => {
+            match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    Some(CERTIFICATE)
+                }
+                rustls::Error::AlertReceived(_) => Some(
+                    "The server refused the TLS handshake: if it requires client certificates, set source.tls_cert_file and source.tls_key_file to a certificate signed by the CA in the server's ssl_ca",
+                ),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -172,9 +216,49 @@ async fn login_now(cfg: &SourceConfig) -> Result<Conn, SourceError> {
     if let Some(password) = password {
         builder = builder.pass(Some(password));
     }
+    if cfg.tls == TlsMode::On {
+        builder = builder.ssl_opts(ssl_opts(cfg));
+    }
     Conn::new(builder)
         .await
         .map_err(|e| classify_connect_error(&cfg.url, e))
+}
+
+/// TLS for `source.tls = "on"`: the server's certificate must chain to `tls_ca_file` (only to it
+/// when it is set, else to the built-in Mozilla roots) and name the host in `source.url`, or
+/// `tls_server_name` when set; the client certificate is presented when configured.
+///
+/// There is no way to turn the name check off: `mysql_async` 0.37.1 ignores
+/// `with_danger_skip_domain_validation` with rustls 0.23 (blackbeam/mysql_async#404), and a
+/// certificate for another name is what `tls_server_name` is for.
+fn ssl_opts(cfg: &SourceConfig) -> SslOpts {
+    let mut ssl = SslOpts::default().with_danger_tls_hostname_override(cfg.tls_server_name.clone());
+    if let Some(ca) = &cfg.tls_ca_file {
+        ssl = ssl
+            .with_root_certs(vec![ca.clone().into()])
+            .with_disable_built_in_roots(true);
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        ssl = ssl.with_client_identity(Some(ClientIdentity::new(
+            cert.clone().into(),
+            key.clone().into(),
+        )));
+    }
+    ssl
+}
+
+/// The TLS version and cipher of a connection, or `None` when it is not encrypted.
+pub async fn encryption(conn: &mut Conn) -> Result<Option<String>, SourceError> {
+    let query = "SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')";
+    let vars: Vec<(String, String)> = conn.query(query).await.map_err(|e| query_error(query, e))?;
+    let get = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let cipher = get("Ssl_cipher");
+    Ok((!cipher.is_empty()).then(|| format!("{} {cipher}", get("Ssl_version"))))
 }
 
 async fn global_variables(conn: &mut Conn) -> Result<Vec<(String, String)>, SourceError> {
@@ -476,7 +560,7 @@ pub async fn run(
     wal: Wal<SourceTransaction>,
     first_conn: Option<(Conn, Flavor)>,
     appended: watch::Sender<u64>,
-    state: watch::Sender<IngestState>,
+    state: watch::Sender<IngestStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let result = ingest(
@@ -490,8 +574,33 @@ pub async fn run(
         &mut shutdown,
     )
     .await;
-    state.send_replace(IngestState::Stopped);
+    state.send_modify(|s| {
+        s.state = IngestState::Stopped;
+        if let Err(e) = &result {
+            s.last_error = Some(LastError::now(e));
+        }
+    });
     result
+}
+
+/// Publishes the ingester's new state; returns the previous one.
+fn set_state(state: &watch::Sender<IngestStatus>, new: IngestState) -> IngestState {
+    let mut previous = new;
+    state.send_modify(|s| std::mem::swap(&mut s.state, &mut previous));
+    previous
+}
+
+/// Publishes a transient failure: the state turns `reconnecting` and the error is kept as the last
+/// one.
+fn set_reconnecting(state: &watch::Sender<IngestStatus>, error: &SourceError, retry_in: Duration) {
+    let last = LastError::now(error);
+    state.send_modify(|s| {
+        s.state = IngestState::Reconnecting {
+            error: last.message.clone(),
+            retry_in_ms: retry_in.as_millis() as u64,
+        };
+        s.last_error = Some(last);
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -502,7 +611,7 @@ async fn ingest(
     wal: Wal<SourceTransaction>,
     first_conn: Option<(Conn, Flavor)>,
     appended: watch::Sender<u64>,
-    state: &watch::Sender<IngestState>,
+    state: &watch::Sender<IngestStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut backoff = reconnect_backoff();
@@ -519,10 +628,7 @@ async fn ingest(
                 Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
                     let reconnect_delay = next_delay(&mut backoff);
                     warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
-                    state.send_replace(IngestState::Reconnecting {
-                        error: e.to_string(),
-                        retry_in_ms: reconnect_delay.as_millis() as u64,
-                    });
+                    set_reconnecting(state, &e, reconnect_delay);
                     if wait_or_shutdown(shutdown, reconnect_delay).await {
                         return Ok(());
                     }
@@ -538,9 +644,12 @@ async fn ingest(
         })?;
         let resume = ResumePoint::parse(flavor, &String::from_utf8_lossy(&saved))?;
         info!(position = %resume, "following the binlog");
-        state.send_replace(IngestState::Following {
-            position: resume.to_string(),
-        });
+        set_state(
+            state,
+            IngestState::Following {
+                position: resume.to_string(),
+            },
+        );
         match follow(
             &cfg, &wal_cfg, fragments, &wal, conn, flavor, resume, &appended, state, shutdown,
         )
@@ -550,11 +659,11 @@ async fn ingest(
             Err(e) if e.is_transient() => {
                 let reconnect_delay = next_delay(&mut backoff);
                 warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
-                crate::metrics::metrics().source_reconnects.inc();
-                state.send_replace(IngestState::Reconnecting {
-                    error: e.to_string(),
-                    retry_in_ms: reconnect_delay.as_millis() as u64,
-                });
+                let m = crate::metrics::metrics();
+                m.source_reconnects.inc();
+                m.stage_restarted(crate::metrics::Stage::Ingester);
+                m.source_lost();
+                set_reconnecting(state, &e, reconnect_delay);
                 if wait_or_shutdown(shutdown, reconnect_delay).await {
                     return Ok(());
                 }
@@ -626,7 +735,7 @@ async fn follow(
     flavor: Flavor,
     resume: ResumePoint,
     appended: &watch::Sender<u64>,
-    state: &watch::Sender<IngestState>,
+    state: &watch::Sender<IngestStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut stream = open_stream(conn, flavor, cfg, &resume.position).await?;
@@ -680,9 +789,11 @@ async fn follow(
             Some(Ok(event)) => {
                 let m = crate::metrics::metrics();
                 m.binlog_events.inc();
-                if let Some(lag) = crate::metrics::seconds_since(event.header().timestamp()) {
-                    m.source_lag_seconds.set(lag);
-                }
+                let header = event.header();
+                m.source_event(
+                    header.timestamp(),
+                    header.event_type_raw() == HEARTBEAT_EVENT,
+                );
                 event
             }
         };
@@ -1021,7 +1132,7 @@ async fn flush(
 async fn wait_for_wal_space(
     wal: &Wal<SourceTransaction>,
     max_bytes: u64,
-    state: &watch::Sender<IngestState>,
+    state: &watch::Sender<IngestStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let unacked = wal.unacked_bytes();
@@ -1033,17 +1144,20 @@ async fn wait_for_wal_space(
         max_bytes,
         "WAL full (wal.max_bytes): pausing the binlog reader until the forwarder frees space; the source must keep its binlogs meanwhile"
     );
-    let previous = state.send_replace(IngestState::PausedWalFull {
-        unacked_bytes: unacked,
-        max_bytes,
-    });
+    let previous = set_state(
+        state,
+        IngestState::PausedWalFull {
+            unacked_bytes: unacked,
+            max_bytes,
+        },
+    );
     let started = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if wal.unacked_bytes() < max_bytes {
                     info!(paused_for = ?started.elapsed(), "WAL has space again: resuming the binlog reader");
-                    state.send_replace(previous);
+                    set_state(state, previous);
                     return false;
                 }
             }

@@ -321,6 +321,8 @@ pub struct Mongo {
     pub database: String,
     external: bool,
     extra_args: Vec<String>,
+    /// Added to the URI of the test's own client (e.g. its TLS files).
+    client_uri_options: String,
 }
 
 impl Mongo {
@@ -343,6 +345,7 @@ impl Mongo {
                     database,
                     external: true,
                     extra_args: Vec::new(),
+                    client_uri_options: String::new(),
                 };
             }
         }
@@ -359,9 +362,46 @@ impl Mongo {
             database,
             external: false,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            client_uri_options: String::new(),
         };
         mongo.launch().await;
         mongo
+    }
+
+    /// A SecantusDB that speaks only TLS, with the server certificate `cert`/`key`, and requires
+    /// client certificates signed by `ca`. The test's own client ([`Mongo::client`]) connects with
+    /// `ca` and the combined certificate-and-key PEM `client_pem`; [`Mongo::uri_without_tls`] is
+    /// the address without them (for sdl, whose TLS settings go in its config). Always a local
+    /// server, also with `SDL_TEST_MONGODB_URI` set: only a server started with the test's own
+    /// certificates can be checked against them.
+    pub async fn start_tls(ca: &Path, cert: &Path, key: &Path, client_pem: &Path) -> Self {
+        let path = |p: &Path| p.display().to_string();
+        let mut mongo = Self::start_with(&[
+            "--tls-cert-file",
+            &path(cert),
+            "--tls-key-file",
+            &path(key),
+            "--tls-ca-file",
+            &path(ca),
+            "--tls-require-client-cert",
+        ])
+        .await;
+        mongo.client_uri_options = format!(
+            "&tls=true&tlsCAFile={}&tlsCertificateKeyFile={}",
+            path(ca),
+            path(client_pem)
+        );
+        mongo.uri.push_str(&mongo.client_uri_options);
+        mongo
+    }
+
+    /// The URI without the options of [`Mongo::start_tls`].
+    pub fn uri_without_tls(&self) -> String {
+        self.uri.replace(&self.client_uri_options, "")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     async fn launch(&mut self) {
@@ -411,6 +451,7 @@ impl Mongo {
         } else {
             format!("mongodb://127.0.0.1:{port}/?replicaSet=secantus")
         };
+        self.uri.push_str(&self.client_uri_options);
     }
 
     pub fn uri(&self) -> &str {
@@ -547,6 +588,38 @@ impl Sdl {
         let config = std::fs::read_to_string(&self.config_path).unwrap();
         let value: toml::Value = config.parse().unwrap();
         value["admin"]["listen"].as_str().unwrap().to_string()
+    }
+
+    /// GET `path` from the admin endpoint: (HTTP status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let mut response = ureq::get(&format!("http://{}{path}", self.admin_addr()))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path} from sdl's admin endpoint: {e}"));
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap(),
+        )
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = self.admin_get("/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// The value of the metric `series` (a name with its labels, as `/metrics` prints it).
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, metrics) = self.admin_get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{metrics}"))
+            .parse()
+            .unwrap()
     }
 
     /// Sets an environment variable for the following starts (e.g. a test hook).
