@@ -53,7 +53,7 @@ use mongodb::IndexModel;
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
-use support::{counter, gtid_seq, proc_mib, wait_for, Admin};
+use support::{counter, cpu_seconds, gtid_seq, log_offset, proc_mib, wait_for, Admin};
 
 const ROWS_PER_TRANSACTION: u64 = 1000;
 const ROWS_PER_INSERT: u64 = 250;
@@ -84,6 +84,8 @@ struct Rate {
     seconds: f64,
     baseline: Option<f64>,
     goal: &'static str,
+    /// CPU seconds the measured process used in the window (sdl, or the bench for baselines).
+    cpu: Option<f64>,
 }
 
 impl Rate {
@@ -128,8 +130,8 @@ async fn main() {
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
-    let phases = std::env::var("BENCH_PHASES")
-        .unwrap_or_else(|_| "catchup,latency,bigtxn,recovery".into());
+    let phases =
+        std::env::var("BENCH_PHASES").unwrap_or_else(|_| "catchup,latency,bigtxn,recovery".into());
     let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
     let started = Instant::now();
     let mut report = Report::default();
@@ -202,7 +204,10 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
     ));
 
     progress("catch-up: raw binlog decode baseline");
-    let (decoded, decode_seconds) = raw_decode(&mariadb, &start, rows).await;
+    let me = std::process::id();
+    let cpu = cpu_seconds(me);
+    let (decoded, decode_seconds) = raw_decode(&mariadb, &start, rows, Decoder::Raw).await;
+    let cpu = cpu_seconds(me).zip(cpu).map(|(b, a)| b - a);
     assert_eq!(decoded, rows);
     let decode_rate = rows as f64 / decode_seconds;
     report.rates.push(Rate {
@@ -211,9 +216,26 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         seconds: decode_seconds,
         baseline: Some(decode_rate),
         goal: "",
+        cpu,
+    });
+    progress("catch-up: diagnostic: sdl's decoder on the same stream");
+    let cpu = cpu_seconds(me);
+    let (decoded, seconds) = raw_decode(&mariadb, &start, rows, Decoder::Sdl).await;
+    let cpu = cpu_seconds(me).zip(cpu).map(|(b, a)| b - a);
+    assert_eq!(decoded, rows);
+    report.rates.push(Rate {
+        name:
+            "diagnostic: same stream through sdl's TransactionAssembler (decode + convert, no WAL)"
+                .into(),
+        amount: rows,
+        seconds,
+        baseline: Some(decode_rate),
+        goal: "",
+        cpu,
     });
 
     progress("catch-up: sdl A ingests alone (MongoDB down)");
+    let cpu = cpu_seconds(sdl_a.pid().unwrap());
     let resumed = Instant::now();
     sdl_a.send_signal("CONT");
     wait_for(
@@ -233,6 +255,9 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         seconds: resumed.elapsed().as_secs_f64(),
         baseline: Some(decode_rate),
         goal: "≥ 0.8",
+        cpu: cpu_seconds(sdl_a.pid().unwrap())
+            .zip(cpu)
+            .map(|(b, a)| b - a),
     });
     report.memory.push(Memory {
         name: "ingest alone (binlog → WAL, MongoDB down)".into(),
@@ -250,6 +275,7 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
     sdl.start();
     let mut following_at = None;
     let mut ingested_at = None;
+    let mut ingest_cpu = None;
     let mut first_commit = None;
     let last_commit;
     loop {
@@ -265,6 +291,7 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
             && counter(&metrics, "sdl_wal_appended_records_total") >= transactions
         {
             ingested_at = Some(now);
+            ingest_cpu = sdl.pid().and_then(cpu_seconds);
         }
         let documents = counter(&metrics, "sdl_documents_written_total");
         if first_commit.is_none() && documents > 0 {
@@ -282,6 +309,7 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         tokio::time::sleep(POLL).await;
     }
     let peak = proc_mib(sdl.pid().unwrap(), "VmHWM");
+    let total_cpu = sdl.pid().and_then(cpu_seconds);
     let db = mongo.db().await;
     let changes = db.collection::<RawDocumentBuf>("row_changes");
     assert_eq!(changes.count_documents(doc! {}).await.unwrap(), rows);
@@ -302,6 +330,7 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         seconds: ingest_seconds,
         baseline: Some(decode_rate),
         goal: "≥ 0.8",
+        cpu: ingest_cpu,
     });
     report.memory.push(Memory {
         name: "catch-up (binlog → WAL → MongoDB)".into(),
@@ -331,7 +360,9 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         ])
         .await
         .unwrap();
+    let cpu = cpu_seconds(me);
     let insert_seconds = support::insert_many_baseline(&target, &documents).await;
+    let cpu = cpu_seconds(me).zip(cpu).map(|(b, a)| b - a);
     let insert_rate = documents.len() as f64 / insert_seconds;
     drop(documents);
     baseline_db.drop().await.unwrap();
@@ -341,6 +372,7 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         seconds: insert_seconds,
         baseline: Some(insert_rate),
         goal: "",
+        cpu,
     });
     let (first_at, first_documents) = first_commit.unwrap();
     report.rates.push(Rate {
@@ -349,6 +381,7 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         seconds: (last_commit - first_at).as_secs_f64(),
         baseline: Some(insert_rate),
         goal: "≥ 0.8",
+        cpu: None,
     });
     report.rates.push(Rate {
         name: "sdl end to end catch-up (spawn → last document committed)".into(),
@@ -356,6 +389,7 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         seconds: (last_commit - spawned).as_secs_f64(),
         baseline: Some(insert_rate),
         goal: "",
+        cpu: total_cpu,
     });
     report.rates.push(Rate {
         name: "(source) writing the rows into MariaDB".into(),
@@ -363,6 +397,7 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         seconds: source_seconds,
         baseline: None,
         goal: "",
+        cpu: None,
     });
     conn.disconnect().await.unwrap();
     Servers {
@@ -422,9 +457,17 @@ fn insert_statement(table: &str, first: u64, n: u64) -> String {
     sql
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Decoder {
+    /// `mysql_common` only: every value of every row decoded, nothing else.
+    Raw,
+    /// sdl's own decoder (`TransactionAssembler`: decode, convert, assemble transactions).
+    Sdl,
+}
+
 /// The raw decode baseline: a plain binlog stream from `from` (a MariaDB GTID position) that
 /// decodes every row of every ROWS event, until `rows` rows. Returns (rows, seconds).
-async fn raw_decode(mariadb: &MariaDb, from: &str, rows: u64) -> (u64, f64) {
+async fn raw_decode(mariadb: &MariaDb, from: &str, rows: u64, decoder: Decoder) -> (u64, f64) {
     let mut conn = mysql_async::Conn::from_url(mariadb.sdl_url().as_str())
         .await
         .unwrap();
@@ -445,12 +488,21 @@ async fn raw_decode(mariadb: &MariaDb, from: &str, rows: u64) -> (u64, f64) {
         .unwrap();
     let mut decoded = 0u64;
     let mut values = 0usize;
+    let position = sdl::source::gtid::Position::parse(sdl::source::Flavor::Mariadb, from).unwrap();
+    let mut assembler = sdl::source::decode::TransactionAssembler::new(position);
     while decoded < rows {
         let event = tokio::time::timeout(Duration::from_secs(60), stream.next())
             .await
             .expect("no binlog event for 60 s in the raw decode")
             .expect("binlog stream ended")
             .unwrap();
+        if decoder == Decoder::Sdl {
+            if let Some(transaction) = assembler.feed(&event).unwrap() {
+                decoded += transaction.changes.len() as u64;
+                values += 1;
+            }
+            continue;
+        }
         if let Ok(Some(EventData::RowsEvent(data))) = event.read_data() {
             let tme = stream.get_tme(data.table_id()).expect("TABLE_MAP");
             for row in data.rows(tme) {
@@ -558,8 +610,8 @@ async fn latency(servers: &Servers, rate: u64, seconds: u64) -> Latency {
         conn.query_drop(sql).await.unwrap();
         committed.push(Instant::now());
     }
-    let achieved = (transactions as u64 * rows_per_transaction) as f64
-        / started.elapsed().as_secs_f64();
+    let achieved =
+        (transactions as u64 * rows_per_transaction) as f64 / started.elapsed().as_secs_f64();
     assert_eq!(
         gtid_seq(&servers.mariadb.gtid_binlog_pos().await),
         base + transactions as u64,
@@ -605,6 +657,8 @@ async fn big_transaction(servers: &mut Servers, rows: u64, report: &mut Report) 
     let pid = servers.sdl.pid().unwrap();
     let idle = proc_mib(pid, "VmRSS").unwrap_or(0.0);
     let mut conn = servers.mariadb.root_conn().await;
+    // The Sequence engine's seq_1_to_N tables exist in every database, once one is selected.
+    conn.query_drop("USE app").await.unwrap();
     conn.query_drop(format!("CREATE TABLE app.bench_big {TABLE_DDL}"))
         .await
         .unwrap();
@@ -620,11 +674,18 @@ async fn big_transaction(servers: &mut Servers, rows: u64, report: &mut Report) 
     conn.disconnect().await.unwrap();
     let timeout = Duration::from_secs(env_u64("BENCH_BIG_TXN_TIMEOUT", 900));
     let mut appended_at = None;
+    // Sampled while the process lives: it may exit on its own (then /proc has nothing to say).
+    let mut peak: Option<f64> = None;
+    let mut peak_at_wal: Option<f64> = None;
     let outcome = loop {
+        if let Some(hwm) = proc_mib(pid, "VmHWM") {
+            peak = Some(peak.map_or(hwm, |p| p.max(hwm)));
+        }
         let metrics = servers.admin.metrics().await;
         // The CREATE TABLE is one record and one document, the big transaction the next.
         if appended_at.is_none() && counter(&metrics, "sdl_wal_appended_records_total") >= 2 {
             appended_at = Some(started.elapsed().as_secs_f64());
+            peak_at_wal = peak;
         }
         if counter(&metrics, "sdl_documents_written_total") > rows {
             break format!(
@@ -635,8 +696,14 @@ async fn big_transaction(servers: &mut Servers, rows: u64, report: &mut Report) 
         }
         if !servers.sdl.is_running() {
             let logs = servers.sdl.logs();
-            let last = logs.lines().last().unwrap_or_default().to_string();
-            break format!("sdl exited: {}", last.chars().take(300).collect::<String>());
+            let last = logs.lines().last().unwrap_or_default();
+            let last = last.split(", labels:").next().unwrap_or_default();
+            break format!(
+                "sdl exited after {:.1} s (in the WAL at {:.1} s): {}",
+                started.elapsed().as_secs_f64(),
+                appended_at.unwrap_or(f64::NAN),
+                last.chars().take(300).collect::<String>()
+            );
         }
         if started.elapsed() > timeout {
             break format!(
@@ -646,11 +713,13 @@ async fn big_transaction(servers: &mut Servers, rows: u64, report: &mut Report) 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let peak = proc_mib(pid, "VmHWM");
     report.memory.push(Memory {
         name: format!("one transaction of {rows} rows (fresh process)"),
         peak_mib: peak,
-        note: format!("idle before: {idle:.0} MiB; {outcome}"),
+        note: format!(
+            "idle before: {idle:.0} MiB; peak when the record was in the WAL: {}; {outcome}",
+            peak_at_wal.map_or("?".into(), |p| format!("{p:.0} MiB"))
+        ),
     });
 }
 
@@ -721,6 +790,20 @@ async fn recovery(records: u64, report: &mut Report) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let peak = proc_mib(sdl.pid().unwrap(), "VmHWM");
+    let log = std::fs::read_to_string(sdl.dir().join("sdl-2.log")).unwrap_or_default();
+    let steps: Vec<String> = [
+        "WAL open",
+        "source connected",
+        "sink connected",
+        "admin endpoint up",
+        "following the binlog",
+    ]
+    .iter()
+    .map(|step| match log_offset(&log, step) {
+        Some(s) => format!("{step} {s:.2} s"),
+        None => format!("{step} ?"),
+    })
+    .collect();
     report.memory.push(Memory {
         name: format!("recovery with {records} unacknowledged WAL records"),
         peak_mib: peak,
@@ -738,6 +821,10 @@ async fn recovery(records: u64, report: &mut Report) {
             ),
         ),
         ("`sdl run` → /readyz 200".into(), fmt(ready_at)),
+        (
+            "start-up steps (sdl's log, from its first line)".into(),
+            steps.join("; "),
+        ),
         ("`sdl run` → first batch committed".into(), fmt(first_at)),
         (
             "`sdl run` → last record committed".into(),
@@ -755,18 +842,19 @@ fn print_report(report: &Report, rows: u64, big_rows: u64, records: u64, seconds
     );
     if !report.rates.is_empty() {
         println!();
-        println!("| catch-up | rows | seconds | rows/s | vs baseline | goal |");
-        println!("| --- | ---: | ---: | ---: | ---: | --- |");
+        println!("| catch-up | rows | seconds | rows/s | vs baseline | goal | CPU s |");
+        println!("| --- | ---: | ---: | ---: | ---: | --- | ---: |");
         for r in &report.rates {
             println!(
-                "| {} | {} | {:.2} | {:.0} | {} | {} |",
+                "| {} | {} | {:.2} | {:.0} | {} | {} | {} |",
                 r.name,
                 r.amount,
                 r.seconds,
                 r.rate(),
                 r.baseline
                     .map_or(String::new(), |b| format!("{:.2}", r.rate() / b)),
-                r.goal
+                r.goal,
+                r.cpu.map_or(String::new(), |c| format!("{c:.2}"))
             );
         }
     }

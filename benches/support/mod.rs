@@ -136,3 +136,30 @@ pub fn gtid_seq(position: &str) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not a single-domain MariaDB GTID position: {position:?}"))
 }
+
+/// CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks / 100.0)
+}
+
+/// Seconds from the first line of `log` to the first line containing `needle`, from the
+/// tracing timestamps (`2026-11-26T04:30:00.123456Z ...`; time of day only).
+pub fn log_offset(log: &str, needle: &str) -> Option<f64> {
+    let time = |line: &str| -> Option<f64> {
+        let stamp = line.split_whitespace().next()?;
+        let clock = stamp.split_once('T')?.1.trim_end_matches('Z');
+        let mut parts = clock.split(':');
+        let h: f64 = parts.next()?.parse().ok()?;
+        let m: f64 = parts.next()?.parse().ok()?;
+        let s: f64 = parts.next()?.parse().ok()?;
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    let first = log.lines().find_map(time)?;
+    let at = log.lines().find(|l| l.contains(needle)).and_then(time)?;
+    Some(at - first)
+}
