@@ -703,7 +703,7 @@ async fn latency(servers: &Servers, rate: u64, seconds: u64) -> Latency {
     }
     done.store(true, Ordering::Relaxed);
     let resolution_ms = reader.await.unwrap();
-    let visible = visible.lock().unwrap();
+    let visible = std::mem::take(&mut *visible.lock().unwrap());
     let mut latencies: Vec<f64> = committed
         .iter()
         .zip(visible.iter())
@@ -831,12 +831,14 @@ async fn recovery(records: u64, report: &mut Report) {
     .unwrap();
     conn.disconnect().await.unwrap();
     let filling = Instant::now();
-    while !admin
-        .status()
-        .await
-        .and_then(|s| s["wal"]["unacked_records"].as_u64())
-        .is_some_and(|n| n >= records)
-    {
+    loop {
+        let unacked = admin
+            .status()
+            .await
+            .and_then(|s| s["wal"]["unacked_records"].as_u64());
+        if unacked.is_some_and(|n| n >= records) {
+            break;
+        }
         assert!(
             sdl.is_running() && filling.elapsed() < LONG,
             "sdl C stopped or took too long filling the WAL:\n{}",
