@@ -20,6 +20,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -27,10 +28,9 @@ use common::workload::{create_tables, Workload};
 use common::{MariaDb, Mongo, Sdl};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document, RawDocumentBuf};
-use mongodb::options::{Acknowledgment, WriteConcern};
 use mysql_async::prelude::Queryable;
 
-const BATCH: usize = 1000;
+use support::BATCH;
 const TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Row {
@@ -157,22 +157,10 @@ async fn forwarder_only(target: u64, mode: &str) -> (Row, Row, Vec<Row>) {
         .await
         .database(&format!("{}_baseline", mongo.database))
         .collection::<Document>("row_changes");
-    let concern = WriteConcern::builder()
-        .w(Acknowledgment::Majority)
-        .journal(true)
-        .build();
-    let started = Instant::now();
-    for chunk in written.chunks(BATCH) {
-        target
-            .insert_many(chunk)
-            .write_concern(concern.clone())
-            .await
-            .unwrap();
-    }
     let baseline = Row {
         name: "raw insert_many baseline (plain driver loop, batches of 1000)".into(),
         documents: written.len() as u64,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: support::insert_many_baseline(&target, &written).await,
     };
     let mut diagnostics = Vec::new();
     if mode == "on" {

@@ -721,6 +721,16 @@ impl Sdl {
         }
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+
+    /// Sends signal `name` (e.g. `STOP`, `CONT`) to the running process.
+    pub fn send_signal(&self, name: &str) {
+        signal(self.process.as_ref().expect("sdl not running"), name);
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         let mut child = self.process.take().expect("sdl not running");
