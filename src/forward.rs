@@ -49,11 +49,20 @@ pub enum ForwardError {
     },
 }
 
+impl ForwardError {
+    /// Whether waiting and trying again can help (MongoDB unreachable, an election, a timeout).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ForwardError::Sink(e) if e.is_transient())
+    }
+}
+
 /// Runs until `shutdown` turns true (after finishing the commit in flight) or a definite error.
 /// The breaker's state is published on `breaker`, what MongoDB has committed and the last
 /// failure on `status`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
-    sink: MongoSink,
+    sink: Option<MongoSink>,
+    source_name: String,
     wal: Wal<SourceTransaction>,
     cfg: SinkConfig,
     appended: watch::Receiver<u64>,
@@ -61,15 +70,27 @@ pub async fn run(
     breaker: watch::Sender<BreakerStatus>,
     status: watch::Sender<ForwardStatus>,
 ) -> Result<(), ForwardError> {
-    let result = forward(sink, wal, cfg, appended, &mut shutdown, breaker, &status).await;
+    let result = forward(
+        sink,
+        &source_name,
+        wal,
+        cfg,
+        appended,
+        &mut shutdown,
+        breaker,
+        &status,
+    )
+    .await;
     if let Err(e) = &result {
         status.send_modify(|s| s.last_error = Some(LastError::now(e)));
     }
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
-    sink: MongoSink,
+    sink: Option<MongoSink>,
+    source_name: &str,
     wal: Wal<SourceTransaction>,
     cfg: SinkConfig,
     appended: watch::Receiver<u64>,
@@ -77,7 +98,36 @@ async fn forward(
     breaker: watch::Sender<BreakerStatus>,
     status: &watch::Sender<ForwardStatus>,
 ) -> Result<(), ForwardError> {
-    let offset = reconcile_with_sink(&sink, &wal).await?;
+    let mut breaker = CircuitBreaker::new(cfg.breaker_failures, cfg.retry_max_delay, breaker);
+    // Connecting and the start-up reconciliation wait out an unreachable MongoDB like commits do.
+    let mut connected = sink;
+    let (sink, offset) = loop {
+        breaker.before_attempt();
+        let attempt = async {
+            let sink = match connected.take() {
+                Some(sink) => sink,
+                None => MongoSink::connect(&cfg, source_name).await?,
+            };
+            let offset = reconcile_with_sink(&sink, &wal).await?;
+            reconcile_staging(&sink, &wal).await?;
+            Ok::<_, ForwardError>((sink, offset))
+        };
+        match attempt.await {
+            Ok(ready) => {
+                breaker.on_success();
+                break ready;
+            }
+            Err(e) if e.is_transient() => {
+                status.send_modify(|s| s.last_error = Some(LastError::now(&e)));
+                let delay = breaker.on_failure(&e);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::shutdown::stopped(shutdown) => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
     status.send_modify(|s| {
         s.committed_seq = wal.acked().unwrap_or_default();
         // The offset of this WAL names the position after the acknowledged cursor.
@@ -85,8 +135,6 @@ async fn forward(
             .filter(|o| o.wal_id == wal.id() && o.wal_seq == s.committed_seq)
             .map(|o| o.gtid_position);
     });
-    reconcile_staging(&sink, &wal).await?;
-    let mut breaker = CircuitBreaker::new(cfg.breaker_failures, cfg.retry_max_delay, breaker);
 
     let (ready_tx, ready) = mpsc::channel(2);
     let producer = tokio::spawn(produce(

@@ -50,11 +50,25 @@ impl Check {
     }
 }
 
+/// What an unreachable MongoDB means for the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkDown {
+    /// A failure (`sdl check`, or a new WAL, which needs MongoDB's offset to start).
+    Fails,
+    /// A warning: the WAL has a position, so the ingester can run while the forwarder waits for
+    /// MongoDB (`sdl run` after the first start).
+    Tolerated,
+}
+
 /// Runs every check; none stops the others (a check that needs an unreachable server is reported
 /// as not checked).
 pub async fn run_checks(config: &Config) -> Vec<Check> {
+    run_checks_with(config, SinkDown::Fails).await
+}
+
+pub async fn run_checks_with(config: &Config, sink_down: SinkDown) -> Vec<Check> {
     let mut checks = source_checks(config).await;
-    checks.extend(sink_checks(config).await);
+    checks.extend(sink_checks(config, sink_down).await);
     checks
 }
 
@@ -276,13 +290,26 @@ async fn binlog_retention(conn: &mut mysql_async::Conn, minimum: Duration) -> Ch
     }
 }
 
-async fn sink_checks(config: &Config) -> Vec<Check> {
+async fn sink_checks(config: &Config, sink_down: SinkDown) -> Vec<Check> {
     let cfg = &config.sink;
     let mut checks = Vec::new();
     let probe = match sink::probe(cfg).await {
         Ok(probe) => {
             checks.push(Check::pass("sink: reachable, login", "hello answered"));
             probe
+        }
+        Err(e) if e.is_transient() && sink_down == SinkDown::Tolerated => {
+            checks.push(Check::new(
+                "sink: reachable, login",
+                Verdict::Warn,
+                format!(
+                    "{e}; starting anyway: the WAL has a position, so the binlog is read into the \
+                     WAL while the forwarder retries until MongoDB answers (its other checks \
+                     run when it does)"
+                ),
+                "start MongoDB, or check sink.url and the network",
+            ));
+            return checks;
         }
         Err(e) => {
             checks.push(Check::new(

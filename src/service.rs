@@ -57,8 +57,27 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         warn!("{warning}");
     }
 
+    let fail = |e: anyhow::Error| (ExitCode::Failure, e);
+    let wal_dir = config.wal.dir.clone();
+    let wal: Wal<SourceTransaction> = tokio::task::spawn_blocking(move || Wal::open(wal_dir))
+        .await
+        .map_err(|e| fail(e.into()))?
+        .map_err(|e| fail(e.into()))?;
+    info!(dir = %wal.dir().display(), id = %wal.id(), "WAL open");
+    // Every WAL write is flushed when it is made, so nothing depends on sled's flush-on-drop; and
+    // after a disk-full error that flush would block forever. Keep one handle alive to the end.
+    std::mem::forget(wal.clone());
+    // A WAL with a position can be filled from the binlog while MongoDB is away; a new one needs
+    // MongoDB's offset to know where to start.
+    let wal_has_position = wal.ingest_position().map_err(|e| fail(e.into()))?.is_some();
+
     // The same checks as `sdl check`: refuse to start on a failure, log the warnings.
-    let checks = crate::preflight::run_checks(&config).await;
+    let sink_down = if wal_has_position {
+        crate::preflight::SinkDown::Tolerated
+    } else {
+        crate::preflight::SinkDown::Fails
+    };
+    let checks = crate::preflight::run_checks_with(&config, sink_down).await;
     for check in checks
         .iter()
         .filter(|c| c.verdict == crate::preflight::Verdict::Warn)
@@ -79,37 +98,36 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
             anyhow::anyhow!("preflight check `{}` failed: {}.{fix} (`sdl check --config ...` lists every check)", failed.name, failed.detail),
         ));
     }
-    let fail = |e: anyhow::Error| (ExitCode::Failure, e);
-
-    let wal_dir = config.wal.dir.clone();
-    let wal: Wal<SourceTransaction> = tokio::task::spawn_blocking(move || Wal::open(wal_dir))
-        .await
-        .map_err(|e| fail(e.into()))?
-        .map_err(|e| fail(e.into()))?;
-    info!(dir = %wal.dir().display(), id = %wal.id(), "WAL open");
-    // Every WAL write is flushed when it is made, so nothing depends on sled's flush-on-drop; and
-    // after a disk-full error that flush would block forever. Keep one handle alive to the end.
-    std::mem::forget(wal.clone());
 
     let (mut conn, flavor) = source::connect(&config.source)
         .await
         .map_err(source_failure)?;
     info!(?flavor, "source connected and configured for row-based CDC");
 
-    let sink = MongoSink::connect(&config.sink, &config.source.name)
-        .await
-        .map_err(|e| fail(e.into()))?;
-    info!(
-        url = %sink.url(),
-        database = %config.sink.database,
-        transactions = sink.uses_transactions(),
-        mode = ?config.sink.transactions,
-        "sink connected"
-    );
+    let sink = match MongoSink::connect(&config.sink, &config.source.name).await {
+        Ok(sink) => {
+            info!(
+                url = %sink.url(),
+                database = %config.sink.database,
+                transactions = sink.uses_transactions(),
+                mode = ?config.sink.transactions,
+                "sink connected"
+            );
+            Some(sink)
+        }
+        Err(e) if e.is_transient() && wal_has_position => {
+            warn!(error = %e, "MongoDB is not reachable: following the binlog into the WAL meanwhile; the forwarder keeps trying");
+            None
+        }
+        Err(e) => return Err(fail(e.into())),
+    };
 
     repair_damaged_records(&wal, &config.source, flavor).await?;
 
-    if wal.ingest_position().map_err(|e| fail(e.into()))?.is_none() {
+    if !wal_has_position {
+        let sink = sink
+            .as_ref()
+            .expect("a new WAL is only started with MongoDB reachable");
         let position = match sink.offset().await.map_err(|e| fail(e.into()))? {
             Some(offset) if !offset.gtid_position.is_empty() => {
                 warn!(
@@ -168,6 +186,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     ));
     let mut forwarder = tokio::spawn(forward::run(
         sink,
+        config.source.name.clone(),
         wal.clone(),
         config.sink.clone(),
         appended_rx,

@@ -542,3 +542,76 @@ async fn change_over_16_mib_stops_forwarding_with_nothing_acknowledged_past_it()
     assert_eq!(sdl.wait_exit(DRAIN_TIMEOUT).code(), Some(1));
     assert_eq!(wal_cursors(&sdl).0, acked, "nothing acknowledged past it");
 }
+
+/// A restart while MongoDB is down (systemd restarting sdl during an outage, say): with a WAL that
+/// has a position, sdl starts anyway, reads the binlog into the WAL, and forwards when MongoDB
+/// is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdl_starts_during_a_mongodb_outage_and_catches_up_after_it() {
+    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    if mongo.is_external() {
+        eprintln!("skipped: this test kills the MongoDB server, which SDL_TEST_MONGODB_URI names a shared one");
+        return;
+    }
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let mut sdl = Sdl::new_with(
+        &mariadb,
+        &mongo,
+        "current",
+        "retry_max_delay = \"1s\"\nconnect_timeout = \"1s\"",
+    );
+    sdl.start();
+    wait_following(&sdl).await;
+    let mut workload = Workload::new(31);
+    workload.run(&mut conn, 500).await;
+    wait_for_offset(
+        &mongo,
+        &mariadb.gtid_binlog_pos().await,
+        DRAIN_TIMEOUT,
+        &sdl,
+    )
+    .await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+
+    mongo.kill();
+    workload.run(&mut conn, 1500).await;
+    let position = mariadb.gtid_binlog_pos().await;
+    sdl.start();
+    // Once it follows, its admin endpoint is up and `sdl wal stats` asks it rather than opening
+    // the WAL (which would take sled's lock from under a starting sdl).
+    wait_until("sdl following again", DRAIN_TIMEOUT, || async {
+        (sdl.logs().matches("following the binlog").count() >= 2).then_some(())
+    })
+    .await;
+    let config = sdl.config_path.display().to_string();
+    let ingest_position = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdl"))
+            .args(["wal", "stats", "--json", "--config", &config])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .map(|stats| stats["ingest_position"].clone())
+            .unwrap_or_default()
+    };
+    // The WAL fills while MongoDB is down; sdl must stay up meanwhile.
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while ingest_position() != position.as_str() {
+        assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
+        assert!(
+            Instant::now() < deadline,
+            "the WAL did not reach {position}:\n{}",
+            sdl.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
+    assert!(sdl
+        .logs()
+        .contains("MongoDB is not reachable: following the binlog into the WAL meanwhile"));
+
+    mongo.restart().await;
+    wait_for_offset(&mongo, &position, DRAIN_TIMEOUT, &sdl).await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+}
