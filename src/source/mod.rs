@@ -26,6 +26,7 @@ pub mod gtid;
 pub mod json_text;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -569,7 +570,7 @@ pub async fn run(
         fragments,
         wal,
         first_conn,
-        appended,
+        Arc::new(appended),
         &state,
         &mut shutdown,
     )
@@ -610,7 +611,7 @@ async fn ingest(
     fragments: FragmentLimits,
     wal: Wal<SourceTransaction>,
     first_conn: Option<(Conn, Flavor)>,
-    appended: watch::Sender<u64>,
+    appended: Arc<watch::Sender<u64>>,
     state: &watch::Sender<IngestStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
@@ -718,11 +719,20 @@ async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, delay: Duration)
     }
 }
 
+/// Transactions read since the last group commit, and the group commit being written.
 struct PendingGroup {
     transactions: Vec<SourceTransaction>,
     bytes: usize,
     deadline: Option<Instant>,
     position: String,
+    /// The previous group's append (an fsync), running while the next group is read. At most one
+    /// runs, so groups land in order; it is always awaited before `follow` returns, because a
+    /// reconnect resumes from the WAL's position, which an unfinished append would still move.
+    in_flight: Option<tokio::task::JoinHandle<Result<(), SourceError>>>,
+    /// The estimated size of the append in flight.
+    in_flight_bytes: usize,
+    /// An append failed: nothing more is written (after ENOSPC sled may block forever).
+    failed: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -734,7 +744,7 @@ async fn follow(
     conn: Conn,
     flavor: Flavor,
     resume: ResumePoint,
-    appended: &watch::Sender<u64>,
+    appended: &Arc<watch::Sender<u64>>,
     state: &watch::Sender<IngestStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
@@ -759,6 +769,9 @@ async fn follow(
         bytes: 0,
         deadline: None,
         position: resume.to_string(),
+        in_flight: None,
+        in_flight_bytes: 0,
+        failed: false,
     };
     let result = loop {
         let deadline = group.deadline;
@@ -766,9 +779,13 @@ async fn follow(
             biased;
             _ = stopped(shutdown) => break Ok(()),
             _ = sleep_until_opt(deadline) => {
-                flush(wal, &mut group, appended).await?;
-                if wait_for_wal_space(wal, wal_cfg.max_bytes, state, shutdown).await {
-                    break Ok(());
+                if let Err(e) = flush(wal, &mut group, appended).await {
+                    break Err(e);
+                }
+                match pause_while_wal_full(wal, &mut group, wal_cfg.max_bytes, state, shutdown).await {
+                    Ok(false) => {}
+                    Ok(true) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
                 continue;
             }
@@ -851,9 +868,15 @@ async fn follow(
                     group.deadline = Some(Instant::now() + wal_cfg.group_commit_delay);
                 }
                 if group.bytes >= wal_cfg.group_commit_bytes {
-                    flush(wal, &mut group, appended).await?;
-                    if wait_for_wal_space(wal, wal_cfg.max_bytes, state, shutdown).await {
-                        break Ok(());
+                    if let Err(e) = flush(wal, &mut group, appended).await {
+                        break Err(e);
+                    }
+                    match pause_while_wal_full(wal, &mut group, wal_cfg.max_bytes, state, shutdown)
+                        .await
+                    {
+                        Ok(false) => {}
+                        Ok(true) => break Ok(()),
+                        Err(e) => break Err(e),
                     }
                 }
             }
@@ -863,9 +886,15 @@ async fn follow(
     };
     // Whatever happened, complete transactions already read are saved before returning; a
     // half-read transaction is dropped and read again from the saved position.
-    flush(wal, &mut group, appended).await?;
+    let landed = finish_append(&mut group).await;
+    let saved = if group.failed {
+        Ok(())
+    } else {
+        flush(wal, &mut group, appended).await
+    };
+    let last_landed = finish_append(&mut group).await;
     let _ = stream.close().await;
-    result
+    result.and(landed).and(saved).and(last_landed)
 }
 
 /// Which columns of each MariaDB table are JSON. MariaDB's JSON is LONGTEXT with a
@@ -1092,39 +1121,78 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// Starts the group commit of the transactions read so far, once the previous one has landed.
 async fn flush(
     wal: &Wal<SourceTransaction>,
     group: &mut PendingGroup,
-    appended: &watch::Sender<u64>,
+    appended: &Arc<watch::Sender<u64>>,
 ) -> Result<(), SourceError> {
     group.deadline = None;
+    finish_append(group).await?;
     if group.transactions.is_empty() {
         return Ok(());
     }
     let transactions = std::mem::take(&mut group.transactions);
     let count = transactions.len() as u64;
+    group.in_flight_bytes = group.bytes;
     group.bytes = 0;
     let position = group.position.clone();
     let wal = wal.clone();
     let dir = wal.dir().display().to_string();
-    let last = tokio::task::spawn_blocking(move || wal.append(&transactions, position.as_bytes()))
-        .await
-        .map_err(|e| SourceError::Transient(format!("WAL append task failed: {e}")))?
-        .map_err(|e| {
-            if e.is_disk_full() {
-                SourceError::DiskFull {
-                    dir,
-                    detail: e.to_string(),
+    let appended = appended.clone();
+    group.in_flight = Some(tokio::task::spawn_blocking(move || {
+        wal.append(&transactions, position.as_bytes())
+            .map(|last| {
+                // Told as soon as it lands, not when the next group starts: the forwarder
+                // must not wait for more binlog events to see this one.
+                appended.send_replace(last);
+                let m = crate::metrics::metrics();
+                m.wal_appends.inc();
+                m.wal_appended_records.inc_by(count);
+            })
+            .map_err(|e| {
+                if e.is_disk_full() {
+                    SourceError::DiskFull {
+                        dir,
+                        detail: e.to_string(),
+                    }
+                } else {
+                    SourceError::Wal(e)
                 }
-            } else {
-                SourceError::Wal(e)
-            }
-        })?;
-    appended.send_replace(last);
-    let m = crate::metrics::metrics();
-    m.wal_appends.inc();
-    m.wal_appended_records.inc_by(count);
+            })
+    }));
     Ok(())
+}
+
+/// Waits for the group commit in flight, if any.
+async fn finish_append(group: &mut PendingGroup) -> Result<(), SourceError> {
+    let Some(append) = group.in_flight.take() else {
+        return Ok(());
+    };
+    let landed = append
+        .await
+        .map_err(|e| SourceError::Transient(format!("WAL append task failed: {e}")))
+        .and_then(|r| r);
+    if landed.is_err() {
+        group.failed = true;
+    }
+    landed
+}
+
+/// Backpressure (see [`wait_for_wal_space`]), counting the append in flight: when it may reach
+/// the limit, it is waited for so that the check sees it. Returns true on shutdown.
+async fn pause_while_wal_full(
+    wal: &Wal<SourceTransaction>,
+    group: &mut PendingGroup,
+    max_bytes: u64,
+    state: &watch::Sender<IngestStatus>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<bool, SourceError> {
+    if group.in_flight.is_some() && wal.unacked_bytes() + group.in_flight_bytes as u64 >= max_bytes
+    {
+        finish_append(group).await?;
+    }
+    Ok(wait_for_wal_space(wal, max_bytes, state, shutdown).await)
 }
 
 /// Backpressure: while the WAL's unacknowledged data is at `wal.max_bytes`, the binlog is not
