@@ -10,7 +10,8 @@
 //! against the tables, value for value (see `check.rs`).
 //!
 //! `SDL_SOAK_SECONDS` (default 150) is how long faults are injected; `SDL_SOAK_SEED` replays a
-//! run's random choices (the seed is printed). `scripts/soak --minutes N` runs it longer.
+//! run's random choices (the seed is printed); `SDL_SOAK_MONGO_CACHE` sets SecantusDB's cache
+//! (default 4G). `scripts/soak --minutes N` runs it longer. docs/reliability.md has the details.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -93,15 +94,16 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
     // MongoDB's storage cache must hold a whole MongoDB transaction while sdl commits a source
     // transaction as one: the 200,000-row one needs SecantusDB's own default of 4 GiB (a
     // production MongoDB's is half the RAM); the harness's usual 256 MiB, and 1 GiB, refuse it
-    // with TransactionTooLargeForCache (docs/reliability.md).
-    let cache: &[&str] = if std::env::var_os("SDL_TEST_MONGODB_URI").is_some() {
-        &[]
+    // with TransactionTooLargeForCache (docs/reliability.md). `SDL_SOAK_MONGO_CACHE` sets another.
+    let cache_size = std::env::var("SDL_SOAK_MONGO_CACHE").unwrap_or_else(|_| "4G".into());
+    let cache: Vec<&str> = if std::env::var_os("SDL_TEST_MONGODB_URI").is_some() {
+        Vec::new()
     } else {
-        &["--cache-size", "4G"]
+        vec!["--cache-size", &cache_size]
     };
     let (mariadb, mongo) = tokio::join!(
         MariaDb::start_with(&["--max-allowed-packet=64M"]),
-        Mongo::start_with(cache)
+        Mongo::start_with(&cache)
     );
     let mut conn = mariadb.root_conn().await;
     for table in schema::tables() {
