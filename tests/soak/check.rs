@@ -40,13 +40,24 @@ pub fn read_binlog(datadir: &Path, files: &[String]) -> Binlog {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run mariadb-binlog (Debian's mariadb-client-core)");
+    let binlog = parse_binlog(BufReader::new(child.stdout.take().unwrap()));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mariadb-binlog failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    binlog
+}
+
+/// Parses `mariadb-binlog --base64-output=decode-rows -v` output.
+fn parse_binlog(output: impl BufRead) -> Binlog {
     let mut binlog = Binlog::default();
     let mut gtid = String::new();
     // Inside a Query event: the statement's lines so far.
     let mut query: Option<Vec<String>> = None;
-    let stdout = child.stdout.take().unwrap();
     // Row values print as the bytes they are (latin1, binary): not always UTF-8.
-    for line in BufReader::new(stdout).split(b'\n') {
+    for line in output.split(b'\n') {
         let line = String::from_utf8_lossy(&line.expect("mariadb-binlog output")).into_owned();
         if let Some(lines) = query.as_mut() {
             // Session context the tool prints before the statement, one line each.
@@ -107,12 +118,6 @@ pub fn read_binlog(datadir: &Path, files: &[String]) -> Binlog {
             }
         }
     }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mariadb-binlog failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     binlog
 }
 
@@ -405,5 +410,212 @@ pub async fn against_tables(
         for id in rows.keys().filter(|id| !seen.contains(*id)) {
             findings.problem(format!("app.{table} id {id} is in MongoDB, not in MariaDB"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::doc;
+
+    use super::*;
+
+    fn change(
+        gtid: &str,
+        row: i64,
+        pos: i64,
+        op: &str,
+        before: Option<i64>,
+        after: Option<i64>,
+    ) -> Document {
+        let mut d = doc! {
+            "_id": format!("{gtid}:{row}"),
+            "op": op,
+            "meta": { "db": "app", "tbl": "ints", "gtid": gtid, "file": "mariadb-bin.000001", "pos": pos, "row": row },
+        };
+        if let Some(id) = before {
+            d.insert("before", doc! { "id": id, "i": 1_i64 });
+        }
+        if let Some(id) = after {
+            d.insert("after", doc! { "id": id, "i": 1_i64 });
+        }
+        d
+    }
+
+    fn binlog(transactions: &[(&str, u64)]) -> Binlog {
+        let mut b = Binlog::default();
+        for (gtid, rows) in transactions {
+            b.transactions.insert(gtid.to_string(), (*rows, Vec::new()));
+            b.rows += rows;
+        }
+        b
+    }
+
+    fn problems(docs: &[Document], binlog: &Binlog) -> Vec<String> {
+        let mut findings = Findings::default();
+        let mut binlog_ops = BTreeMap::new();
+        for d in docs {
+            let op = match d.get_str("op").unwrap() {
+                "insert" => "insert",
+                "update" => "update",
+                _ => "delete",
+            };
+            *binlog_ops.entry(("ints".to_string(), op)).or_default() += 1;
+        }
+        let binlog = Binlog {
+            ops: binlog_ops,
+            transactions: binlog.transactions.clone(),
+            rows: binlog.rows,
+            ..Default::default()
+        };
+        against_binlog(docs, &binlog, &mut findings);
+        rebuild(docs, &mut findings);
+        findings.problems
+    }
+
+    /// Real `mariadb-binlog` output (MariaDB 10.11), shortened.
+    const TOOL_OUTPUT: &str = r#"# at 456
+#261126  4:13:20 server id 1  end_log_pos 499 CRC32 0xe476cea9 	GTID 0-1-2 ddl
+/*M!100001 SET @@session.gtid_seq_no=2*//*!*/;
+# at 499
+#261126  4:13:20 server id 1  end_log_pos 621 CRC32 0xb77ae65f 	Query	thread_id=5	exec_time=0	error_code=0	xid=7
+use `app`/*!*/;
+SET TIMESTAMP=1795666400/*!*/;
+CREATE TABLE app.m (id INT PRIMARY KEY, j JSON)
+/*!*/;
+# at 1274
+#261126  4:13:24 server id 1  end_log_pos 1316 CRC32 0x813b4141 	GTID 0-1-5 cid=12 trans
+/*M!100001 SET @@session.gtid_seq_no=5*//*!*/;
+START TRANSACTION
+/*!*/;
+#261126  4:13:24 server id 1  end_log_pos 1384 CRC32 0x57da5529 	Annotate_rows:
+#Q> INSERT INTO b SELECT seq, seq FROM seq_1_to_2
+#261126  4:13:24 server id 1  end_log_pos 1441 CRC32 0x7ef282b2 	Table_map: `app`.`b` mapped to number 24
+#261126  4:13:24 server id 1  end_log_pos 1513 CRC32 0xd271c564 	Write_rows: table id 24 flags: STMT_END_F
+### INSERT INTO `app`.`b`
+### SET
+###   @1=1
+### INSERT INTO `app`.`b`
+### SET
+###   @1=2
+#261126  4:13:24 server id 1  end_log_pos 1758 CRC32 0xf739422b 	Update_rows: table id 24 flags: STMT_END_F
+### UPDATE `app`.`b`
+### WHERE
+###   @1=1
+### SET
+###   @1=11
+#261126  4:13:24 server id 1  end_log_pos 1981 CRC32 0xd0240966 	Delete_rows: table id 24 flags: STMT_END_F
+### DELETE FROM `app`.`b`
+### WHERE
+###   @1=2
+# Number of rows: 1
+#261126  4:13:24 server id 1  end_log_pos 2012 CRC32 0x32d8eaad 	Xid = 20
+COMMIT/*!*/;
+# at 2012
+#261126  4:13:24 server id 1  end_log_pos 2054 CRC32 0x31f36802 	GTID 0-1-8 ddl
+/*M!100001 SET @@session.gtid_seq_no=8*//*!*/;
+# at 2054
+#261126  4:13:24 server id 1  end_log_pos 2173 CRC32 0x84fc4410 	Query	thread_id=8	exec_time=0	error_code=0	xid=21
+SET TIMESTAMP=1795666404/*!*/;
+ALTER TABLE app.b ADD COLUMN x INT DEFAULT 5
+/*!*/;
+DELIMITER ;
+# End of log file
+"#;
+
+    #[test]
+    fn binlog_output_is_parsed() {
+        let b = parse_binlog(TOOL_OUTPUT.as_bytes());
+        assert_eq!(b.rows, 4);
+        assert_eq!(b.app_rows, 4);
+        assert_eq!(b.statements, 2);
+        assert_eq!(
+            b.transactions["0-1-2"],
+            (
+                0,
+                vec!["CREATE TABLE app.m (id INT PRIMARY KEY, j JSON)".to_string()]
+            )
+        );
+        assert_eq!(b.transactions["0-1-5"], (4, Vec::new()));
+        assert_eq!(
+            b.transactions["0-1-8"],
+            (
+                0,
+                vec!["ALTER TABLE app.b ADD COLUMN x INT DEFAULT 5".to_string()]
+            )
+        );
+        let ops: Vec<_> = b
+            .ops
+            .iter()
+            .map(|((t, op), n)| (t.as_str(), *op, *n))
+            .collect();
+        assert_eq!(
+            ops,
+            [("b", "delete", 1), ("b", "insert", 2), ("b", "update", 1)]
+        );
+    }
+
+    #[test]
+    fn matching_documents_pass() {
+        let docs = [
+            change("0-1-5", 0, 100, "insert", None, Some(1)),
+            change("0-1-5", 1, 100, "insert", None, Some(2)),
+            change("0-1-6", 0, 200, "update", Some(1), Some(3)),
+        ];
+        assert_eq!(
+            problems(&docs, &binlog(&[("0-1-5", 2), ("0-1-6", 1)])),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_lost_change_is_found() {
+        let docs = [change("0-1-5", 0, 100, "insert", None, Some(1))];
+        let found = problems(&docs, &binlog(&[("0-1-5", 2)]));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("1 row documents, 2 row events")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_transaction_is_found() {
+        let docs = [change("0-1-5", 0, 100, "insert", None, Some(1))];
+        let found = problems(&docs, &binlog(&[("0-1-5", 1), ("0-1-6", 1)]));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("0-1-6") && p.contains("not in MongoDB")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_change_stored_twice_is_found() {
+        // The same binlog event under two ordinals (a duplicate a unique _id cannot catch).
+        let docs = [
+            change("0-1-5", 0, 100, "insert", None, Some(1)),
+            change("0-1-5", 1, 100, "insert", None, Some(2)),
+            change("0-1-5", 1, 100, "insert", None, Some(2)),
+        ];
+        let found = problems(&docs, &binlog(&[("0-1-5", 2)]));
+        assert!(
+            found.iter().any(|p| p.contains("stored twice")),
+            "{found:?}"
+        );
+        assert!(found.iter().any(|p| p.contains("ordinals")), "{found:?}");
+    }
+
+    #[test]
+    fn an_update_of_a_row_never_inserted_is_found() {
+        let docs = [change("0-1-6", 0, 200, "update", Some(9), Some(3))];
+        let found = problems(&docs, &binlog(&[("0-1-6", 1)]));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("update of a row not there")),
+            "{found:?}"
+        );
     }
 }
