@@ -6,8 +6,9 @@
 //! - [`Mode::Blackhole`]: connections stay open (and new ones are accepted) but no byte is
 //!   forwarded in either direction (a cut cable: the peer only notices by timing out).
 //!
-//! Switching back to `Pass` affects new connections; blackholed ones stay silent until they close,
-//! as they would after a real network cut.
+//! Switching back to `Pass` affects new connections; a connection open during a blackhole stays
+//! silent for good (until `Drop` closes it), as after a cut that lost the connection's state:
+//! bytes it swallowed are never delivered, and nothing after them either.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -83,21 +84,24 @@ impl Drop for Proxy {
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, mode: watch::Receiver<Mode>) {
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    let up = pump(client_read, server_write, mode.clone());
-    let down = pump(server_read, client_write, mode);
+async fn relay(client: TcpStream, server: TcpStream, mut mode: watch::Receiver<Mode>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
     // When either direction ends, both sockets are dropped: the connection closes.
     tokio::select! {
-        _ = up => {}
-        _ = down => {}
+        _ = pump(&mut client_read, &mut server_write, mode.clone()) => return,
+        _ = pump(&mut server_read, &mut client_write, mode.clone()) => return,
+        _ = mode.wait_for(|m| *m == Mode::Blackhole) => {}
     }
+    // Cut: the connection stays open and silent in both directions, also after the proxy passes
+    // bytes again (what was swallowed is gone, so the stream could never be resumed), until the
+    // proxy drops it.
+    let _ = mode.wait_for(|m| *m == Mode::Drop).await;
 }
 
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<Mode>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];

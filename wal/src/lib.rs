@@ -447,6 +447,9 @@ impl<R: Record> Wal<R> {
 
     /// Reads up to `max_records` records starting at `from` (inclusive), stopping early once
     /// `max_bytes` of frames have been collected (at least one record is returned when available).
+    /// Only records whose [`Wal::append`] has returned are read: a record being appended is in the
+    /// tree before it is flushed, and a reader that forwarded it could neither acknowledge it nor
+    /// count on it surviving a crash.
     pub fn read_from(
         &self,
         from: u64,
@@ -455,7 +458,11 @@ impl<R: Record> Wal<R> {
     ) -> Result<Vec<Stored<R>>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let records = self.tree.range(record_key(from)..record_key(u64::MAX));
+        let last = self.accounting().last_seq;
+        if from > last {
+            return Ok(out);
+        }
+        let records = self.tree.range(record_key(from)..=record_key(last));
         for (expected, item) in (from..).zip(records) {
             let (key, value) = item.map_err(self.storage("read records"))?;
             let seq = seq_from_key(&key);

@@ -169,6 +169,45 @@ fn truncation_rewinds_the_position_and_refuses_acknowledged_records() {
 }
 
 #[test]
+fn readers_never_see_a_record_before_its_append_is_flushed() {
+    // A reader that forwards what it reads and acknowledges it (the forwarder) must never get a
+    // record whose append has not returned: it is not durable yet, and acknowledging it fails
+    // (AckBeyondEnd). Found by the soak test, right after a MongoDB outage, when the forwarder
+    // reads at the WAL's tail while the ingester appends.
+    let dir = temp_dir();
+    let wal: Wal<TestRecord> = Wal::open(dir.path().join("wal")).unwrap();
+    const RECORDS: u64 = 300;
+    let appender = std::thread::spawn({
+        let wal = wal.clone();
+        move || {
+            for n in 1..=RECORDS {
+                wal.append(&[rec(n)], format!("pos-{n}").as_bytes())
+                    .unwrap();
+            }
+        }
+    });
+    let mut next = 1;
+    while next <= RECORDS {
+        let appending = !appender.is_finished();
+        let got = wal.read_from(next, 100, usize::MAX).unwrap();
+        match got.last() {
+            Some(last) => {
+                assert!(
+                    last.seq <= wal.last_seq().unwrap(),
+                    "read past the durable end"
+                );
+                wal.acknowledge(last.seq).unwrap();
+                next = last.seq + 1;
+            }
+            None if !appending => break,
+            None => {}
+        }
+    }
+    appender.join().unwrap();
+    assert_eq!(next, RECORDS + 1, "every record was read");
+}
+
+#[test]
 fn read_from_respects_count_and_byte_limits() {
     let dir = temp_dir();
     let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
