@@ -20,11 +20,8 @@ use crate::common::{wait_until, Rng};
 use crate::schema::{self, Alter, Column, Effect};
 
 pub const BIG_ROWS: u64 = 200_000;
-/// The very large update changes half of those rows: an update's document carries two images,
-/// and 200,000 of them in one MongoDB transaction outgrew SecantusDB's 4 GiB cache
-/// (TransactionTooLargeForCache; docs/reliability.md). Back to `BIG_ROWS` once sdl splits huge
-/// transactions.
-pub const BIG_UPDATE_ROWS: u64 = 100_000;
+/// The very large update changes every one of those rows (two images per change).
+pub const BIG_UPDATE_ROWS: u64 = BIG_ROWS;
 
 pub struct Plan {
     pub url: String,
@@ -193,7 +190,7 @@ fn statement(state: &mut State, rng: &mut Rng) -> String {
     }
 }
 
-/// The very large transactions, in turn: insert 200,000 rows, update half of them, delete them all.
+/// The very large transactions, in turn: insert 200,000 rows, update them, delete them all.
 fn big_transaction(state: &mut State) -> (&'static str, Vec<String>) {
     let step = state.big_step % 3;
     state.big_step += 1;
