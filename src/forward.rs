@@ -120,9 +120,8 @@ async fn forward(
             Err(e) if e.is_transient() => {
                 status.send_modify(|s| s.last_error = Some(LastError::now(&e)));
                 let delay = breaker.on_failure(&e);
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = crate::shutdown::stopped(shutdown) => return Ok(()),
+                if pause_unless_stopped(delay, shutdown).await {
+                    return Ok(());
                 }
             }
             Err(e) => return Err(e),
@@ -265,9 +264,8 @@ async fn commit_loop(
                 Err(e) if e.is_transient() => {
                     status.send_modify(|s| s.last_error = Some(LastError::now(&e)));
                     let delay = breaker.on_failure(&e);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = crate::shutdown::stopped(shutdown) => return Ok(()),
+                    if pause_unless_stopped(delay, shutdown).await {
+                        return Ok(());
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -303,6 +301,17 @@ async fn acknowledge(
         if closed {
             return;
         }
+    }
+}
+
+/// Waits `delay` (the breaker's backoff); true when shutdown was requested meanwhile.
+async fn pause_unless_stopped(
+    delay: std::time::Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = crate::shutdown::stopped(shutdown) => true,
     }
 }
 

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::workload::{assert_exactly_once, create_tables, Workload};
-use common::{wait_for_offset, wait_until, MariaDb, Mongo, Rng, Sdl};
+use common::{
+    start_servers_with_killable_mongo, wait_for_offset, wait_until, MariaDb, Mongo, Rng, Sdl,
+};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
@@ -106,11 +108,9 @@ fn spawn_workload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_outage_of_90_seconds_under_load_loses_and_duplicates_nothing() {
-    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    if mongo.is_external() {
-        eprintln!("skipped: this test kills the MongoDB server, which SDL_TEST_MONGODB_URI names a shared one");
+    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
         return;
-    }
+    };
     let mut conn = mariadb.root_conn().await;
     create_tables(&mut conn).await;
     let mut sdl = Sdl::new_with(
@@ -548,11 +548,9 @@ async fn change_over_16_mib_stops_forwarding_with_nothing_acknowledged_past_it()
 /// is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdl_starts_during_a_mongodb_outage_and_catches_up_after_it() {
-    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    if mongo.is_external() {
-        eprintln!("skipped: this test kills the MongoDB server, which SDL_TEST_MONGODB_URI names a shared one");
+    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
         return;
-    }
+    };
     let mut conn = mariadb.root_conn().await;
     create_tables(&mut conn).await;
     let mut sdl = Sdl::new_with(

@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use bson::{doc, Document};
-use common::{
-    change_documents, rebuild_table, select_table, wait_for_offset, wait_until, MariaDb, Mongo, Sdl,
-};
+use common::workload::assert_exactly_once_in;
+use common::{start_servers_with_killable_mongo, wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
 use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
 
@@ -103,35 +101,7 @@ fn wal_records(sdl: &Sdl) -> Vec<Json> {
 /// `_id` once and equal to `<gtid>:<row>`, each transaction's ordinals without a gap, and
 /// `app.big` rebuilt from the documents equal to `SELECT *`.
 async fn assert_exactly_once(mariadb: &MariaDb, mongo: &Mongo, expected_changes: u64) {
-    let docs = change_documents(mongo).await;
-    assert_eq!(
-        docs.len() as u64,
-        expected_changes,
-        "change documents in MongoDB"
-    );
-    let mut per_gtid: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for d in &docs {
-        let meta = d.get_document("meta").unwrap();
-        let (gtid, row) = (meta.get_str("gtid").unwrap(), meta.get_i64("row").unwrap());
-        assert_eq!(d.get_str("_id").unwrap(), format!("{gtid}:{row}"));
-        per_gtid.entry(gtid.to_string()).or_default().push(row);
-    }
-    for (gtid, mut rows) in per_gtid {
-        rows.sort_unstable();
-        let expected: Vec<i64> = (0..rows.len() as i64).collect();
-        assert!(
-            rows == expected,
-            "ordinals of transaction {gtid} are not 0..{} once each",
-            rows.len()
-        );
-    }
-    let mut conn = mariadb.root_conn().await;
-    let source = select_table(&mut conn, "app.big", "id").await;
-    let rebuilt = rebuild_table(&docs, "app", "big", "id");
-    assert_eq!(source.len(), rebuilt.len(), "rows of app.big");
-    for (id, row) in &source {
-        assert_eq!(Some(row), rebuilt.get(id), "app.big row id={id}");
-    }
+    assert_exactly_once_in(mariadb, mongo, expected_changes, &[("big", "id")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,11 +191,9 @@ async fn a_large_transaction_travels_in_bounded_records_and_resumes_from_a_parti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_inside_a_large_transaction_neither_loses_nor_repeats_a_change() {
-    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    if mongo.is_external() {
-        eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
+    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
         return;
-    }
+    };
     let mut conn = mariadb.root_conn().await;
     create_table(&mut conn).await;
     // With MongoDB down, the WAL fills to wal.max_bytes partway through the transaction and the

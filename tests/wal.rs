@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::workload::{assert_exactly_once, create_tables, Workload};
-use common::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
+use common::{start_servers_with_killable_mongo, wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
 use serde_json::Value as Json;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -259,11 +259,9 @@ async fn retention_prunes_acknowledged_records_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
-    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    if mongo.is_external() {
-        eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
+    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
         return;
-    }
+    };
     let mut conn = mariadb.root_conn().await;
     create_tables(&mut conn).await;
     let mut sdl = Sdl::with_settings(
@@ -353,11 +351,9 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_unacknowledged_record_is_read_again_and_another_format_is_refused() {
-    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    if mongo.is_external() {
-        eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
+    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
         return;
-    }
+    };
     let mut conn = mariadb.root_conn().await;
     create_tables(&mut conn).await;
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");
@@ -504,11 +500,9 @@ async fn a_full_disk_stops_ingest_cleanly_and_a_restart_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_record_whose_binlog_was_purged_stops_sdl_naming_it() {
-    let (mariadb, mut mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    if mongo.is_external() {
-        eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
+    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
         return;
-    }
+    };
     let mut conn = mariadb.root_conn().await;
     create_tables(&mut conn).await;
     let mut sdl = Sdl::new(&mariadb, &mongo, "current");

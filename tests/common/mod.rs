@@ -313,6 +313,17 @@ fn signal(child: &Child, name: &str) {
 static DATABASE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A MongoDB-compatible server and the database one test uses in it.
+/// MariaDB and MongoDB for a test that kills the MongoDB server: `None`, with a note, when
+/// `SDL_TEST_MONGODB_URI` names a shared MongoDB, which a test must not kill.
+pub async fn start_servers_with_killable_mongo() -> Option<(MariaDb, Mongo)> {
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    if mongo.is_external() {
+        eprintln!("skipped: this test kills the MongoDB server, which it cannot do to SDL_TEST_MONGODB_URI");
+        return None;
+    }
+    Some((mariadb, mongo))
+}
+
 pub struct Mongo {
     dir: Option<TempDir>,
     process: Option<Child>,
