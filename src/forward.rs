@@ -163,6 +163,7 @@ async fn forward(
     // Let the acknowledger write the last committed sequence before returning.
     drop(ack_tx);
     acknowledger.await.expect("acknowledger panicked");
+    sink.close().await;
     match ack_failed.try_recv() {
         Ok(e) => result.and(Err(e)),
         Err(_) => result,

@@ -350,6 +350,7 @@ async fn sink_checks(config: &Config, sink_down: SinkDown) -> Vec<Check> {
         "sink: write concern",
         "sdl writes with w: \"majority\", j: true",
     ));
+    sink::shut_down(probe.client).await;
     checks
 }
 

@@ -353,7 +353,21 @@ pub async fn probe(cfg: &SinkConfig) -> Result<Probe, SinkError> {
     })
 }
 
+/// Ends a client's background tasks (monitors, connection pools) while the runtime still runs:
+/// left to the runtime's own shutdown, a pool worker dropped before a task that uses it makes
+/// that task panic as the process exits.
+pub async fn shut_down(client: Client) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), client.shutdown()).await;
+}
+
 impl MongoSink {
+    /// Closes the connections before exit (see [`shut_down`]).
+    pub async fn close(self) {
+        let client = self.client.clone();
+        drop(self);
+        shut_down(client).await;
+    }
+
     /// Connects, decides whether to use transactions, and ensures the indexes.
     pub async fn connect(cfg: &SinkConfig, source_name: &str) -> Result<Self, SinkError> {
         let Probe {
