@@ -1179,8 +1179,9 @@ async fn finish_append(group: &mut PendingGroup) -> Result<(), SourceError> {
     landed
 }
 
-/// Backpressure (see [`wait_for_wal_space`]), counting the append in flight: when it may reach
-/// the limit, it is waited for so that the check sees it. Returns true on shutdown.
+/// Backpressure (see [`wait_for_wal_space`]), counting the append in flight: once the WAL is half
+/// way to the limit, the append is waited for so that the check sees it (its size is only
+/// estimated); below that, reading overlaps it. Returns true on shutdown.
 async fn pause_while_wal_full(
     wal: &Wal<SourceTransaction>,
     group: &mut PendingGroup,
@@ -1188,7 +1189,8 @@ async fn pause_while_wal_full(
     state: &watch::Sender<IngestStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<bool, SourceError> {
-    if group.in_flight.is_some() && wal.unacked_bytes() + group.in_flight_bytes as u64 >= max_bytes
+    if group.in_flight.is_some()
+        && wal.unacked_bytes() + group.in_flight_bytes as u64 >= max_bytes / 2
     {
         finish_append(group).await?;
     }
