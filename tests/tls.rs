@@ -126,6 +126,25 @@ fn run_failing(sdl: &Sdl) -> (Option<i32>, String) {
     (code, stderr)
 }
 
+/// sdl (over TLS, as configured) relays three inserts into `app.t`, then stops cleanly.
+async fn relays_three_inserts(
+    sdl: &mut Sdl,
+    root: &mut mysql_async::Conn,
+    mariadb: &MariaDb,
+    mongo: &Mongo,
+) {
+    sdl.start();
+    sdl.wait_following().await;
+    for id in 1..=3 {
+        root.query_drop(format!("INSERT INTO app.t VALUES ({id})"))
+            .await
+            .unwrap();
+    }
+    wait_for_offset(mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, sdl).await;
+    assert_eq!(count_documents(mongo, "t").await, 3);
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+}
+
 async fn count_documents(mongo: &Mongo, table: &str) -> usize {
     change_documents(mongo)
         .await
@@ -187,16 +206,7 @@ async fn the_source_over_tls_with_a_client_certificate() {
         "{table}"
     );
 
-    sdl.start();
-    sdl.wait_following().await;
-    for id in 1..=3 {
-        root.query_drop(format!("INSERT INTO app.t VALUES ({id})"))
-            .await
-            .unwrap();
-    }
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert_eq!(count_documents(&mongo, "t").await, 3);
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    relays_three_inserts(&mut sdl, &mut root, &mariadb, &mongo).await;
 
     // A CA that did not sign the server's certificate: refused at start, exit code 1.
     let wrong_ca = tls(&[("source", pki.setting("tls_ca_file", "other-ca.crt"))]);
@@ -298,16 +308,7 @@ async fn the_sink_over_tls_with_a_client_certificate() {
         "{table}"
     );
 
-    sdl.start();
-    sdl.wait_following().await;
-    for id in 1..=3 {
-        root.query_drop(format!("INSERT INTO app.t VALUES ({id})"))
-            .await
-            .unwrap();
-    }
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert_eq!(count_documents(&mongo, "t").await, 3);
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    relays_three_inserts(&mut sdl, &mut root, &mariadb, &mongo).await;
 
     // A CA that did not sign the server's certificate.
     let (code, stderr) = run_failing(&tls("other-ca.crt", Some("client.pem")));

@@ -279,7 +279,9 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
     sdl.wait_following().await;
     mongo.kill();
     let mut workload = Workload::new(11);
-    workload.run(&mut conn, 12_000).await;
+    // Several times wal.max_bytes, so that the pause comes well before the end of the workload
+    // (ingest may overshoot the limit by a group commit or two).
+    workload.run(&mut conn, 36_000).await;
     wait_until("the ingester to pause", TIMEOUT, || async {
         sdl.logs()
             .contains("WAL full (wal.max_bytes): pausing")
