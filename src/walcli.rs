@@ -13,7 +13,7 @@ use sdl_wal::{Stored, Wal, WalStats};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::event::{Change, SourceTransaction};
+use crate::event::{Change, RowOp, SourceTransaction, StatementChange, Value};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum WalCommand {
@@ -75,7 +75,90 @@ pub struct ListEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShowRecord {
     pub entry: ListEntry,
-    pub transaction: Option<SourceTransaction>,
+    pub transaction: Option<TransactionView>,
+}
+
+/// A record as `sdl wal show` and `sdl wal dump` print it: every row change with its table, key
+/// and column names (the WAL stores those once per record).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransactionView {
+    pub gtid: String,
+    pub timestamp: u32,
+    pub position_after: String,
+    pub first_change: u64,
+    pub ends_transaction: bool,
+    pub changes: Vec<ChangeView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ChangeView {
+    Row(RowView),
+    Statement(StatementChange),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowView {
+    pub op: RowOp,
+    pub database: String,
+    pub table: String,
+    pub file: String,
+    pub pos: u64,
+    pub primary_key: Vec<String>,
+    /// Columns in table order; a column missing from the binlog's row image is left out.
+    pub before: Option<Vec<ColumnView>>,
+    pub after: Option<Vec<ColumnView>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColumnView {
+    pub name: String,
+    pub value: Value,
+}
+
+impl From<&SourceTransaction> for TransactionView {
+    fn from(t: &SourceTransaction) -> Self {
+        let changes = t
+            .changes
+            .iter()
+            .map(|change| match change {
+                Change::Row(row) => {
+                    let image = |values: &Option<Vec<Value>>| {
+                        values.as_ref().map(|values| {
+                            row.table
+                                .columns
+                                .iter()
+                                .zip(values)
+                                .filter(|(_, value)| **value != Value::Absent)
+                                .map(|(name, value)| ColumnView {
+                                    name: name.clone(),
+                                    value: value.clone(),
+                                })
+                                .collect()
+                        })
+                    };
+                    ChangeView::Row(RowView {
+                        op: row.op,
+                        database: row.table.database.clone(),
+                        table: row.table.name.clone(),
+                        file: row.file.to_string(),
+                        pos: row.pos,
+                        primary_key: row.table.primary_key_names().map(String::from).collect(),
+                        before: image(&row.before),
+                        after: image(&row.after),
+                    })
+                }
+                Change::Statement(statement) => ChangeView::Statement(statement.clone()),
+            })
+            .collect();
+        TransactionView {
+            gtid: t.gtid.clone(),
+            timestamp: t.timestamp,
+            position_after: t.position_after.clone(),
+            first_change: t.first_change,
+            ends_transaction: t.ends_transaction,
+            changes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,7 +182,7 @@ fn entry(
     seq: u64,
     acked: u64,
     result: Result<Option<Stored<SourceTransaction>>, sdl_wal::WalError>,
-) -> Option<(ListEntry, Option<SourceTransaction>)> {
+) -> Option<(ListEntry, Option<TransactionView>)> {
     match result {
         Ok(None) => None,
         Ok(Some(stored)) => {
@@ -111,7 +194,7 @@ fn entry(
                 match change {
                     Change::Row(r) => {
                         rows += 1;
-                        let name = format!("{}.{}", r.database, r.table);
+                        let name = format!("{}.{}", r.table.database, r.table.name);
                         if !tables.contains(&name) {
                             tables.push(name);
                         }
@@ -131,7 +214,7 @@ fn entry(
                     tables,
                     error: None,
                 },
-                Some(stored.record),
+                Some(TransactionView::from(&stored.record)),
             ))
         }
         Err(e) => Some((

@@ -124,3 +124,71 @@ async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
         workload.row_changes, workload.transactions
     );
 }
+
+/// The primary key in `meta.pk` follows the key's order, not the columns'; a session writing
+/// partial row images (`binlog_row_image=MINIMAL`) gets documents with just the columns the
+/// binlog holds, a column it lacks left out rather than NULL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_order_and_partial_row_images_are_kept() {
+    use mysql_async::prelude::Queryable;
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    let mut conn = mariadb.root_conn().await;
+    conn.query_drop(
+        "CREATE DATABASE IF NOT EXISTS app; \
+         CREATE TABLE app.keyed (a INT, b VARCHAR(10), c INT, d INT, PRIMARY KEY (b, a))",
+    )
+    .await
+    .unwrap();
+    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
+    sdl.start();
+    sdl.wait_following().await;
+
+    conn.query_drop("INSERT INTO app.keyed VALUES (1, 'x', 10, NULL)")
+        .await
+        .unwrap();
+    conn.query_drop(
+        "SET SESSION binlog_row_image = MINIMAL; \
+         UPDATE app.keyed SET c = 11 WHERE a = 1 AND b = 'x'; \
+         SET SESSION binlog_row_image = FULL",
+    )
+    .await
+    .unwrap();
+    wait_for_offset(
+        &mongo,
+        &mariadb.gtid_binlog_pos().await,
+        DRAIN_TIMEOUT,
+        &sdl,
+    )
+    .await;
+    let documents = common::change_documents(&mongo).await;
+    let rows: Vec<&Document> = documents
+        .iter()
+        .filter(|d| d.get_str("op") != Ok("ddl"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{documents:?}");
+    let (insert, update) = (rows[0], rows[1]);
+    let pk = |d: &Document| {
+        d.get_document("meta")
+            .unwrap()
+            .get_document("pk")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(pk(insert), doc! { "b": "x", "a": 1_i64 });
+    let keys = |d: &Document| d.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&pk(insert)), ["b", "a"], "key order");
+    assert_eq!(
+        insert.get_document("after").unwrap(),
+        &doc! { "a": 1_i64, "b": "x", "c": 10_i64, "d": null }
+    );
+    // The MINIMAL update: the key columns before, the changed column after.
+    assert_eq!(update.get_str("op").unwrap(), "update");
+    assert_eq!(
+        update.get_document("before").unwrap(),
+        &doc! { "a": 1_i64, "b": "x" }
+    );
+    assert_eq!(update.get_document("after").unwrap(), &doc! { "c": 11_i64 });
+    // The key comes from the before image when the after image lacks it.
+    assert_eq!(pk(update), doc! { "b": "x", "a": 1_i64 });
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+}

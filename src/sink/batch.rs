@@ -175,27 +175,21 @@ fn approximate_size(v: &Bson) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Change, Column, RowChange, RowOp, Value};
+    use crate::event::{Change, RowChange, RowOp, Table, Value};
 
     fn record(seq: u64, rows: usize, blob: usize) -> Stored<SourceTransaction> {
         let row = RowChange {
             op: RowOp::Insert,
-            database: "app".into(),
-            table: "t".into(),
+            table: std::sync::Arc::new(Table {
+                database: "app".into(),
+                name: "t".into(),
+                columns: vec!["id".into(), "b".into()],
+                primary_key: vec![0],
+            }),
             file: "bin.000001".into(),
             pos: 4,
-            primary_key: vec!["id".into()],
             before: None,
-            after: Some(vec![
-                Column {
-                    name: "id".into(),
-                    value: Value::Int(seq as i64),
-                },
-                Column {
-                    name: "b".into(),
-                    value: Value::Bytes(vec![7; blob]),
-                },
-            ]),
+            after: Some(vec![Value::Int(seq as i64), Value::Bytes(vec![7; blob])]),
         };
         Stored {
             seq,

@@ -8,9 +8,7 @@
 use bson::raw::RawBinaryRef;
 use bson::{doc, Binary, Bson, Document, RawBson, RawBsonRef, RawDocumentBuf};
 
-use crate::event::{
-    Change, Column, Json, RowChange, RowOp, SourceTransaction, StatementChange, Value,
-};
+use crate::event::{Change, Json, RowChange, SourceTransaction, StatementChange, Table, Value};
 
 /// The documents for one WAL record (a transaction or a fragment of one), in change order.
 pub fn transaction_documents(transaction: &SourceTransaction) -> Vec<Document> {
@@ -55,24 +53,17 @@ fn row_raw_document(
     ordinal: usize,
     row: &RowChange,
 ) -> Option<RawDocumentBuf> {
-    let identity = match row.op {
-        RowOp::Delete => row.before.as_ref(),
-        RowOp::Insert | RowOp::Update => row.after.as_ref(),
-    };
+    let table = &*row.table;
     let mut pk = RawDocumentBuf::new();
-    if let Some(columns) = identity {
-        for name in &row.primary_key {
-            if let Some(column) = columns.iter().find(|c| &c.name == name) {
-                append_value(&mut pk, &column.name, &column.value)?;
-            }
-        }
+    for (name, value) in row.key() {
+        append_value(&mut pk, name, value)?;
     }
     let mut meta = RawDocumentBuf::new();
-    meta.append_ref("db", row.database.as_str());
-    meta.append_ref("tbl", row.table.as_str());
+    meta.append_ref("db", table.database.as_str());
+    meta.append_ref("tbl", table.name.as_str());
     meta.append_ref("pk", &pk);
     meta.append_ref("gtid", transaction.gtid.as_str());
-    meta.append_ref("file", row.file.as_str());
+    meta.append_ref("file", &*row.file);
     meta.append_ref("pos", row.pos as i64);
     meta.append_ref("row", ordinal as i64);
     let mut document = RawDocumentBuf::new();
@@ -81,10 +72,10 @@ fn row_raw_document(
     document.append_ref("ts", ts);
     document.append_ref("meta", &meta);
     for (name, image) in [("before", &row.before), ("after", &row.after)] {
-        if let Some(columns) = image {
+        if let Some(values) = image {
             let mut raw = RawDocumentBuf::new();
-            for column in columns {
-                append_value(&mut raw, &column.name, &column.value)?;
+            for (column, value) in table.columns.iter().zip(values) {
+                append_value(&mut raw, column, value)?;
             }
             document.append_ref(name, &raw);
         }
@@ -120,6 +111,7 @@ fn append_value(raw: &mut RawDocumentBuf, name: &str, value: &Value) -> Option<(
         return None;
     }
     match value {
+        Value::Absent => {}
         Value::Null => raw.append_ref(name, RawBsonRef::Null),
         Value::Int(i) => raw.append_ref(name, *i),
         Value::Double(d) => raw.append_ref(name, *d),
@@ -147,38 +139,30 @@ fn row_document(
     ordinal: usize,
     row: &RowChange,
 ) -> Document {
-    // The row's identity: its key after the change, or before it for a delete.
-    let identity = match row.op {
-        RowOp::Delete => row.before.as_ref(),
-        RowOp::Insert | RowOp::Update => row.after.as_ref(),
-    };
-    let mut pk = Document::new();
-    if let Some(columns) = identity {
-        for name in &row.primary_key {
-            if let Some(column) = columns.iter().find(|c| &c.name == name) {
-                pk.insert(name.clone(), value_to_bson(&column.value));
-            }
-        }
-    }
+    let table = &*row.table;
+    let pk: Document = row
+        .key()
+        .map(|(name, value)| (name.to_string(), value_to_bson(value)))
+        .collect();
     let mut document = doc! {
         "_id": change_id(&transaction.gtid, ordinal),
         "op": row.op.as_str(),
         "ts": ts,
         "meta": {
-            "db": &row.database,
-            "tbl": &row.table,
+            "db": &table.database,
+            "tbl": &table.name,
             "pk": pk,
             "gtid": &transaction.gtid,
-            "file": &row.file,
+            "file": &*row.file,
             "pos": row.pos as i64,
             "row": ordinal as i64,
         },
     };
     if let Some(before) = &row.before {
-        document.insert("before", image(before));
+        document.insert("before", image(table, before));
     }
     if let Some(after) = &row.after {
-        document.insert("after", image(after));
+        document.insert("after", image(table, after));
     }
     document
 }
@@ -204,17 +188,21 @@ fn statement_document(
     }
 }
 
-fn image(columns: &[Column]) -> Document {
-    columns
+fn image(table: &Table, values: &[Value]) -> Document {
+    table
+        .columns
         .iter()
-        .map(|c| (c.name.clone(), value_to_bson(&c.value)))
+        .zip(values)
+        .filter(|(_, value)| **value != Value::Absent)
+        .map(|(name, value)| (name.clone(), value_to_bson(value)))
         .collect()
 }
 
 /// Maps a source value to BSON. See docs/change-document.md for the table.
 pub fn value_to_bson(value: &Value) -> Bson {
     match value {
-        Value::Null => Bson::Null,
+        // Callers leave a column that is absent from the row image out of the document.
+        Value::Absent | Value::Null => Bson::Null,
         Value::Int(i) => Bson::Int64(*i),
         Value::UInt(u) => unsigned(*u),
         Value::Float(f) => Bson::Double(f64::from(*f)),
@@ -366,10 +354,11 @@ mod tests {
 
     #[test]
     fn the_fast_writer_gives_the_same_bytes_as_the_general_mapping() {
-        use crate::event::Json;
+        use crate::event::{Json, RowOp};
         let values = vec![
             Value::Null,
             Value::Int(-7),
+            Value::Absent,
             Value::UInt(u64::MAX),
             Value::UInt(3),
             Value::Float(-0.0),
@@ -418,22 +407,20 @@ mod tests {
                 ),
             ])),
         ];
-        let columns: Vec<Column> = values
-            .into_iter()
-            .enumerate()
-            .map(|(i, value)| Column {
-                name: format!("c{i}"),
-                value,
-            })
-            .collect();
-        let row = |op, before: Option<Vec<Column>>, after: Option<Vec<Column>>| {
+        let table = std::sync::Arc::new(Table {
+            database: "app".into(),
+            name: "t".into(),
+            columns: (0..values.len()).map(|i| format!("c{i}")).collect(),
+            // Key order differs from column order.
+            primary_key: vec![9, 1],
+        });
+        let columns = values;
+        let row = |op, before: Option<Vec<Value>>, after: Option<Vec<Value>>| {
             Change::Row(RowChange {
                 op,
-                database: "app".into(),
-                table: "t".into(),
+                table: table.clone(),
                 file: "mariadb-bin.000001".into(),
                 pos: 42,
-                primary_key: vec!["c1".into(), "c8".into()],
                 before,
                 after,
             })
@@ -472,5 +459,19 @@ mod tests {
             );
         }
         assert_eq!(fast[0].get_str("_id").unwrap(), "0-1-9:1000");
+        let insert = fast[0].to_document().unwrap();
+        let pk = insert
+            .get_document("meta")
+            .unwrap()
+            .get_document("pk")
+            .unwrap();
+        assert_eq!(pk.keys().collect::<Vec<_>>(), ["c9", "c1"], "key order");
+        assert_eq!(pk.get_str("c9").unwrap(), "grüße");
+        let after = insert.get_document("after").unwrap();
+        assert!(
+            after.contains_key("c0") && !after.contains_key("c2"),
+            "{after}"
+        );
+        assert_eq!(after.len(), 16, "every column (17) but the absent one");
     }
 }

@@ -32,6 +32,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use mysql_async::binlog::events::{
     Event, EventData, GtidEvent, OptionalMetadataField, RotateEvent, RowsEventData, TableMapEvent,
@@ -48,7 +49,7 @@ use super::gtid::{
     MariadbGtid, MariadbPosition, MysqlGtidSet, PartialTransaction, Position, ResumePoint,
 };
 use crate::event::{
-    Change, Column, Json, RowChange, RowOp, SourceTransaction, StatementChange, Value,
+    Change, Json, RowChange, RowOp, SourceTransaction, StatementChange, Table, Value,
 };
 
 /// MariaDB event types that `mysql_common` does not know.
@@ -143,17 +144,25 @@ pub enum AssemblerMode {
 /// A TABLE_MAP event with what sdl needs from its optional metadata.
 struct TableInfo {
     map: TableMapEvent<'static>,
-    /// Table column index by the name `mysql_common` gives the column.
+    /// The table's names and primary key, shared by every row change decoded with this map.
+    table: Arc<Table>,
+    /// What value conversion needs beyond `mysql_common`'s column, by table column index.
+    columns: Vec<ColumnExtra>,
+    /// Table column index by the name `mysql_common` gives the column (`@<index>` when the names
+    /// came from a [`TableSchema`]); only rows whose image lacks columns need it.
     index_by_name: HashMap<String, usize>,
-    /// Member names of ENUM and SET columns, by table column index (raw bytes, decoded with the
-    /// column's ENUM/SET charset).
-    enum_values: HashMap<usize, Vec<Vec<u8>>>,
-    set_values: HashMap<usize, Vec<Vec<u8>>>,
-    /// Declared byte length of CHAR/BINARY columns (the binlog strips their trailing padding).
-    fixed_length: HashMap<usize, usize>,
-    /// Names by column index when they came from a [`TableSchema`] (mysql_common then names the
-    /// columns `@<index>`), with the members above as UTF-8 and the primary key.
-    provided: Option<(Vec<String>, Vec<String>)>,
+    /// ENUM/SET members are UTF-8 text from a [`TableSchema`], not in the column's charset.
+    members_utf8: bool,
+}
+
+/// ENUM/SET member names (raw bytes, in the column's ENUM/SET charset unless
+/// [`TableInfo::members_utf8`]) and the declared byte length of CHAR/BINARY columns (the binlog
+/// strips their trailing padding).
+#[derive(Default)]
+struct ColumnExtra {
+    enum_members: Option<Vec<Vec<u8>>>,
+    set_members: Option<Vec<Vec<u8>>>,
+    fixed_length: Option<usize>,
 }
 
 /// Column names, ENUM/SET members and primary key of a table, from outside the binlog
@@ -196,7 +205,7 @@ struct InnerEvent {
 /// Turns a stream of binlog events into complete transactions.
 pub struct TransactionAssembler {
     mode: AssemblerMode,
-    file: String,
+    file: Arc<str>,
     position: Position,
     table_maps: HashMap<u64, TableInfo>,
     /// Schemas provided for TABLE_MAPs without names, by (database, table).
@@ -220,7 +229,7 @@ impl TransactionAssembler {
     pub fn with_mode(position: Position, mode: AssemblerMode) -> Self {
         Self {
             mode,
-            file: String::new(),
+            file: Arc::from(""),
             position,
             table_maps: HashMap::new(),
             schemas: HashMap::new(),
@@ -261,7 +270,7 @@ impl TransactionAssembler {
 
     /// Names the binlog file being read (file decoding has no ROTATE event to name it).
     pub fn set_file(&mut self, file: &str) {
-        self.file = file.to_string();
+        self.file = Arc::from(file);
     }
 
     /// Called at the end of a binlog file: an open transaction or missing TRANSACTION_PAYLOAD
@@ -269,7 +278,7 @@ impl TransactionAssembler {
     pub fn finish(&self) -> Result<(), DecodeError> {
         if !self.payload.is_empty() {
             return Err(DecodeError {
-                file: self.file.clone(),
+                file: self.file.to_string(),
                 pos: self.payload_at,
                 event_type: "TRANSACTION_PAYLOAD".into(),
                 table: String::new(),
@@ -281,7 +290,7 @@ impl TransactionAssembler {
         }
         if let Some(open) = &self.open {
             return Err(DecodeError {
-                file: self.file.clone(),
+                file: self.file.to_string(),
                 pos: 0,
                 event_type: "END".into(),
                 table: String::new(),
@@ -314,7 +323,7 @@ impl TransactionAssembler {
             if got != expected {
                 self.payload.clear();
                 return Err(DecodeError {
-                    file: self.file.clone(),
+                    file: self.file.to_string(),
                     pos: self.payload_at,
                     event_type: "TRANSACTION_PAYLOAD".into(),
                     table: String::new(),
@@ -411,7 +420,7 @@ impl TransactionAssembler {
 
         match data {
             EventData::RotateEvent(rotate) => {
-                self.file = clean_binlog_name(&rotate);
+                self.file = Arc::from(clean_binlog_name(&rotate));
                 Ok(None)
             }
             EventData::FormatDescriptionEvent(_)
@@ -638,7 +647,7 @@ impl TransactionAssembler {
         if self.open.is_none() && self.mode == AssemblerMode::File {
             self.begin_anonymous(event, event_start, true)?;
         }
-        let file = self.file.clone();
+        let file = self.file.to_string();
         let fragment = self.full_fragment();
         let Some(open) = &mut self.open else {
             return Err(self.error(
@@ -688,11 +697,11 @@ impl TransactionAssembler {
             ));
         };
         let tme = &info.map;
-        let database = tme.database_name().into_owned();
-        let table = tme.table_name().into_owned();
+        let shape = info.table.clone();
+        let (database, table) = (&shape.database, &shape.name);
         let table_label = format!(" (table {database}.{table})");
         let row_error = |reason: String| DecodeError {
-            file: self.file.clone(),
+            file: self.file.to_string(),
             pos: event_start,
             event_type: event_type_name(event.header().event_type_raw()),
             table: table_label.clone(),
@@ -713,16 +722,9 @@ impl TransactionAssembler {
         .map_err(|panic| row_error(format!("row decoder panicked: {}", panic_text(&panic))))?
         .map_err(|e| row_error(format!("row does not decode: {e}")))?;
         let mut changes = Vec::with_capacity(decoded.len());
+        let file = self.file.clone();
         for (before, after) in decoded {
-            let primary_key = match &info.provided {
-                Some((_, key)) => key.clone(),
-                None => before
-                    .as_ref()
-                    .or(after.as_ref())
-                    .map(primary_key_names)
-                    .unwrap_or_default(),
-            };
-            let convert = |row: Option<BinlogRow>| -> Result<Option<Vec<Column>>, String> {
+            let convert = |row: Option<BinlogRow>| -> Result<Option<Vec<Value>>, String> {
                 row.map(|row| convert_row(info, row)).transpose()
             };
             let (before, after) = match (convert(before), convert(after)) {
@@ -731,11 +733,9 @@ impl TransactionAssembler {
             };
             changes.push(Change::Row(RowChange {
                 op,
-                database: database.clone(),
-                table: table.clone(),
-                file: self.file.clone(),
+                table: info.table.clone(),
+                file: file.clone(),
                 pos: event_start,
-                primary_key,
                 before,
                 after,
             }));
@@ -826,7 +826,7 @@ impl TransactionAssembler {
     fn error(&self, event: &Event, event_type: &str, reason: String) -> DecodeError {
         let header = event.header();
         DecodeError {
-            file: self.file.clone(),
+            file: self.file.to_string(),
             pos: u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
             event_type: event_type.to_string(),
             table: String::new(),
@@ -905,14 +905,6 @@ fn shorten(text: &str) -> String {
         s.push('…');
     }
     s
-}
-
-fn primary_key_names(row: &BinlogRow) -> Vec<String> {
-    row.columns_ref()
-        .iter()
-        .filter(|c| c.flags().contains(ColumnFlags::PRI_KEY_FLAG))
-        .map(|c| c.name_str().into_owned())
-        .collect()
 }
 
 fn is_savepoint(keyword: &str) -> bool {
@@ -1083,6 +1075,7 @@ fn table_info(
     let mut names: Option<Vec<String>> = None;
     let mut enum_values = HashMap::new();
     let mut set_values = HashMap::new();
+    let mut primary_key: Option<Vec<u64>> = None;
     for field in map.iter_optional_meta() {
         let field = field.map_err(|e| fail(format!("optional metadata does not decode: {e}")))?;
         match field {
@@ -1095,38 +1088,31 @@ fn table_info(
                 names = Some(list);
             }
             OptionalMetadataField::EnumStrValue(values) => {
-                for (k, members) in values.iter_values().enumerate() {
-                    let members =
-                        members.map_err(|e| fail(format!("ENUM members do not decode: {e}")))?;
-                    let column = *enum_columns
-                        .get(k)
-                        .ok_or_else(|| fail("more ENUM member lists than ENUM columns".into()))?;
-                    enum_values.insert(
-                        column,
-                        members
-                            .values()
-                            .iter()
-                            .map(|v| v.value_raw().to_vec())
-                            .collect(),
-                    );
-                }
+                let lists = values.iter_values().map(|members| {
+                    members.map(|m| m.values().iter().map(|v| v.value_raw().to_vec()).collect())
+                });
+                enum_values = members_by_column(lists, &enum_columns, "ENUM").map_err(fail)?;
             }
             OptionalMetadataField::SetStrValue(values) => {
-                for (k, members) in values.iter_values().enumerate() {
-                    let members =
-                        members.map_err(|e| fail(format!("SET members do not decode: {e}")))?;
-                    let column = *set_columns
-                        .get(k)
-                        .ok_or_else(|| fail("more SET member lists than SET columns".into()))?;
-                    set_values.insert(
-                        column,
-                        members
-                            .values()
-                            .iter()
-                            .map(|v| v.value_raw().to_vec())
-                            .collect(),
-                    );
-                }
+                let lists = values.iter_values().map(|members| {
+                    members.map(|m| m.values().iter().map(|v| v.value_raw().to_vec()).collect())
+                });
+                set_values = members_by_column(lists, &set_columns, "SET").map_err(fail)?;
+            }
+            OptionalMetadataField::SimplePrimaryKey(key) => {
+                let indexes = key
+                    .iter_indexes()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| fail(format!("primary key does not decode: {e}")))?;
+                primary_key = Some(indexes);
+            }
+            OptionalMetadataField::PrimaryKeyWithPrefix(key) => {
+                let indexes = key
+                    .iter_keys()
+                    .map(|part| part.map(|part| part.column_index()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| fail(format!("primary key does not decode: {e}")))?;
+                primary_key = Some(indexes);
             }
             _ => {}
         }
@@ -1160,10 +1146,22 @@ fn table_info(
             };
             enum_values = utf8(&schema.enum_values);
             set_values = utf8(&schema.set_values);
-            provided_names = Some((schema.names.clone(), schema.primary_key.clone()));
+            let key = schema
+                .primary_key
+                .iter()
+                .map(|name| {
+                    schema.names.iter().position(|n| n == name).ok_or_else(|| {
+                        fail(format!(
+                            "information_schema names primary-key column `{name}`, which is not among its columns"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            primary_key = Some(key.into_iter().map(|i| i as u64).collect());
+            provided_names = Some(schema.names.clone());
         }
     }
-    let names = match names {
+    let map_names = match names {
         Some(names) if names.len() == count => names,
         None if provided_names.is_some() => (0..count).map(|i| format!("@{i}")).collect(),
         Some(names) => {
@@ -1190,45 +1188,105 @@ fn table_info(
                 .into(),
         ));
     }
-    let index_by_name = names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+    let primary_key = primary_key
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| match u32::try_from(i) {
+            Ok(i) if (i as usize) < count => Ok(i),
+            _ => Err(fail(format!(
+                "primary-key column index {i} is past the table's {count} columns"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut columns: Vec<ColumnExtra> = (0..count).map(|_| ColumnExtra::default()).collect();
+    for (i, members) in enum_values {
+        columns[i].enum_members = Some(members);
+    }
+    for (i, members) in set_values {
+        columns[i].set_members = Some(members);
+    }
+    for (i, length) in fixed_length {
+        columns[i].fixed_length = Some(length);
+    }
+    let table = Arc::new(Table {
+        database: map.database_name().into_owned(),
+        name: map.table_name().into_owned(),
+        columns: provided_names.clone().unwrap_or_else(|| map_names.clone()),
+        primary_key,
+    });
+    let index_by_name = map_names
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| (n, i))
+        .collect();
     Ok(TableInfo {
         map,
+        table,
+        columns,
         index_by_name,
-        enum_values,
-        set_values,
-        fixed_length,
-        provided: provided_names,
+        members_utf8: provided_names.is_some(),
     })
 }
 
-fn convert_row(info: &TableInfo, mut row: BinlogRow) -> Result<Vec<Column>, String> {
+/// ENUM or SET member lists (one per column of that kind, in column order) by table column index.
+fn members_by_column<E: std::fmt::Display>(
+    lists: impl Iterator<Item = Result<Vec<Vec<u8>>, E>>,
+    columns_of_kind: &[usize],
+    kind: &str,
+) -> Result<HashMap<usize, Vec<Vec<u8>>>, String> {
+    let mut by_column = HashMap::new();
+    for (k, members) in lists.enumerate() {
+        let members = members.map_err(|e| format!("{kind} members do not decode: {e}"))?;
+        let column = *columns_of_kind
+            .get(k)
+            .ok_or_else(|| format!("more {kind} member lists than {kind} columns"))?;
+        by_column.insert(column, members);
+    }
+    Ok(by_column)
+}
+
+/// One row image as a value per table column. A full image (what `binlog_row_image=FULL`
+/// writes) maps column for column; a partial one by name, the missing columns [`Value::Absent`].
+fn convert_row(info: &TableInfo, mut row: BinlogRow) -> Result<Vec<Value>, String> {
     let columns = row.columns();
-    let mut out = Vec::with_capacity(columns.len());
+    let count = info.columns.len();
+    let full = columns.len() == count;
+    let mut out = if full {
+        Vec::with_capacity(count)
+    } else {
+        vec![Value::Absent; count]
+    };
     for (i, column) in columns.iter().enumerate() {
-        let mut name = column.name_str().into_owned();
-        let Some(value) = row.take(i) else {
-            continue;
+        let index = if full {
+            i
+        } else {
+            let name = column.name_str();
+            *info.index_by_name.get(name.as_ref()).ok_or_else(|| {
+                format!("column `{name}` of the row image is not in its TABLE_MAP")
+            })?
         };
-        let index = info.index_by_name.get(&name).copied();
-        if let (Some((names, _)), Some(index)) = (&info.provided, index) {
-            name = names[index].clone();
+        let value = match row.take(i) {
+            Some(value) => {
+                let extra = &info.columns[index];
+                let column_info = ColumnInfo {
+                    column_type: column.column_type(),
+                    charset: column.character_set(),
+                    enum_members: extra.enum_members.as_deref(),
+                    set_members: extra.set_members.as_deref(),
+                    fixed_length: extra.fixed_length,
+                    unsigned: column.flags().contains(ColumnFlags::UNSIGNED_FLAG),
+                    members_utf8: info.members_utf8,
+                };
+                convert_value(&column_info, value)
+                    .map_err(|e| format!("column `{}`: {e}", info.table.columns[index]))?
+            }
+            None => Value::Absent,
+        };
+        if full {
+            out.push(value);
+        } else {
+            out[index] = value;
         }
-        let column_info = ColumnInfo {
-            column_type: column.column_type(),
-            charset: column.character_set(),
-            enum_members: index
-                .and_then(|index| info.enum_values.get(&index))
-                .map(Vec::as_slice),
-            set_members: index
-                .and_then(|index| info.set_values.get(&index))
-                .map(Vec::as_slice),
-            fixed_length: index.and_then(|index| info.fixed_length.get(&index).copied()),
-            unsigned: column.flags().contains(ColumnFlags::UNSIGNED_FLAG),
-            members_utf8: info.provided.is_some(),
-        };
-        let value =
-            convert_value(&column_info, value).map_err(|e| format!("column `{name}`: {e}"))?;
-        out.push(Column { name, value });
     }
     Ok(out)
 }

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{ColumnNames, SourceConfig, StartFrom, TlsMode, WalConfig};
-use crate::event::{Change, SourceTransaction, Value};
+use crate::event::{Change, SourceTransaction, Table, Value};
 use crate::redact::redact_url;
 use crate::shutdown::stopped;
 use crate::status::{IngestState, IngestStatus, LastError};
@@ -906,13 +906,13 @@ async fn follow(
 /// logged, never dropped or altered.
 #[derive(Default)]
 struct JsonColumns {
-    /// database → table → (column names when looked up, JSON column names). Nested so that the
-    /// per-row lookup borrows the row's names instead of allocating a key.
+    /// database → table → (the table's shape when its JSON columns were looked up, their column
+    /// indexes). Nested so that the per-row lookup borrows the row's names.
     tables: HashMap<String, HashMap<String, TableJson>>,
 }
 
-/// A table's column names when its JSON columns were looked up, and those JSON columns.
-type TableJson = (Vec<String>, HashSet<String>);
+/// A table's shape when its JSON columns were looked up, and their column indexes.
+type TableJson = (Arc<Table>, Vec<usize>);
 
 impl JsonColumns {
     fn forget(&mut self) {
@@ -927,40 +927,47 @@ impl JsonColumns {
     ) -> Result<(), SourceError> {
         for change in &mut transaction.changes {
             let Change::Row(row) = change else { continue };
-            let names = || {
-                row.after
-                    .as_ref()
-                    .or(row.before.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|c| c.name.as_str())
-            };
-            let fresh = matches!(
-                self.tables.get(row.database.as_str()).and_then(|t| t.get(row.table.as_str())),
-                Some((seen, _)) if seen.iter().map(String::as_str).eq(names())
-            );
-            if !fresh {
-                if schema_conn.is_none() {
-                    match connect(cfg).await {
-                        Ok((conn, _)) => *schema_conn = Some(conn),
-                        Err(e) => return Err(SourceError::Transient(e.to_string())),
-                    }
+            let table = &row.table;
+            let cached = self
+                .tables
+                .get_mut(table.database.as_str())
+                .and_then(|t| t.get_mut(table.name.as_str()));
+            let json = match cached {
+                // Each TABLE_MAP makes a new `Table`: compare names only when it is not the one
+                // seen last.
+                Some((seen, json)) if Arc::ptr_eq(seen, table) => json,
+                Some((seen, json)) if seen.columns == table.columns => {
+                    *seen = table.clone();
+                    json
                 }
-                let conn = schema_conn.as_mut().expect("connected above");
-                let json = match load_json_columns(conn, &row.database, &row.table).await {
-                    Ok(json) => json,
-                    Err(e) => {
-                        *schema_conn = None;
-                        return Err(e);
+                _ => {
+                    if schema_conn.is_none() {
+                        match connect(cfg).await {
+                            Ok((conn, _)) => *schema_conn = Some(conn),
+                            Err(e) => return Err(SourceError::Transient(e.to_string())),
+                        }
                     }
-                };
-                let seen = names().map(str::to_string).collect();
-                self.tables
-                    .entry(row.database.clone())
-                    .or_default()
-                    .insert(row.table.clone(), (seen, json));
-            }
-            let json = &self.tables[row.database.as_str()][row.table.as_str()].1;
+                    let conn = schema_conn.as_mut().expect("connected above");
+                    let names = match load_json_columns(conn, &table.database, &table.name).await {
+                        Ok(names) => names,
+                        Err(e) => {
+                            *schema_conn = None;
+                            return Err(e);
+                        }
+                    };
+                    let indexes = (0..table.columns.len())
+                        .filter(|&i| names.contains(&table.columns[i]))
+                        .collect();
+                    let slot = self
+                        .tables
+                        .entry(table.database.clone())
+                        .or_default()
+                        .entry(table.name.clone())
+                        .or_insert_with(|| (table.clone(), Vec::new()));
+                    *slot = (table.clone(), indexes);
+                    &slot.1
+                }
+            };
             if json.is_empty() {
                 continue;
             }
@@ -968,20 +975,18 @@ impl JsonColumns {
                 .into_iter()
                 .flatten()
             {
-                for column in image.iter_mut() {
-                    if !json.contains(&column.name) {
-                        continue;
-                    }
-                    if let Value::Text(text) = &column.value {
+                for &index in json.iter() {
+                    let value = &mut image[index];
+                    if let Value::Text(text) = value {
                         match json_text::parse(text) {
-                            Ok(parsed) => column.value = Value::Json(parsed),
+                            Ok(parsed) => *value = Value::Json(parsed),
                             Err(reason) => warn!(
                                 "{}.{} column `{}` is a JSON column but this value is not JSON \
                                  sdl can represent exactly ({reason}); it is kept as its text \
                                  (binlog {}:{}, GTID {})",
-                                row.database,
-                                row.table,
-                                column.name,
+                                table.database,
+                                table.name,
+                                table.columns[index],
                                 row.file,
                                 row.pos,
                                 transaction.gtid

@@ -668,7 +668,10 @@ impl Sdl {
         self.runs += 1;
         let log =
             std::fs::File::create(self.dir.path().join(format!("sdl-{}.log", self.runs))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sdl"))
+        // SDL_TEST_BINARY runs another build of sdl (e.g. one built for profiling).
+        let binary =
+            std::env::var("SDL_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sdl").into());
+        let child = Command::new(binary)
             .arg("run")
             .arg("--config")
             .arg(&self.config_path)
