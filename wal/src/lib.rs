@@ -148,9 +148,39 @@ struct Accounting {
     groups: BTreeMap<u64, Group>,
     last_seq: u64,
     acked: u64,
+    /// Bytes of the groups holding an unacknowledged record, kept current because the ingester
+    /// asks for it on every transaction (summing the groups would cost O(WAL depth) each time).
+    unacked: u64,
 }
 
 impl Accounting {
+    fn recount_unacked(&mut self) {
+        self.unacked = self
+            .groups
+            .range(self.acked + 1..)
+            .map(|(_, g)| g.bytes)
+            .sum();
+    }
+
+    fn add_group(&mut self, last_seq: u64, group: Group) {
+        self.unacked += group.bytes;
+        self.groups.insert(last_seq, group);
+    }
+
+    /// Moves the acknowledged cursor forward: the groups it now covers whole stop counting.
+    fn advance_acked(&mut self, seq: u64) {
+        if seq <= self.acked {
+            return;
+        }
+        let covered: u64 = self
+            .groups
+            .range(self.acked + 1..=seq)
+            .map(|(_, g)| g.bytes)
+            .sum();
+        self.unacked -= covered;
+        self.acked = seq;
+    }
+
     fn total_bytes(&self) -> u64 {
         self.groups.values().map(|g| g.bytes).sum()
     }
@@ -158,10 +188,7 @@ impl Accounting {
     /// Bytes of groups holding at least one unacknowledged record (a partly acknowledged group
     /// counts whole: backpressure errs on the safe side).
     fn unacked_bytes(&self) -> u64 {
-        self.groups
-            .range(self.acked + 1..)
-            .map(|(_, g)| g.bytes)
-            .sum()
+        self.unacked
     }
 
     fn oldest_unacked_ms(&self) -> Option<u64> {
@@ -325,6 +352,7 @@ impl<R: Record> Wal<R> {
         let mut accounting = self.accounting();
         accounting.groups = groups;
         accounting.acked = acked;
+        accounting.recount_unacked();
         // With every record pruned, numbering continues after the acknowledged cursor.
         accounting.last_seq = last_record.unwrap_or(acked).max(acked);
         Ok(())
@@ -440,7 +468,7 @@ impl<R: Record> Wal<R> {
         let mut accounting = self.accounting();
         accounting.last_seq = seq;
         if let Some(group) = group {
-            accounting.groups.insert(seq, group);
+            accounting.add_group(seq, group);
         }
         Ok(seq)
     }
@@ -621,6 +649,7 @@ impl<R: Record> Wal<R> {
             accounting.groups.remove(&group_last);
         }
         accounting.groups.extend(kept_groups);
+        accounting.recount_unacked();
         accounting.last_seq = from - 1;
         Ok(position)
     }
@@ -645,8 +674,7 @@ impl<R: Record> Wal<R> {
             .insert(KEY_ACKED, &seq.to_be_bytes())
             .map_err(self.storage("acknowledge"))?;
         self.tree.flush().map_err(self.storage("flush"))?;
-        let mut accounting = self.accounting();
-        accounting.acked = accounting.acked.max(seq);
+        self.accounting().advance_acked(seq);
         Ok(())
     }
 

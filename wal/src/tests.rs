@@ -148,6 +148,42 @@ fn retention_by_age_and_bytes_keeps_unacknowledged_records() {
     assert_eq!(stats.unacked_bytes, unacked);
 }
 
+/// The running count of unacknowledged bytes equals a fresh sum over the groups after every
+/// kind of change, and after reopening.
+#[test]
+fn unacknowledged_bytes_stay_exact_through_appends_acks_pruning_and_truncation() {
+    let dir = temp_dir();
+    let path = dir.path().join("wal");
+    let wal: Wal<TestRecord> = Wal::open(&path).unwrap();
+    let check = |wal: &Wal<TestRecord>| {
+        let mut fresh = wal.accounting().groups.clone();
+        let acked = wal.acked().unwrap();
+        fresh.retain(|&last, _| last > acked);
+        let expected: u64 = fresh.values().map(|g| g.bytes).sum();
+        assert_eq!(wal.unacked_bytes(), expected);
+    };
+    for n in 0..10 {
+        wal.append(&[rec(3 * n + 1), rec(3 * n + 2), rec(3 * n + 3)], b"p")
+            .unwrap();
+        check(&wal);
+    }
+    for seq in [2, 3, 3, 1, 7, 16, 30] {
+        wal.acknowledge(seq).unwrap();
+        check(&wal);
+    }
+    wal.append(&[rec(31), rec(32)], b"p").unwrap();
+    wal.prune(KEEP_NONE).unwrap();
+    check(&wal);
+    wal.truncate_unacknowledged(32).unwrap();
+    check(&wal);
+    assert!(wal.unacked_bytes() > 0);
+    drop(wal);
+    let wal: Wal<TestRecord> = Wal::open(&path).unwrap();
+    check(&wal);
+    wal.acknowledge(31).unwrap();
+    assert_eq!(wal.unacked_bytes(), 0);
+}
+
 #[test]
 fn truncation_rewinds_the_position_and_refuses_acknowledged_records() {
     let dir = temp_dir();
