@@ -49,7 +49,6 @@ use std::time::{Duration, Instant};
 use common::{MariaDb, Mongo, Sdl};
 use futures_util::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Document, RawDocumentBuf};
-use mongodb::IndexModel;
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
@@ -396,15 +395,7 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
     let baseline_db = client.database(&format!("{}_baseline", mongo.database));
     let target = baseline_db.collection::<RawDocumentBuf>("row_changes");
     // The same secondary indexes sdl creates on its collection: the same work for the server.
-    target
-        .create_indexes([
-            IndexModel::builder().keys(doc! { "ts": 1 }).build(),
-            IndexModel::builder()
-                .keys(doc! { "meta.db": 1, "meta.tbl": 1, "meta.pk": 1 })
-                .build(),
-        ])
-        .await
-        .unwrap();
+    support::create_change_indexes(&target).await;
     let cpu = cpu_seconds(me);
     let insert_seconds = support::insert_many_baseline(&target, &documents).await;
     let cpu = cpu_seconds(me).zip(cpu).map(|(b, a)| b - a);

@@ -12,11 +12,17 @@
 //!    the forwarder (WAL → MongoDB) is measured, not the ingester.
 //! 3. Baseline: the very documents sdl wrote, read back and `insert_many`-ed into a fresh database
 //!    of the same server in batches of 1000 (`sink.batch_max_documents`), with sdl's write
-//!    concern (majority, journaled), by a plain driver loop.
+//!    concern (majority, journaled), by a plain driver loop, into a collection with the same
+//!    secondary indexes sdl's has (`ts`, `meta.db/tbl/pk`). A diagnostic row repeats it without
+//!    them.
 //!
-//! Also measured: the whole relay (binlog → WAL → MongoDB) on an already written binlog, and two
+//! CPU columns: user + system CPU of sdl (for the baselines: the benchmark process, the client)
+//! and of the MongoDB server in the measured window, per document.
+//!
+//! Also measured: the whole relay (binlog → WAL → MongoDB) on an already written binlog, and
 //! diagnostics by plain driver loops with the same documents: one transaction per batch around
-//! the insert_many alone, and with sdl's bookkeeping (offset findAndModify, staging writes) added.
+//! the insert_many alone, and with sdl's bookkeeping (offset findAndModify, staging writes) added
+//! (both into collections with sdl's indexes).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,6 +43,8 @@ struct Row {
     name: String,
     documents: u64,
     seconds: f64,
+    /// CPU seconds of sdl and of the MongoDB server in the measured window, when known.
+    cpu: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -66,11 +74,18 @@ async fn main() {
     rows.extend(diagnostics);
     let baseline = baseline.unwrap();
 
-    println!("| measurement | documents | seconds | docs/s | vs baseline |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "| measurement | documents | seconds | docs/s | vs baseline | sdl CPU µs/doc | server CPU µs/doc |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in std::iter::once(&baseline).chain(&rows) {
+        let per_doc = |seconds: f64| format!("{:.1}", seconds * 1e6 / row.documents as f64);
+        let (sdl_cpu, server_cpu) = match row.cpu {
+            Some((sdl, server)) => (per_doc(sdl), per_doc(server)),
+            None => (String::new(), String::new()),
+        };
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.2} |",
+            "| {} | {} | {:.2} | {:.0} | {:.2} | {sdl_cpu} | {server_cpu} |",
             row.name,
             row.documents,
             row.seconds,
@@ -131,18 +146,21 @@ async fn forwarder_only(target: u64, mode: &str) -> (Row, Row, Vec<Row>) {
     })
     .await;
     let started = Instant::now();
+    let cpu_before = cpu_of(&sdl, &mongo);
     let before = changes.count_documents(doc! {}).await.unwrap();
     wait_for(&sdl, "the last commit", || async {
         offset().await.as_deref() == Some(final_position.as_str())
     })
     .await;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_used(cpu_before, cpu_of(&sdl, &mongo));
     let documents = changes.count_documents(doc! {}).await.unwrap();
     assert!(sdl.terminate(Duration::from_secs(30)).success());
     let row = Row {
         name: format!("sdl forwarder (WAL → MongoDB), transactions {mode}"),
         documents: documents - before,
         seconds,
+        cpu,
     };
 
     let written: Vec<Document> = changes
@@ -152,19 +170,34 @@ async fn forwarder_only(target: u64, mode: &str) -> (Row, Row, Vec<Row>) {
         .try_collect()
         .await
         .unwrap();
-    let target = mongo
-        .client()
-        .await
+    let client = mongo.client().await;
+    let target = client
         .database(&format!("{}_baseline", mongo.database))
         .collection::<Document>("row_changes");
+    // The same secondary indexes as sdl's collection: the same work for the server.
+    support::create_change_indexes(&target).await;
+    let cpu_before = cpu_of_self_and(&mongo);
+    let seconds = support::insert_many_baseline(&target, &written).await;
     let baseline = Row {
-        name: "raw insert_many baseline (plain driver loop, batches of 1000)".into(),
+        name: "raw insert_many baseline (plain driver loop, batches of 1000, sdl's indexes)".into(),
         documents: written.len() as u64,
-        seconds: support::insert_many_baseline(&target, &written).await,
+        seconds,
+        cpu: cpu_used(cpu_before, cpu_of_self_and(&mongo)),
     };
     let mut diagnostics = Vec::new();
     if mode == "on" {
-        diagnostics = transaction_diagnostics(&mongo, &written).await;
+        let bare = client
+            .database(&format!("{}_bare", mongo.database))
+            .collection::<Document>("row_changes");
+        let cpu_before = cpu_of_self_and(&mongo);
+        let seconds = support::insert_many_baseline(&bare, &written).await;
+        diagnostics.push(Row {
+            name: "diagnostic: the raw baseline into a collection without secondary indexes".into(),
+            documents: written.len() as u64,
+            seconds,
+            cpu: cpu_used(cpu_before, cpu_of_self_and(&mongo)),
+        });
+        diagnostics.extend(transaction_diagnostics(&mongo, &written).await);
     }
     (row, baseline, diagnostics)
 }
@@ -187,9 +220,11 @@ async fn transaction_diagnostics(mongo: &Mongo, written: &[Document]) -> Vec<Row
     ] {
         let db = client.database(&format!("{}_diag_{}", mongo.database, rows.len()));
         let changes = db.collection::<RawDocumentBuf>("row_changes");
+        support::create_change_indexes(&changes).await;
         let offsets = db.collection::<Document>("binlog_offsets");
         let staging = db.collection::<Document>("row_changes_staging");
         let started = Instant::now();
+        let cpu_before = cpu_of_self_and(mongo);
         for (n, chunk) in raw.chunks(BATCH).enumerate() {
             let n = n as i64;
             session.start_transaction().await.unwrap();
@@ -227,10 +262,12 @@ async fn transaction_diagnostics(mongo: &Mongo, written: &[Document]) -> Vec<Row
             }
             session.commit_transaction().await.unwrap();
         }
+        let seconds = started.elapsed().as_secs_f64();
         rows.push(Row {
             name: name.into(),
             documents: raw.len() as u64,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds,
+            cpu: cpu_used(cpu_before, cpu_of_self_and(mongo)),
         });
     }
     rows
@@ -259,6 +296,7 @@ async fn whole_relay(target: u64) -> Row {
     })
     .await;
     let started = Instant::now();
+    let cpu_before = cpu_of(&sdl, &mongo);
     let before = changes.count_documents(doc! {}).await.unwrap();
     wait_for(&sdl, "the last commit", || async {
         offsets
@@ -271,13 +309,36 @@ async fn whole_relay(target: u64) -> Row {
     })
     .await;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_used(cpu_before, cpu_of(&sdl, &mongo));
     let documents = changes.count_documents(doc! {}).await.unwrap();
     assert!(sdl.terminate(Duration::from_secs(30)).success());
     Row {
         name: "whole relay (binlog → WAL → MongoDB), transactions on".into(),
         documents: documents - before,
         seconds,
+        cpu,
     }
+}
+
+/// CPU seconds used so far by sdl and by the MongoDB server (None for an external server).
+fn cpu_of(sdl: &Sdl, mongo: &Mongo) -> Option<(f64, f64)> {
+    Some((
+        support::cpu_seconds(sdl.pid()?)?,
+        support::cpu_seconds(mongo.pid()?)?,
+    ))
+}
+
+/// The same for the baselines, whose client is this process.
+fn cpu_of_self_and(mongo: &Mongo) -> Option<(f64, f64)> {
+    Some((
+        support::cpu_seconds(std::process::id())?,
+        support::cpu_seconds(mongo.pid()?)?,
+    ))
+}
+
+fn cpu_used(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<(f64, f64)> {
+    let ((a0, b0), (a1, b1)) = (before?, after?);
+    Some((a1 - a0, b1 - b0))
 }
 
 /// Polls `check` every 10 ms until it holds (panics with sdl's logs after 30 min).

@@ -35,6 +35,22 @@ pub async fn wait_for<F, Fut>(
     }
 }
 
+/// The secondary indexes sdl creates on its change collection (src/sink/mod.rs), so that a
+/// baseline collection costs the server the same work per document.
+pub async fn create_change_indexes<T: Send + Sync>(target: &Collection<T>) {
+    use mongodb::bson::doc;
+    use mongodb::IndexModel;
+    target
+        .create_indexes([
+            IndexModel::builder().keys(doc! { "ts": 1 }).build(),
+            IndexModel::builder()
+                .keys(doc! { "meta.db": 1, "meta.tbl": 1, "meta.pk": 1 })
+                .build(),
+        ])
+        .await
+        .unwrap();
+}
+
 /// The raw baseline: `docs` inserted into `target` by a plain driver loop, `BATCH` documents per
 /// `insert_many`, with sdl's write concern (majority, journaled). Returns the seconds taken.
 pub async fn insert_many_baseline<T>(target: &Collection<T>, docs: &[T]) -> f64

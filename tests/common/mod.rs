@@ -341,6 +341,12 @@ impl Mongo {
         Self::start_with(&[]).await
     }
 
+    /// The server process's id (None for an external server).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+
     /// `args` go to secantusd-rs (e.g. `--standalone`); with `SDL_TEST_MONGODB_URI` set they are
     /// ignored unless the test asks for a standalone server, which a shared MongoDB cannot be.
     pub async fn start_with(args: &[&str]) -> Self {
