@@ -60,6 +60,11 @@ impl sdl_wal::Record for SourceTransaction {
     fn position_after(&self) -> &[u8] {
         self.position_after.as_bytes()
     }
+
+    /// The forwarder reads about one batch of changes at a time.
+    fn items(&self) -> usize {
+        self.changes.len()
+    }
 }
 
 /// One change inside a transaction.

@@ -409,7 +409,7 @@ async fn read_records(
     max_bytes: usize,
 ) -> Result<Vec<Stored<SourceTransaction>>, ForwardError> {
     let wal = wal.clone();
-    // One record holds at least one change, so `max_docs` records are always enough.
+    // About one batch of changes per read: what is read is decoded and held until batched.
     Ok(
         tokio::task::spawn_blocking(move || wal.read_from(from, max_docs, max_bytes))
             .await

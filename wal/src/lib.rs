@@ -50,6 +50,12 @@ pub trait Record: Serialize + DeserializeOwned {
 
     /// The ingest position after this record (used to rewind when later records are damaged).
     fn position_after(&self) -> &[u8];
+
+    /// How many items the record holds, for [`Wal::read_from`]'s limit (one, unless the record
+    /// is a group of items a reader consumes in units, such as the changes of a transaction).
+    fn items(&self) -> usize {
+        1
+    }
 }
 
 /// sled's page cache (see [`Wal::open`]).
@@ -473,19 +479,21 @@ impl<R: Record> Wal<R> {
         Ok(seq)
     }
 
-    /// Reads up to `max_records` records starting at `from` (inclusive), stopping early once
-    /// `max_bytes` of frames have been collected (at least one record is returned when available).
+    /// Reads records starting at `from` (inclusive) until they hold `max_items` items
+    /// ([`Record::items`]) or `max_bytes` of frames would be exceeded (at least one record is
+    /// returned when available), so a reader holds about one unit of work in memory.
     /// Only records whose [`Wal::append`] has returned are read: a record being appended is in the
     /// tree before it is flushed, and a reader that forwarded it could neither acknowledge it nor
     /// count on it surviving a crash.
     pub fn read_from(
         &self,
         from: u64,
-        max_records: usize,
+        max_items: usize,
         max_bytes: usize,
     ) -> Result<Vec<Stored<R>>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut items = 0usize;
         let last = self.accounting().last_seq;
         if from > last {
             return Ok(out);
@@ -501,11 +509,12 @@ impl<R: Record> Wal<R> {
                     source: FrameError::Missing,
                 });
             }
-            if out.len() >= max_records || (!out.is_empty() && bytes + value.len() > max_bytes) {
+            if items >= max_items || (!out.is_empty() && bytes + value.len() > max_bytes) {
                 break;
             }
             let record = self.decode(seq, &value)?;
             bytes += value.len();
+            items += record.items();
             out.push(Stored {
                 seq,
                 record,

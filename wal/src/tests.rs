@@ -255,6 +255,35 @@ fn read_from_respects_count_and_byte_limits() {
     assert_eq!(wal.read_from(11, 100, usize::MAX).unwrap().len(), 0);
 }
 
+/// A record of several items (like a transaction's changes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Group(Vec<u64>);
+
+impl Record for Group {
+    const FORMAT_VERSION: u16 = 1;
+
+    fn position_after(&self) -> &[u8] {
+        b"p"
+    }
+
+    fn items(&self) -> usize {
+        self.0.len()
+    }
+}
+
+#[test]
+fn read_from_stops_once_the_records_hold_max_items() {
+    let dir = temp_dir();
+    let wal: Wal<Group> = Wal::open(dir.path()).unwrap();
+    let records: Vec<Group> = (1..=6).map(|n| Group(vec![n; 3])).collect();
+    wal.append(&records, b"p").unwrap();
+    // 3 + 3 = 6 < 7, so a third record is read; then 9 >= 7 stops.
+    assert_eq!(wal.read_from(1, 7, usize::MAX).unwrap().len(), 3);
+    assert_eq!(wal.read_from(1, 6, usize::MAX).unwrap().len(), 2);
+    // A record larger than the limit still comes alone.
+    assert_eq!(wal.read_from(4, 1, usize::MAX).unwrap().len(), 1);
+}
+
 #[test]
 fn damaged_record_is_reported_with_its_sequence() {
     let dir = temp_dir();
