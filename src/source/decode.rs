@@ -35,14 +35,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use mysql_async::binlog::events::{
-    Event, EventData, GtidEvent, OptionalMetadataField, RotateEvent, RowsEventData, TableMapEvent,
-    TransactionPayloadEvent,
+    Event, EventData, GtidEvent, OptionalMetaExtractor, OptionalMetadataField, RotateEvent,
+    RowsEventData, TableMapEvent, TransactionPayloadEvent,
 };
 use mysql_async::binlog::jsonb::{JsonContainer, JsonDom, JsonNumber, JsonScalar};
-use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::binlog::EventType;
-use mysql_async::consts::{ColumnFlags, ColumnType};
+use mysql_async::consts::ColumnType;
+use mysql_common::io::ParseBuf;
 
 use super::charset;
 use super::gtid::{
@@ -146,22 +146,26 @@ struct TableInfo {
     map: TableMapEvent<'static>,
     /// The table's names and primary key, shared by every row change decoded with this map.
     table: Arc<Table>,
-    /// What value conversion needs beyond `mysql_common`'s column, by table column index.
-    columns: Vec<ColumnExtra>,
-    /// Table column index by the name `mysql_common` gives the column (`@<index>` when the names
-    /// came from a [`TableSchema`]); only rows whose image lacks columns need it.
-    index_by_name: HashMap<String, usize>,
+    /// How to decode each column's values, by table column index.
+    columns: Vec<ColumnDecoder>,
     /// ENUM/SET members are UTF-8 text from a [`TableSchema`], not in the column's charset.
     members_utf8: bool,
 }
 
-/// ENUM/SET member names (raw bytes, in the column's ENUM/SET charset unless
-/// [`TableInfo::members_utf8`]) and the declared byte length of CHAR/BINARY columns (the binlog
-/// strips their trailing padding).
-#[derive(Default)]
-struct ColumnExtra {
+/// Everything needed to decode one column's values, worked out once per TABLE_MAP (what
+/// `mysql_common`'s row decoder works out again for every row).
+struct ColumnDecoder {
+    column_type: ColumnType,
+    /// The column's TABLE_MAP metadata bytes.
+    meta: Vec<u8>,
+    unsigned: bool,
+    /// Collation id (character columns, ENUM, SET).
+    charset: u16,
+    /// ENUM/SET member names (raw bytes, in the column's ENUM/SET charset unless
+    /// [`TableInfo::members_utf8`]).
     enum_members: Option<Vec<Vec<u8>>>,
     set_members: Option<Vec<Vec<u8>>>,
+    /// Declared byte length of CHAR/BINARY columns (the binlog strips their trailing padding).
     fixed_length: Option<usize>,
 }
 
@@ -714,23 +718,15 @@ impl TransactionAssembler {
                 tme.columns_count()
             )));
         }
-        // mysql_common indexes metadata it trusts; the TABLE_MAP was validated, and a panic on
-        // anything else it trusts is caught here rather than taking the process down.
-        let decoded = catch_unwind(AssertUnwindSafe(|| {
-            rows.rows(tme).collect::<Result<Vec<_>, _>>()
-        }))
-        .map_err(|panic| row_error(format!("row decoder panicked: {}", panic_text(&panic))))?
-        .map_err(|e| row_error(format!("row does not decode: {e}")))?;
-        let mut changes = Vec::with_capacity(decoded.len());
+        // mysql_common's value decoder indexes metadata it trusts; the TABLE_MAP was validated,
+        // and a panic on anything else it trusts is caught here rather than taking the process
+        // down.
+        let images = catch_unwind(AssertUnwindSafe(|| decode_images(rows, info)))
+            .map_err(|panic| row_error(format!("row decoder panicked: {}", panic_text(&panic))))?
+            .map_err(row_error)?;
+        let mut changes = Vec::with_capacity(images.len());
         let file = self.file.clone();
-        for (before, after) in decoded {
-            let convert = |row: Option<BinlogRow>| -> Result<Option<Vec<Value>>, String> {
-                row.map(|row| convert_row(info, row)).transpose()
-            };
-            let (before, after) = match (convert(before), convert(after)) {
-                (Ok(b), Ok(a)) => (b, a),
-                (Err(reason), _) | (_, Err(reason)) => return Err(row_error(reason)),
-            };
+        for (before, after) in images {
             changes.push(Change::Row(RowChange {
                 op,
                 table: info.table.clone(),
@@ -1198,32 +1194,53 @@ fn table_info(
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut columns: Vec<ColumnExtra> = (0..count).map(|_| ColumnExtra::default()).collect();
-    for (i, members) in enum_values {
-        columns[i].enum_members = Some(members);
-    }
-    for (i, members) in set_values {
-        columns[i].set_members = Some(members);
-    }
-    for (i, length) in fixed_length {
-        columns[i].fixed_length = Some(length);
-    }
+    // Signedness and charsets as mysql_common's own row decoder reads them
+    // (binlog/row.rs): one entry per numeric, character, and ENUM/SET column, in order.
+    let columns = {
+        let extractor = OptionalMetaExtractor::new(map.iter_optional_meta())
+            .map_err(|e| fail(format!("optional metadata does not decode: {e}")))?;
+        let mut signedness = extractor.iter_signedness();
+        let mut charsets = extractor.iter_charset();
+        let mut enum_and_set_charsets = extractor.iter_enum_and_set_charset();
+        let mut columns = Vec::with_capacity(count);
+        for i in 0..count {
+            let column_type = map
+                .get_column_type(i)
+                .ok()
+                .flatten()
+                .ok_or_else(|| fail(format!("column {i} has no type")))?;
+            let unsigned = column_type.is_numeric_type() && signedness.next().unwrap_or_default();
+            let charset = if column_type.is_character_type() {
+                charsets.next().transpose()
+            } else if column_type.is_enum_or_set_type() {
+                enum_and_set_charsets.next().transpose()
+            } else {
+                Ok(None)
+            }
+            .map_err(|e| fail(format!("column {i}: charset does not decode: {e}")))?
+            .unwrap_or_default();
+            columns.push(ColumnDecoder {
+                column_type,
+                meta: map.get_column_metadata(i).unwrap_or(&[]).to_vec(),
+                unsigned,
+                charset,
+                enum_members: enum_values.remove(&i),
+                set_members: set_values.remove(&i),
+                fixed_length: fixed_length.remove(&i),
+            });
+        }
+        columns
+    };
     let table = Arc::new(Table {
         database: map.database_name().into_owned(),
         name: map.table_name().into_owned(),
-        columns: provided_names.clone().unwrap_or_else(|| map_names.clone()),
+        columns: provided_names.clone().unwrap_or(map_names),
         primary_key,
     });
-    let index_by_name = map_names
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| (n, i))
-        .collect();
     Ok(TableInfo {
         map,
         table,
         columns,
-        index_by_name,
         members_utf8: provided_names.is_some(),
     })
 }
@@ -1245,50 +1262,90 @@ fn members_by_column<E: std::fmt::Display>(
     Ok(by_column)
 }
 
-/// One row image as a value per table column. A full image (what `binlog_row_image=FULL`
-/// writes) maps column for column; a partial one by name, the missing columns [`Value::Absent`].
-fn convert_row(info: &TableInfo, mut row: BinlogRow) -> Result<Vec<Value>, String> {
-    let columns = row.columns();
-    let count = info.columns.len();
-    let full = columns.len() == count;
-    let mut out = if full {
-        Vec::with_capacity(count)
-    } else {
-        vec![Value::Absent; count]
-    };
-    for (i, column) in columns.iter().enumerate() {
-        let index = if full {
-            i
-        } else {
-            let name = column.name_str();
-            *info.index_by_name.get(name.as_ref()).ok_or_else(|| {
-                format!("column `{name}` of the row image is not in its TABLE_MAP")
-            })?
-        };
-        let value = match row.take(i) {
-            Some(value) => {
-                let extra = &info.columns[index];
-                let column_info = ColumnInfo {
-                    column_type: column.column_type(),
-                    charset: column.character_set(),
-                    enum_members: extra.enum_members.as_deref(),
-                    set_members: extra.set_members.as_deref(),
-                    fixed_length: extra.fixed_length,
-                    unsigned: column.flags().contains(ColumnFlags::UNSIGNED_FLAG),
-                    members_utf8: info.members_utf8,
-                };
-                convert_value(&column_info, value)
-                    .map_err(|e| format!("column `{}`: {e}", info.table.columns[index]))?
-            }
-            None => Value::Absent,
-        };
-        if full {
-            out.push(value);
-        } else {
-            out[index] = value;
-        }
+/// A row's image before and after the change (each present when the event type has it).
+type RowImages = (Option<Vec<Value>>, Option<Vec<Value>>);
+
+/// Decodes every row of a rows event with the TABLE_MAP's precomputed [`ColumnDecoder`]s: the
+/// layout `mysql_common`'s `RowsEventRows` reads (for each row the before image, then the after
+/// image, each a null bitmap over the columns present and their values), the values themselves
+/// decoded by `mysql_common`'s `BinlogValue`.
+fn decode_images<'a>(
+    rows: &'a RowsEventData<'a>,
+    info: &'a TableInfo,
+) -> Result<Vec<RowImages>, String> {
+    let mut buf = ParseBuf(rows.rows_data());
+    let (before, after) = (rows.columns_before_image(), rows.columns_after_image());
+    let mut images = Vec::new();
+    while !buf.is_empty() {
+        let before = before
+            .map(|bits| {
+                let present = |i: usize| bits.get(i).as_deref().copied().unwrap_or(false);
+                decode_image(&mut buf, bits.count_ones(), present, info)
+            })
+            .transpose()?;
+        let after = after
+            .map(|bits| {
+                let present = |i: usize| bits.get(i).as_deref().copied().unwrap_or(false);
+                decode_image(&mut buf, bits.count_ones(), present, info)
+            })
+            .transpose()?;
+        images.push((before, after));
     }
-    Ok(out)
+    Ok(images)
+}
+
+/// One row image as a value per table column; a column the image does not hold (a partial
+/// `binlog_row_image`) is [`Value::Absent`].
+fn decode_image<'a>(
+    buf: &mut ParseBuf<'a>,
+    in_image: usize,
+    present: impl Fn(usize) -> bool,
+    info: &'a TableInfo,
+) -> Result<Vec<Value>, String> {
+    let null_bitmap = buf
+        .checked_eat(in_image.div_ceil(8))
+        .ok_or_else(|| "row does not decode: the null bitmap is cut short".to_string())?;
+    let is_null = |k: usize| {
+        null_bitmap
+            .get(k / 8)
+            .is_none_or(|byte| byte & (1 << (k % 8)) != 0)
+    };
+    let mut values = Vec::with_capacity(info.columns.len());
+    let mut image_index = 0;
+    for (i, column) in info.columns.iter().enumerate() {
+        if !present(i) {
+            values.push(Value::Absent);
+            continue;
+        }
+        let null = is_null(image_index);
+        image_index += 1;
+        if null {
+            values.push(Value::Null);
+            continue;
+        }
+        let name = || &info.table.columns[i];
+        let raw: BinlogValue<'_> = buf
+            .parse((
+                column.column_type,
+                column.meta.as_slice(),
+                column.unsigned,
+                false,
+            ))
+            .map_err(|e| format!("row does not decode: column `{}`: {e}", name()))?;
+        let column_info = ColumnInfo {
+            column_type: column.column_type,
+            charset: column.charset,
+            enum_members: column.enum_members.as_deref(),
+            set_members: column.set_members.as_deref(),
+            fixed_length: column.fixed_length,
+            unsigned: column.unsigned,
+            members_utf8: info.members_utf8,
+        };
+        let value =
+            convert_value(&column_info, raw).map_err(|e| format!("column `{}`: {e}", name()))?;
+        values.push(value);
+    }
+    Ok(values)
 }
 
 /// What the value conversion needs to know about a column.
