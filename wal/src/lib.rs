@@ -59,7 +59,7 @@ pub trait Record: Serialize + DeserializeOwned {
 }
 
 /// sled's page cache (see [`Wal::open`]).
-const CACHE_BYTES: u64 = 64 << 20;
+const CACHE_BYTES: u64 = 32 << 20;
 
 const RECORD_PREFIX: u8 = b'r';
 const GROUP_PREFIX: u8 = b'g';
