@@ -76,16 +76,25 @@ pub enum Change {
 }
 
 impl Change {
-    /// A cheap estimate of the change's encoded size (a table's names are stored once per record,
-    /// so only the values count).
+    /// A cheap estimate of the change's size as a change document, for group commits and for
+    /// sizing fragments of large transactions against a MongoDB batch. Column names count for
+    /// every row, as in the document (the WAL stores them once per record, so it errs high there).
     pub fn approximate_size(&self) -> usize {
-        let image = |values: &Option<Vec<Value>>| {
-            values
-                .as_ref()
-                .map_or(0, |values| values.iter().map(Value::approximate_size).sum())
-        };
         match self {
-            Change::Row(row) => 16 + image(&row.before) + image(&row.after),
+            Change::Row(row) => {
+                let names = &row.table.columns;
+                let image = |values: &Option<Vec<Value>>| {
+                    values.as_ref().map_or(0, |values| {
+                        names
+                            .iter()
+                            .zip(values)
+                            .filter(|(_, value)| **value != Value::Absent)
+                            .map(|(name, value)| name.len() + 2 + value.approximate_size())
+                            .sum()
+                    })
+                };
+                64 + image(&row.before) + image(&row.after)
+            }
             Change::Statement(s) => 64 + s.statement.len(),
         }
     }
