@@ -141,6 +141,15 @@ async fn main() {
                 let row = latency(&servers, *rate, latency_seconds).await;
                 report.latencies.push(row);
             }
+            let pid = servers.sdl.pid().unwrap();
+            report.memory.push(Memory {
+                name: "catch-up, then the steady-state phases (same process)".into(),
+                peak_mib: proc_mib(pid, "VmHWM"),
+                note: format!(
+                    "now {}",
+                    proc_mib(pid, "VmRSS").map_or("?".into(), |m| format!("{m:.0} MiB"))
+                ),
+            });
         }
         if phase("bigtxn") {
             big_transaction(&mut servers, big_rows, &mut report).await;
@@ -838,6 +847,14 @@ async fn recovery(records: u64, report: &mut Report) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let wal = admin.status().await.unwrap()["wal"].clone();
+    report.memory.push(Memory {
+        name: format!("ingest of {records} single-row transactions (MongoDB down)"),
+        peak_mib: proc_mib(sdl.pid().unwrap(), "VmHWM"),
+        note: format!(
+            "one WAL record each, group commits of a few ms; now {}",
+            proc_mib(sdl.pid().unwrap(), "VmRSS").map_or("?".into(), |m| format!("{m:.0} MiB"))
+        ),
+    });
     sdl.terminate(Duration::from_secs(60));
     mongo.restart().await;
 
