@@ -1231,17 +1231,18 @@ fn table_info(
         }
         columns
     };
+    let members_utf8 = provided_names.is_some();
     let table = Arc::new(Table {
         database: map.database_name().into_owned(),
         name: map.table_name().into_owned(),
-        columns: provided_names.clone().unwrap_or(map_names),
+        columns: provided_names.unwrap_or(map_names),
         primary_key,
     });
     Ok(TableInfo {
         map,
         table,
         columns,
-        members_utf8: provided_names.is_some(),
+        members_utf8,
     })
 }
 

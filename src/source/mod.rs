@@ -963,8 +963,8 @@ impl JsonColumns {
                         .entry(table.database.clone())
                         .or_default()
                         .entry(table.name.clone())
-                        .or_insert_with(|| (table.clone(), Vec::new()));
-                    *slot = (table.clone(), indexes);
+                        .insert_entry((table.clone(), indexes))
+                        .into_mut();
                     &slot.1
                 }
             };
