@@ -82,13 +82,10 @@ impl Change {
     pub fn approximate_size(&self) -> usize {
         match self {
             Change::Row(row) => {
-                let names = &row.table.columns;
                 let image = |values: &Option<Vec<Value>>| {
                     values.as_ref().map_or(0, |values| {
-                        names
-                            .iter()
-                            .zip(values)
-                            .filter(|(_, value)| **value != Value::Absent)
+                        row.table
+                            .present(values)
                             .map(|(name, value)| name.len() + 2 + value.approximate_size())
                             .sum()
                     })
@@ -135,6 +132,16 @@ impl Table {
         self.primary_key
             .iter()
             .map(|&i| self.columns[i as usize].as_str())
+    }
+
+    /// The columns an image holds, as (name, value) in column order: those missing from the
+    /// binlog's row image ([`Value::Absent`]) left out.
+    pub fn present<'a>(&'a self, image: &'a [Value]) -> impl Iterator<Item = (&'a str, &'a Value)> {
+        self.columns
+            .iter()
+            .zip(image)
+            .filter(|(_, value)| **value != Value::Absent)
+            .map(|(name, value)| (name.as_str(), value))
     }
 
     /// True when every primary-key index names a column (checked when a record is read back).

@@ -125,12 +125,9 @@ impl From<&SourceTransaction> for TransactionView {
                     let image = |values: &Option<Vec<Value>>| {
                         values.as_ref().map(|values| {
                             row.table
-                                .columns
-                                .iter()
-                                .zip(values)
-                                .filter(|(_, value)| **value != Value::Absent)
+                                .present(values)
                                 .map(|(name, value)| ColumnView {
-                                    name: name.clone(),
+                                    name: name.to_string(),
                                     value: value.clone(),
                                 })
                                 .collect()

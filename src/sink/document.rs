@@ -190,11 +190,8 @@ fn statement_document(
 
 fn image(table: &Table, values: &[Value]) -> Document {
     table
-        .columns
-        .iter()
-        .zip(values)
-        .filter(|(_, value)| **value != Value::Absent)
-        .map(|(name, value)| (name.clone(), value_to_bson(value)))
+        .present(values)
+        .map(|(name, value)| (name.to_string(), value_to_bson(value)))
         .collect()
 }
 
