@@ -4,6 +4,15 @@
 //! GTID and the change's ordinal inside it, so decoding the same binlog again yields the same ids.
 //! Conversion never fails silently: a value that has no exact BSON form is given a documented
 //! lossless form instead.
+//!
+//! Field names from the source (column names, JSON object keys) are written through
+//! [`escape_key`]: a reversible percent escape of the characters MongoDB cannot store or query as
+//! a literal field name (NUL, `.`, a leading `$`, and `%` itself), so any legal row converts. JSON
+//! nested deeper than [`MAX_JSON_DEPTH`] keeps its outer levels as documents and arrays, and each
+//! subtree at that depth becomes `{"%json": "<its JSON text>"}`, within MongoDB's nesting limit.
+//! Both are specified in docs/change-document.md ("Field names and deep JSON").
+
+use std::borrow::Cow;
 
 use bson::raw::RawBinaryRef;
 use bson::{doc, Binary, Bson, Document, RawBson, RawBsonRef, RawDocumentBuf};
@@ -27,8 +36,8 @@ pub fn transaction_documents(transaction: &SourceTransaction) -> Vec<Document> {
 
 /// The same documents as [`transaction_documents`], written straight to BSON bytes (no
 /// intermediate [`Document`], no copies of names and strings): the forwarder's path. `None` when
-/// a change needs the general path (a value the fast writer does not handle, such as a JSON
-/// object key MongoDB cannot take); a test checks that both paths give identical bytes.
+/// a change needs the general path (a value the fast writer cannot encode; none is known since
+/// field names are escaped); a test checks that both paths give identical bytes.
 pub fn transaction_raw_documents(transaction: &SourceTransaction) -> Option<Vec<RawDocumentBuf>> {
     let ts = bson::DateTime::from_millis(i64::from(transaction.timestamp) * 1000);
     transaction
@@ -104,12 +113,11 @@ fn statement_raw_document(
     document
 }
 
-/// Appends `value` as [`value_to_bson`] maps it: the common kinds by reference, the rest through
-/// [`value_to_bson`] itself, so the mapping has one definition.
+/// Appends `value` as [`value_to_bson`] maps it, under the column name `name` (escaped with
+/// [`escape_key`]): the common kinds by reference, the rest through [`value_to_bson`] itself, so
+/// the mapping has one definition.
 fn append_value(raw: &mut RawDocumentBuf, name: &str, value: &Value) -> Option<()> {
-    if name.contains('\0') {
-        return None;
-    }
+    let name = &*escape_key(name);
     match value {
         Value::Absent => {}
         Value::Null => raw.append_ref(name, RawBsonRef::Null),
@@ -142,7 +150,7 @@ fn row_document(
     let table = &*row.table;
     let pk: Document = row
         .key()
-        .map(|(name, value)| (name.to_string(), value_to_bson(value)))
+        .map(|(name, value)| (escape_key(name).into_owned(), value_to_bson(value)))
         .collect();
     let mut document = doc! {
         "_id": change_id(&transaction.gtid, ordinal),
@@ -191,7 +199,7 @@ fn statement_document(
 fn image(table: &Table, values: &[Value]) -> Document {
     table
         .present(values)
-        .map(|(name, value)| (name.to_string(), value_to_bson(value)))
+        .map(|(name, value)| (escape_key(name).into_owned(), value_to_bson(value)))
         .collect()
 }
 
@@ -234,8 +242,73 @@ pub fn value_to_bson(value: &Value) -> Bson {
             if *negative { "-" } else { "" }
         )),
         Value::Set(members) => Bson::Array(members.iter().cloned().map(Bson::String).collect()),
-        Value::Json(json) => json_to_bson(json),
+        Value::Json(json) => json_to_bson(json, 0),
     }
+}
+
+/// The escape character of [`escape_key`].
+const ESCAPE: char = '%';
+
+/// The one key of the document that stands for a JSON subtree nested too deep (see
+/// [`MAX_JSON_DEPTH`]); a key from the source can never be `%json`, since [`escape_key`] writes
+/// every `%` of a source key as `%25`.
+pub const JSON_TEXT_KEY: &str = "%json";
+
+/// JSON arrays and objects nested inside this many others (the column's value itself is at depth
+/// 0) are written as `{"%json": "<JSON text>"}`. The change document puts a column's value at
+/// level 3 (`after.<column>`, `meta.pk.<column>` at 4), so the deepest document stays within
+/// MongoDB's documented limit of 100 levels.
+pub const MAX_JSON_DEPTH: usize = 90;
+
+/// A field name from the source (a column name or a JSON object key) as written into a change
+/// document. MongoDB cannot store a NUL in a field name, treats a leading `$` as an operator and a
+/// `.` as a path separator, so these are percent-escaped, and so is the escape character:
+///
+/// | in the source | in MongoDB |
+/// | --- | --- |
+/// | `%` (anywhere) | `%25` |
+/// | NUL (anywhere) | `%00` |
+/// | `.` (anywhere) | `%2E` |
+/// | `$` (first character only) | `%24` |
+///
+/// Every other character, the empty name included, is kept. Names without these characters (the
+/// usual case) are unchanged; any standard percent-decoder (`decodeURIComponent`,
+/// `urllib.parse.unquote`) gives back the source name, see [`unescape_key`].
+pub fn escape_key(key: &str) -> Cow<'_, str> {
+    let needs_escape = key.starts_with('$') || key.bytes().any(|b| matches!(b, b'%' | b'.' | 0));
+    if !needs_escape {
+        return Cow::Borrowed(key);
+    }
+    let mut escaped = String::with_capacity(key.len() + 8);
+    for (at, c) in key.char_indices() {
+        match c {
+            ESCAPE => escaped.push_str("%25"),
+            '\0' => escaped.push_str("%00"),
+            '.' => escaped.push_str("%2E"),
+            '$' if at == 0 => escaped.push_str("%24"),
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// The source name of a field name [`escape_key`] wrote (percent-decoding); `None` for a name it
+/// cannot have written.
+pub fn unescape_key(key: &str) -> Option<String> {
+    let bytes = key.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = key.get(at + 1..at + 3)?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            decoded.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 fn unsigned(u: u64) -> Bson {
@@ -245,8 +318,14 @@ fn unsigned(u: u64) -> Bson {
     }
 }
 
-fn json_to_bson(json: &Json) -> Bson {
+/// `json`, nested inside `depth` JSON arrays or objects of the same column value.
+fn json_to_bson(json: &Json, depth: usize) -> Bson {
     match json {
+        Json::Array(_) | Json::Object(_) if depth >= MAX_JSON_DEPTH => {
+            let mut text = String::new();
+            write_json_text(json, &mut text);
+            Bson::Document(doc! { JSON_TEXT_KEY: text })
+        }
         Json::Null => Bson::Null,
         Json::Bool(b) => Bson::Boolean(*b),
         Json::Int(i) => Bson::Int64(*i),
@@ -258,14 +337,82 @@ fn json_to_bson(json: &Json) -> Bson {
             "$mysqlType": i32::from(*type_code),
             "bytes": Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: bytes.clone() },
         }),
-        Json::Array(items) => Bson::Array(items.iter().map(json_to_bson).collect()),
+        Json::Array(items) => Bson::Array(
+            items
+                .iter()
+                .map(|item| json_to_bson(item, depth + 1))
+                .collect(),
+        ),
         Json::Object(members) => Bson::Document(
             members
                 .iter()
-                .map(|(k, v)| (k.clone(), json_to_bson(v)))
+                .map(|(k, v)| (escape_key(k).into_owned(), json_to_bson(v, depth + 1)))
                 .collect(),
         ),
     }
+}
+
+/// `json` as compact JSON text: keys and strings exact, numbers with their exact digits (a double
+/// in its shortest form that reads back to the same value), temporal values as the strings MySQL
+/// prints, opaque values as MySQL prints them (`"base64:type<code>:<base64>"`).
+fn write_json_text(json: &Json, out: &mut String) {
+    let quoted = |s: &str, out: &mut String| {
+        out.push_str(&serde_json::to_string(s).expect("a string always serializes"))
+    };
+    match json {
+        Json::Null => out.push_str("null"),
+        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Json::Int(i) => out.push_str(&i.to_string()),
+        Json::UInt(u) => out.push_str(&u.to_string()),
+        Json::Double(d) => out.push_str(&format!("{d:?}")),
+        Json::Decimal(text) => out.push_str(text),
+        Json::String(s) | Json::Temporal(s) => quoted(s, out),
+        Json::Opaque { type_code, bytes } => {
+            quoted(&format!("base64:type{type_code}:{}", base64(bytes)), out)
+        }
+        Json::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_json_text(item, out);
+            }
+            out.push(']');
+        }
+        Json::Object(members) => {
+            out.push('{');
+            for (index, (key, value)) in members.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                quoted(key, out);
+                out.push(':');
+                write_json_text(value, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A TIMESTAMP as UTC text, `YYYY-MM-DDThh:mm:ss.ffffffZ`; the stored 0 is MySQL's zero
@@ -350,6 +497,102 @@ mod tests {
     }
 
     #[test]
+    fn field_names_are_escaped_reversibly() {
+        for (source, stored) in [
+            ("id", "id"),
+            ("", ""),
+            ("grüße 😀", "grüße 😀"),
+            ("a\0b", "a%00b"),
+            ("$set", "%24set"),
+            ("a$", "a$"),
+            ("$$", "%24$"),
+            ("a.b", "a%2Eb"),
+            ("..", "%2E%2E"),
+            ("50%", "50%25"),
+            ("%2E", "%252E"),
+            ("%json", "%25json"),
+            ("$a.b%\0", "%24a%2Eb%25%00"),
+        ] {
+            assert_eq!(escape_key(source), stored, "{source:?}");
+            assert_eq!(unescape_key(stored).as_deref(), Some(source), "{stored:?}");
+        }
+        assert!(matches!(escape_key("plain"), Cow::Borrowed(_)));
+        // The marker key is not a name escape_key writes.
+        assert_eq!(unescape_key(JSON_TEXT_KEY), None);
+    }
+
+    /// The nesting depth of a BSON value: 1 for a document or array holding only scalars.
+    fn bson_depth(value: &Bson) -> usize {
+        match value {
+            Bson::Document(d) => 1 + d.values().map(bson_depth).max().unwrap_or(0),
+            Bson::Array(a) => 1 + a.iter().map(bson_depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn json_nested_past_the_limit_keeps_its_outer_levels_and_the_rest_as_text() {
+        let mut deep = Json::Object(vec![("$leaf.".into(), Json::Decimal("1.50".into()))]);
+        for level in 0..150 {
+            deep = if level % 2 == 0 {
+                Json::Array(vec![Json::Int(level), deep])
+            } else {
+                Json::Object(vec![("k".into(), deep)])
+            };
+        }
+        let bson = value_to_bson(&Value::Json(deep.clone()));
+        assert_eq!(bson_depth(&bson), MAX_JSON_DEPTH + 1);
+        // Walk down to the marker: MAX_JSON_DEPTH levels of the original shape.
+        let mut at = &bson;
+        let mut original = &deep;
+        for _ in 0..MAX_JSON_DEPTH {
+            (at, original) = match (at, original) {
+                (Bson::Array(items), Json::Array(json)) => (&items[1], &json[1]),
+                (Bson::Document(d), Json::Object(json)) => (d.get("k").unwrap(), &json[0].1),
+                other => panic!("shape differs: {other:?}"),
+            };
+        }
+        let Bson::Document(marker) = at else {
+            panic!("no marker document: {at:?}")
+        };
+        assert_eq!(marker.keys().collect::<Vec<_>>(), [JSON_TEXT_KEY]);
+        let text = marker.get_str(JSON_TEXT_KEY).unwrap();
+        assert!(text.contains(r#"{"k":[0,{"$leaf.":1.50}]}"#), "{text}");
+        // The text is the subtree, exactly: parsed again it is the same value.
+        assert_eq!(&crate::source::json_text::parse(text).unwrap(), original);
+    }
+
+    #[test]
+    fn json_text_of_every_kind_reads_back() {
+        let json = Json::Array(vec![
+            Json::Null,
+            Json::Bool(false),
+            Json::Int(i64::MIN),
+            Json::UInt(u64::MAX),
+            Json::Double(0.1),
+            Json::Double(-1.5e300),
+            Json::Decimal("-0.000".into()),
+            Json::String("q\"\\\n\u{1}é".into()),
+            Json::Temporal("2015-01-15 23:24:25.000000".into()),
+            Json::Opaque {
+                type_code: 15,
+                bytes: vec![1, 2, 3, 4],
+            },
+            Json::Object(vec![("a\0".into(), Json::Array(vec![]))]),
+        ]);
+        let mut text = String::new();
+        write_json_text(&json, &mut text);
+        assert_eq!(
+            text,
+            r#"[null,false,-9223372036854775808,18446744073709551615,0.1,-1.5e300,-0.000,"q\"\\\n\u0001é","2015-01-15 23:24:25.000000","base64:type15:AQIDBA==",{"a\u0000":[]}]"#
+        );
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+    }
+
+    #[test]
     fn the_fast_writer_gives_the_same_bytes_as_the_general_mapping() {
         use crate::event::{Json, RowOp};
         let values = vec![
@@ -402,12 +645,29 @@ mod tests {
                         bytes: vec![1, 2],
                     },
                 ),
+                // Keys MongoDB cannot take as they are, and nesting past the limit.
+                ("a\0b".into(), Json::Int(1)),
+                ("$set".into(), Json::Int(2)),
+                ("a.b".into(), Json::Int(3)),
+                ("".into(), Json::Int(4)),
+                (
+                    "deep".into(),
+                    (0..200).fold(Json::Null, |inner, _| Json::Array(vec![inner])),
+                ),
             ])),
         ];
         let table = std::sync::Arc::new(Table {
             database: "app".into(),
             name: "t".into(),
-            columns: (0..values.len()).map(|i| format!("c{i}")).collect(),
+            // Column names MongoDB cannot take as they are (MariaDB allows `$x` and `a.b`).
+            columns: (0..values.len())
+                .map(|i| match i {
+                    3 => "$x".to_string(),
+                    4 => "a.b".to_string(),
+                    5 => "a\0b".to_string(),
+                    i => format!("c{i}"),
+                })
+                .collect(),
             // Key order differs from column order.
             primary_key: vec![9, 1],
         });
@@ -470,5 +730,13 @@ mod tests {
             "{after}"
         );
         assert_eq!(after.len(), 16, "every column (17) but the absent one");
+        for escaped in ["%24x", "a%2Eb", "a%00b"] {
+            assert!(after.contains_key(escaped), "{escaped} missing: {after}");
+        }
+        let json = after.get_document("c16").unwrap();
+        assert_eq!(
+            json.keys().collect::<Vec<_>>(),
+            ["k", "o", "a%00b", "%24set", "a%2Eb", "", "deep"]
+        );
     }
 }

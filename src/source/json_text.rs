@@ -5,17 +5,20 @@
 //! u64 is `UInt`, any other number, with a fraction, an exponent, more digits or `-0`, is
 //! `Decimal` holding its exact source text); object members keep their source order. Whatever it
 //! cannot represent exactly is refused with a reason, never approximated: invalid JSON, duplicate
-//! keys in one object (a BSON document cannot hold both), a key containing NUL (BSON keys are
-//! C strings), nesting deeper than [`MAX_DEPTH`] (MongoDB allows 100 levels per document). The
-//! caller then keeps the value as its text (docs/decisions.md).
+//! keys in one object (a BSON document cannot hold both), nesting deeper than [`MAX_DEPTH`] (a
+//! bound on the parser's recursion; MariaDB's own JSON functions accept 32 levels at most). The
+//! caller then keeps the value as its text (docs/decisions.md). Keys are kept exactly, NUL, `$`
+//! and `.` included: the change-document writer escapes them, and writes nesting past MongoDB's
+//! limit as JSON text (`sink::document::escape_key`, `sink::document::MAX_JSON_DEPTH`).
 
 use std::collections::HashSet;
 
 use crate::event::Json;
 
-/// Deepest nesting accepted; the change document adds two levels (`after.<column>`) and MongoDB
-/// refuses documents nested deeper than 100.
-pub const MAX_DEPTH: usize = 90;
+/// Deepest nesting parsed (the parser recurses once per level). Deeper text stays text; MariaDB
+/// cannot store it in a JSON column (`json_valid` refuses more than 31 levels), so only a column
+/// that became JSON after the row was written can hold it.
+pub const MAX_DEPTH: usize = 512;
 
 /// Parses `text` as one JSON value (surrounding whitespace allowed).
 pub fn parse(text: &str) -> Result<Json, String> {
@@ -75,7 +78,7 @@ impl Parser<'_> {
             Some(b'"') => Ok(Json::String(self.string()?)),
             Some(b'[') => {
                 if depth >= MAX_DEPTH {
-                    return self.error("nested deeper than 90 levels");
+                    return self.error("nested deeper than 512 levels");
                 }
                 self.at += 1;
                 let mut items = Vec::new();
@@ -100,7 +103,7 @@ impl Parser<'_> {
             }
             Some(b'{') => {
                 if depth >= MAX_DEPTH {
-                    return self.error("nested deeper than 90 levels");
+                    return self.error("nested deeper than 512 levels");
                 }
                 self.at += 1;
                 let mut members = Vec::new();
@@ -116,9 +119,6 @@ impl Parser<'_> {
                         return self.error("expected a string key");
                     }
                     let key = self.string()?;
-                    if key.contains('\0') {
-                        return self.error("a key contains NUL, which BSON keys cannot hold");
-                    }
                     if !seen.insert(key.clone()) {
                         return Err(format!(
                             "duplicate key {key:?} (a BSON document cannot hold both values)"
@@ -304,7 +304,16 @@ mod tests {
             ])
         );
         assert!(parse(r#"{"a": 1, "a": 2}"#).is_err());
-        assert!(parse(r#"{"a\u0000": 1}"#).is_err());
+        // Keys MongoDB cannot take as they are are kept exactly (the document writer escapes them).
+        assert_eq!(
+            parse(r#"{"a\u0000b": 1, "$set": 2, "a.b": 3, "": 4}"#).unwrap(),
+            Json::Object(vec![
+                ("a\0b".into(), Json::Int(1)),
+                ("$set".into(), Json::Int(2)),
+                ("a.b".into(), Json::Int(3)),
+                ("".into(), Json::Int(4)),
+            ])
+        );
     }
 
     #[test]
