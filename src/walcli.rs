@@ -144,7 +144,11 @@ impl From<&SourceTransaction> for TransactionView {
                         after: image(&row.after),
                     })
                 }
-                Change::Statement(statement) => ChangeView::Statement(statement.clone()),
+                // Records written before statements were redacted at the source (src/redact.rs).
+                Change::Statement(statement) => ChangeView::Statement(StatementChange {
+                    statement: crate::redact::redact_statement(&statement.statement).into_owned(),
+                    ..statement.clone()
+                }),
             })
             .collect();
         TransactionView {

@@ -18,6 +18,7 @@ use bson::raw::RawBinaryRef;
 use bson::{doc, Binary, Bson, Document, RawBson, RawBsonRef, RawDocumentBuf};
 
 use crate::event::{Change, Json, RowChange, SourceTransaction, StatementChange, Table, Value};
+use crate::redact::redact_statement;
 
 /// The documents for one WAL record (a transaction or a fragment of one), in change order.
 pub fn transaction_documents(transaction: &SourceTransaction) -> Vec<Document> {
@@ -109,7 +110,7 @@ fn statement_raw_document(
     document.append_ref("op", "ddl");
     document.append_ref("ts", ts);
     document.append_ref("meta", &meta);
-    document.append_ref("statement", statement.statement.as_str());
+    document.append_ref("statement", &*redact_statement(&statement.statement));
     document
 }
 
@@ -192,7 +193,9 @@ fn statement_document(
             "pos": statement.pos as i64,
             "row": ordinal as i64,
         },
-        "statement": &statement.statement,
+        // Redacted when it was read from the binlog; again here for records an earlier version
+        // wrote into the WAL.
+        "statement": redact_statement(&statement.statement).as_ref(),
     }
 }
 

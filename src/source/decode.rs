@@ -472,7 +472,9 @@ impl TransactionAssembler {
             }
             EventData::QueryEvent(query) => {
                 let schema = query.schema().into_owned();
-                let text = query.query().into_owned();
+                // Secrets (CREATE USER … IDENTIFIED BY 'x', …) are redacted here, before the text
+                // reaches the WAL, MongoDB, errors or logs (src/redact.rs).
+                let text = crate::redact::redact_statement(&query.query()).into_owned();
                 self.on_query(event, event_start, schema, text)
             }
             EventData::XidEvent(_) => self.commit(event),
