@@ -205,8 +205,8 @@ async fn json_keys_and_column_names_mongodb_cannot_take_arrive_escaped_and_round
 }
 
 /// A MySQL binary JSON value (JSON type 0x00 small object, 0x02 small array): an object with the
-/// key `a\0b` holding `depth` nested arrays, the innermost empty.
-fn binary_json(depth: usize) -> Vec<u8> {
+/// one key `key` holding `depth` nested arrays, the innermost empty.
+fn binary_json(key: &[u8], depth: usize) -> Vec<u8> {
     let mut array = vec![0, 0, 4, 0]; // []: 0 elements, 4 bytes
     for _ in 1..depth {
         let size = (7 + array.len()) as u16;
@@ -216,15 +216,22 @@ fn binary_json(depth: usize) -> Vec<u8> {
         outer.extend_from_slice(&array);
         array = outer;
     }
-    let key = b"a\0b";
     let size = (11 + key.len() + array.len()) as u16;
     let mut object = vec![0x00, 1, 0];
     object.extend_from_slice(&size.to_le_bytes());
     object.extend_from_slice(&[11, 0, key.len() as u8, 0]); // the key at offset 11
-    object.extend_from_slice(&[0x02, 14, 0]); // the value, a small array, at offset 14
+    let value_at = (11 + key.len()) as u16;
+    object.push(0x02); // the value, a small array, after the key
+    object.extend_from_slice(&value_at.to_le_bytes());
     object.extend_from_slice(key);
     object.extend_from_slice(&array);
     object
+}
+
+/// `depth` nested JSON arrays, the innermost empty (built, not parsed: serde_json parses at most
+/// 128 levels).
+fn nested_arrays(depth: usize) -> serde_json::Value {
+    (1..depth).fold(serde_json::json!([]), |inner, _| serde_json::json!([inner]))
 }
 
 /// The transaction a MySQL 8 binlog holds for one INSERT of `json` into a JSON column `c0` of
@@ -244,21 +251,37 @@ fn decoded_mysql_json_insert(json: &[u8]) -> SourceTransaction {
 
 /// MySQL's binary JSON can hold a key with NUL and nesting past what MongoDB stores (SecantusDB,
 /// like MongoDB, refuses documents nested more than 180 levels; MongoDB documents 100). MariaDB
-/// cannot store either deep nesting (`json_valid` refuses more than 31 levels) and no MySQL server
-/// is available to the tests, so the change comes from a MySQL 8 binlog decoded by sdl's own
-/// decoder and is put into the WAL of a stopped sdl, as its ingester would have; the real relay
-/// then forwards it into SecantusDB and keeps going with MariaDB's next rows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_json_with_a_nul_key_nested_200_levels_arrives_and_the_relay_keeps_going() {
-    let depth = 200;
-    let mut transaction = decoded_mysql_json_insert(&binary_json(depth));
+/// cannot store deep nesting (`json_valid` refuses more than 31 levels) and no MySQL server is
+/// available to the tests, so the change comes from a MySQL 8 binlog decoded by sdl's own decoder
+/// and is put into the WAL of a stopped sdl, as its ingester would have; the real relay then
+/// forwards it into SecantusDB and must keep going with MariaDB's next rows. Returns the stored
+/// value of the JSON column.
+async fn relay_a_mysql_json_change(json: &Json) -> Bson {
+    let key_and_depth = |json: &Json| -> (Vec<u8>, usize) {
+        let Json::Object(members) = json else {
+            panic!("an object with one key")
+        };
+        let mut depth = 0;
+        let mut at = &members[0].1;
+        while let Json::Array(items) = at {
+            depth += 1;
+            match items.first() {
+                Some(inner) => at = inner,
+                None => break,
+            }
+        }
+        (members[0].0.as_bytes().to_vec(), depth)
+    };
+    let (key, depth) = key_and_depth(json);
+    let mut transaction = decoded_mysql_json_insert(&binary_json(&key, depth));
     let Change::Row(row) = &transaction.changes[0] else {
         panic!("not a row change")
     };
-    let Some([Value::Json(Json::Object(members))]) = row.after.as_deref() else {
-        panic!("not a JSON object: {:?}", row.after)
-    };
-    assert_eq!(members[0].0, "a\0b", "the decoder keeps the key");
+    assert_eq!(
+        row.after.as_deref(),
+        Some(&[Value::Json(json.clone())][..]),
+        "the decoder reads the value exactly"
+    );
 
     let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
     let mut conn = mariadb.root_conn().await;
@@ -279,8 +302,7 @@ async fn mysql_json_with_a_nul_key_nested_200_levels_arrives_and_the_relay_keeps
     transaction.position_after = position.clone();
     {
         let wal = sdl_wal::Wal::<SourceTransaction>::open(sdl.wal_dir()).expect("open sdl's WAL");
-        wal.append(&[transaction.clone()], position.as_bytes())
-            .unwrap();
+        wal.append(&[transaction], position.as_bytes()).unwrap();
     }
     sdl.start();
     conn.query_drop("INSERT INTO app.t VALUES (2)")
@@ -290,21 +312,63 @@ async fn mysql_json_with_a_nul_key_nested_200_levels_arrives_and_the_relay_keeps
     assert!(sdl.is_running(), "sdl stopped: {}", sdl.logs());
 
     let docs = change_documents(&mongo).await;
+    let table = |d: &Document| {
+        let meta = d.get_document("meta").unwrap();
+        format!(
+            "{}.{}",
+            meta.get_str("db").unwrap(),
+            meta.get_str("tbl").unwrap()
+        )
+    };
+    // MariaDB's rows on both sides of it arrived too.
+    let ids: Vec<i64> = docs
+        .iter()
+        .filter(|d| table(d) == "app.t")
+        .map(|d| d.get_document("after").unwrap().get_i64("id").unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2]);
     let mysql_change = docs
         .iter()
-        .find(|d| d.get_str("_id").unwrap() == format!("{}:0", transaction.gtid))
+        .find(|d| table(d) == "db.tbl")
         .unwrap_or_else(|| panic!("the MySQL change did not arrive: {docs:?}"));
-    let value = mysql_change
+    mysql_change
         .get_document("after")
         .unwrap()
         .get("c0")
-        .unwrap();
-    let Bson::Document(object) = value else {
+        .unwrap()
+        .clone()
+}
+
+/// `{"<key>": [[…]]}` with `depth` nested arrays.
+fn object_of_arrays(key: &str, depth: usize) -> Json {
+    let arrays = (1..depth).fold(Json::Array(vec![]), |inner, _| Json::Array(vec![inner]));
+    Json::Object(vec![(key.into(), arrays)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_json_key_with_nul_arrives_escaped_and_the_relay_keeps_going() {
+    let value = relay_a_mysql_json_change(&object_of_arrays("a\0b", 2)).await;
+    assert!(
+        same(&value, &Bson::Document(doc! { "a%00b": [[]] })),
+        "{value:?}"
+    );
+    assert_eq!(
+        decode_stored(&value),
+        serde_json::json!({ "a\u{0}b": [[]] })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_json_nested_200_levels_arrives_as_documents_then_json_text_and_the_relay_keeps_going(
+) {
+    let depth = 200;
+    let value = relay_a_mysql_json_change(&object_of_arrays("k", depth)).await;
+    let Bson::Document(object) = &value else {
         panic!("not a document: {value:?}")
     };
-    assert_eq!(object.keys().collect::<Vec<_>>(), ["a%00b"]);
+    assert_eq!(object.keys().collect::<Vec<_>>(), ["k"]);
     // Documents and arrays down to the limit, then the rest as its JSON text.
-    let mut at = object.get("a%00b").unwrap();
+    let mut at = object.get("k").unwrap();
     let mut levels = 1;
     while let Bson::Array(items) = at {
         levels += 1;
@@ -323,15 +387,8 @@ async fn mysql_json_with_a_nul_key_nested_200_levels_arrives_and_the_relay_keeps
         "[".repeat(remaining) + &"]".repeat(remaining)
     );
     // The documented rule gives back the whole value.
-    // (Built, not parsed: serde_json parses at most 128 levels.)
-    let arrays = (1..depth).fold(serde_json::json!([]), |inner, _| serde_json::json!([inner]));
-    let expected = serde_json::json!({ "a\u{0}b": arrays });
-    assert_eq!(decode_stored(value), expected);
-    // MariaDB's rows on both sides of it arrived too.
-    let ids: Vec<i64> = docs
-        .iter()
-        .filter(|d| d.get_document("meta").unwrap().get_str("tbl").unwrap() == "t")
-        .map(|d| d.get_document("after").unwrap().get_i64("id").unwrap())
-        .collect();
-    assert_eq!(ids, [1, 2]);
+    assert_eq!(
+        decode_stored(&value),
+        serde_json::json!({ "k": nested_arrays(depth) })
+    );
 }
