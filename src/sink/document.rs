@@ -11,6 +11,8 @@
 //! nested deeper than [`MAX_JSON_DEPTH`] keeps its outer levels as documents and arrays, and each
 //! subtree at that depth becomes `{"%json": "<its JSON text>"}`, within MongoDB's nesting limit.
 //! Both are specified in docs/change-document.md ("Field names and deep JSON").
+//! A DDL document's statement text passes through `redact::redact_statement` (already done
+//! before the WAL; repeated here for records an earlier version wrote).
 
 use std::borrow::Cow;
 
