@@ -417,8 +417,9 @@ async fn read_records(
     )
 }
 
-/// Returns the sink's offset, as read.
-async fn reconcile_with_sink(
+/// Returns the sink's offset, as read. Also run at start-up before the WAL's repair (service.rs),
+/// so that a damaged record MongoDB already holds is acknowledged rather than read again.
+pub(crate) async fn reconcile_with_sink(
     sink: &MongoSink,
     wal: &Wal<SourceTransaction>,
 ) -> Result<Option<SinkOffset>, ForwardError> {
