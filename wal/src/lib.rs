@@ -108,6 +108,8 @@ const KEY_FORMAT: &[u8] = b"m/format";
 pub enum WalError {
     #[error("cannot open the WAL at {dir}: {source}. If another sdl process uses this directory (sled holds an exclusive lock), stop it or use its admin endpoint; otherwise check that the directory is writable")]
     Open { dir: PathBuf, source: sled::Error },
+    #[error("the WAL at {dir} cannot be used: {detail}. Its files are damaged, and nothing in them is trusted. {RECOVER_FIX}")]
+    Damaged { dir: PathBuf, detail: String },
     #[error("WAL storage error during {operation} in {dir}: {source}")]
     Storage {
         operation: &'static str,
@@ -143,6 +145,12 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// True when the open failed because another process holds the WAL's lock.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, WalError::Open { source: sled::Error::Io(io), .. }
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock"))
+    }
+
     /// True when the error is the disk being full (ENOSPC): it may clear by itself.
     pub fn is_disk_full(&self) -> bool {
         let io = match self {
@@ -337,6 +345,10 @@ impl<R: Record> Wal<R> {
             dir: dir.clone(),
             source: sled::Error::Io(e),
         })?;
+        // sled writes `conf` when it creates a database; sdl writes its format and id right after.
+        // A directory with `conf` whose tree then opens empty lost its data: sled (0.34) opens a
+        // truncated or garbled `db` file as an empty database rather than refusing it.
+        let held_a_database = dir.join("conf").exists();
         let db = sled::Config::new()
             .path(&dir)
             .mode(sled::Mode::HighThroughput)
@@ -346,14 +358,26 @@ impl<R: Record> Wal<R> {
             // records, a restart peaked at 154 MiB with 16 MiB here and 178-196 MiB with 32).
             .cache_capacity(CACHE_BYTES)
             .open()
-            .map_err(|source| WalError::Open {
-                dir: dir.clone(),
-                source,
+            .map_err(|source| match source {
+                sled::Error::Corruption { .. } => WalError::Damaged {
+                    dir: dir.clone(),
+                    detail: format!("sled refuses to open it ({source:?})"),
+                },
+                source => WalError::Open {
+                    dir: dir.clone(),
+                    source,
+                },
             })?;
         let tree = db.open_tree("wal").map_err(|source| WalError::Open {
             dir: dir.clone(),
             source,
         })?;
+        if held_a_database && tree.is_empty() {
+            return Err(WalError::Damaged {
+                dir,
+                detail: "sled opened it empty although the directory held a WAL (its `conf` file is there): the `db` file is truncated, garbled or gone".into(),
+            });
+        }
         let mut wal = Self {
             db,
             tree,

@@ -332,6 +332,33 @@ fn a_second_open_of_the_same_directory_is_refused() {
 }
 
 #[test]
+fn sled_refusing_the_files_or_opening_them_empty_is_a_damaged_wal_naming_the_recover_command() {
+    for damage in ["conf", "db"] {
+        let dir = temp_dir();
+        three_groups(dir.path());
+        let file = dir.path().join(damage);
+        let mut bytes = std::fs::read(&file).unwrap();
+        if damage == "conf" {
+            // sled checks its config file's CRC and refuses the database.
+            bytes[10] ^= 1;
+        } else {
+            // sled opens a database whose log is garbled from its start as an empty one.
+            for b in bytes.iter_mut().take(4096) {
+                *b ^= 0xff;
+            }
+        }
+        std::fs::write(&file, bytes).unwrap();
+        let err = open_err(dir.path());
+        assert!(matches!(err, WalError::Damaged { .. }), "{damage}: {err}");
+        assert!(err.to_string().contains("sdl wal recover"), "{err}");
+    }
+    // A second sdl on a healthy WAL is a lock, not damage.
+    let dir = temp_dir();
+    let _first: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    assert!(open_err(dir.path()).is_locked());
+}
+
+#[test]
 fn directory_is_created_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir();
