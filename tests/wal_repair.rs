@@ -183,3 +183,141 @@ async fn damaged_wal_metadata_is_rebuilt_at_start_and_the_relay_stays_exactly_on
     assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
     assert!(sdl.terminate(Duration::from_secs(30)).success());
 }
+
+/// Runs `sdl <args>` to completion: (exit code, stdout, stderr).
+fn sdl_cmd(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdl"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Flips a byte of sled's `conf` file in a stopped sdl's WAL: sled 0.34 then refuses the database
+/// (`Corruption`).
+fn damage_sled_conf(sdl: &Sdl) {
+    let conf = sdl.wal_dir().join("conf");
+    let mut bytes = std::fs::read(&conf).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&conf, bytes).unwrap();
+}
+
+/// The directories `sdl wal recover` moved the WAL aside to.
+fn moved_aside(sdl: &Sdl) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(sdl.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("wal.damaged-")
+        })
+        .collect()
+}
+
+/// A WAL sled refuses to open, and one whose WAL id is damaged: `sdl run` stops naming
+/// `sdl wal recover`; the command moves the WAL aside and starts a new one at MongoDB's offset;
+/// `sdl run` then relays everything, including what waited unacknowledged in the lost WAL,
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdl_wal_recover_resumes_from_mongodbs_offset_exactly_once() {
+    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+        return;
+    };
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
+    let config = sdl.config_path.display().to_string();
+    sdl.start();
+    sdl.wait_following().await;
+    let mut workload = Workload::new(47);
+    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 300).await;
+
+    // Transactions wait in the WAL, unacknowledged, while MongoDB is down; then the WAL's files
+    // are damaged.
+    mongo.kill();
+    workload.run(&mut conn, 600).await;
+    let position = mariadb.gtid_binlog_pos().await;
+    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
+        (sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str())).then_some(())
+    })
+    .await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    mongo.restart().await;
+    damage_sled_conf(&sdl);
+
+    let (code, _, stderr) = sdl_cmd(&["run", "--config", &config]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("sled refuses to open it") && stderr.contains("sdl wal recover --config"),
+        "{stderr}"
+    );
+
+    let (code, stdout, stderr) = sdl_cmd(&["wal", "recover", "--config", &config]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("starts at MongoDB's offset"), "{stdout}");
+    assert_eq!(moved_aside(&sdl).len(), 1, "{stdout}");
+
+    sdl.start();
+    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 900).await;
+    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+
+    // Metadata that cannot be rebuilt (the WAL id MongoDB's offset names the WAL by).
+    damage_metas(&sdl, &[b"m/wal_id"]);
+    let (code, _, stderr) = sdl_cmd(&["run", "--config", &config]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("m/wal_id") && stderr.contains("sdl wal recover --config"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = sdl_cmd(&["wal", "recover", "--config", &config]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(moved_aside(&sdl).len(), 2, "{stdout}");
+    sdl.start();
+    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 1200).await;
+    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+
+    // A running sdl is never pulled from under.
+    let (code, _, stderr) = sdl_cmd(&["wal", "recover", "--config", &config]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("in use by a running sdl"), "{stderr}");
+    assert_eq!(moved_aside(&sdl).len(), 2);
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// `sdl wal recover` checks that the source still has the binlog from MongoDB's offset: when it
+/// was purged, the command refuses (exit 3) and leaves the WAL directory where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdl_wal_recover_refuses_when_the_source_purged_the_binlog_from_the_offset() {
+    let Some((mariadb, mongo)) = start_servers_with_killable_mongo().await else {
+        return;
+    };
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
+    let config = sdl.config_path.display().to_string();
+    sdl.start();
+    sdl.wait_following().await;
+    let mut workload = Workload::new(53);
+    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 100).await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    // MongoDB's offset falls in binlogs the source then purges.
+    workload.run(&mut conn, 200).await;
+    mariadb.purge_old_binlogs().await;
+    damage_sled_conf(&sdl);
+
+    let (code, stdout, stderr) = sdl_cmd(&["wal", "recover", "--config", &config]);
+    assert_eq!(code, Some(3), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("no longer has the binlog from MongoDB's offset"),
+        "{stderr}"
+    );
+    assert!(moved_aside(&sdl).is_empty());
+    assert!(sdl.wal_dir().join("conf").exists());
+}
