@@ -41,7 +41,7 @@ pub enum ForwardError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Wal(#[from] sdl_wal::WalError),
-    #[error("the sink's offset names WAL sequence {sink_seq}, beyond this WAL's last sequence {wal_last} (same WAL id {wal_id}): the WAL directory was restored from an older backup. Restore the newest copy of the WAL directory, or start with an empty WAL directory to resume from the sink's GTID position")]
+    #[error("the sink's offset names WAL sequence {sink_seq}, beyond this WAL's last sequence {wal_last} (same WAL id {wal_id}): the WAL directory was restored from an older backup. Restore the newest copy of the WAL directory, or run `sdl wal recover --config FILE` to move this WAL aside and resume from the sink's GTID position")]
     SinkAhead {
         sink_seq: u64,
         wal_last: u64,

@@ -4,7 +4,8 @@
 //! Every inspection command works on the WAL directory of a stopped service (opened directly) and on a
 //! running one (sled holds an exclusive lock, so the command asks the service's admin endpoint,
 //! which answers with the very same functions below). Output is a human-readable table, or JSON
-//! with `--json`. Reading never changes the WAL.
+//! with `--json`. Reading never changes records; opening a stopped WAL applies the same metadata
+//! repairs and format upgrade `sdl run` would (sdl_wal's header), and says so on stderr.
 
 use std::path::PathBuf;
 
@@ -324,7 +325,12 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
         );
     }
     let source = match Wal::<SourceTransaction>::open(&dir) {
-        Ok(wal) => Source::Local(wal),
+        Ok(wal) => {
+            for repair in wal.metadata_repairs() {
+                eprintln!("sdl: WAL metadata repaired at open: {repair}");
+            }
+            Source::Local(wal)
+        }
         Err(open_error) => match admin {
             Some(addr) => Source::Remote(addr),
             None => {

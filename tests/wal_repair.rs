@@ -321,3 +321,53 @@ async fn sdl_wal_recover_refuses_when_the_source_purged_the_binlog_from_the_offs
     assert!(moved_aside(&sdl).is_empty());
     assert!(sdl.wal_dir().join("conf").exists());
 }
+
+/// With MongoDB unreachable at start-up, nobody can say whether a damaged unacknowledged record is
+/// in MongoDB already: sdl stops saying so instead of repairing on a guess, and repairs once
+/// MongoDB answers, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_is_not_repaired_while_mongodb_cannot_say_whether_it_holds_it() {
+    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+        return;
+    };
+    let mut conn = mariadb.root_conn().await;
+    create_tables(&mut conn).await;
+    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
+    let config = sdl.config_path.display().to_string();
+    sdl.start();
+    sdl.wait_following().await;
+    let mut workload = Workload::new(59);
+    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 200).await;
+    mongo.kill();
+    workload.run(&mut conn, 400).await;
+    let position = mariadb.gtid_binlog_pos().await;
+    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
+        (sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str())).then_some(())
+    })
+    .await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    let s = stats(&sdl);
+    let damaged = s["acked_seq"].as_u64().unwrap() + 1;
+    assert!(damaged <= s["last_seq"].as_u64().unwrap(), "{s}");
+    damage_record(&sdl, damaged);
+
+    let (code, _, stderr) = sdl_cmd(&["run", "--config", &config]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("WAL record {damaged} is damaged"))
+            && stderr.contains("MongoDB is not reachable"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stats(&sdl)["last_seq"],
+        s["last_seq"],
+        "nothing was discarded"
+    );
+
+    mongo.restart().await;
+    sdl.start();
+    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 600).await;
+    assert!(sdl.logs().contains("repaired the WAL"), "{}", sdl.logs());
+    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+}
