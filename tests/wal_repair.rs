@@ -23,28 +23,50 @@ impl sdl_wal::Record for Opaque {
 }
 
 fn open_raw(sdl: &Sdl) -> sdl_wal::Wal<Opaque> {
+    wait_unlocked(sdl);
     sdl_wal::Wal::open(sdl.wal_dir()).unwrap()
+}
+
+/// Waits until no handle holds the WAL's lock: sled's background threads close its file a moment
+/// after the last handle is dropped, and sdl started before that would find the WAL locked.
+fn wait_unlocked(sdl: &Sdl) {
+    let db = sdl.wal_dir().join("db");
+    let file = std::fs::File::open(db).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while file.try_lock().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL's lock was never released"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Flips one bit in the middle of stored record `seq` of a stopped sdl's WAL.
 fn damage_record(sdl: &Sdl, seq: u64) {
-    let wal = open_raw(sdl);
-    let mut frame = wal.raw_frame(seq).unwrap().unwrap();
-    let middle = frame.len() / 2;
-    frame[middle] ^= 0x10;
-    wal.overwrite_raw_frame(seq, &frame).unwrap();
+    {
+        let wal = open_raw(sdl);
+        let mut frame = wal.raw_frame(seq).unwrap().unwrap();
+        let middle = frame.len() / 2;
+        frame[middle] ^= 0x10;
+        wal.overwrite_raw_frame(seq, &frame).unwrap();
+    }
+    wait_unlocked(sdl);
 }
 
 /// Flips one bit in the middle of the stored values of metadata `keys` of a stopped sdl's WAL, all
 /// in one open (an open between two damages would already repair the first).
 fn damage_metas(sdl: &Sdl, keys: &[&[u8]]) {
-    let wal = open_raw(sdl);
-    for key in keys {
-        let mut value = wal.raw_value(key).unwrap().unwrap();
-        let middle = value.len() / 2;
-        value[middle] ^= 0x10;
-        wal.overwrite_raw_value(key, Some(&value)).unwrap();
+    {
+        let wal = open_raw(sdl);
+        for key in keys {
+            let mut value = wal.raw_value(key).unwrap().unwrap();
+            let middle = value.len() / 2;
+            value[middle] ^= 0x10;
+            wal.overwrite_raw_value(key, Some(&value)).unwrap();
+        }
     }
+    wait_unlocked(sdl);
 }
 
 /// Runs the workload until it has made `rows` row changes in all, and waits until MongoDB's offset names the source's position.
@@ -110,6 +132,7 @@ async fn a_damaged_record_mongodb_already_has_behind_a_lagging_cursor_is_not_rep
         .unwrap();
     }
     damage_record(&sdl, lagging + 2);
+    wait_unlocked(&sdl);
 
     sdl.start();
     relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 600).await;

@@ -37,7 +37,8 @@
 //! as damage):
 //! - `m/format`: rewritten (only a release of format 2 or later writes the key at all).
 //! - `g/<seq>`: rebuilt from the records it covers (sizes exact; append time = now, which only
-//!   delays age-based pruning of that group).
+//!   delays age-based pruning of that group); a stored record range no entry covers gets one.
+//! - `m/acked` missing while records before the first stored one were pruned: as damaged.
 //! - `m/acked`: rebuilt as the sequence before the first stored record (only acknowledged records
 //!   are pruned, so that is a lower bound); a cursor behind MongoDB's offset is what a crash between
 //!   a commit and its acknowledgement leaves, and sdl's forwarder catches it up at start. With no
@@ -531,17 +532,60 @@ impl<R: Record> Wal<R> {
             }
             previous_last = Some(last);
         }
+        // Groups are contiguous and cover every stored record: a range no entry covers lost its
+        // entry (deleted, not just damaged). Only the gaps are scanned, so this costs nothing on
+        // an intact WAL.
+        if let (Some(first), Some(last_stored)) = (first_record, last_record) {
+            let mut gaps = Vec::new();
+            let mut expected = first;
+            for (&last, group) in &groups {
+                if group.first_seq > expected {
+                    gaps.push((expected, group.first_seq - 1));
+                }
+                expected = expected.max(last + 1);
+            }
+            if last_stored >= expected {
+                gaps.push((expected, last_stored));
+            }
+            for (gap_first, gap_last) in gaps {
+                let bytes = self.record_bytes(gap_first, gap_last)?;
+                if bytes == 0 {
+                    continue;
+                }
+                let group = Group {
+                    appended_ms: now_ms(),
+                    first_seq: gap_first,
+                    bytes,
+                };
+                let key = group_key(gap_last);
+                batch.insert(&key[..], encode_meta(FORMAT_VERSION, &group.encode()));
+                groups.insert(gap_last, group);
+                repairs.push(MetaRepair {
+                    key: key_name(&key),
+                    problem: format!(
+                        "missing: no group entry covers records {gap_first}..={gap_last}"
+                    ),
+                    action: format!(
+                        "rebuilt from those records ({bytes} bytes; append time set to now)"
+                    ),
+                });
+            }
+        }
 
         let acked = match self
             .raw(KEY_ACKED)?
             .map(|raw| meta_payload(&raw).map(<[u8; 8]>::try_from))
         {
-            None => 0,
+            // Never acknowledged, unless records were pruned (only acknowledged ones are).
+            None if first_record.is_none_or(|first| first <= 1) => 0,
             Some(Ok(Ok(bytes))) => u64::from_be_bytes(bytes),
-            Some(decoded) => {
+            decoded => {
                 let problem = match decoded {
-                    Ok(_) => "not 8 bytes".to_string(),
-                    Err(e) => e.to_string(),
+                    None => {
+                        "missing while records before the first stored one were pruned".to_string()
+                    }
+                    Some(Ok(_)) => "not 8 bytes".to_string(),
+                    Some(Err(e)) => e.to_string(),
                 };
                 let Some(first) = first_record else {
                     return Err(self.damaged(KEY_ACKED, format!("{problem}; no record is stored to rebuild it from, so the next sequence number is unknown"), RECOVER_FIX));

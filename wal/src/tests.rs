@@ -355,7 +355,10 @@ fn sled_refusing_the_files_or_opening_them_empty_is_a_damaged_wal_naming_the_rec
     // A second sdl on a healthy WAL is a lock, not damage.
     let dir = temp_dir();
     let _first: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
-    assert!(open_err(dir.path()).is_locked());
+    match Wal::<TestRecord>::open(dir.path()) {
+        Err(e) => assert!(e.is_locked(), "{e}"),
+        Ok(_) => panic!("a second open succeeded"),
+    }
 }
 
 #[test]
@@ -368,6 +371,24 @@ fn directory_is_created_private() {
     assert_eq!(mode, 0o700);
 }
 
+/// Opens the WAL at `path` once the lock of a handle dropped just before is released: sled's
+/// background threads close its file a moment after the last handle is dropped.
+fn reopen(path: &std::path::Path) -> Result<Wal<TestRecord>> {
+    let db = path.join("db");
+    if db.exists() {
+        let file = std::fs::File::open(&db).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while file.try_lock().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL's lock was never released"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Wal::open(path)
+}
+
 /// Flips one bit in the middle of the stored value of `key` in the (closed) WAL at `path`.
 fn damage_meta(path: &std::path::Path, key: &[u8]) {
     damage_metas(path, &[key]);
@@ -375,7 +396,7 @@ fn damage_meta(path: &std::path::Path, key: &[u8]) {
 
 /// Damages several keys at once (opening the WAL between two damages would repair the first).
 fn damage_metas(path: &std::path::Path, keys: &[&[u8]]) {
-    let wal: Wal<TestRecord> = Wal::open(path).unwrap();
+    let wal: Wal<TestRecord> = reopen(path).unwrap();
     for key in keys {
         let mut value = wal.raw_value(key).unwrap().expect("the key is stored");
         let middle = value.len() / 2;
@@ -385,7 +406,7 @@ fn damage_metas(path: &std::path::Path, keys: &[&[u8]]) {
 }
 
 fn open_err(path: &std::path::Path) -> WalError {
-    match Wal::<TestRecord>::open(path) {
+    match reopen(path) {
         Ok(_) => panic!("the WAL opened"),
         Err(e) => e,
     }
@@ -400,7 +421,7 @@ fn repaired_keys(wal: &Wal<TestRecord>) -> Vec<String> {
 
 /// A WAL with groups {1,2} {3} {4,5}, acknowledged up to 3, ingest position after record 5.
 fn three_groups(path: &std::path::Path) {
-    let wal: Wal<TestRecord> = Wal::open(path).unwrap();
+    let wal: Wal<TestRecord> = reopen(path).unwrap();
     wal.append(&[], b"start").unwrap();
     wal.append(&[rec(1), rec(2)], b"pos-2").unwrap();
     wal.append(&[rec(3)], b"pos-3").unwrap();
@@ -412,7 +433,7 @@ fn three_groups(path: &std::path::Path) {
 fn every_metadata_value_is_framed_with_the_wal_format_and_a_crc() {
     let dir = temp_dir();
     three_groups(dir.path());
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert!(wal.metadata_repairs().is_empty());
     let group = Wal::<TestRecord>::group_key_bytes(5);
     for key in [
@@ -434,7 +455,7 @@ fn a_damaged_ingest_position_is_rebuilt_from_the_last_record() {
     three_groups(dir.path());
     // A position whose damage still parses as a position: one changed character.
     damage_meta(dir.path(), b"m/ingest_position");
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert_eq!(repaired_keys(&wal), vec!["m/ingest_position"]);
     assert_eq!(
         wal.ingest_position().unwrap().as_deref(),
@@ -442,7 +463,7 @@ fn a_damaged_ingest_position_is_rebuilt_from_the_last_record() {
     );
     drop(wal);
     // The rebuilt value is stored: the next open finds nothing to repair.
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert!(wal.metadata_repairs().is_empty());
 }
 
@@ -450,11 +471,11 @@ fn a_damaged_ingest_position_is_rebuilt_from_the_last_record() {
 fn a_damaged_ingest_position_with_no_record_stored_comes_from_the_base_position() {
     let dir = temp_dir();
     {
-        let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
         wal.append(&[], b"start").unwrap();
     }
     damage_meta(dir.path(), b"m/ingest_position");
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert_eq!(
         wal.ingest_position().unwrap().as_deref(),
         Some(&b"start"[..])
@@ -474,7 +495,7 @@ fn a_damaged_ingest_position_with_the_last_record_damaged_too_stops() {
     let dir = temp_dir();
     three_groups(dir.path());
     {
-        let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
         let mut frame = wal.raw_frame(5).unwrap().unwrap();
         frame[12] ^= 1;
         wal.overwrite_raw_frame(5, &frame).unwrap();
@@ -494,7 +515,7 @@ fn a_damaged_ack_cursor_is_rebuilt_as_a_lower_bound_never_above_the_truth() {
     damage_meta(dir.path(), b"m/acked");
     {
         // Nothing pruned: the sound lower bound is 0 (the sink's offset catches it up).
-        let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
         assert_eq!(repaired_keys(&wal), vec!["m/acked"]);
         assert_eq!(wal.acked().unwrap(), 0);
         assert_eq!(wal.last_seq().unwrap(), 5);
@@ -502,7 +523,7 @@ fn a_damaged_ack_cursor_is_rebuilt_as_a_lower_bound_never_above_the_truth() {
         assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 3);
     }
     damage_meta(dir.path(), b"m/acked");
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     // Records 1..=3 were pruned, so they were acknowledged.
     assert_eq!(wal.acked().unwrap(), 3);
     assert_eq!(wal.read_from(4, 10, usize::MAX).unwrap().len(), 2);
@@ -522,10 +543,7 @@ fn a_damaged_ack_cursor_is_rebuilt_as_a_lower_bound_never_above_the_truth() {
 fn a_damaged_group_entry_is_rebuilt_from_its_records() {
     let dir = temp_dir();
     three_groups(dir.path());
-    let before = Wal::<TestRecord>::open(dir.path())
-        .unwrap()
-        .stats()
-        .unwrap();
+    let before = reopen(dir.path()).unwrap().stats().unwrap();
     damage_metas(
         dir.path(),
         &[
@@ -533,7 +551,7 @@ fn a_damaged_group_entry_is_rebuilt_from_its_records() {
             &Wal::<TestRecord>::group_key_bytes(5),
         ],
     );
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert_eq!(repaired_keys(&wal), vec!["g/2", "g/5"]);
     let after = wal.stats().unwrap();
     assert_eq!(after.bytes, before.bytes);
@@ -541,6 +559,43 @@ fn a_damaged_group_entry_is_rebuilt_from_its_records() {
     wal.acknowledge(5).unwrap();
     // Whole groups are still pruned: the rebuilt ones start where the originals did.
     assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 5);
+}
+
+#[test]
+fn deleted_group_entries_and_a_deleted_ack_cursor_after_pruning_are_rebuilt() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    {
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+        wal.append(&[rec(6)], b"pos-6").unwrap();
+        // Prune the first group: record 1 and 2 are gone, the cursor stays at 3.
+        let third = wal.raw_frame(3).unwrap().unwrap().len() as u64;
+        wal.prune(Retention {
+            max_age: None,
+            max_bytes: Some(third),
+        })
+        .unwrap();
+        assert_eq!(wal.first_seq().unwrap(), Some(3));
+    }
+    let before = reopen(dir.path()).unwrap().stats().unwrap();
+    {
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+        for key in [
+            Wal::<TestRecord>::group_key_bytes(3),
+            Wal::<TestRecord>::group_key_bytes(6),
+            b"m/acked".to_vec(),
+        ] {
+            wal.overwrite_raw_value(&key, None).unwrap();
+        }
+    }
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert_eq!(repaired_keys(&wal), vec!["g/3", "g/6", "m/acked"]);
+    assert_eq!(wal.acked().unwrap(), 2);
+    let after = wal.stats().unwrap();
+    assert_eq!(after.bytes, before.bytes);
+    assert_eq!(after.last_seq, 6);
+    wal.acknowledge(6).unwrap();
+    assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 4);
 }
 
 #[test]
@@ -561,7 +616,7 @@ fn a_damaged_base_position_is_rebuilt_or_dropped_and_a_repair_needing_it_stops()
     let dir = temp_dir();
     three_groups(dir.path());
     damage_meta(dir.path(), b"m/base_position");
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert_eq!(repaired_keys(&wal), vec!["m/base_position"]);
     // Record 1 can no longer be repaired from the source (its start is unknown)...
     assert!(matches!(
@@ -578,11 +633,11 @@ fn a_damaged_base_position_is_rebuilt_or_dropped_and_a_repair_needing_it_stops()
 
     let dir = temp_dir();
     {
-        let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
         wal.append(&[], b"start").unwrap();
     }
     damage_meta(dir.path(), b"m/base_position");
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     wal.append(&[rec(1)], b"pos-1").unwrap();
     assert_eq!(wal.position_before(1).unwrap(), b"start");
 }
@@ -592,7 +647,7 @@ fn a_damaged_format_key_is_rewritten_and_another_format_is_refused() {
     let dir = temp_dir();
     three_groups(dir.path());
     damage_meta(dir.path(), b"m/format");
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert_eq!(repaired_keys(&wal), vec!["m/format"]);
     wal.overwrite_raw_value(b"m/format", Some(&encode_meta(9, &9u16.to_le_bytes())))
         .unwrap();
@@ -638,7 +693,7 @@ fn write_format_1(path: &std::path::Path, acked: &[u8]) {
 fn a_format_1_wal_is_upgraded_in_place_keeping_its_state() {
     let dir = temp_dir();
     write_format_1(dir.path(), &2u64.to_be_bytes());
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert_eq!(repaired_keys(&wal), vec!["m/format"]);
     assert_eq!(wal.id(), "07".repeat(16));
     assert_eq!(wal.acked().unwrap(), 2);
@@ -653,7 +708,7 @@ fn a_format_1_wal_is_upgraded_in_place_keeping_its_state() {
         .sum();
     assert_eq!(wal.stats().unwrap().bytes, frames);
     drop(wal);
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert!(wal.metadata_repairs().is_empty());
     drop(wal);
 
