@@ -109,7 +109,7 @@ const KEY_FORMAT: &[u8] = b"m/format";
 pub enum WalError {
     #[error("cannot open the WAL at {dir}: {source}. If another sdl process uses this directory (sled holds an exclusive lock), stop it or use its admin endpoint; otherwise check that the directory is writable")]
     Open { dir: PathBuf, source: sled::Error },
-    #[error("the WAL at {dir} cannot be used: {detail}. Its files are damaged, and nothing in them is trusted. {RECOVER_FIX}")]
+    #[error("the WAL at {dir} cannot be used: {detail}; its files are damaged, and nothing in them is used: {RECOVER_FIX}")]
     Damaged { dir: PathBuf, detail: String },
     #[error("WAL storage error during {operation} in {dir}: {source}")]
     Storage {
