@@ -41,7 +41,7 @@ pub enum ForwardError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Wal(#[from] sdl_wal::WalError),
-    #[error("the sink's offset names WAL sequence {sink_seq}, beyond this WAL's last sequence {wal_last} (same WAL id {wal_id}): the WAL directory was restored from an older backup. Restore the newest copy of the WAL directory, or start with an empty WAL directory to resume from the sink's GTID position")]
+    #[error("the sink's offset names WAL sequence {sink_seq}, beyond this WAL's last sequence {wal_last} (same WAL id {wal_id}): the WAL directory was restored from an older backup. Restore the newest copy of the WAL directory, or run `sdl wal recover --config FILE` to move this WAL aside and resume from the sink's GTID position")]
     SinkAhead {
         sink_seq: u64,
         wal_last: u64,
@@ -417,8 +417,9 @@ async fn read_records(
     )
 }
 
-/// Returns the sink's offset, as read.
-async fn reconcile_with_sink(
+/// Returns the sink's offset, as read. Also run at start-up before the WAL's repair (service.rs),
+/// so that a damaged record MongoDB already holds is acknowledged rather than read again.
+pub(crate) async fn reconcile_with_sink(
     sink: &MongoSink,
     wal: &Wal<SourceTransaction>,
 ) -> Result<Option<SinkOffset>, ForwardError> {

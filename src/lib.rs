@@ -24,6 +24,7 @@ pub mod source;
 pub mod status;
 pub mod tls;
 pub mod walcli;
+pub mod walrecover;
 
 /// Process exit codes (documented in docs/operations.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

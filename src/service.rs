@@ -63,7 +63,10 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         .await
         .map_err(|e| fail(e.into()))?
         .map_err(|e| fail(e.into()))?;
-    info!(dir = %wal.dir().display(), id = %wal.id(), "WAL open");
+    info!(dir = %wal.dir().display(), id = %wal.id(), format = sdl_wal::FORMAT_VERSION, "WAL open");
+    for repair in wal.metadata_repairs() {
+        warn!(key = %repair.key, problem = %repair.problem, action = %repair.action, "WAL metadata repaired at open");
+    }
     // Every WAL write is flushed when it is made, so nothing depends on sled's flush-on-drop; and
     // after a disk-full error that flush would block forever. Keep one handle alive to the end.
     std::mem::forget(wal.clone());
@@ -122,7 +125,25 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         Err(e) => return Err(fail(e.into())),
     };
 
-    repair_damaged_records(&wal, &config.source, flavor).await?;
+    // The acknowledged cursor first: a crash between a MongoDB commit and the WAL's flush leaves
+    // it behind MongoDB's offset, and records in that gap are MongoDB's already, damaged or not.
+    // Repairing them would rewind the WAL behind the offset for good.
+    let reconciled = match &sink {
+        Some(sink) => match forward::reconcile_with_sink(sink, &wal).await {
+            Ok(_) => true,
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, "MongoDB's offset could not be read at start-up; the forwarder keeps trying");
+                false
+            }
+            Err(e) => {
+                return Err(fail(anyhow::Error::from(e).context(
+                    "catching the WAL's acknowledged cursor up to MongoDB's offset at start-up",
+                )))
+            }
+        },
+        None => false,
+    };
+    repair_damaged_records(&wal, &config.source, flavor, reconciled).await?;
 
     if !wal_has_position {
         let sink = sink
@@ -322,12 +343,14 @@ async fn prune_periodically(
 
 /// Start-up repair: a damaged record the sink has not acknowledged is discarded, with every record
 /// after it, and the ingest position rewound to just before it, so the ingester reads that range
-/// again from the source. Done only when the source can still serve that position; otherwise sdl
-/// stops and names the damaged range.
+/// again from the source. Done only after the acknowledged cursor was caught up to MongoDB's
+/// offset (`sink_reconciled`), and only when the source can still serve that position; otherwise
+/// sdl stops and names the damaged range.
 async fn repair_damaged_records(
     wal: &Wal<SourceTransaction>,
     source_cfg: &crate::config::SourceConfig,
     flavor: source::Flavor,
+    sink_reconciled: bool,
 ) -> Result<(), (ExitCode, anyhow::Error)> {
     let fail = |e: anyhow::Error| (ExitCode::Failure, e);
     let Some((seq, damage)) = wal
@@ -340,6 +363,11 @@ async fn repair_damaged_records(
         // Not damage: another release's format. Its records are not discarded on a guess.
         return Err(fail(anyhow::anyhow!(
             "WAL record {seq} (not yet in MongoDB) was written in record format version {found}, and this sdl reads version {supported}: an upgrade or downgrade across a WAL format change while records were waiting. Either run the release that wrote it until the WAL is drained (sdl_wal_unacked_records near 0), then stop it and switch; or move the WAL directory aside and start this release: it resumes from MongoDB's offset (the source must still have the binlogs from there). docs/operations.md, \"Upgrade\""
+        )));
+    }
+    if !sink_reconciled {
+        return Err(fail(anyhow::anyhow!(
+            "WAL record {seq} is damaged ({damage}) and not acknowledged, and MongoDB is not reachable to say whether it already holds it: the repair (reading the record again from the source) waits for MongoDB's offset, so that what MongoDB has is never read twice. Start sdl again once MongoDB is reachable (under systemd it restarts by itself)"
         )));
     }
     let last = wal.last_seq().map_err(|e| fail(e.into()))?;

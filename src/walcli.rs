@@ -1,9 +1,11 @@
-//! `sdl wal ...`: the operator's read-only view of the WAL.
+//! `sdl wal ...`: the operator's read-only view of the WAL, and `sdl wal recover` (the one command
+//! that changes it: see `walrecover.rs`).
 //!
-//! Every command works on the WAL directory of a stopped service (opened directly) and on a
+//! Every inspection command works on the WAL directory of a stopped service (opened directly) and on a
 //! running one (sled holds an exclusive lock, so the command asks the service's admin endpoint,
 //! which answers with the very same functions below). Output is a human-readable table, or JSON
-//! with `--json`. Reading never changes the WAL.
+//! with `--json`. Reading never changes records; opening a stopped WAL applies the same metadata
+//! repairs and format upgrade `sdl run` would (sdl_wal's header), and says so on stderr.
 
 use std::path::PathBuf;
 
@@ -37,6 +39,10 @@ pub enum WalCommand {
         #[arg(long)]
         to: u64,
     },
+    /// For a WAL sdl cannot open (damaged files or metadata): move the WAL directory aside (kept,
+    /// renamed with a timestamp) and create a new WAL at MongoDB's offset, after checking the
+    /// source still has the binlog from there. Needs --config; sdl must be stopped.
+    Recover,
 }
 
 /// Where the WAL is: `--config` (wal.dir and admin.listen) or `--dir`.
@@ -297,6 +303,12 @@ pub fn dump(wal: &Wal<SourceTransaction>, from: u64, to: u64) -> anyhow::Result<
 
 /// Runs a `sdl wal` command and returns the process exit code.
 pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
+    if let WalCommand::Recover = command {
+        let Some(config) = &target.config else {
+            bail!("`sdl wal recover` needs --config FILE: it reads MongoDB's offset and checks the source, besides the WAL directory");
+        };
+        return crate::walrecover::run(config);
+    }
     let (dir, admin) = match (&target.config, &target.dir) {
         (Some(path), _) => {
             let config = Config::load(path)?;
@@ -317,7 +329,12 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
         );
     }
     let source = match Wal::<SourceTransaction>::open(&dir) {
-        Ok(wal) => Source::Local(wal),
+        Ok(wal) => {
+            for repair in wal.metadata_repairs() {
+                eprintln!("sdl: WAL metadata repaired at open: {repair}");
+            }
+            Source::Local(wal)
+        }
         Err(open_error) => match admin {
             Some(addr) => Source::Remote(addr),
             None => {
@@ -402,6 +419,7 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
             }
             Ok(if report.damaged.is_empty() { 0 } else { 1 })
         }
+        WalCommand::Recover => unreachable!("handled above"),
         WalCommand::Dump { from, to } => {
             let lines: Vec<String> = source
                 .get(&format!("/wal/dump?from={from}&to={to}"), |w| {

@@ -1,8 +1,12 @@
-//! Record framing: `version: u16 LE | payload_len: u32 LE | crc32(payload): u32 LE | payload`.
+//! Framing: `version: u16 LE | payload_len: u32 LE | crc32(payload): u32 LE | payload`.
+//!
+//! Records carry a bincode payload ([`encode_frame`]); metadata values carry their raw bytes
+//! ([`encode_meta`]) under the same header, so a damaged cursor or position is caught by the same
+//! CRC as a damaged record, whichever layer below would or would not notice.
 //!
 //! Decoding checks, in order: the header is complete, the version is the one this binary writes,
-//! the stated length matches the bytes present, the CRC matches, and bincode consumes the payload
-//! exactly. Any failure is a [`FrameError`]; decoding never panics on any input.
+//! the stated length matches the bytes present, the CRC matches, and (records) bincode consumes the
+//! payload exactly. Any failure is a [`FrameError`]; decoding never panics on any input.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -47,11 +51,40 @@ pub fn encode_frame<T: Serialize>(
     Ok(frame)
 }
 
+/// Frames raw metadata bytes with `version` (the WAL format version).
+pub fn encode_meta(version: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    frame.extend_from_slice(&version.to_le_bytes());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Checks a frame written by [`encode_meta`] with `expected_version` and returns its payload.
+pub fn decode_meta(expected_version: u16, frame: &[u8]) -> Result<&[u8], FrameError> {
+    checked_payload(expected_version, frame)
+}
+
 /// Checks and decodes a frame written by [`encode_frame`] with `expected_version`.
 pub fn decode_frame<T: DeserializeOwned>(
     expected_version: u16,
     frame: &[u8],
 ) -> Result<T, FrameError> {
+    let payload = checked_payload(expected_version, frame)?;
+    let (value, used) = bincode::serde::decode_from_slice(payload, bincode_config())
+        .map_err(|e| FrameError::Payload(e.to_string()))?;
+    if used != payload.len() {
+        return Err(FrameError::Payload(format!(
+            "{} trailing bytes after the record",
+            payload.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+/// The header checks shared by records and metadata: version, length, CRC.
+fn checked_payload(expected_version: u16, frame: &[u8]) -> Result<&[u8], FrameError> {
     if frame.len() < FRAME_HEADER_LEN {
         return Err(FrameError::TruncatedHeader { len: frame.len() });
     }
@@ -75,13 +108,5 @@ pub fn decode_frame<T: DeserializeOwned>(
     if stored != computed {
         return Err(FrameError::Checksum { stored, computed });
     }
-    let (value, used) = bincode::serde::decode_from_slice(payload, bincode_config())
-        .map_err(|e| FrameError::Payload(e.to_string()))?;
-    if used != payload.len() {
-        return Err(FrameError::Payload(format!(
-            "{} trailing bytes after the record",
-            payload.len() - used
-        )));
-    }
-    Ok(value)
+    Ok(payload)
 }

@@ -10,6 +10,11 @@
 //! - **Checked reads.** Every record is framed with a format version and a CRC32 of its payload. A read
 //!   that meets a damaged, truncated or future-format record returns an error naming its sequence
 //!   number; it never hands out a record it could not verify.
+//! - **Checked metadata.** The cursors, positions, group index and WAL id are framed like records
+//!   (WAL format version + CRC32). Damage is found when the WAL is opened and handled there:
+//!   a value that can be rebuilt soundly is rebuilt from the records and rewritten (and reported by
+//!   [`Wal::metadata_repairs`]); one that cannot stops the open with [`WalError::MetaDamaged`]
+//!   naming the key and the fix. A damaged value is never used.
 //! - **Only acknowledged records are ever pruned.** The acknowledged cursor only moves forward;
 //!   [`Wal::prune`] removes whole append groups at or below it and nothing else.
 //!   [`Wal::truncate_unacknowledged`] (repair) removes only records the sink has not acknowledged,
@@ -17,22 +22,53 @@
 //!
 //! # On-disk layout (one sled tree)
 //! ```text
-//! key "r" ++ seq (u64 BE)        -> frame
-//! key "g" ++ last_seq (u64 BE)   -> append group: appended_at_ms u64 | first_seq u64 | bytes u64 (LE)
-//! key "m/ingest_position"        -> opaque bytes chosen by the ingester (e.g. a GTID set)
-//! key "m/base_position"          -> the ingest position just before the first stored record
-//! key "m/acked"                  -> u64 BE, highest sequence the sink has committed
-//! key "m/wal_id"                 -> 16 random bytes, fixed when the WAL is created
+//! key "r" ++ seq (u64 BE)        -> frame(Record::FORMAT_VERSION, bincode record)
+//! key "g" ++ last_seq (u64 BE)   -> meta(append group: appended_at_ms u64 | first_seq u64 | bytes u64 (LE))
+//! key "m/ingest_position"        -> meta(opaque bytes chosen by the ingester, e.g. a GTID set)
+//! key "m/base_position"          -> meta(the ingest position just before the first stored record)
+//! key "m/acked"                  -> meta(u64 BE, highest sequence the sink has committed)
+//! key "m/wal_id"                 -> meta(16 random bytes, fixed when the WAL is created)
+//! key "m/format"                 -> meta(FORMAT_VERSION: u16 LE)
 //!
-//! frame = version: u16 LE | payload_len: u32 LE | crc32(payload): u32 LE | payload (bincode)
+//! frame = version: u16 LE | payload_len: u32 LE | crc32(payload): u32 LE | payload
+//! meta  = the same header with version = FORMAT_VERSION, payload = the raw value
 //! ```
+//! What damage to each metadata value leads to at open (a missing value where one must be counts
+//! as damage):
+//! - `m/format`: rewritten (only a release of format 2 or later writes the key at all).
+//! - `g/<seq>`: rebuilt from the records it covers (sizes exact; append time = now, which only
+//!   delays age-based pruning of that group); a stored record range no entry covers gets one.
+//! - `m/acked` missing while records before the first stored one were pruned: as damaged.
+//! - `m/acked`: rebuilt as the sequence before the first stored record (only acknowledged records
+//!   are pruned, so that is a lower bound); a cursor behind MongoDB's offset is what a crash between
+//!   a commit and its acknowledgement leaves, and sdl's forwarder catches it up at start. With no
+//!   record stored the next sequence number cannot be known: [`WalError::MetaDamaged`].
+//! - `m/ingest_position`: rebuilt from the last record's position (records carry it), or from
+//!   `m/base_position` when no record is stored; else [`WalError::MetaDamaged`].
+//! - `m/base_position`: rebuilt from the ingest position when no record is stored; else removed (it
+//!   is only needed to repair the first stored record, and such a repair then stops naming it).
+//! - `m/wal_id`: [`WalError::MetaDamaged`] (MongoDB's offset names the WAL by it; a guess could
+//!   make records of two WALs compare). The fix is `sdl wal recover`.
+//!
+//! Format 1 (before metadata checksums) is upgraded at open: its metadata is checked for shape and
+//! rewritten framed, with `m/format`, in one atomic batch.
 //! Keeping records, groups and cursors in one tree is what makes an append a single atomic batch
 //! (sled batches are atomic per tree). Group entries carry the append time and size used by
 //! retention and backpressure; they are kept in memory too (one entry per group commit).
 
 mod frame;
 
-pub use frame::{decode_frame, encode_frame, FrameError, FRAME_HEADER_LEN};
+pub use frame::{
+    decode_frame, decode_meta, encode_frame, encode_meta, FrameError, FRAME_HEADER_LEN,
+};
+
+/// The WAL's on-disk layout version, stored under `m/format` and in every metadata frame's header.
+/// 1: metadata stored raw; 2: every metadata value framed with a CRC. Records carry their own
+/// version ([`Record::FORMAT_VERSION`]). Bump it on any change to the layout or the metadata.
+pub const FORMAT_VERSION: u16 = 2;
+
+/// What to do about metadata that cannot be rebuilt from the WAL itself.
+const RECOVER_FIX: &str = "stop sdl and run `sdl wal recover --config FILE`: it moves this WAL directory aside (kept, renamed) and starts a new WAL at MongoDB's offset, which needs the source to still have the binlogs from there (docs/operations.md, \"A WAL that cannot be opened\")";
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -67,11 +103,14 @@ const KEY_INGEST_POSITION: &[u8] = b"m/ingest_position";
 const KEY_BASE_POSITION: &[u8] = b"m/base_position";
 const KEY_ACKED: &[u8] = b"m/acked";
 const KEY_WAL_ID: &[u8] = b"m/wal_id";
+const KEY_FORMAT: &[u8] = b"m/format";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
     #[error("cannot open the WAL at {dir}: {source}. If another sdl process uses this directory (sled holds an exclusive lock), stop it or use its admin endpoint; otherwise check that the directory is writable")]
     Open { dir: PathBuf, source: sled::Error },
+    #[error("the WAL at {dir} cannot be used: {detail}; its files are damaged, and nothing in them is used: {RECOVER_FIX}")]
+    Damaged { dir: PathBuf, detail: String },
     #[error("WAL storage error during {operation} in {dir}: {source}")]
     Storage {
         operation: &'static str,
@@ -85,10 +124,17 @@ pub enum WalError {
         seq: u64,
         source: bincode::error::EncodeError,
     },
-    #[error("WAL metadata key {key} is damaged ({len} bytes); the WAL directory {dir} was modified outside sdl")]
-    BadMeta {
-        key: &'static str,
-        len: usize,
+    #[error("WAL metadata key {key} in {dir} is damaged ({problem}): {fix}")]
+    MetaDamaged {
+        key: String,
+        problem: String,
+        dir: PathBuf,
+        fix: &'static str,
+    },
+    #[error("the WAL at {dir} is in WAL format {found}, and this sdl reads format {supported} (and upgrades format 1): run the sdl release that wrote it, or a newer one; or {RECOVER_FIX}")]
+    UnknownFormat {
+        found: u16,
+        supported: u16,
         dir: PathBuf,
     },
     #[error("cannot acknowledge sequence {requested}: the WAL's last sequence is {last}")]
@@ -100,6 +146,12 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// True when the open failed because another process holds the WAL's lock.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, WalError::Open { source: sled::Error::Io(io), .. }
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock"))
+    }
+
     /// True when the error is the disk being full (ENOSPC): it may clear by itself.
     pub fn is_disk_full(&self) -> bool {
         let io = match self {
@@ -144,6 +196,20 @@ impl Group {
             first_seq: word(8),
             bytes: word(16),
         })
+    }
+}
+
+/// A metadata value found damaged (or a format upgraded) at open, and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaRepair {
+    pub key: String,
+    pub problem: String,
+    pub action: String,
+}
+
+impl std::fmt::Display for MetaRepair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}; {}", self.key, self.problem, self.action)
     }
 }
 
@@ -212,6 +278,7 @@ pub struct Wal<R: Record> {
     dir: PathBuf,
     id: [u8; 16],
     accounting: Arc<Mutex<Accounting>>,
+    repairs: Arc<Vec<MetaRepair>>,
     _record: PhantomData<fn() -> R>,
 }
 
@@ -223,6 +290,7 @@ impl<R: Record> Clone for Wal<R> {
             dir: self.dir.clone(),
             id: self.id,
             accounting: self.accounting.clone(),
+            repairs: self.repairs.clone(),
             _record: PhantomData,
         }
     }
@@ -278,6 +346,10 @@ impl<R: Record> Wal<R> {
             dir: dir.clone(),
             source: sled::Error::Io(e),
         })?;
+        // sled writes `conf` when it creates a database; sdl writes its format and id right after.
+        // A directory with `conf` whose tree then opens empty lost its data: sled (0.34) opens a
+        // truncated or garbled `db` file as an empty database rather than refusing it.
+        let held_a_database = dir.join("conf").exists();
         let db = sled::Config::new()
             .path(&dir)
             .mode(sled::Mode::HighThroughput)
@@ -287,25 +359,42 @@ impl<R: Record> Wal<R> {
             // records, a restart peaked at 154 MiB with 16 MiB here and 178-196 MiB with 32).
             .cache_capacity(CACHE_BYTES)
             .open()
-            .map_err(|source| WalError::Open {
-                dir: dir.clone(),
-                source,
+            .map_err(|source| match source {
+                sled::Error::Corruption { .. } => WalError::Damaged {
+                    dir: dir.clone(),
+                    detail: format!("sled refuses to open it ({source:?})"),
+                },
+                source => WalError::Open {
+                    dir: dir.clone(),
+                    source,
+                },
             })?;
         let tree = db.open_tree("wal").map_err(|source| WalError::Open {
             dir: dir.clone(),
             source,
         })?;
+        if held_a_database && tree.is_empty() {
+            return Err(WalError::Damaged {
+                dir,
+                detail: "sled opened it empty although the directory held a WAL (its `conf` file is there): the `db` file is truncated, garbled or gone".into(),
+            });
+        }
         let mut wal = Self {
             db,
             tree,
             dir,
             id: [0; 16],
             accounting: Arc::default(),
+            repairs: Arc::default(),
             _record: PhantomData,
         };
-        wal.id = wal.load_or_create_id()?;
-        wal.load_accounting()?;
+        wal.repairs = Arc::new(wal.load_metadata()?);
         Ok(wal)
+    }
+
+    /// Metadata values found damaged at open and rebuilt (or a format upgrade), for the log.
+    pub fn metadata_repairs(&self) -> &[MetaRepair] {
+        &self.repairs
     }
 
     fn storage(&self, operation: &'static str) -> impl FnOnce(sled::Error) -> WalError + '_ {
@@ -322,34 +411,69 @@ impl<R: Record> Wal<R> {
         self.accounting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn load_or_create_id(&self) -> Result<[u8; 16]> {
-        if let Some(raw) = self.tree.get(KEY_WAL_ID).map_err(self.storage("read id"))? {
-            return raw.as_ref().try_into().map_err(|_| WalError::BadMeta {
-                key: "m/wal_id",
-                len: raw.len(),
-                dir: self.dir.clone(),
-            });
+    fn damaged(&self, key: &[u8], problem: impl ToString, fix: &'static str) -> WalError {
+        WalError::MetaDamaged {
+            key: key_name(key),
+            problem: problem.to_string(),
+            dir: self.dir.clone(),
+            fix,
         }
-        let id = random_id();
-        self.tree
-            .insert(KEY_WAL_ID, &id[..])
-            .map_err(self.storage("write id"))?;
-        self.db.flush().map_err(self.storage("flush"))?;
-        Ok(id)
     }
 
-    fn load_accounting(&self) -> Result<()> {
-        let mut groups = BTreeMap::new();
-        for item in self.tree.scan_prefix([GROUP_PREFIX]) {
-            let (key, value) = item.map_err(self.storage("read groups"))?;
-            let group = Group::decode(&value).ok_or_else(|| WalError::BadMeta {
-                key: "g/<seq>",
-                len: value.len(),
-                dir: self.dir.clone(),
-            })?;
-            groups.insert(seq_from_key(&key), group);
+    fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.tree.get(key).map_err(self.storage("read metadata"))
+    }
+
+    /// Reads the metadata, upgrading format 1 and rebuilding what damage allows (see the module
+    /// header), and fills the in-memory accounting. Rebuilt values are written in one batch.
+    fn load_metadata(&mut self) -> Result<Vec<MetaRepair>> {
+        let mut repairs = Vec::new();
+        let mut batch = sled::Batch::default();
+        match self.raw(KEY_FORMAT)? {
+            None if self.tree.is_empty() => {
+                // A new WAL: its format and id, together.
+                let id = random_id();
+                batch.insert(KEY_FORMAT, format_value());
+                batch.insert(KEY_WAL_ID, encode_meta(FORMAT_VERSION, &id));
+                self.tree
+                    .apply_batch(batch)
+                    .map_err(self.storage("create"))?;
+                self.db.flush().map_err(self.storage("flush"))?;
+                self.id = id;
+                return Ok(repairs);
+            }
+            None => repairs.push(self.upgrade_from_format_1()?),
+            Some(raw) => match stored_format(&raw) {
+                Ok(FORMAT_VERSION) => {}
+                Ok(found) => {
+                    return Err(WalError::UnknownFormat {
+                        found,
+                        supported: FORMAT_VERSION,
+                        dir: self.dir.clone(),
+                    })
+                }
+                Err(problem) => {
+                    batch.insert(KEY_FORMAT, format_value());
+                    repairs.push(MetaRepair {
+                        key: key_name(KEY_FORMAT),
+                        problem,
+                        action: format!("rewritten as format {FORMAT_VERSION} (only format {FORMAT_VERSION} or later writes this key)"),
+                    });
+                }
+            },
         }
-        let acked = self.read_u64_meta(KEY_ACKED, "m/acked")?;
+
+        self.id = match self
+            .raw(KEY_WAL_ID)?
+            .map(|raw| meta_payload(&raw).map(<[u8; 16]>::try_from))
+        {
+            Some(Ok(Ok(id))) => id,
+            Some(Ok(Err(_))) => return Err(self.damaged(KEY_WAL_ID, "not 16 bytes", RECOVER_FIX)),
+            Some(Err(e)) => return Err(self.damaged(KEY_WAL_ID, e, RECOVER_FIX)),
+            None => return Err(self.damaged(KEY_WAL_ID, "missing", RECOVER_FIX)),
+        };
+
+        let first_record = self.first_seq()?;
         let last_record = self
             .tree
             .scan_prefix([RECORD_PREFIX])
@@ -357,13 +481,274 @@ impl<R: Record> Wal<R> {
             .transpose()
             .map_err(self.storage("find last record"))?
             .map(|(key, _)| seq_from_key(&key));
+
+        // The group index; a damaged entry is rebuilt from the records it covers, which start
+        // after the previous group's last record (or at the first stored record).
+        let mut groups = BTreeMap::new();
+        let mut previous_last: Option<u64> = None;
+        let entries: Vec<(u64, sled::IVec)> = self
+            .tree
+            .scan_prefix([GROUP_PREFIX])
+            .map(|item| item.map(|(k, v)| (seq_from_key(&k), v)))
+            .collect::<Result<_, _>>()
+            .map_err(self.storage("read groups"))?;
+        for (last, value) in entries {
+            let decoded = meta_payload(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|p| Group::decode(p).ok_or_else(|| format!("{} bytes, not 24", p.len())));
+            match decoded {
+                Ok(group) => {
+                    groups.insert(last, group);
+                }
+                Err(problem) => {
+                    let first = match previous_last {
+                        Some(p) => p + 1,
+                        None => first_record.unwrap_or(last + 1),
+                    };
+                    let bytes = self.record_bytes(first, last)?;
+                    let key = group_key(last);
+                    if first > last || bytes == 0 {
+                        batch.remove(&key[..]);
+                        repairs.push(MetaRepair {
+                            key: key_name(&key),
+                            problem,
+                            action: "removed: no record it covered is stored".into(),
+                        });
+                    } else {
+                        let group = Group {
+                            appended_ms: now_ms(),
+                            first_seq: first,
+                            bytes,
+                        };
+                        batch.insert(&key[..], encode_meta(FORMAT_VERSION, &group.encode()));
+                        groups.insert(last, group);
+                        repairs.push(MetaRepair {
+                            key: key_name(&key),
+                            problem,
+                            action: format!("rebuilt from records {first}..={last} ({bytes} bytes; append time set to now, which delays its age-based pruning)"),
+                        });
+                    }
+                }
+            }
+            previous_last = Some(last);
+        }
+        // Groups are contiguous and cover every stored record: a range no entry covers lost its
+        // entry (deleted, not just damaged). Only the gaps are scanned, so this costs nothing on
+        // an intact WAL.
+        if let (Some(first), Some(last_stored)) = (first_record, last_record) {
+            let mut gaps = Vec::new();
+            let mut expected = first;
+            for (&last, group) in &groups {
+                if group.first_seq > expected {
+                    gaps.push((expected, group.first_seq - 1));
+                }
+                expected = expected.max(last + 1);
+            }
+            if last_stored >= expected {
+                gaps.push((expected, last_stored));
+            }
+            for (gap_first, gap_last) in gaps {
+                let bytes = self.record_bytes(gap_first, gap_last)?;
+                if bytes == 0 {
+                    continue;
+                }
+                let group = Group {
+                    appended_ms: now_ms(),
+                    first_seq: gap_first,
+                    bytes,
+                };
+                let key = group_key(gap_last);
+                batch.insert(&key[..], encode_meta(FORMAT_VERSION, &group.encode()));
+                groups.insert(gap_last, group);
+                repairs.push(MetaRepair {
+                    key: key_name(&key),
+                    problem: format!(
+                        "missing: no group entry covers records {gap_first}..={gap_last}"
+                    ),
+                    action: format!(
+                        "rebuilt from those records ({bytes} bytes; append time set to now)"
+                    ),
+                });
+            }
+        }
+
+        let acked = match self
+            .raw(KEY_ACKED)?
+            .map(|raw| meta_payload(&raw).map(<[u8; 8]>::try_from))
+        {
+            // Never acknowledged, unless records were pruned (only acknowledged ones are).
+            None if first_record.is_none_or(|first| first <= 1) => 0,
+            Some(Ok(Ok(bytes))) => u64::from_be_bytes(bytes),
+            decoded => {
+                let problem = match decoded {
+                    None => {
+                        "missing while records before the first stored one were pruned".to_string()
+                    }
+                    Some(Ok(_)) => "not 8 bytes".to_string(),
+                    Some(Err(e)) => e.to_string(),
+                };
+                let Some(first) = first_record else {
+                    return Err(self.damaged(KEY_ACKED, format!("{problem}; no record is stored to rebuild it from, so the next sequence number is unknown"), RECOVER_FIX));
+                };
+                let rebuilt = first - 1;
+                batch.insert(
+                    KEY_ACKED,
+                    encode_meta(FORMAT_VERSION, &rebuilt.to_be_bytes()),
+                );
+                repairs.push(MetaRepair {
+                    key: key_name(KEY_ACKED),
+                    problem,
+                    action: format!("rebuilt as {rebuilt}, the sequence before the first stored record (only acknowledged records are pruned); sdl catches it up to MongoDB's offset before forwarding"),
+                });
+                rebuilt
+            }
+        };
+
+        let last_record_position = |this: &Self| -> Result<Option<Vec<u8>>> {
+            Ok(match last_record {
+                Some(last) => match this.get(last) {
+                    Ok(Some(stored)) => Some(stored.record.position_after().to_vec()),
+                    _ => None,
+                },
+                None => None,
+            })
+        };
+        let ingest = self.raw(KEY_INGEST_POSITION)?;
+        let base = self.raw(KEY_BASE_POSITION)?;
+        let ingest_problem = match &ingest {
+            Some(raw) => meta_payload(raw).err().map(|e| e.to_string()),
+            None if last_record.is_some() => Some("missing while records are stored".into()),
+            None => None,
+        };
+        let base_decoded = base
+            .as_ref()
+            .map(|raw| meta_payload(raw).map(<[u8]>::to_vec));
+        let mut ingest_rebuilt = None;
+        if let Some(problem) = ingest_problem {
+            let (position, from) = match (last_record, last_record_position(self)?, &base_decoded) {
+                (Some(last), Some(position), _) => (position, format!("record {last}'s position")),
+                (None, _, Some(Ok(base))) => (base.clone(), "m/base_position (no record is stored)".to_string()),
+                (Some(last), None, _) => {
+                    return Err(self.damaged(KEY_INGEST_POSITION, format!("{problem}; the last record, {last}, is unreadable too, so the position cannot be rebuilt"), RECOVER_FIX))
+                }
+                (None, _, _) => {
+                    return Err(self.damaged(KEY_INGEST_POSITION, format!("{problem}; no record is stored and m/base_position is damaged too, so the position cannot be rebuilt"), RECOVER_FIX))
+                }
+            };
+            batch.insert(KEY_INGEST_POSITION, encode_meta(FORMAT_VERSION, &position));
+            repairs.push(MetaRepair {
+                key: key_name(KEY_INGEST_POSITION),
+                problem,
+                action: format!(
+                    "rebuilt from {from}: {}",
+                    String::from_utf8_lossy(&position)
+                ),
+            });
+            ingest_rebuilt = Some(position);
+        }
+        if let Some(Err(e)) = base_decoded {
+            let ingest_now = match ingest_rebuilt {
+                Some(p) => Some(p),
+                None => ingest
+                    .as_ref()
+                    .and_then(|raw| meta_payload(raw).ok().map(<[u8]>::to_vec)),
+            };
+            match (first_record, ingest_now) {
+                (None, Some(position)) => {
+                    batch.insert(KEY_BASE_POSITION, encode_meta(FORMAT_VERSION, &position));
+                    repairs.push(MetaRepair {
+                        key: key_name(KEY_BASE_POSITION),
+                        problem: e.to_string(),
+                        action: "rebuilt from m/ingest_position (no record is stored)".into(),
+                    });
+                }
+                _ => {
+                    batch.remove(KEY_BASE_POSITION);
+                    repairs.push(MetaRepair {
+                        key: key_name(KEY_BASE_POSITION),
+                        problem: e.to_string(),
+                        action: "removed: it is needed only to repair the first stored record, and such a repair now stops naming it".into(),
+                    });
+                }
+            }
+        }
+
+        if !repairs.is_empty() {
+            self.tree
+                .apply_batch(batch)
+                .map_err(self.storage("rewrite metadata"))?;
+            self.tree.flush().map_err(self.storage("flush"))?;
+        }
         let mut accounting = self.accounting();
         accounting.groups = groups;
         accounting.acked = acked;
         accounting.recount_unacked();
         // With every record pruned, numbering continues after the acknowledged cursor.
         accounting.last_seq = last_record.unwrap_or(acked).max(acked);
-        Ok(())
+        drop(accounting);
+        Ok(repairs)
+    }
+
+    /// Sum of the frame sizes of the stored records in `first..=last`.
+    fn record_bytes(&self, first: u64, last: u64) -> Result<u64> {
+        if first > last {
+            return Ok(0);
+        }
+        let mut bytes = 0;
+        for item in self.tree.range(record_key(first)..=record_key(last)) {
+            let (_, value) = item.map_err(self.storage("read records"))?;
+            bytes += value.len() as u64;
+        }
+        Ok(bytes)
+    }
+
+    /// Format 1 stored metadata raw: check each value's shape as that format did, and rewrite all
+    /// of them framed, with `m/format`, in one batch.
+    fn upgrade_from_format_1(&self) -> Result<MetaRepair> {
+        let old = |key: &[u8], problem: String| WalError::MetaDamaged {
+            key: key_name(key),
+            problem: format!("format 1 value: {problem}"),
+            dir: self.dir.clone(),
+            fix: RECOVER_FIX,
+        };
+        let mut batch = sled::Batch::default();
+        match self.raw(KEY_WAL_ID)? {
+            Some(id) if id.len() == 16 => {
+                batch.insert(KEY_WAL_ID, encode_meta(FORMAT_VERSION, &id))
+            }
+            Some(id) => return Err(old(KEY_WAL_ID, format!("{} bytes, not 16", id.len()))),
+            None => return Err(old(KEY_WAL_ID, "missing".into())),
+        }
+        if let Some(acked) = self.raw(KEY_ACKED)? {
+            if acked.len() != 8 {
+                return Err(old(KEY_ACKED, format!("{} bytes, not 8", acked.len())));
+            }
+            batch.insert(KEY_ACKED, encode_meta(FORMAT_VERSION, &acked));
+        }
+        for key in [KEY_INGEST_POSITION, KEY_BASE_POSITION] {
+            if let Some(value) = self.raw(key)? {
+                batch.insert(key, encode_meta(FORMAT_VERSION, &value));
+            }
+        }
+        let mut groups = 0;
+        for item in self.tree.scan_prefix([GROUP_PREFIX]) {
+            let (key, value) = item.map_err(self.storage("read groups"))?;
+            if value.len() != 24 {
+                return Err(old(&key, format!("{} bytes, not 24", value.len())));
+            }
+            batch.insert(key, encode_meta(FORMAT_VERSION, &value));
+            groups += 1;
+        }
+        batch.insert(KEY_FORMAT, format_value());
+        self.tree
+            .apply_batch(batch)
+            .map_err(self.storage("upgrade"))?;
+        self.tree.flush().map_err(self.storage("flush"))?;
+        Ok(MetaRepair {
+            key: key_name(KEY_FORMAT),
+            problem: "WAL format 1 (metadata without checksums)".into(),
+            action: format!("upgraded to format {FORMAT_VERSION}: the WAL id, cursors, positions and {groups} group entries rewritten with checksums in one batch"),
+        })
     }
 
     /// A random identifier fixed when this WAL was created. The sink stores it beside the
@@ -381,31 +766,20 @@ impl<R: Record> Wal<R> {
         self.read_meta(KEY_INGEST_POSITION)
     }
 
+    /// A metadata value, checked. Damage found after open (the WAL changed underneath a running
+    /// sdl) is an error; the next start rebuilds or names it.
     fn read_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .tree
-            .get(key)
-            .map_err(self.storage("read metadata"))?
-            .map(|v| v.to_vec()))
+        match self.raw(key)? {
+            None => Ok(None),
+            Some(raw) => meta_payload(&raw).map(|p| Some(p.to_vec())).map_err(|e| {
+                self.damaged(key, e, "restart sdl: at start-up damaged metadata is rebuilt from the records or named with its fix")
+            }),
+        }
     }
 
     /// The highest sequence number the sink has acknowledged (0 when none).
     pub fn acked(&self) -> Result<u64> {
         Ok(self.accounting().acked)
-    }
-
-    fn read_u64_meta(&self, key: &[u8], name: &'static str) -> Result<u64> {
-        match self.tree.get(key).map_err(self.storage("read cursor"))? {
-            None => Ok(0),
-            Some(raw) => {
-                let bytes: [u8; 8] = raw.as_ref().try_into().map_err(|_| WalError::BadMeta {
-                    key: name,
-                    len: raw.len(),
-                    dir: self.dir.clone(),
-                })?;
-                Ok(u64::from_be_bytes(bytes))
-            }
-        }
     }
 
     /// The last sequence number in the WAL (0 when no record was ever appended).
@@ -452,7 +826,7 @@ impl<R: Record> Wal<R> {
             bytes,
         });
         if let Some(group) = group {
-            batch.insert(&group_key(seq)[..], &group.encode()[..]);
+            batch.insert(&group_key(seq)[..], meta(&group.encode()));
         }
         if self.first_seq()?.is_none() {
             // Nothing stored: the position before the next record is the current one.
@@ -461,14 +835,14 @@ impl<R: Record> Wal<R> {
                 .unwrap_or_else(|| ingest_position.to_vec());
             batch.insert(
                 KEY_BASE_POSITION,
-                if records.is_empty() {
-                    ingest_position.to_vec()
+                meta(if records.is_empty() {
+                    ingest_position
                 } else {
-                    base
-                },
+                    &base
+                }),
             );
         }
-        batch.insert(KEY_INGEST_POSITION, ingest_position);
+        batch.insert(KEY_INGEST_POSITION, meta(ingest_position));
         self.tree
             .apply_batch(batch)
             .map_err(self.storage("append"))?;
@@ -646,11 +1020,11 @@ impl<R: Record> Wal<R> {
                     first_seq: group.first_seq,
                     ..*group
                 };
-                batch.insert(&group_key(from - 1)[..], &kept.encode()[..]);
+                batch.insert(&group_key(from - 1)[..], meta(&kept.encode()));
                 kept_groups.push((from - 1, kept));
             }
         }
-        batch.insert(KEY_INGEST_POSITION, position.clone());
+        batch.insert(KEY_INGEST_POSITION, meta(&position));
         self.tree
             .apply_batch(batch)
             .map_err(self.storage("truncate"))?;
@@ -682,7 +1056,7 @@ impl<R: Record> Wal<R> {
             return Ok(());
         }
         self.tree
-            .insert(KEY_ACKED, &seq.to_be_bytes())
+            .insert(KEY_ACKED, meta(&seq.to_be_bytes()))
             .map_err(self.storage("acknowledge"))?;
         self.tree.flush().map_err(self.storage("flush"))?;
         self.accounting().advance_acked(seq);
@@ -736,7 +1110,7 @@ impl<R: Record> Wal<R> {
             pruned.bytes += group.bytes;
         }
         if let Some(base) = base {
-            batch.insert(KEY_BASE_POSITION, base);
+            batch.insert(KEY_BASE_POSITION, meta(&base));
         }
         self.tree
             .apply_batch(batch)
@@ -784,7 +1158,32 @@ impl<R: Record> Wal<R> {
     /// Raw access for tests that damage stored bytes on purpose.
     #[doc(hidden)]
     pub fn raw_frame(&self, seq: u64) -> Result<Option<Vec<u8>>> {
-        self.read_meta(&record_key(seq))
+        Ok(self.raw(&record_key(seq))?.map(|v| v.to_vec()))
+    }
+
+    /// Raw access for tests that damage stored metadata on purpose (`key` as in the module
+    /// header, e.g. `b"m/acked"`, or [`Wal::group_key_bytes`]).
+    #[doc(hidden)]
+    pub fn raw_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.raw(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Raw access for tests that damage stored metadata on purpose; `None` removes the key.
+    #[doc(hidden)]
+    pub fn overwrite_raw_value(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        match value {
+            Some(value) => self.tree.insert(key, value).map(drop),
+            None => self.tree.remove(key).map(drop),
+        }
+        .map_err(self.storage("overwrite"))?;
+        self.tree.flush().map_err(self.storage("flush"))?;
+        Ok(())
+    }
+
+    /// The key of the group entry ending at `last_seq`, for the test hooks above.
+    #[doc(hidden)]
+    pub fn group_key_bytes(last_seq: u64) -> Vec<u8> {
+        group_key(last_seq).to_vec()
     }
 
     /// Raw access for tests that damage stored bytes on purpose.
@@ -795,6 +1194,42 @@ impl<R: Record> Wal<R> {
             .map_err(self.storage("overwrite"))?;
         self.tree.flush().map_err(self.storage("flush"))?;
         Ok(())
+    }
+}
+
+/// A metadata value framed with the current WAL format version.
+fn meta(payload: &[u8]) -> Vec<u8> {
+    encode_meta(FORMAT_VERSION, payload)
+}
+
+fn meta_payload(raw: &[u8]) -> Result<&[u8], FrameError> {
+    decode_meta(FORMAT_VERSION, raw)
+}
+
+fn format_value() -> Vec<u8> {
+    meta(&FORMAT_VERSION.to_le_bytes())
+}
+
+/// The format stored under `m/format`: its header's version, confirmed by an intact frame whose
+/// payload says the same (so a damaged header is told apart from another release's format).
+fn stored_format(raw: &[u8]) -> Result<u16, String> {
+    if raw.len() < 2 {
+        return Err(format!("{} bytes", raw.len()));
+    }
+    let version = u16::from_le_bytes([raw[0], raw[1]]);
+    let payload = decode_meta(version, raw).map_err(|e| e.to_string())?;
+    match <[u8; 2]>::try_from(payload) {
+        Ok(bytes) if u16::from_le_bytes(bytes) == version => Ok(version),
+        _ => Err("the header and the value disagree".into()),
+    }
+}
+
+/// A key as the module header and the error messages name it ("g/<seq>" for a group entry).
+fn key_name(key: &[u8]) -> String {
+    if key.len() == 9 && key[0] == GROUP_PREFIX {
+        format!("g/{}", seq_from_key(key))
+    } else {
+        String::from_utf8_lossy(key).into_owned()
     }
 }
 

@@ -332,6 +332,36 @@ fn a_second_open_of_the_same_directory_is_refused() {
 }
 
 #[test]
+fn sled_refusing_the_files_or_opening_them_empty_is_a_damaged_wal_naming_the_recover_command() {
+    for damage in ["conf", "db"] {
+        let dir = temp_dir();
+        three_groups(dir.path());
+        let file = dir.path().join(damage);
+        let mut bytes = std::fs::read(&file).unwrap();
+        if damage == "conf" {
+            // sled checks its config file's CRC and refuses the database.
+            bytes[10] ^= 1;
+        } else {
+            // sled opens a database whose log is garbled from its start as an empty one.
+            for b in bytes.iter_mut().take(4096) {
+                *b ^= 0xff;
+            }
+        }
+        std::fs::write(&file, bytes).unwrap();
+        let err = open_err(dir.path());
+        assert!(matches!(err, WalError::Damaged { .. }), "{damage}: {err}");
+        assert!(err.to_string().contains("sdl wal recover"), "{err}");
+    }
+    // A second sdl on a healthy WAL is a lock, not damage.
+    let dir = temp_dir();
+    let _first: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    match Wal::<TestRecord>::open(dir.path()) {
+        Err(e) => assert!(e.is_locked(), "{e}"),
+        Ok(_) => panic!("a second open succeeded"),
+    }
+}
+
+#[test]
 fn directory_is_created_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir();
@@ -339,6 +369,357 @@ fn directory_is_created_private() {
     let _wal: Wal<TestRecord> = Wal::open(&path).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
+}
+
+/// Opens the WAL at `path` once the lock of a handle dropped just before is released: sled's
+/// background threads close its file a moment after the last handle is dropped.
+fn reopen(path: &std::path::Path) -> Result<Wal<TestRecord>> {
+    let db = path.join("db");
+    if db.exists() {
+        let file = std::fs::File::open(&db).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while file.try_lock().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL's lock was never released"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Wal::open(path)
+}
+
+/// Flips one bit in the middle of the stored value of `key` in the (closed) WAL at `path`.
+fn damage_meta(path: &std::path::Path, key: &[u8]) {
+    damage_metas(path, &[key]);
+}
+
+/// Damages several keys at once (opening the WAL between two damages would repair the first).
+fn damage_metas(path: &std::path::Path, keys: &[&[u8]]) {
+    let wal: Wal<TestRecord> = reopen(path).unwrap();
+    for key in keys {
+        let mut value = wal.raw_value(key).unwrap().expect("the key is stored");
+        let middle = value.len() / 2;
+        value[middle] ^= 0x04;
+        wal.overwrite_raw_value(key, Some(&value)).unwrap();
+    }
+}
+
+fn open_err(path: &std::path::Path) -> WalError {
+    match reopen(path) {
+        Ok(_) => panic!("the WAL opened"),
+        Err(e) => e,
+    }
+}
+
+fn repaired_keys(wal: &Wal<TestRecord>) -> Vec<String> {
+    wal.metadata_repairs()
+        .iter()
+        .map(|r| r.key.clone())
+        .collect()
+}
+
+/// A WAL with groups {1,2} {3} {4,5}, acknowledged up to 3, ingest position after record 5.
+fn three_groups(path: &std::path::Path) {
+    let wal: Wal<TestRecord> = reopen(path).unwrap();
+    wal.append(&[], b"start").unwrap();
+    wal.append(&[rec(1), rec(2)], b"pos-2").unwrap();
+    wal.append(&[rec(3)], b"pos-3").unwrap();
+    wal.append(&[rec(4), rec(5)], b"pos-5").unwrap();
+    wal.acknowledge(3).unwrap();
+}
+
+#[test]
+fn every_metadata_value_is_framed_with_the_wal_format_and_a_crc() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert!(wal.metadata_repairs().is_empty());
+    let group = Wal::<TestRecord>::group_key_bytes(5);
+    for key in [
+        &b"m/format"[..],
+        b"m/wal_id",
+        b"m/acked",
+        b"m/ingest_position",
+        b"m/base_position",
+        &group,
+    ] {
+        let raw = wal.raw_value(key).unwrap().unwrap();
+        assert!(decode_meta(FORMAT_VERSION, &raw).is_ok(), "{key:?}");
+    }
+}
+
+#[test]
+fn a_damaged_ingest_position_is_rebuilt_from_the_last_record() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    // A position whose damage still parses as a position: one changed character.
+    damage_meta(dir.path(), b"m/ingest_position");
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert_eq!(repaired_keys(&wal), vec!["m/ingest_position"]);
+    assert_eq!(
+        wal.ingest_position().unwrap().as_deref(),
+        Some(&b"pos-5"[..])
+    );
+    drop(wal);
+    // The rebuilt value is stored: the next open finds nothing to repair.
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert!(wal.metadata_repairs().is_empty());
+}
+
+#[test]
+fn a_damaged_ingest_position_with_no_record_stored_comes_from_the_base_position() {
+    let dir = temp_dir();
+    {
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+        wal.append(&[], b"start").unwrap();
+    }
+    damage_meta(dir.path(), b"m/ingest_position");
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert_eq!(
+        wal.ingest_position().unwrap().as_deref(),
+        Some(&b"start"[..])
+    );
+    drop(wal);
+    // Both damaged: nothing to rebuild from, a definite stop naming the key and the fix.
+    damage_metas(dir.path(), &[b"m/ingest_position", b"m/base_position"]);
+    let err = open_err(dir.path()).to_string();
+    assert!(
+        err.contains("m/ingest_position") && err.contains("sdl wal recover"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_damaged_ingest_position_with_the_last_record_damaged_too_stops() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    {
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+        let mut frame = wal.raw_frame(5).unwrap().unwrap();
+        frame[12] ^= 1;
+        wal.overwrite_raw_frame(5, &frame).unwrap();
+    }
+    damage_meta(dir.path(), b"m/ingest_position");
+    let err = open_err(dir.path());
+    assert!(
+        matches!(&err, WalError::MetaDamaged { key, .. } if key == "m/ingest_position"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_damaged_ack_cursor_is_rebuilt_as_a_lower_bound_never_above_the_truth() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    damage_meta(dir.path(), b"m/acked");
+    {
+        // Nothing pruned: the sound lower bound is 0 (the sink's offset catches it up).
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+        assert_eq!(repaired_keys(&wal), vec!["m/acked"]);
+        assert_eq!(wal.acked().unwrap(), 0);
+        assert_eq!(wal.last_seq().unwrap(), 5);
+        wal.acknowledge(3).unwrap();
+        assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 3);
+    }
+    damage_meta(dir.path(), b"m/acked");
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    // Records 1..=3 were pruned, so they were acknowledged.
+    assert_eq!(wal.acked().unwrap(), 3);
+    assert_eq!(wal.read_from(4, 10, usize::MAX).unwrap().len(), 2);
+    wal.acknowledge(5).unwrap();
+    wal.prune(KEEP_NONE).unwrap();
+    drop(wal);
+    // No record stored: the next sequence number is unknowable from the WAL.
+    damage_meta(dir.path(), b"m/acked");
+    let err = open_err(dir.path()).to_string();
+    assert!(
+        err.contains("m/acked") && err.contains("sdl wal recover"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_damaged_group_entry_is_rebuilt_from_its_records() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    let before = reopen(dir.path()).unwrap().stats().unwrap();
+    damage_metas(
+        dir.path(),
+        &[
+            &Wal::<TestRecord>::group_key_bytes(2),
+            &Wal::<TestRecord>::group_key_bytes(5),
+        ],
+    );
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert_eq!(repaired_keys(&wal), vec!["g/2", "g/5"]);
+    let after = wal.stats().unwrap();
+    assert_eq!(after.bytes, before.bytes);
+    assert_eq!(after.unacked_bytes, before.unacked_bytes);
+    wal.acknowledge(5).unwrap();
+    // Whole groups are still pruned: the rebuilt ones start where the originals did.
+    assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 5);
+}
+
+#[test]
+fn deleted_group_entries_and_a_deleted_ack_cursor_after_pruning_are_rebuilt() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    {
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+        wal.append(&[rec(6)], b"pos-6").unwrap();
+        // Prune the first group: record 1 and 2 are gone, the cursor stays at 3.
+        let third = wal.raw_frame(3).unwrap().unwrap().len() as u64;
+        wal.prune(Retention {
+            max_age: None,
+            max_bytes: Some(third),
+        })
+        .unwrap();
+        assert_eq!(wal.first_seq().unwrap(), Some(3));
+    }
+    let before = reopen(dir.path()).unwrap().stats().unwrap();
+    {
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+        for key in [
+            Wal::<TestRecord>::group_key_bytes(3),
+            Wal::<TestRecord>::group_key_bytes(6),
+            b"m/acked".to_vec(),
+        ] {
+            wal.overwrite_raw_value(&key, None).unwrap();
+        }
+    }
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert_eq!(repaired_keys(&wal), vec!["g/3", "g/6", "m/acked"]);
+    assert_eq!(wal.acked().unwrap(), 2);
+    let after = wal.stats().unwrap();
+    assert_eq!(after.bytes, before.bytes);
+    assert_eq!(after.last_seq, 6);
+    wal.acknowledge(6).unwrap();
+    assert_eq!(wal.prune(KEEP_NONE).unwrap().records, 4);
+}
+
+#[test]
+fn a_damaged_wal_id_stops_naming_the_key_and_the_recover_command() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    damage_meta(dir.path(), b"m/wal_id");
+    let err = open_err(dir.path());
+    assert!(
+        matches!(&err, WalError::MetaDamaged { key, .. } if key == "m/wal_id"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("sdl wal recover"), "{err}");
+}
+
+#[test]
+fn a_damaged_base_position_is_rebuilt_or_dropped_and_a_repair_needing_it_stops() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    damage_meta(dir.path(), b"m/base_position");
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert_eq!(repaired_keys(&wal), vec!["m/base_position"]);
+    // Record 1 can no longer be repaired from the source (its start is unknown)...
+    assert!(matches!(
+        wal.truncate_unacknowledged(1),
+        Err(WalError::TruncateAcknowledged { .. })
+    ));
+    assert!(matches!(
+        wal.position_before(1),
+        Err(WalError::NoPositionBefore { seq: 1, .. })
+    ));
+    // ...later ones can.
+    assert_eq!(wal.truncate_unacknowledged(5).unwrap(), b"pos-4");
+    drop(wal);
+
+    let dir = temp_dir();
+    {
+        let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+        wal.append(&[], b"start").unwrap();
+    }
+    damage_meta(dir.path(), b"m/base_position");
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    wal.append(&[rec(1)], b"pos-1").unwrap();
+    assert_eq!(wal.position_before(1).unwrap(), b"start");
+}
+
+#[test]
+fn a_damaged_format_key_is_rewritten_and_another_format_is_refused() {
+    let dir = temp_dir();
+    three_groups(dir.path());
+    damage_meta(dir.path(), b"m/format");
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert_eq!(repaired_keys(&wal), vec!["m/format"]);
+    wal.overwrite_raw_value(b"m/format", Some(&encode_meta(9, &9u16.to_le_bytes())))
+        .unwrap();
+    drop(wal);
+    let err = open_err(dir.path());
+    assert!(
+        matches!(
+            err,
+            WalError::UnknownFormat {
+                found: 9,
+                supported: FORMAT_VERSION,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// Writes a WAL as format 1 did: raw metadata, no `m/format`.
+fn write_format_1(path: &std::path::Path, acked: &[u8]) {
+    let db = sled::open(path).unwrap();
+    let tree = db.open_tree("wal").unwrap();
+    tree.insert(b"m/wal_id", &[7u8; 16][..]).unwrap();
+    tree.insert(b"m/acked", acked).unwrap();
+    tree.insert(b"m/base_position", &b"start"[..]).unwrap();
+    tree.insert(b"m/ingest_position", &b"pos-3"[..]).unwrap();
+    let mut bytes = 0;
+    for n in 1..=3 {
+        let frame = encode_frame(7, &rec(n)).unwrap();
+        bytes += frame.len() as u64;
+        tree.insert(record_key(n), frame).unwrap();
+    }
+    let group = super::Group {
+        appended_ms: now_ms(),
+        first_seq: 1,
+        bytes,
+    };
+    tree.insert(group_key(3), &group.encode()[..]).unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_format_1_wal_is_upgraded_in_place_keeping_its_state() {
+    let dir = temp_dir();
+    write_format_1(dir.path(), &2u64.to_be_bytes());
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert_eq!(repaired_keys(&wal), vec!["m/format"]);
+    assert_eq!(wal.id(), "07".repeat(16));
+    assert_eq!(wal.acked().unwrap(), 2);
+    assert_eq!(wal.last_seq().unwrap(), 3);
+    assert_eq!(
+        wal.ingest_position().unwrap().as_deref(),
+        Some(&b"pos-3"[..])
+    );
+    assert_eq!(wal.position_before(1).unwrap(), b"start");
+    let frames: u64 = (1..=3)
+        .map(|n| encode_frame(7, &rec(n)).unwrap().len() as u64)
+        .sum();
+    assert_eq!(wal.stats().unwrap().bytes, frames);
+    drop(wal);
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert!(wal.metadata_repairs().is_empty());
+    drop(wal);
+
+    // A format-1 value of the wrong shape is named, and nothing is rewritten.
+    let dir = temp_dir();
+    write_format_1(dir.path(), b"bad");
+    let err = open_err(dir.path());
+    assert!(
+        matches!(&err, WalError::MetaDamaged { key, .. } if key == "m/acked"),
+        "{err}"
+    );
 }
 
 mod framing_properties {
@@ -360,6 +741,15 @@ mod framing_properties {
             let i = bit.index(frame.len() * 8);
             frame[i / 8] ^= 1 << (i % 8);
             prop_assert!(decode_frame::<TestRecord>(7, &frame).is_err());
+        }
+
+        #[test]
+        fn any_single_bit_flip_in_metadata_is_detected(value in proptest::collection::vec(any::<u8>(), 0..64), bit in any::<prop::sample::Index>()) {
+            let mut frame = encode_meta(FORMAT_VERSION, &value);
+            prop_assert_eq!(decode_meta(FORMAT_VERSION, &frame).unwrap(), &value[..]);
+            let i = bit.index(frame.len() * 8);
+            frame[i / 8] ^= 1 << (i % 8);
+            prop_assert!(decode_meta(FORMAT_VERSION, &frame).is_err());
         }
 
         #[test]
