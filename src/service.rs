@@ -164,10 +164,15 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
                 forward: forward_rx,
                 breaker: breaker_rx,
             };
-            let (local, task) =
-                crate::admin::start(&addr, wal.clone(), sources, shutdown_rx.clone())
-                    .await
-                    .map_err(|e| fail(e.into()))?;
+            let (local, task) = crate::admin::start(
+                &addr,
+                &config.admin,
+                wal.clone(),
+                sources,
+                shutdown_rx.clone(),
+            )
+            .await
+            .map_err(|e| fail(e.into()))?;
             info!(listen = %local, "admin endpoint up");
             Some(task)
         }
