@@ -58,6 +58,11 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     }
 
     let fail = |e: anyhow::Error| (ExitCode::Failure, e);
+    if let Some(warning) =
+        crate::wal_dir::make_private(&config.wal.dir).map_err(|e| (ExitCode::Config, e.into()))?
+    {
+        warn!("{warning}");
+    }
     let wal_dir = config.wal.dir.clone();
     let wal: Wal<SourceTransaction> = tokio::task::spawn_blocking(move || Wal::open(wal_dir))
         .await
