@@ -257,8 +257,9 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
     }
 }
 
-/// Routes that return row contents need the token; the answer without it says where it is.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// Routes that return row contents need the token: the 401 answer when it is missing or wrong
+/// (saying where the token is), or None when it was presented.
+fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     use subtle::ConstantTimeEq;
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -266,8 +267,8 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(token) if bool::from(token.as_bytes().ct_eq(state.token.as_bytes())) => Ok(()),
-        presented => Err((
+        Some(token) if bool::from(token.as_bytes().ct_eq(state.token.as_bytes())) => None,
+        presented => Some((
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
             format!(
@@ -377,8 +378,8 @@ async fn wal_show(
     headers: HeaderMap,
     Path(seq): Path<u64>,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
+    if let Some(refused) = refusal(&state, &headers) {
+        return refused;
     }
     answer(state.wal, move |w| walcli::show(w, seq)).await
 }
@@ -400,8 +401,8 @@ async fn wal_dump(
     headers: HeaderMap,
     Query(q): Query<DumpQuery>,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
-        return denied;
+    if let Some(refused) = refusal(&state, &headers) {
+        return refused;
     }
     let records = q.to.saturating_sub(q.from).saturating_add(1);
     if q.to >= q.from && records > MAX_RECORDS_PER_REQUEST {

@@ -505,7 +505,7 @@ fn whole_units(d: Duration) -> String {
     }
     let (unit, name) = [(DAY, "days"), (3600, "h"), (60, "m"), (1, "s")]
         .into_iter()
-        .find(|(unit, _)| secs % unit == 0)
+        .find(|(unit, _)| secs.is_multiple_of(*unit))
         .expect("1 divides everything");
     format!("{}{name}", secs / unit)
 }

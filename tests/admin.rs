@@ -141,7 +141,10 @@ async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
     assert!(sdl.terminate(Duration::from_secs(30)).success());
     sdl.start();
     common::wait_until("the restarted sdl's admin endpoint", TIMEOUT, || async {
-        ureq::get(&format!("http://{addr}/healthz")).call().ok().map(|_| ())
+        ureq::get(&format!("http://{addr}/healthz"))
+            .call()
+            .ok()
+            .map(|_| ())
     })
     .await;
     assert_eq!(
@@ -232,6 +235,7 @@ async fn slow_and_idle_clients_cannot_hold_the_admin_endpoint() {
         .unwrap();
     let closed = time_until_closed(&mut slow, Duration::from_secs(15))
         .expect("a client sending half a header was not disconnected within 15 s");
+    eprintln!("half-header client disconnected after {closed:?} (header_read_timeout 3s)");
     assert!(
         closed >= Duration::from_secs(2) && closed < Duration::from_secs(8),
         "disconnected after {closed:?}, header_read_timeout is 3s"

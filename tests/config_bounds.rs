@@ -12,7 +12,7 @@ use common::{run_sdl, MariaDb, Mongo, Sdl, SDL_PASSWORD};
 
 /// A config whose servers are never reached: every case here must fail while loading.
 fn config_with(dir: &std::path::Path, section: &str, line: &str) -> String {
-    let mut sections = vec![
+    let mut sections = [
         ("", String::new()),
         (
             "source",
@@ -56,6 +56,15 @@ fn settings_out_of_range_stop_run_and_check_with_exit_2() {
             &[
                 "`wal.group_commit_delay`",
                 "1000000years",
+                "between 0s and 10s",
+            ],
+        ),
+        (
+            "wal",
+            "group_commit_delay = \"300000000000years\"",
+            &[
+                "`wal.group_commit_delay`",
+                "300000000000years",
                 "between 0s and 10s",
             ],
         ),
