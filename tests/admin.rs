@@ -90,6 +90,16 @@ async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
     let (code, body) = get(&addr, "/wal/dump?from=1&to=3", Some(&token));
     assert_eq!(code, 200, "{body}");
     assert_eq!(body.lines().count(), 3, "{body}");
+    // The scheme is case-insensitive.
+    let mut response = ureq::get(&format!("http://{addr}/wal/show/2"))
+        .header("Authorization", format!("bearer {token}"))
+        .call()
+        .unwrap();
+    assert!(response
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+        .contains("\"changes\""));
 
     // Everything without row data stays open.
     for path in [
