@@ -115,7 +115,7 @@ pub fn ensure_token(wal_dir: &FsPath) -> Result<(String, Vec<String>), TokenErro
     Ok((token, warnings))
 }
 
-/// 64 lowercase hex digits.
+/// 64 hex digits (what [`ensure_token`] writes).
 fn is_token(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -431,4 +431,46 @@ async fn wal_dump(
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &FsPath) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_token_is_created_private_kept_and_made_private_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (token, warnings) = ensure_token(dir.path()).unwrap();
+        assert!(
+            is_token(&token) && warnings.is_empty(),
+            "{token} {warnings:?}"
+        );
+        let path = token_path(dir.path());
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(read_token(dir.path()).unwrap(), token);
+
+        // Kept at the next start.
+        assert_eq!(ensure_token(dir.path()).unwrap(), (token.clone(), vec![]));
+
+        // Readable by others: set back to 0600, with a warning; the token stays.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (again, warnings) = ensure_token(dir.path()).unwrap();
+        assert_eq!(again, token);
+        assert_eq!(mode(&path), 0o600);
+        assert!(
+            warnings[0].contains("was readable by other users (mode 644)"),
+            "{warnings:?}"
+        );
+
+        // Garbage: replaced by a new token, with a warning.
+        std::fs::write(&path, "not a token").unwrap();
+        let (new, warnings) = ensure_token(dir.path()).unwrap();
+        assert!(is_token(&new) && new != token);
+        assert!(warnings[0].contains("did not hold a token"), "{warnings:?}");
+    }
 }
