@@ -3,7 +3,11 @@
 //! Guarantees: an unknown key, a missing required key, a malformed value, an unusable URL or an
 //! unusable TLS file (missing, unreadable, not PEM, a key that does not fit its certificate) is
 //! rejected before anything connects, with an error that names the file, the key and the fix.
-//! Nothing here touches the network.
+//! Every duration and size has a documented range ([`BOUNDS`]: `deploy/sdl.toml` and
+//! docs/operations.md list the same); a value outside it is refused with the key, the value and
+//! the range, so no setting can make a stage busy-loop (`wal.prune_interval = "0s"`) or overflow a
+//! deadline (`wal.group_commit_delay = "1000000years"`). Byte sizes are a plain integer of bytes or
+//! a number with a unit (see [`byte_size`]). Nothing here touches the network.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,14 +56,34 @@ pub struct AdminConfig {
     /// The local admin endpoint (`host:port`); empty turns it off.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// How long a client may take to send a request's headers (from the moment its connection is
+    /// accepted, and between requests on a kept-alive connection) before it is disconnected.
+    #[serde(
+        default = "default_admin_header_read_timeout",
+        with = "humantime_serde"
+    )]
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog until one closes.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            header_read_timeout: default_admin_header_read_timeout(),
+            max_connections: default_admin_max_connections(),
         }
     }
+}
+
+fn default_admin_header_read_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_admin_max_connections() -> usize {
+    16
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -243,7 +267,10 @@ pub struct WalConfig {
     pub dir: PathBuf,
     /// Several source transactions share one fsync: a group is flushed once it holds this many
     /// bytes of change data, or when `group_commit_delay` has passed since its first transaction.
-    #[serde(default = "default_group_bytes")]
+    #[serde(
+        default = "default_group_bytes",
+        deserialize_with = "byte_size::deserialize"
+    )]
     pub group_commit_bytes: usize,
     #[serde(default = "default_group_delay", with = "humantime_serde")]
     pub group_commit_delay: Duration,
@@ -254,11 +281,14 @@ pub struct WalConfig {
     #[serde(default = "default_retain_acked", with = "humantime_serde")]
     pub retain_acked: Option<Duration>,
     /// ... and at most this many bytes of acknowledged records (unset: no size limit).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "byte_size::deserialize_option")]
     pub retain_acked_bytes: Option<u64>,
     /// When unacknowledged records reach this size, the ingester stops reading the binlog until
     /// the forwarder has freed space (backpressure). Nothing is dropped.
-    #[serde(default = "default_max_bytes")]
+    #[serde(
+        default = "default_max_bytes",
+        deserialize_with = "byte_size::deserialize"
+    )]
     pub max_bytes: u64,
 }
 
@@ -305,7 +335,10 @@ pub struct SinkConfig {
     /// Upper bounds for one MongoDB transaction.
     #[serde(default = "default_batch_documents")]
     pub batch_max_documents: usize,
-    #[serde(default = "default_batch_bytes")]
+    #[serde(
+        default = "default_batch_bytes",
+        deserialize_with = "byte_size::deserialize"
+    )]
     pub batch_max_bytes: usize,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -387,6 +420,169 @@ pub enum LogFormat {
     Json,
 }
 
+/// The range a numeric setting must fall in (inclusive).
+#[derive(Debug, Clone, Copy)]
+pub enum Range {
+    Duration { min: Duration, max: Duration },
+    Bytes { min: u64, max: u64 },
+    Count { min: u64, max: u64 },
+}
+
+/// One setting's accepted range and why it ends where it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub key: &'static str,
+    pub range: Range,
+    pub why: &'static str,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+const fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+const DAY: u64 = 86_400;
+const MIB: u64 = 1 << 20;
+const PIB: u64 = 1 << 50;
+
+/// Every duration, size and count in the config with its range, checked at load (exit 2 outside
+/// it). deploy/sdl.toml and docs/operations.md ("Configuration ranges") say the same.
+pub const BOUNDS: &[Bound] = &[
+    Bound { key: "shutdown_timeout", range: Range::Duration { min: secs(1), max: secs(3600) }, why: "the stages need a moment to flush; keep it below systemd's TimeoutStopSec" },
+    Bound { key: "source.connect_timeout", range: Range::Duration { min: millis(100), max: secs(600) }, why: "one connection attempt" },
+    Bound { key: "source.heartbeat_interval", range: Range::Duration { min: millis(100), max: secs(3600) }, why: "a silent connection is presumed dead after 3 intervals" },
+    Bound { key: "source.min_binlog_retention", range: Range::Duration { min: secs(0), max: secs(3650 * DAY) }, why: "a warning threshold; 0 never warns" },
+    Bound { key: "wal.group_commit_bytes", range: Range::Bytes { min: 0, max: 256 * MIB }, why: "a group is held in memory until its fsync; 0 flushes every transaction alone" },
+    Bound { key: "wal.group_commit_delay", range: Range::Duration { min: secs(0), max: secs(10) }, why: "every transaction in a group waits this long to be durable; 0 flushes every transaction alone" },
+    Bound { key: "wal.prune_interval", range: Range::Duration { min: millis(100), max: secs(3600) }, why: "0 would prune in a busy loop; a long pause lets acknowledged records pile up" },
+    Bound { key: "wal.retain_acked", range: Range::Duration { min: secs(0), max: secs(3650 * DAY) }, why: "how long acknowledged records are kept" },
+    Bound { key: "wal.retain_acked_bytes", range: Range::Bytes { min: 0, max: PIB }, why: "acknowledged records kept on disk" },
+    Bound { key: "wal.max_bytes", range: Range::Bytes { min: MIB, max: PIB }, why: "below 1 MiB a single large transaction could not be written" },
+    Bound { key: "sink.batch_max_documents", range: Range::Count { min: 1, max: 100_000 }, why: "one batch is one MongoDB transaction" },
+    Bound { key: "sink.batch_max_bytes", range: Range::Bytes { min: 1024, max: MAX_BATCH_BYTES as u64 }, why: "a batch is one MongoDB transaction, which must finish well within MongoDB's 60 s transaction limit" },
+    Bound { key: "sink.connect_timeout", range: Range::Duration { min: millis(100), max: secs(600) }, why: "server selection and one connection attempt" },
+    Bound { key: "sink.staging_ttl", range: Range::Duration { min: secs(1), max: secs(3650 * DAY) }, why: "a MongoDB TTL index on createdAt" },
+    Bound { key: "sink.breaker_failures", range: Range::Count { min: 1, max: 1000 }, why: "consecutive failed commits before the circuit breaker opens" },
+    Bound { key: "sink.retry_max_delay", range: Range::Duration { min: millis(100), max: secs(3600) }, why: "the first retry waits 100ms" },
+    Bound { key: "admin.header_read_timeout", range: Range::Duration { min: millis(100), max: secs(300) }, why: "a client slower than this holds one of admin.max_connections" },
+    Bound { key: "admin.max_connections", range: Range::Count { min: 1, max: 1024 }, why: "connections the admin endpoint serves at once" },
+];
+
+/// The bound of `key` (every key checked in [`Config::check_bounds`] has one).
+fn bound(key: &str) -> &'static Bound {
+    BOUNDS
+        .iter()
+        .find(|b| b.key == key)
+        .unwrap_or_else(|| panic!("no bound for {key}"))
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Range::Duration { min, max } => {
+                write!(f, "between {} and {}", whole_units(min), whole_units(max))
+            }
+            Range::Bytes { min, max } => write!(
+                f,
+                "between {} and {}",
+                byte_size::describe(min),
+                byte_size::describe(max)
+            ),
+            Range::Count { min, max } => write!(f, "between {min} and {max}"),
+        }
+    }
+}
+
+/// A bound as written in deploy/sdl.toml: in its largest whole unit ("3650days", not
+/// "9years 11months ...").
+fn whole_units(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return humantime::format_duration(d).to_string();
+    }
+    let (unit, name) = [(DAY, "days"), (3600, "h"), (60, "m"), (1, "s")]
+        .into_iter()
+        .find(|(unit, _)| secs.is_multiple_of(*unit))
+        .expect("1 divides everything");
+    format!("{}{name}", secs / unit)
+}
+
+/// A value to check against its bound.
+enum Setting {
+    Duration(Duration),
+    Number(u64),
+}
+
+/// Byte sizes: a plain integer of bytes, or a number (fractions allowed) with a unit, read by the
+/// `bytesize` crate: `B`; `kB` `MB` `GB` `TB` (or `k` `M` `G` `T`: powers of 1000); `KiB` `MiB`
+/// `GiB` `TiB` (or `Ki` `Mi` `Gi` `Ti`: powers of 1024); case-insensitive, a space allowed before
+/// the unit. `"8GB"` is 8000000000 bytes, `"8GiB"` 8589934592, `"64k"` 64000.
+pub mod byte_size {
+    use serde::de::{self, Deserializer, Visitor};
+
+    pub const GRAMMAR: &str = "an integer of bytes, or a number with a unit: kB MB GB TB (powers of 1000) or KiB MiB GiB TiB (powers of 1024), e.g. \"8GiB\", \"512 MiB\", \"64kB\"";
+
+    /// Parses a size written with or without a unit.
+    pub fn parse(text: &str) -> Result<u64, String> {
+        text.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|size| size.as_u64())
+            .map_err(|_| format!("`{text}` is not a byte size: use {GRAMMAR}"))
+    }
+
+    /// `n` bytes, and in binary units when that is shorter to read.
+    pub fn describe(n: u64) -> String {
+        if n >= 1024 {
+            format!("{n} bytes ({})", bytesize::ByteSize(n).display().iec())
+        } else {
+            format!("{n} bytes")
+        }
+    }
+
+    struct SizeVisitor;
+
+    impl Visitor<'_> for SizeVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(GRAMMAR)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative: use {GRAMMAR}")))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            parse(v).map_err(E::custom)
+        }
+    }
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        let bytes = d.deserialize_any(SizeVisitor)?;
+        T::try_from(bytes)
+            .map_err(|_| de::Error::custom(format!("{bytes} bytes is too large for this machine")))
+    }
+
+    pub fn deserialize_option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        deserialize(d).map(Some)
+    }
+}
+
 /// The largest `sink.batch_max_bytes` accepted: 64 MiB keeps one transaction's commit far below
 /// MongoDB's 60 s `transactionLifetimeLimitSeconds` on any reasonable link.
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
@@ -404,6 +600,17 @@ impl Config {
                 config.warnings.push(format!(
                     "the config file {} is readable by every user and may hold passwords: chmod 600 it (or 640 with a dedicated group), or move the passwords to source.password_file / sink.password_file or the SDL_SOURCE_PASSWORD / SDL_SINK_PASSWORD environment variables",
                     path.display()
+                ));
+            }
+        }
+        for (key, file) in [
+            ("source.password_file", &config.source.password_file),
+            ("sink.password_file", &config.sink.password_file),
+        ] {
+            if let Some(file) = file.as_deref().filter(|f| crate::tls::world_readable(f)) {
+                config.warnings.push(format!(
+                    "{key} = {} holds a password and is readable by every user: chmod 600 it (or 640 with a dedicated group)",
+                    file.display()
                 ));
             }
         }
@@ -445,17 +652,7 @@ impl Config {
                 ),
             ));
         }
-        if self.source.heartbeat_interval < Duration::from_millis(100)
-            || self.source.heartbeat_interval > Duration::from_secs(3600)
-        {
-            return Err(invalid(
-                "source.heartbeat_interval",
-                format!(
-                    "{:?} is out of range: use between 100ms and 1h",
-                    self.source.heartbeat_interval
-                ),
-            ));
-        }
+        self.check_bounds(path)?;
         if self.source.server_id == 0 {
             return Err(invalid(
                 "source.server_id",
@@ -480,49 +677,83 @@ impl Config {
                 ),
             ));
         }
-        if self.sink.batch_max_documents == 0 || self.sink.batch_max_bytes == 0 {
-            return Err(invalid(
-                "sink.batch_max_documents",
-                "batch limits must be greater than 0".into(),
-            ));
-        }
-        if self.wal.max_bytes < 1 << 20 {
-            return Err(invalid(
-                "wal.max_bytes",
-                format!(
-                    "{} is too small: use at least 1048576 (1 MiB)",
-                    self.wal.max_bytes
-                ),
-            ));
-        }
-        if self.sink.batch_max_bytes > MAX_BATCH_BYTES {
-            return Err(invalid(
-                "sink.batch_max_bytes",
-                format!(
-                    "{} is too large: a batch is one MongoDB transaction, which must finish well within MongoDB's 60 s transaction limit; use at most {MAX_BATCH_BYTES} (the default is 8388608)",
-                    self.sink.batch_max_bytes
-                ),
-            ));
-        }
-        if self.sink.breaker_failures == 0 {
-            return Err(invalid(
-                "sink.breaker_failures",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.sink.retry_max_delay < Duration::from_millis(100) {
-            return Err(invalid(
-                "sink.retry_max_delay",
-                "must be at least 100ms (the first retry delay)".into(),
-            ));
-        }
-        if self.sink.staging_ttl < Duration::from_secs(1) {
-            return Err(invalid("sink.staging_ttl", "must be at least 1s".into()));
-        }
         if self.wal.dir.as_os_str().is_empty() {
             return Err(invalid("wal.dir", "must not be empty".into()));
         }
         self.validate_tls(path)
+    }
+
+    /// Every setting of [`BOUNDS`] within its range.
+    fn check_bounds(&self, path: &Path) -> Result<(), ConfigError> {
+        use Setting::{Duration as D, Number as N};
+        let (source, wal, sink, admin) = (&self.source, &self.wal, &self.sink, &self.admin);
+        let settings = [
+            ("shutdown_timeout", Some(D(self.shutdown_timeout))),
+            ("source.connect_timeout", Some(D(source.connect_timeout))),
+            (
+                "source.heartbeat_interval",
+                Some(D(source.heartbeat_interval)),
+            ),
+            (
+                "source.min_binlog_retention",
+                Some(D(source.min_binlog_retention)),
+            ),
+            (
+                "wal.group_commit_bytes",
+                Some(N(wal.group_commit_bytes as u64)),
+            ),
+            ("wal.group_commit_delay", Some(D(wal.group_commit_delay))),
+            ("wal.prune_interval", Some(D(wal.prune_interval))),
+            ("wal.retain_acked", wal.retain_acked.map(D)),
+            ("wal.retain_acked_bytes", wal.retain_acked_bytes.map(N)),
+            ("wal.max_bytes", Some(N(wal.max_bytes))),
+            (
+                "sink.batch_max_documents",
+                Some(N(sink.batch_max_documents as u64)),
+            ),
+            ("sink.batch_max_bytes", Some(N(sink.batch_max_bytes as u64))),
+            ("sink.connect_timeout", Some(D(sink.connect_timeout))),
+            ("sink.staging_ttl", Some(D(sink.staging_ttl))),
+            (
+                "sink.breaker_failures",
+                Some(N(u64::from(sink.breaker_failures))),
+            ),
+            ("sink.retry_max_delay", Some(D(sink.retry_max_delay))),
+            (
+                "admin.header_read_timeout",
+                Some(D(admin.header_read_timeout)),
+            ),
+            (
+                "admin.max_connections",
+                Some(N(admin.max_connections as u64)),
+            ),
+        ];
+        for (key, value) in settings {
+            let Some(value) = value else { continue };
+            let bound = bound(key);
+            let (inside, shown) = match (bound.range, value) {
+                (Range::Duration { min, max }, D(v)) => (
+                    (min..=max).contains(&v),
+                    humantime::format_duration(v).to_string(),
+                ),
+                (Range::Bytes { min, max }, N(v)) => {
+                    ((min..=max).contains(&v), byte_size::describe(v))
+                }
+                (Range::Count { min, max }, N(v)) => ((min..=max).contains(&v), v.to_string()),
+                _ => unreachable!("{key}: the bound's kind differs from the setting's"),
+            };
+            if !inside {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: bound.key,
+                    message: format!(
+                        "{shown} is out of range: use a value {} ({})",
+                        bound.range, bound.why
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The TLS keys: files only with `tls = "on"`, a client certificate only with its key, and
@@ -691,6 +922,115 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
         )
         .unwrap();
         assert_eq!(c.source.start, StartFrom::Gtid("0-1-5".into()));
+    }
+
+    fn with_line(section: &str, line: &str) -> Result<Config, ConfigError> {
+        let text = if section.is_empty() {
+            format!("{line}\n{MINIMAL}")
+        } else if MINIMAL.contains(&format!("[{section}]")) {
+            MINIMAL.replace(&format!("[{section}]"), &format!("[{section}]\n{line}"))
+        } else {
+            format!("{MINIMAL}\n[{section}]\n{line}\n")
+        };
+        Config::parse(Path::new("t.toml"), &text)
+    }
+
+    #[test]
+    fn byte_sizes_take_units_and_plain_integers() {
+        for (written, bytes) in [
+            ("8589934592", 8u64 << 30),
+            ("\"8GiB\"", 8 << 30),
+            ("\"8GB\"", 8_000_000_000),
+            ("\"8 gb\"", 8_000_000_000),
+            ("\"512 MiB\"", 512 << 20),
+            ("\"1.5GiB\"", 3 << 29),
+        ] {
+            let c = with_line("wal", &format!("max_bytes = {written}")).unwrap();
+            assert_eq!(c.wal.max_bytes, bytes, "{written}");
+        }
+        let c = with_line("wal", "group_commit_bytes = \"64k\"").unwrap();
+        assert_eq!(c.wal.group_commit_bytes, 64_000);
+        let c = with_line("sink", "batch_max_bytes = \"4MiB\"").unwrap();
+        assert_eq!(c.sink.batch_max_bytes, 4 << 20);
+        let c = with_line("wal", "retain_acked_bytes = \"1GiB\"").unwrap();
+        assert_eq!(c.wal.retain_acked_bytes, Some(1 << 30));
+        for bad in ["\"8 gigs\"", "\"GB\"", "-5", "\"\"", "1.5"] {
+            let err = with_line("wal", &format!("max_bytes = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("max_bytes"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_bounded_setting_refuses_values_outside_its_range() {
+        let defaults = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        defaults.check_bounds(Path::new("t.toml")).unwrap();
+        for bound in BOUNDS {
+            let (section, key) = bound.key.split_once('.').unwrap_or(("", bound.key));
+            let (below, above) = match bound.range {
+                Range::Duration { min, max } => (
+                    min.checked_sub(millis(1))
+                        .map(|d| format!("\"{}\"", humantime::format_duration(d))),
+                    format!("\"{}\"", humantime::format_duration(max + millis(1))),
+                ),
+                Range::Bytes { min, max } | Range::Count { min, max } => (
+                    min.checked_sub(1).map(|v| v.to_string()),
+                    (max + 1).to_string(),
+                ),
+            };
+            for value in below.into_iter().chain([above]) {
+                let err = with_line(section, &format!("{key} = {value}"))
+                    .err()
+                    .unwrap_or_else(|| panic!("{} = {value} accepted", bound.key))
+                    .to_string();
+                assert!(
+                    err.contains(&format!("`{}`", bound.key)) && err.contains("out of range"),
+                    "{}: {err}",
+                    bound.key
+                );
+            }
+        }
+        // The two absurd values the issue names.
+        let err = with_line("wal", "prune_interval = \"0s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between 100ms and 1h"), "{err}");
+        let err = with_line("wal", "group_commit_delay = \"1000000years\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wal.group_commit_delay"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_example_lists_every_key() {
+        let example = include_str!("../deploy/sdl.toml");
+        let sections = ["", "source", "wal", "sink", "admin", "log"];
+        for section in sections {
+            // deny_unknown_fields names every key a section accepts.
+            let err = with_line(section, "no_such_key = 1")
+                .unwrap_err()
+                .to_string();
+            let expected = err
+                .split("expected one of ")
+                .nth(1)
+                .or_else(|| err.split("expected ").nth(1))
+                .and_then(|list| list.split(". ").next())
+                .unwrap_or_else(|| panic!("{err}"));
+            for key in expected
+                .split(", ")
+                .map(|k| k.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_'))
+            {
+                if sections.contains(&key) {
+                    continue;
+                }
+                let listed = example.lines().any(|line| {
+                    let line = line.trim_start_matches(['#', ' ']);
+                    line.starts_with(&format!("{key} ")) || line.starts_with(&format!("{key}="))
+                });
+                assert!(listed, "deploy/sdl.toml does not list `{section}.{key}`");
+            }
+        }
     }
 
     #[test]

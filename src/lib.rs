@@ -23,6 +23,7 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod tls;
+pub mod wal_dir;
 pub mod walcli;
 pub mod walrecover;
 

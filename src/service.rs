@@ -58,6 +58,11 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     }
 
     let fail = |e: anyhow::Error| (ExitCode::Failure, e);
+    if let Some(warning) =
+        crate::wal_dir::make_private(&config.wal.dir).map_err(|e| (ExitCode::Config, e.into()))?
+    {
+        warn!("{warning}");
+    }
     let wal_dir = config.wal.dir.clone();
     let wal: Wal<SourceTransaction> = tokio::task::spawn_blocking(move || Wal::open(wal_dir))
         .await
@@ -185,10 +190,15 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
                 forward: forward_rx,
                 breaker: breaker_rx,
             };
-            let (local, task) =
-                crate::admin::start(&addr, wal.clone(), sources, shutdown_rx.clone())
-                    .await
-                    .map_err(|e| fail(e.into()))?;
+            let (local, task) = crate::admin::start(
+                &addr,
+                &config.admin,
+                wal.clone(),
+                sources,
+                shutdown_rx.clone(),
+            )
+            .await
+            .map_err(fail)?;
             info!(listen = %local, "admin endpoint up");
             Some(task)
         }

@@ -283,10 +283,17 @@ pub fn verify(wal: &Wal<SourceTransaction>) -> anyhow::Result<VerifyReport> {
     })
 }
 
-/// JSON lines: one `{"seq": N, "transaction": {...}}` (or `{"seq": N, "error": "..."}`) per record.
-pub fn dump(wal: &Wal<SourceTransaction>, from: u64, to: u64) -> anyhow::Result<Vec<String>> {
+/// JSON lines: one `{"seq": N, "transaction": {...}}` (or `{"seq": N, "error": "..."}`) per record,
+/// each handed to `emit` as soon as it is made (a dump never holds more than one record).
+pub fn dump(
+    wal: &Wal<SourceTransaction>,
+    from: u64,
+    to: u64,
+    mut emit: impl FnMut(String) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let acked = wal.acked()?;
-    let mut lines = Vec::new();
+    // Records beyond the last one do not exist: no need to look them up one by one.
+    let to = to.min(wal.last_seq()?);
     for seq in from..=to {
         if let Some((entry, transaction)) = entry(seq, acked, wal.get(seq)) {
             let line = match transaction {
@@ -295,10 +302,10 @@ pub fn dump(wal: &Wal<SourceTransaction>, from: u64, to: u64) -> anyhow::Result<
                 }
                 None => serde_json::json!({ "seq": seq, "error": entry.error }),
             };
-            lines.push(line.to_string());
+            emit(line.to_string())?;
         }
     }
-    Ok(lines)
+    Ok(())
 }
 
 /// Runs a `sdl wal` command and returns the process exit code.
@@ -336,7 +343,11 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
             Source::Local(wal)
         }
         Err(open_error) => match admin {
-            Some(addr) => Source::Remote(addr),
+            Some(addr) => Source::Remote {
+                addr,
+                // The service's token, kept in its WAL directory; /wal/show and /wal/dump need it.
+                token: crate::admin::read_token(&dir),
+            },
             None => {
                 return Err(anyhow::Error::from(open_error).context(
                     "the WAL could not be opened directly; if sdl is running, pass --config (or --admin HOST:PORT) so this command can ask its admin endpoint",
@@ -421,12 +432,30 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
         }
         WalCommand::Recover => unreachable!("handled above"),
         WalCommand::Dump { from, to } => {
-            let lines: Vec<String> = source
-                .get(&format!("/wal/dump?from={from}&to={to}"), |w| {
-                    dump(w, from, to)
-                })?;
-            for line in lines {
-                println!("{line}");
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let mut print = |line: String| -> anyhow::Result<()> {
+                writeln!(out, "{line}")?;
+                Ok(())
+            };
+            match &source {
+                Source::Local(wal) => dump(wal, from, to, &mut print)?,
+                Source::Remote { .. } => {
+                    // The endpoint answers at most MAX_RECORDS_PER_REQUEST records per request.
+                    let mut start = from;
+                    while start <= to {
+                        let end =
+                            to.min(start.saturating_add(crate::admin::MAX_RECORDS_PER_REQUEST - 1));
+                        source.stream_lines(
+                            &format!("/wal/dump?from={start}&to={end}"),
+                            &mut print,
+                        )?;
+                        match end.checked_add(1) {
+                            Some(next) => start = next,
+                            None => break,
+                        }
+                    }
+                }
             }
             Ok(0)
         }
@@ -435,10 +464,61 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
 
 enum Source {
     Local(Wal<SourceTransaction>),
-    Remote(String),
+    Remote {
+        addr: String,
+        token: anyhow::Result<String>,
+    },
 }
 
 impl Source {
+    /// GET `path` from the running service: the response, or an error with its answer (a 401
+    /// says where the token is; a token that could not be read says why).
+    fn call(
+        &self,
+        addr: &str,
+        token: &anyhow::Result<String>,
+        path: &str,
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+        let url = format!("http://{addr}{path}");
+        let mut request = ureq::get(&url).config().http_status_as_error(false).build();
+        if let Ok(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request.call().with_context(|| {
+            format!(
+                "the WAL is locked by a running sdl and its admin endpoint {url} did not answer"
+            )
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            let mut error = anyhow::anyhow!("{url} answered {status}: {}", body.trim());
+            if let Err(e) = token {
+                error = error.context(format!("{e:#}"));
+            }
+            return Err(error);
+        }
+        Ok(response)
+    }
+
+    /// Each line of a streamed answer, as it arrives.
+    fn stream_lines(
+        &self,
+        path: &str,
+        mut emit: impl FnMut(String) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        use std::io::BufRead;
+        let Source::Remote { addr, token } = self else {
+            unreachable!("only asked of a running service")
+        };
+        let mut response = self.call(addr, token, path)?;
+        let reader = std::io::BufReader::new(response.body_mut().as_reader());
+        for line in reader.lines() {
+            emit(line.with_context(|| format!("reading {path} from the admin endpoint"))?)?;
+        }
+        Ok(())
+    }
+
     fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -446,14 +526,11 @@ impl Source {
     ) -> anyhow::Result<T> {
         match self {
             Source::Local(wal) => local(wal),
-            Source::Remote(addr) => {
-                let url = format!("http://{addr}{path}");
-                let mut response = ureq::get(&url)
-                    .call()
-                    .with_context(|| format!("the WAL is locked by a running sdl and its admin endpoint {url} did not answer"))?;
+            Source::Remote { addr, token } => {
+                let mut response = self.call(addr, token, path)?;
                 let body = response.body_mut().read_to_string()?;
                 serde_json::from_str(&body)
-                    .with_context(|| format!("unexpected answer from {url}: {body}"))
+                    .with_context(|| format!("unexpected answer from http://{addr}{path}: {body}"))
             }
         }
     }
