@@ -37,6 +37,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub service: ServiceConfig,
     /// After SIGTERM/SIGINT, how long the stages may take to stop (the ingester flushing, the
     /// forwarder finishing its commit) before the process exits anyway.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
@@ -61,6 +63,33 @@ impl Default for AdminConfig {
         }
     }
 }
+
+/// `[service]`: how the running service judges its own health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// How long a stage may retry a transient error without getting past its position before it
+    /// counts as stuck (logged at ERROR, `/readyz` 503, `sdl_stage_stuck_seconds`). Retrying goes
+    /// on regardless.
+    #[serde(default = "default_stuck_after", with = "humantime_serde")]
+    pub stuck_after: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            stuck_after: default_stuck_after(),
+        }
+    }
+}
+
+fn default_stuck_after() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+/// The bounds of `service.stuck_after`.
+pub const STUCK_AFTER_MIN: Duration = Duration::from_secs(1);
+pub const STUCK_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
 
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
@@ -519,6 +548,15 @@ impl Config {
         if self.sink.staging_ttl < Duration::from_secs(1) {
             return Err(invalid("sink.staging_ttl", "must be at least 1s".into()));
         }
+        if !(STUCK_AFTER_MIN..=STUCK_AFTER_MAX).contains(&self.service.stuck_after) {
+            return Err(invalid(
+                "service.stuck_after",
+                format!(
+                    "{:?} is out of range: use between 1s and 24h (the default is 5m)",
+                    self.service.stuck_after
+                ),
+            ));
+        }
         if self.wal.dir.as_os_str().is_empty() {
             return Err(invalid("wal.dir", "must not be empty".into()));
         }
@@ -702,5 +740,28 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown field `retain`"), "{err}");
+    }
+
+    #[test]
+    fn stuck_after_defaults_to_5m_and_is_bounded() {
+        let d = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!(d.service.stuck_after, Duration::from_secs(300));
+        let with = |v: &str| {
+            Config::parse(
+                Path::new("t.toml"),
+                &format!("{MINIMAL}\n[service]\nstuck_after = \"{v}\"\n"),
+            )
+        };
+        assert_eq!(
+            with("3s").unwrap().service.stuck_after,
+            Duration::from_secs(3)
+        );
+        for bad in ["500ms", "25h"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("service.stuck_after") && err.contains("between 1s and 24h"),
+                "{err}"
+            );
+        }
     }
 }
