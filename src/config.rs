@@ -699,6 +699,7 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
         assert_eq!(c.sink.breaker_failures, d.sink.breaker_failures);
         assert_eq!(c.sink.retry_max_delay, d.sink.retry_max_delay);
         assert_eq!(c.sink.batch_max_bytes, d.sink.batch_max_bytes);
+        assert_eq!(c.service.stuck_after, d.service.stuck_after);
     }
 
     #[test]

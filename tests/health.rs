@@ -274,6 +274,7 @@ async fn a_forwarder_stuck_on_an_unreachable_mongodb_is_reported_once_and_clears
     let logs = sdl.logs();
     assert_eq!(stuck_lines(&logs, "forwarder"), 1, "{logs}");
     let line = logs.lines().find(|l| l.contains("stage stuck")).unwrap();
+    eprintln!("{line}");
     assert!(
         line.contains("ERROR") && line.contains("WAL sequence") && line.contains("sink.url"),
         "{line}"
