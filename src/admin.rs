@@ -147,6 +147,7 @@ pub struct StatusSources {
     pub ingest: watch::Receiver<crate::status::IngestStatus>,
     pub forward: watch::Receiver<crate::status::ForwardStatus>,
     pub breaker: watch::Receiver<crate::breaker::BreakerStatus>,
+    pub health: crate::health::HealthSources,
 }
 
 #[derive(Clone)]
@@ -310,11 +311,13 @@ async fn status_report(State(AppState { wal, status, .. }): State<AppState>) -> 
     let ingest = status.ingest.borrow().clone();
     let forward = status.forward.borrow().clone();
     let breaker = status.breaker.borrow().clone();
+    let health = status.health.now();
     answer(wal, move |w| {
         Ok(crate::status::StatusReport::new(
             ingest,
             forward,
             &breaker,
+            &health,
             w.stats()?,
         ))
     })
@@ -324,11 +327,12 @@ async fn status_report(State(AppState { wal, status, .. }): State<AppState>) -> 
 async fn metrics_text(State(AppState { wal, status, .. }): State<AppState>) -> Response {
     let ingest = status.ingest.borrow().state.clone();
     let breaker = status.breaker.borrow().clone();
+    let stuck = status.health.stuck.borrow().clone();
     let stats = tokio::task::spawn_blocking(move || wal.stats().ok())
         .await
         .ok()
         .flatten();
-    let text = crate::metrics::metrics().render(stats.as_ref(), &ingest, &breaker);
+    let text = crate::metrics::metrics().render(stats.as_ref(), &ingest, &breaker, &stuck);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -339,14 +343,24 @@ async fn metrics_text(State(AppState { wal, status, .. }): State<AppState>) -> R
         .into_response()
 }
 
-/// Ready: the ingester follows the binlog and the forwarder's breaker is closed. Otherwise 503
-/// with the reason, so a load balancer or an alert can tell "catching up" from "broken".
+/// Ready: see `crate::health::not_ready_reasons` (start-up done, the ingester following, MongoDB
+/// answering, no failed forwarder attempt, no stuck stage). Otherwise 503 with every reason, so a
+/// load balancer or an alert can tell "catching up" from "broken".
 async fn readyz(State(AppState { status, .. }): State<AppState>) -> Response {
     let ingest = status.ingest.borrow().state.clone();
-    let breaker = crate::status::BreakerReport::from(&*status.breaker.borrow());
-    let ready =
-        matches!(ingest, crate::status::IngestState::Following { .. }) && breaker.state == "closed";
-    let body = Json(serde_json::json!({ "ready": ready, "ingest": ingest, "breaker": breaker }));
+    let breaker_status = status.breaker.borrow().clone();
+    let breaker = crate::status::BreakerReport::from(&breaker_status);
+    let health = status.health.now();
+    let reasons =
+        crate::health::not_ready_reasons(&ingest, &breaker_status, &health.sink, &health.stuck);
+    let ready = reasons.is_empty();
+    let body = Json(serde_json::json!({
+        "ready": ready,
+        "reasons": reasons,
+        "ingest": ingest,
+        "breaker": breaker,
+        "sink": health.sink,
+    }));
     if ready {
         (StatusCode::OK, body).into_response()
     } else {

@@ -12,6 +12,10 @@
 //! - Each state change is logged once per outage (open: warn; first probe: info; closed: info
 //!   with the outage's length and failed attempts), not once per retry: further probes and
 //!   failures inside one outage are logged at debug level.
+//! - An outage lasts from the start of its first failed attempt (not the moment that attempt
+//!   gave up, which can be a server-selection timeout later) to the success that ends it; its
+//!   start is published ([`BreakerStatus::failing_since`]) so that health checks can tell how long
+//!   the forwarder has been failing.
 //! - The current state is published on a `watch` channel ([`BreakerStatus`]) for whoever wants to
 //!   read it (metrics, health checks).
 //!
@@ -42,6 +46,9 @@ pub struct BreakerStatus {
     pub consecutive_failures: u32,
     /// How many times the breaker has opened since the process started.
     pub times_opened: u64,
+    /// When the first failed attempt since the last success started; `None` while attempts
+    /// succeed.
+    pub failing_since: Option<Instant>,
 }
 
 impl Default for BreakerStatus {
@@ -50,6 +57,7 @@ impl Default for BreakerStatus {
             state: BreakerState::Closed,
             consecutive_failures: 0,
             times_opened: 0,
+            failing_since: None,
         }
     }
 }
@@ -60,6 +68,8 @@ pub struct CircuitBreaker {
     builder: ExponentialBuilder,
     backoff: ExponentialBackoff,
     outage_started: Option<Instant>,
+    /// When the attempt under way started (set by [`CircuitBreaker::before_attempt`]).
+    attempt_started: Option<Instant>,
     probes: u64,
     status: watch::Sender<BreakerStatus>,
 }
@@ -81,6 +91,7 @@ impl CircuitBreaker {
             builder,
             backoff: builder.build(),
             outage_started: None,
+            attempt_started: None,
             probes: 0,
             status,
         }
@@ -92,6 +103,7 @@ impl CircuitBreaker {
 
     /// Call before each attempt: after a pause in the open state, the attempt is a probe.
     pub fn before_attempt(&mut self) {
+        self.attempt_started = Some(Instant::now());
         if self.state() == BreakerState::Open {
             self.probes += 1;
             if self.probes == 1 {
@@ -127,6 +139,7 @@ impl CircuitBreaker {
             self.status.send_modify(|s| {
                 s.state = BreakerState::Closed;
                 s.consecutive_failures = 0;
+                s.failing_since = None;
             });
         }
     }
@@ -140,7 +153,8 @@ impl CircuitBreaker {
             .min(self.max_delay);
         let status = self.status.borrow().clone();
         let failures = status.consecutive_failures.saturating_add(1);
-        self.outage_started.get_or_insert_with(Instant::now);
+        let attempt_started = self.attempt_started.take().unwrap_or_else(Instant::now);
+        let outage_started = *self.outage_started.get_or_insert(attempt_started);
         let state = match status.state {
             BreakerState::Closed if failures >= self.threshold => {
                 warn!(
@@ -166,6 +180,7 @@ impl CircuitBreaker {
             }
             s.state = state;
             s.consecutive_failures = failures;
+            s.failing_since = Some(outage_started);
         });
         delay
     }
@@ -201,9 +216,36 @@ mod tests {
             BreakerStatus {
                 state: BreakerState::Closed,
                 consecutive_failures: 0,
-                times_opened: 1
+                times_opened: 1,
+                failing_since: None,
             }
         );
+    }
+
+    #[test]
+    fn the_outage_counts_from_the_start_of_the_first_failed_attempt() {
+        let (tx, rx) = watch::channel(BreakerStatus::default());
+        let mut b = CircuitBreaker::new(3, Duration::from_secs(30), tx);
+        b.before_attempt();
+        let attempt_started = Instant::now();
+        // The attempt takes a while to fail (a server-selection timeout, say).
+        std::thread::sleep(Duration::from_millis(50));
+        b.on_failure(&"down");
+        let since = rx.borrow().failing_since.expect("failing");
+        assert!(
+            since <= attempt_started,
+            "counted from the failure, not the attempt"
+        );
+        b.before_attempt();
+        b.on_failure(&"down");
+        assert_eq!(
+            rx.borrow().failing_since,
+            Some(since),
+            "the first attempt stays the start"
+        );
+        b.before_attempt();
+        b.on_success();
+        assert_eq!(rx.borrow().failing_since, None);
     }
 
     #[test]

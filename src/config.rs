@@ -41,6 +41,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub service: ServiceConfig,
     /// After SIGTERM/SIGINT, how long the stages may take to stop (the ingester flushing, the
     /// forwarder finishing its commit) before the process exits anyway.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
@@ -84,6 +86,29 @@ fn default_admin_header_read_timeout() -> Duration {
 
 fn default_admin_max_connections() -> usize {
     16
+}
+
+/// `[service]`: how the running service judges its own health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// How long a stage may retry a transient error without getting past its position before it
+    /// counts as stuck (logged at ERROR, `/readyz` 503, `sdl_stage_stuck_seconds`). Retrying goes
+    /// on regardless.
+    #[serde(default = "default_stuck_after", with = "humantime_serde")]
+    pub stuck_after: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            stuck_after: default_stuck_after(),
+        }
+    }
+}
+
+fn default_stuck_after() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -468,6 +493,7 @@ pub const BOUNDS: &[Bound] = &[
     Bound { key: "sink.breaker_failures", range: Range::Count { min: 1, max: 1000 }, why: "consecutive failed commits before the circuit breaker opens" },
     Bound { key: "sink.retry_max_delay", range: Range::Duration { min: millis(100), max: secs(3600) }, why: "the first retry waits 100ms" },
     Bound { key: "admin.header_read_timeout", range: Range::Duration { min: millis(100), max: secs(300) }, why: "a client slower than this holds one of admin.max_connections" },
+    Bound { key: "service.stuck_after", range: Range::Duration { min: secs(1), max: secs(DAY) }, why: "how long a stage may retry at one position before it counts as stuck" },
     Bound { key: "admin.max_connections", range: Range::Count { min: 1, max: 1024 }, why: "connections the admin endpoint serves at once" },
 ];
 
@@ -505,7 +531,8 @@ fn whole_units(d: Duration) -> String {
     }
     let (unit, name) = [(DAY, "days"), (3600, "h"), (60, "m"), (1, "s")]
         .into_iter()
-        .find(|(unit, _)| secs.is_multiple_of(*unit))
+        // One day reads better as "24h".
+        .find(|(unit, _)| secs.is_multiple_of(*unit) && secs != DAY)
         .expect("1 divides everything");
     format!("{}{name}", secs / unit)
 }
@@ -727,6 +754,7 @@ impl Config {
                 "admin.max_connections",
                 Some(N(admin.max_connections as u64)),
             ),
+            ("service.stuck_after", Some(D(self.service.stuck_after))),
         ];
         for (key, value) in settings {
             let Some(value) = value else { continue };
@@ -892,6 +920,7 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
         assert_eq!(c.sink.breaker_failures, d.sink.breaker_failures);
         assert_eq!(c.sink.retry_max_delay, d.sink.retry_max_delay);
         assert_eq!(c.sink.batch_max_bytes, d.sink.batch_max_bytes);
+        assert_eq!(c.service.stuck_after, d.service.stuck_after);
     }
 
     #[test]
@@ -1042,5 +1071,28 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown field `retain`"), "{err}");
+    }
+
+    #[test]
+    fn stuck_after_defaults_to_5m_and_is_bounded() {
+        let d = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!(d.service.stuck_after, Duration::from_secs(300));
+        let with = |v: &str| {
+            Config::parse(
+                Path::new("t.toml"),
+                &format!("{MINIMAL}\n[service]\nstuck_after = \"{v}\"\n"),
+            )
+        };
+        assert_eq!(
+            with("3s").unwrap().service.stuck_after,
+            Duration::from_secs(3)
+        );
+        for bad in ["500ms", "25h"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("service.stuck_after") && err.contains("between 1s and 24h"),
+                "{err}"
+            );
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! `prometheus-client` crate.
 //!
 //! Counters and histograms are updated where things happen (the stages call [`metrics()`]); the
-//! gauges that describe state (WAL depth, breaker, ingest pause, source lag) are set from the
-//! published states when `/metrics` is scraped, so the stages never do extra work for them.
+//! gauges that describe state (WAL depth, breaker, ingest pause, source lag, stuck stages) are set
+//! from the published states when `/metrics` is scraped, so the stages never do extra work for
+//! them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -18,6 +19,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::breaker::{BreakerState, BreakerStatus};
+use crate::health::StuckReport;
 use crate::status::IngestState;
 
 pub struct Metrics {
@@ -30,6 +32,8 @@ pub struct Metrics {
     newest_event_unix: AtomicU64,
     /// A heartbeat came after the newest event: the source had nothing more to send.
     caught_up: AtomicBool,
+    /// Heartbeats received from the source (proof that the stream works; see `crate::health`).
+    heartbeats: AtomicU64,
     pub source_reconnects: Counter,
     stage_restarts: Family<StageLabel, Counter>,
     pub wal_appends: Counter,
@@ -47,6 +51,7 @@ pub struct Metrics {
     ingest_paused: Gauge,
     breaker_state: Gauge,
     breaker_opened: Gauge,
+    stage_stuck_seconds: Family<StageLabel, Gauge<f64, AtomicU64>>,
 }
 
 /// The process-wide metrics.
@@ -76,6 +81,7 @@ impl Metrics {
             ),
             newest_event_unix: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
+            heartbeats: AtomicU64::new(0),
             source_reconnects: register!("source_reconnects", "Restarts of the ingester's binlog connection", Counter::default()),
             stage_restarts: register!(
                 "stage_restarts",
@@ -109,6 +115,11 @@ impl Metrics {
             ingest_paused: register!("ingest_paused", "1 while the ingester waits for WAL space (wal.max_bytes)", Gauge::default()),
             breaker_state: register!("breaker_state", "The forwarder's circuit breaker: 0 closed, 1 half-open, 2 open", Gauge::default()),
             breaker_opened: register!("breaker_opened", "Times the circuit breaker has opened", Gauge::default()),
+            stage_stuck_seconds: register!(
+                "stage_stuck_seconds",
+                "Seconds a stage has been failing at the same position, once that exceeds service.stuck_after; 0 when not stuck",
+                Family::<StageLabel, Gauge<f64, AtomicU64>>::default()
+            ),
             registry,
         }
     }
@@ -119,11 +130,17 @@ impl Metrics {
     pub fn source_event(&self, unix_seconds: u32, heartbeat: bool) {
         if heartbeat {
             self.caught_up.store(true, Ordering::Relaxed);
+            self.heartbeats.fetch_add(1, Ordering::Relaxed);
         } else if unix_seconds != 0 {
             self.newest_event_unix
                 .store(u64::from(unix_seconds), Ordering::Relaxed);
             self.caught_up.store(false, Ordering::Relaxed);
         }
+    }
+
+    /// Heartbeats received from the source so far.
+    pub fn source_heartbeats(&self) -> u64 {
+        self.heartbeats.load(Ordering::Relaxed)
     }
 
     /// The binlog stream was lost: until the source says again that it has nothing newer, the lag
@@ -164,6 +181,7 @@ impl Metrics {
         wal: Option<&sdl_wal::WalStats>,
         ingest: &IngestState,
         breaker: &BreakerStatus,
+        stuck: &StuckReport,
     ) -> String {
         if let Some(w) = wal {
             self.wal_records.set(w.records as i64);
@@ -187,6 +205,9 @@ impl Metrics {
         // Both stages appear from the first scrape on, at 0 until they restart.
         for stage in [Stage::Ingester, Stage::Forwarder] {
             let _ = self.stage_restarts.get_or_create(&StageLabel { stage });
+            self.stage_stuck_seconds
+                .get_or_create(&StageLabel { stage })
+                .set(stuck.get(stage).map_or(0.0, |s| s.seconds()));
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -195,7 +216,7 @@ impl Metrics {
     }
 }
 
-/// The `stage` label of `sdl_stage_restarts_total`.
+/// The `stage` label of `sdl_stage_restarts_total` and `sdl_stage_stuck_seconds`.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Stage {
     Ingester,

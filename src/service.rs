@@ -3,7 +3,10 @@
 //! Start-up order is chosen so that a misconfiguration fails before anything is read: config, WAL
 //! (and its lock), source (settings checked), sink (transactions checked, indexes ensured), then the
 //! starting position. Only then do the ingester and the forwarder start, as two tasks joined by the
-//! WAL and a watch channel carrying the WAL's last sequence.
+//! WAL and a watch channel carrying the WAL's last sequence. The admin endpoint and the health
+//! watchers (`crate::health`) start right after the WAL opens, before the checks and connections,
+//! which can take connect timeouts when a server is away: the endpoint answers within moments of
+//! start, `/readyz` 503 saying what start-up is waiting for.
 //!
 //! Shutdown (SIGTERM/SIGINT): both stages are told to stop; the ingester flushes complete
 //! transactions to the WAL, the forwarder finishes or abandons its batch. A second signal exits at
@@ -23,7 +26,7 @@ use crate::config::{Config, LogFormat};
 use crate::event::SourceTransaction;
 use crate::sink::MongoSink;
 use crate::source::{self, gtid::ResumePoint, FragmentLimits, SourceError};
-use crate::{forward, ExitCode};
+use crate::{forward, health, ExitCode};
 
 /// Set once JSON logging is on: the final error then goes out as a JSON line too.
 static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -75,6 +78,92 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     // Every WAL write is flushed when it is made, so nothing depends on sled's flush-on-drop; and
     // after a disk-full error that flush would block forever. Keep one handle alive to the end.
     std::mem::forget(wal.clone());
+
+    // The admin endpoint and the health watchers start before the start-up checks, which can
+    // take a connect timeout or two when a server is away: `/healthz`, `/readyz` (503, saying
+    // why) and `/status` answer meanwhile.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (breaker_tx, breaker_rx) = watch::channel(BreakerStatus::default());
+    let (ingest_tx, ingest_rx) = watch::channel(crate::status::IngestStatus::default());
+    let (forward_tx, forward_rx) = watch::channel(crate::status::ForwardStatus::default());
+    let (sink_reach_tx, sink_reach_rx) = watch::channel(health::SinkReach::Unknown);
+    let (stuck_tx, stuck_rx) = watch::channel(health::StuckReport::default());
+    let admin = match config.admin.listen_addr() {
+        Some(addr) => {
+            let sources = crate::admin::StatusSources {
+                ingest: ingest_rx.clone(),
+                forward: forward_rx.clone(),
+                breaker: breaker_rx.clone(),
+                health: health::HealthSources {
+                    sink: sink_reach_rx,
+                    stuck: stuck_rx,
+                },
+            };
+            let (local, task) =
+                crate::admin::start(
+                &addr,
+                &config.admin,
+                wal.clone(),
+                sources,
+                shutdown_rx.clone(),
+            )
+            .await
+                    .map_err(|e| fail(e.into()))?;
+            info!(listen = %local, "admin endpoint up");
+            Some(task)
+        }
+        None => None,
+    };
+    let sink_probe = tokio::spawn(health::probe_sink(
+        config.sink.clone(),
+        sink_reach_tx,
+        shutdown_rx.clone(),
+    ));
+    let stuck_watch = tokio::spawn(health::watch_stages(
+        wal.clone(),
+        config.service.stuck_after,
+        health::Watched {
+            ingest: ingest_rx,
+            forward: forward_rx,
+            breaker: breaker_rx,
+        },
+        stuck_tx,
+        shutdown_rx.clone(),
+    ));
+
+    let outcome = run_stages(
+        &config,
+        wal,
+        &shutdown_tx,
+        shutdown_rx,
+        breaker_tx,
+        ingest_tx,
+        forward_tx,
+    )
+    .await;
+
+    // Housekeeping tasks hold nothing that needs saving: every WAL write is flushed when made.
+    // The probe's MongoDB client is closed while the runtime still runs (see `sink::shut_down`).
+    shutdown_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), sink_probe).await;
+    stuck_watch.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+    }
+    outcome
+}
+
+/// The start-up checks and connections, then both stages until shutdown or a failure.
+async fn run_stages(
+    config: &Config,
+    wal: Wal<SourceTransaction>,
+    shutdown_tx: &watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+    breaker_tx: watch::Sender<BreakerStatus>,
+    ingest_tx: watch::Sender<crate::status::IngestStatus>,
+    forward_tx: watch::Sender<crate::status::ForwardStatus>,
+) -> Result<(), (ExitCode, anyhow::Error)> {
+    let fail = |e: anyhow::Error| (ExitCode::Failure, e);
     // A WAL with a position can be filled from the binlog while MongoDB is away; a new one needs
     // MongoDB's offset to know where to start.
     let wal_has_position = wal.ingest_position().map_err(|e| fail(e.into()))?.is_some();
@@ -85,7 +174,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     } else {
         crate::preflight::SinkDown::Fails
     };
-    let checks = crate::preflight::run_checks_with(&config, sink_down).await;
+    let checks = crate::preflight::run_checks_with(config, sink_down).await;
     for check in checks
         .iter()
         .filter(|c| c.verdict == crate::preflight::Verdict::Warn)
@@ -175,35 +264,8 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
             .map_err(fail)?;
     }
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_rx_for_retention = shutdown_rx.clone();
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq().map_err(|e| fail(e.into()))?);
-    // The circuit breaker's state, readable here (metrics will subscribe to it).
-    let (breaker_tx, breaker_rx) = watch::channel(BreakerStatus::default());
-    let (ingest_tx, ingest_rx) = watch::channel(crate::status::IngestStatus::default());
-    let (forward_tx, forward_rx) = watch::channel(crate::status::ForwardStatus::default());
-
-    let admin = match config.admin.listen_addr() {
-        Some(addr) => {
-            let sources = crate::admin::StatusSources {
-                ingest: ingest_rx,
-                forward: forward_rx,
-                breaker: breaker_rx,
-            };
-            let (local, task) = crate::admin::start(
-                &addr,
-                &config.admin,
-                wal.clone(),
-                sources,
-                shutdown_rx.clone(),
-            )
-            .await
-            .map_err(fail)?;
-            info!(listen = %local, "admin endpoint up");
-            Some(task)
-        }
-        None => None,
-    };
 
     let mut ingester = tokio::spawn(source::run(
         config.source.clone(),
@@ -313,11 +375,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
             }
         }
     }
-    // Housekeeping tasks hold nothing that needs saving: every WAL write is flushed when made.
     retention.abort();
-    if let Some(admin) = admin {
-        admin.abort();
-    }
     if outcome.is_ok() {
         info!("stopped cleanly");
     }

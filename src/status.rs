@@ -1,7 +1,9 @@
 //! What the running service reports about itself (`/status` on the admin endpoint).
 //!
 //! Each stage publishes its state on a watch channel; nothing here is read back by the stages.
-//! Error messages are redacted (no password from a URL) before they are published.
+//! Error messages are redacted (no password from a URL) before they are published. Each stage's
+//! report carries `stuck_since`/`stuck_seconds` (see `crate::health`): set only while the stage is
+//! stuck, `stuck_seconds` 0 otherwise.
 
 use std::fmt::Display;
 use std::time::SystemTime;
@@ -121,6 +123,27 @@ pub struct IngestReport {
     pub status: IngestStatus,
     /// Times the ingester reconnected after losing the binlog stream.
     pub restarts: u64,
+    #[serde(flatten)]
+    pub stuck: StuckFields,
+}
+
+/// Whether a stage is stuck (`crate::health`): since when it has been failing at `stuck_position`,
+/// and for how many seconds (0 when it is not stuck).
+#[derive(Debug, Clone, Serialize)]
+pub struct StuckFields {
+    pub stuck_since: Option<String>,
+    pub stuck_seconds: f64,
+    pub stuck_position: Option<String>,
+}
+
+impl From<Option<&crate::health::Stuck>> for StuckFields {
+    fn from(stuck: Option<&crate::health::Stuck>) -> Self {
+        Self {
+            stuck_since: stuck.map(|s| s.since_wall.clone()),
+            stuck_seconds: stuck.map_or(0.0, |s| s.seconds()),
+            stuck_position: stuck.map(|s| s.position.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +154,8 @@ pub struct ForwardReport {
     pub lag_seconds: f64,
     /// Times the forwarder committed again after its circuit breaker had opened.
     pub restarts: u64,
+    #[serde(flatten)]
+    pub stuck: StuckFields,
 }
 
 /// The `/status` document.
@@ -140,6 +165,8 @@ pub struct StatusReport {
     pub ingest: IngestReport,
     pub forwarder: ForwardReport,
     pub breaker: BreakerReport,
+    /// MongoDB as the health probe sees it.
+    pub sink: crate::health::SinkReach,
     pub wal: sdl_wal::WalStats,
 }
 
@@ -148,6 +175,7 @@ impl StatusReport {
         ingest: IngestStatus,
         forward: ForwardStatus,
         breaker: &crate::breaker::BreakerStatus,
+        health: &crate::health::Health,
         wal: sdl_wal::WalStats,
     ) -> Self {
         use crate::metrics::{metrics, Stage};
@@ -160,13 +188,16 @@ impl StatusReport {
             ingest: IngestReport {
                 status: ingest,
                 restarts: m.stage_restarts(Stage::Ingester),
+                stuck: health.stuck.get(Stage::Ingester).into(),
             },
             forwarder: ForwardReport {
                 status: forward,
                 lag_seconds: wal.oldest_unacked_age_ms.unwrap_or(0) as f64 / 1000.0,
                 restarts: m.stage_restarts(Stage::Forwarder),
+                stuck: health.stuck.get(Stage::Forwarder).into(),
             },
             breaker: BreakerReport::from(breaker),
+            sink: health.sink.clone(),
             wal,
         }
     }
