@@ -5,7 +5,7 @@
 //! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
 //! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
 //! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint,
-//! [`tls`] the checks of the TLS files and [`walcli`] the `sdl wal` inspection commands. Data
+//! [`tls`] the checks of the TLS files, [`messages`] how errors are printed and [`walcli`] the `sdl wal` inspection commands. Data
 //! moves one way; no stage reaches back. The library exists so that the binlog decoder can be
 //! driven from binlog files and fuzzers as well as from the `sdl` binary.
 
@@ -14,6 +14,7 @@ pub mod breaker;
 pub mod config;
 pub mod event;
 pub mod forward;
+pub mod messages;
 pub mod metrics;
 pub mod preflight;
 pub mod redact;

@@ -62,8 +62,13 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let wal: Wal<SourceTransaction> = tokio::task::spawn_blocking(move || Wal::open(wal_dir))
         .await
         .map_err(|e| fail(e.into()))?
-        .map_err(|e| fail(e.into()))?;
-    info!(dir = %wal.dir().display(), id = %wal.id(), "WAL open");
+        .map_err(|e| fail(anyhow::anyhow!(crate::messages::wal_open_error(&e))))?;
+    info!(
+        dir = %wal.dir().display(),
+        id = %wal.id(),
+        wal_format = <SourceTransaction as sdl_wal::Record>::FORMAT_VERSION,
+        "WAL open"
+    );
     // Every WAL write is flushed when it is made, so nothing depends on sled's flush-on-drop; and
     // after a disk-full error that flush would block forever. Keep one handle alive to the end.
     std::mem::forget(wal.clone());
@@ -102,7 +107,10 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let (mut conn, flavor) = source::connect(&config.source)
         .await
         .map_err(source_failure)?;
-    info!(?flavor, "source connected and configured for row-based CDC");
+    info!(
+        flavor = crate::messages::flavor_name(flavor),
+        "source connected and configured for row-based CDC"
+    );
 
     let sink = match MongoSink::connect(&config.sink, &config.source.name).await {
         Ok(sink) => {

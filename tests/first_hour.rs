@@ -1,0 +1,273 @@
+//! What a first-time operator hit (issue 13, item 7), one test per finding: `sdl wal` inspection
+//! (refusing a directory that is not a WAL, a closed pipe, defaults, the change-document shape,
+//! the WAL format version), `sdl check` (source.start, the WAL directory, the admin port, the
+//! server id), signals during start-up, and messages without Rust debug forms.
+//!
+//! The `sdl wal` tests build a stopped service's WAL in-process (the sdl library's own types),
+//! so they need no servers; the rest use the harness's real servers.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use sdl::event::{Change, RowChange, RowOp, SourceTransaction, StatementChange, Table, Value};
+use sdl_wal::Wal;
+
+/// Runs `sdl <args>` and returns (exit code, stdout, stderr).
+fn sdl(args: &[&str]) -> (i32, String, String) {
+    sdl_env(args, &[])
+}
+
+fn sdl_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sdl"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A stopped service's WAL in `dir` with `n` records: record `i` (from 1) inserts row `id = i`
+/// into `shop.items` (GTID `0-1-i`, committed at 2024-05-06T07:08:09Z + i s); the last record
+/// also holds a DDL statement.
+fn make_wal(dir: &Path, n: u64) {
+    let wal: Wal<SourceTransaction> = Wal::open(dir).unwrap();
+    let table = Arc::new(Table {
+        database: "shop".into(),
+        name: "items".into(),
+        columns: vec!["id".into(), "name".into()],
+        primary_key: vec![0],
+    });
+    for i in 1..=n {
+        let mut changes = vec![Change::Row(RowChange {
+            op: RowOp::Insert,
+            table: table.clone(),
+            file: "mariadb-bin.000001".into(),
+            pos: 100 * i,
+            before: None,
+            after: Some(vec![Value::Int(i as i64), Value::Text(format!("item {i}"))]),
+        })];
+        if i == n {
+            changes.push(Change::Statement(StatementChange {
+                database: "shop".into(),
+                statement: "ALTER TABLE items ADD COLUMN price INT".into(),
+                file: "mariadb-bin.000001".into(),
+                pos: 100 * i + 50,
+            }));
+        }
+        let t = SourceTransaction {
+            gtid: format!("0-1-{i}"),
+            timestamp: 1_714_979_289 + i as u32,
+            position_after: format!("0-1-{i}"),
+            first_change: 0,
+            ends_transaction: true,
+            changes,
+        };
+        wal.append(&[t], format!("0-1-{i}").as_bytes()).unwrap();
+    }
+}
+
+fn wal_dir_with(n: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    make_wal(&dir.path().join("wal"), n);
+    dir
+}
+
+#[test]
+fn wal_inspection_refuses_a_directory_that_is_not_a_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let path = dir.path().display().to_string();
+    for command in ["stats", "list", "verify", "dump"] {
+        let (code, stdout, stderr) = sdl(&["wal", command, "--dir", &path]);
+        assert_ne!(code, 0, "{command}: {stdout}");
+        assert!(
+            stderr.contains("is not a WAL directory"),
+            "{command}: {stderr}"
+        );
+    }
+    // Nothing was created in it.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
+    // A WAL directory is still read.
+    let wal = wal_dir_with(1);
+    let (code, stdout, stderr) = sdl(&[
+        "wal",
+        "stats",
+        "--dir",
+        &wal.path().join("wal").display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("last sequence"), "{stdout}");
+}
+
+/// Runs `sdl wal <args>` with stdout into a pipe that is closed after the first line.
+fn into_closed_pipe(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sdl"))
+        .arg("wal")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    let _ = stdout.read(&mut first).unwrap();
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap().code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn wal_list_and_dump_into_a_closed_pipe_end_quietly() {
+    // Enough output to overflow the pipe's buffer after the reader has gone.
+    let wal = wal_dir_with(3000);
+    let dir = wal.path().join("wal").display().to_string();
+    for args in [
+        &["list", "--limit", "3000", "--dir", &dir][..],
+        &["dump", "--dir", &dir][..],
+    ] {
+        let (code, stderr) = into_closed_pipe(args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn wal_dump_defaults_to_the_whole_wal_and_refuses_a_reversed_range() {
+    let wal = wal_dir_with(4);
+    let dir = wal.path().join("wal").display().to_string();
+    let (code, stdout, stderr) = sdl(&["wal", "dump", "--dir", &dir]);
+    assert_eq!(code, 0, "{stderr}");
+    let ids: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["_id"].to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "\"0-1-1:0\"",
+            "\"0-1-2:0\"",
+            "\"0-1-3:0\"",
+            "\"0-1-4:0\"",
+            "\"0-1-4:1\""
+        ]
+    );
+    let (code, stdout, _) = sdl(&["wal", "dump", "--dir", &dir, "--from", "3"]);
+    assert_eq!((code, stdout.lines().count()), (0, 3), "{stdout}");
+    let (code, stdout, _) = sdl(&["wal", "dump", "--dir", &dir, "--to", "1"]);
+    assert_eq!((code, stdout.lines().count()), (0, 1), "{stdout}");
+
+    let (code, stdout, stderr) = sdl(&["wal", "dump", "--dir", &dir, "--from", "10", "--to", "5"]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("--from 10 is after --to 5"), "{stderr}");
+    // The options are explained in the help.
+    let (_, help, _) = sdl(&["wal", "dump", "--help"]);
+    assert!(help.contains("default: the oldest record"), "{help}");
+}
+
+#[test]
+fn wal_list_shows_the_newest_records_with_last() {
+    let wal = wal_dir_with(10);
+    let dir = wal.path().join("wal").display().to_string();
+    let (code, stdout, stderr) = sdl(&["wal", "list", "--dir", &dir, "--last", "3", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [8, 9, 10]);
+    assert_eq!(entries[0]["time"], "2024-05-06T07:08:17Z");
+}
+
+#[test]
+fn wal_show_and_dump_print_change_documents() {
+    let wal = wal_dir_with(2);
+    let dir = wal.path().join("wal").display().to_string();
+    let (code, stdout, stderr) = sdl(&["wal", "dump", "--dir", &dir]);
+    assert_eq!(code, 0, "{stderr}");
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    // The shape MongoDB holds (docs/change-document.md), in relaxed extended JSON.
+    assert_eq!(
+        first,
+        serde_json::json!({
+            "_id": "0-1-1:0",
+            "op": "insert",
+            "ts": { "$date": "2024-05-06T07:08:10Z" },
+            "meta": {
+                "db": "shop", "tbl": "items", "pk": { "id": 1 }, "gtid": "0-1-1",
+                "file": "mariadb-bin.000001", "pos": 100, "row": 0
+            },
+            "after": { "id": 1, "name": "item 1" }
+        })
+    );
+    let ddl: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(ddl["op"], "ddl");
+    assert_eq!(ddl["statement"], "ALTER TABLE items ADD COLUMN price INT");
+
+    let (code, shown, stderr) = sdl(&["wal", "show", "2", "--dir", &dir]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(shown.contains("\"_id\": \"0-1-2:0\""), "{shown}");
+    assert!(shown.contains("\"$date\": \"2024-05-06T07:08:11Z\""), "{shown}");
+    assert!(!shown.contains("\"Int\""), "{shown}");
+    let (code, shown, _) = sdl(&["wal", "show", "2", "--json", "--dir", &dir]);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["transaction"]["documents"][0]["after"]["id"], 2);
+}
+
+#[test]
+fn wal_messages_have_no_rust_debug_forms() {
+    let wal = wal_dir_with(3);
+    let dir = wal.path().join("wal").display().to_string();
+    let (code, _, stderr) = sdl(&["wal", "show", "9", "--dir", &dir]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("the WAL holds records 1 to 3"), "{stderr}");
+    let empty = tempfile::tempdir().unwrap();
+    make_wal(&empty.path().join("wal"), 0);
+    let empty = empty.path().join("wal").display().to_string();
+    let (_, stdout, _) = sdl(&["wal", "verify", "--dir", &empty]);
+    assert!(stdout.starts_with("ok: ") && stdout.contains("no records"), "{stdout}");
+    let (_, _, stderr) = sdl(&["wal", "show", "1", "--dir", &empty]);
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains("None") && !text.contains("Some("), "{text}");
+    }
+}
+
+#[test]
+fn wal_stats_names_the_record_format_version() {
+    let wal = wal_dir_with(1);
+    let dir = wal.path().join("wal").display().to_string();
+    let format = <SourceTransaction as sdl_wal::Record>::FORMAT_VERSION;
+    let (code, stdout, _) = sdl(&["wal", "stats", "--dir", &dir]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("record format version")
+            && l.split_whitespace().last() == Some(&format.to_string())),
+        "{stdout}"
+    );
+    let (_, stdout, _) = sdl(&["wal", "stats", "--json", "--dir", &dir]);
+    let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(stats["wal_format"], format);
+}
+
+#[test]
+fn wal_commands_say_where_the_wal_can_be() {
+    let (code, _, stderr) = sdl(&["wal", "stats"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--admin HOST:PORT"), "{stderr}");
+}
