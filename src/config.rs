@@ -17,7 +17,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the config file {path} is not valid: {message}. Fix that line; deploy/sdl.toml lists every key with its default")]
+    #[error("the config file {path} is not valid:{message}\n  Fix that line; deploy/sdl.toml lists every key with its default")]
     Parse { path: PathBuf, message: String },
     #[error("the config file {path} has a bad value for `{key}`: {message}")]
     Invalid {
@@ -93,7 +93,22 @@ impl<'de> Deserialize<'de> for StartFrom {
         Ok(match text.trim() {
             "current" => StartFrom::Current,
             "earliest" => StartFrom::Earliest,
-            other => StartFrom::Gtid(other.to_string()),
+            other => {
+                // A GTID position of either flavor (the source's flavor is learnt at connect),
+                // or the partial form MongoDB's offset document holds.
+                use crate::source::{gtid, Flavor};
+                let valid = gtid::MariadbPosition::parse(other).is_ok()
+                    || gtid::MysqlGtidSet::parse(other).is_ok()
+                    || [Flavor::Mariadb, Flavor::Mysql]
+                        .into_iter()
+                        .any(|flavor| gtid::ResumePoint::parse(flavor, other).is_ok());
+                if !valid {
+                    return Err(serde::de::Error::custom(format!(
+                        "source.start = `{other}` is not a valid start: use \"current\" (changes from now on, the default), \"earliest\" (from the oldest binlog the source still has) or a GTID position (MariaDB: one domain-server-sequence per domain, like \"0-1-42\"; MySQL: a GTID set, like \"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42\")"
+                    )));
+                }
+                StartFrom::Gtid(other.to_string())
+            }
         })
     }
 }
@@ -424,7 +439,14 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
+            // toml's message spans lines (position, the line with a caret under the problem,
+            // what was expected): kept as it is, indented under the first line.
+            message: e
+                .to_string()
+                .trim()
+                .lines()
+                .map(|line| format!("\n    {line}"))
+                .collect(),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -691,6 +713,43 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
         )
         .unwrap();
         assert_eq!(c.source.start, StartFrom::Gtid("0-1-5".into()));
+    }
+
+    #[test]
+    fn start_refuses_an_unknown_keyword_listing_the_valid_values() {
+        let with = |v: &str| {
+            Config::parse(
+                Path::new("t.toml"),
+                &MINIMAL.replace("server_id = 4242", &format!("server_id = 4242\nstart = \"{v}\"")),
+            )
+        };
+        for bad in ["latest", "0-1", "now", "3e11fa47:1-5"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("source.start = `{bad}` is not a valid start"))
+                    && err.contains("\"current\"")
+                    && err.contains("\"earliest\"")
+                    && err.contains("GTID position"),
+                "{err}"
+            );
+        }
+        for good in [
+            "0-1-5",
+            "0-1-5,1-2-7",
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42",
+            "0-1-5; partial 0-1-6:10",
+        ] {
+            assert!(with(good).is_ok(), "{good}: {:?}", with(good).err());
+        }
+    }
+
+    #[test]
+    fn toml_errors_keep_their_lines() {
+        let err = Config::parse(Path::new("t.toml"), "[source\nurl = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\n    1 | [source"), "{err}");
+        assert!(err.contains("\n  Fix that line"), "{err}");
     }
 
     #[test]

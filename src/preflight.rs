@@ -2,7 +2,11 @@
 //! failure. `sdl check` prints them all as a table; `sdl run` runs the same checks first and
 //! refuses to start on a failure (warnings are logged).
 //!
-//! Checks only read: nothing is created on either server.
+//! Checks only read: nothing is created on either server. Locally, `sdl check` also checks what
+//! `sdl run` needs on this host: that `wal.dir` can be created and written (a probe file is
+//! written and removed) and that `admin.listen` is free. A check that cannot be made (a privilege
+//! missing to see other replicas) says so as a warning with the grant that makes it possible; it
+//! never passes unchecked.
 
 use std::time::Duration;
 
@@ -40,7 +44,7 @@ impl Check {
         Self {
             name: name.to_string(),
             verdict,
-            detail: redact_error(&detail.into()),
+            detail: crate::messages::tidy(&redact_error(&detail.into())),
             fix: fix.into(),
         }
     }
@@ -60,16 +64,156 @@ pub enum SinkDown {
     Tolerated,
 }
 
-/// Runs every check; none stops the others (a check that needs an unreachable server is reported
-/// as not checked).
+/// Runs every check (`sdl check`); none stops the others (a check that needs an unreachable
+/// server is reported as not checked).
 pub async fn run_checks(config: &Config) -> Vec<Check> {
-    run_checks_with(config, SinkDown::Fails).await
+    let (wal, wal_in_use) = wal_dir(&config.wal.dir);
+    let mut checks = vec![wal];
+    checks.extend(run_checks_inner(config, SinkDown::Fails, wal_in_use).await);
+    checks
 }
 
+/// The checks `sdl run` makes once it holds the WAL (so the WAL directory is not checked again).
 pub async fn run_checks_with(config: &Config, sink_down: SinkDown) -> Vec<Check> {
-    let mut checks = source_checks(config).await;
+    run_checks_inner(config, sink_down, false).await
+}
+
+async fn run_checks_inner(config: &Config, sink_down: SinkDown, wal_in_use: bool) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if let Some(addr) = config.admin.listen_addr() {
+        checks.push(admin_listen(addr, wal_in_use).await);
+    }
+    checks.extend(source_checks(config).await);
     checks.extend(sink_checks(config, sink_down).await);
     checks
+}
+
+/// `wal.dir`: an existing directory sdl can write, or a path it can create. Returns whether the
+/// directory holds a WAL another process has open (locked), i.e. a running sdl.
+fn wal_dir(dir: &std::path::Path) -> (Check, bool) {
+    const NAME: &str = "wal: directory writable";
+    let fix = "point wal.dir at a directory the user sdl runs as can write (under systemd, StateDirectory= creates /var/lib/sdl with the right owner), or make it so: chown/chmod it";
+    let probe = |dir: &std::path::Path| -> std::io::Result<()> {
+        let path = dir.join(format!(".sdl-check-{}", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"probe"));
+        let _ = std::fs::remove_file(&path);
+        written
+    };
+    if dir.exists() {
+        if !dir.is_dir() {
+            return (
+                Check::new(
+                    NAME,
+                    Verdict::Fail,
+                    format!("wal.dir = {} is a file, not a directory", dir.display()),
+                    fix,
+                ),
+                false,
+            );
+        }
+        if let Err(e) = probe(dir) {
+            return (
+                Check::new(
+                    NAME,
+                    Verdict::Fail,
+                    format!("cannot write in wal.dir = {}: {e}", dir.display()),
+                    fix,
+                ),
+                false,
+            );
+        }
+        if !crate::walcli::is_wal_dir(dir) {
+            return (
+                Check::pass(NAME, format!("{} (no WAL yet: created at the first start)", dir.display())),
+                false,
+            );
+        }
+        let locked = std::fs::File::open(dir.join("db")).is_ok_and(|f| {
+            matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+        });
+        let detail = if locked {
+            format!("{} (in use: an sdl running with this wal.dir holds it)", dir.display())
+        } else {
+            dir.display().to_string()
+        };
+        return (Check::pass(NAME, detail), locked);
+    }
+    // Missing: sdl creates it, so the nearest existing ancestor must be a writable directory.
+    let ancestor = dir.ancestors().skip(1).find(|a| a.exists());
+    let verdict = match ancestor {
+        Some(a) if !a.is_dir() => Err(format!("{} is a file, not a directory", a.display())),
+        Some(a) => probe(a).map_err(|e| format!("cannot write in {}: {e}", a.display())),
+        None => Err("no part of the path exists".to_string()),
+    };
+    let check = match verdict {
+        Ok(()) => Check::pass(
+            NAME,
+            format!("{} does not exist yet: sdl creates it at the first start", dir.display()),
+        ),
+        Err(why) => Check::new(
+            NAME,
+            Verdict::Fail,
+            format!("wal.dir = {} cannot be created: {why}", dir.display()),
+            fix,
+        ),
+    };
+    (check, false)
+}
+
+/// `admin.listen`: the address must be free for `sdl run` to start (or, for `sdl check` while
+/// this service runs, taken by its own admin endpoint).
+async fn admin_listen(addr: String, wal_in_use: bool) -> Check {
+    const NAME: &str = "admin: listen address free";
+    let fix = "set admin.listen to a free host:port (each sdl on a host needs its own), or to \"\" to turn the admin endpoint off";
+    match tokio::net::TcpListener::bind(&addr).await {
+        Ok(listener) => {
+            drop(listener);
+            Check::pass(NAME, addr)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let answers_as_sdl = {
+                let url = format!("http://{addr}/healthz");
+                tokio::task::spawn_blocking(move || {
+                    ureq::get(&url)
+                        .config()
+                        .timeout_global(Some(Duration::from_secs(2)))
+                        .build()
+                        .call()
+                        .ok()
+                        .and_then(|mut r| r.body_mut().read_to_string().ok())
+                        .is_some_and(|body| body.trim() == "ok")
+                })
+                .await
+                .unwrap_or(false)
+            };
+            if answers_as_sdl && wal_in_use {
+                Check::pass(
+                    NAME,
+                    format!("{addr} is this service's own admin endpoint (sdl is running with this config)"),
+                )
+            } else {
+                Check::new(
+                    NAME,
+                    Verdict::Fail,
+                    format!(
+                        "admin.listen = {addr} is already in use by {}: sdl run would fail to start its admin endpoint",
+                        if answers_as_sdl { "another sdl" } else { "another program" }
+                    ),
+                    fix,
+                )
+            }
+        }
+        Err(e) => Check::new(
+            NAME,
+            Verdict::Fail,
+            format!("cannot listen on admin.listen = {addr}: {e}"),
+            fix,
+        ),
+    }
 }
 
 async fn source_checks(config: &Config) -> Vec<Check> {
@@ -81,11 +225,12 @@ async fn source_checks(config: &Config) -> Vec<Check> {
             conn
         }
         Err(e) => {
+            // The message says what to check.
             checks.push(Check::new(
                 "source: reachable, login",
                 Verdict::Fail,
                 e.to_string(),
-                "see the message",
+                "",
             ));
             return checks;
         }
@@ -93,7 +238,10 @@ async fn source_checks(config: &Config) -> Vec<Check> {
     checks.push(source_encryption(&mut conn, cfg).await);
     match source::settings_findings(&mut conn, cfg.column_names).await {
         Ok((flavor, findings)) => {
-            checks.push(Check::pass("source: flavor", format!("{flavor:?}")));
+            checks.push(Check::pass(
+                "source: flavor",
+                crate::messages::flavor_name(flavor),
+            ));
             for f in findings {
                 let name = format!("source: {}", f.setting);
                 checks.push(if f.ok {
@@ -112,7 +260,7 @@ async fn source_checks(config: &Config) -> Vec<Check> {
             "source: settings",
             Verdict::Fail,
             e.to_string(),
-            "see the message",
+            "grant the sdl user SELECT (it reads the server's global variables), then check again",
         )),
     }
     checks.push(privileges(&mut conn).await);
@@ -163,7 +311,12 @@ async fn source_encryption(
                 )
             }
         }
-        Err(e) => Check::new(NAME, Verdict::Warn, e.to_string(), "see the message"),
+        Err(e) => Check::new(
+            NAME,
+            Verdict::Warn,
+            format!("unknown: the server did not say whether the connection is encrypted ({e})"),
+            "check source.tls and the server's TLS settings (SHOW STATUS LIKE 'Ssl_cipher')",
+        ),
     }
 }
 
@@ -234,7 +387,22 @@ async fn server_id(conn: &mut mysql_async::Conn, ours: u32) -> Check {
             "set source.server_id to a number no server or replica of this source uses",
         );
     }
-    let replicas: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
+    // MariaDB 10.5+ wants REPLICATION MASTER ADMIN for this, MySQL REPLICATION SLAVE: without
+    // it the check cannot be made, which is said (never a pass).
+    let replicas: Vec<mysql_async::Row> = match conn.query("SHOW SLAVE HOSTS").await {
+        Ok(rows) => rows,
+        Err(e) => {
+            return Check::new(
+                NAME,
+                Verdict::Warn,
+                format!(
+                    "unknown: the source refused to list its replicas (SHOW SLAVE HOSTS: {}), so whether another replica uses {ours} cannot be checked",
+                    crate::messages::tidy(&e.to_string())
+                ),
+                "grant REPLICATION MASTER ADMIN to the sdl user to check (MariaDB 10.5+; on MySQL REPLICATION SLAVE suffices): GRANT REPLICATION MASTER ADMIN ON *.* TO the sdl user",
+            );
+        }
+    };
     let taken = replicas
         .iter()
         .any(|row| row.get::<u32, _>("Server_id") == Some(ours));
@@ -249,8 +417,9 @@ async fn server_id(conn: &mut mysql_async::Conn, ours: u32) -> Check {
         Check::pass(
             NAME,
             format!(
-                "{ours} (the source's own is {})",
-                own.map_or("?".into(), |o| o.to_string())
+                "{ours} (the source's own is {}; {} other replica(s) connected)",
+                own.map_or("unknown".into(), |o| o.to_string()),
+                replicas.len()
             ),
         )
     }
@@ -312,11 +481,12 @@ async fn sink_checks(config: &Config, sink_down: SinkDown) -> Vec<Check> {
             return checks;
         }
         Err(e) => {
+            // The message says what to check.
             checks.push(Check::new(
                 "sink: reachable, login",
                 Verdict::Fail,
                 e.to_string(),
-                "see the message",
+                "",
             ));
             return checks;
         }
@@ -337,7 +507,7 @@ async fn sink_checks(config: &Config, sink_down: SinkDown) -> Vec<Check> {
                 url: probe.url.clone(),
             }
             .to_string(),
-            "see the message",
+            "use a replica set (or a sharded cluster), or set sink.transactions = \"auto\" or \"off\" (still exactly-once, without atomic batches)",
         ),
         (false, _) => Check::new(
             "sink: transactions",

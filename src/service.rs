@@ -93,7 +93,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         .iter()
         .find(|c| c.verdict == crate::preflight::Verdict::Fail)
     {
-        let fix = if failed.fix == "see the message" {
+        let fix = if failed.fix.is_empty() {
             String::new()
         } else {
             format!(" Fix: {}", failed.fix)

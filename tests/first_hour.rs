@@ -271,3 +271,109 @@ fn wal_commands_say_where_the_wal_can_be() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--admin HOST:PORT"), "{stderr}");
 }
+
+/// A config whose servers are not there (the checks that need them fail fast), with `wal_dir`
+/// and `admin_listen`, and `extra_source` lines in `[source]`.
+fn offline_config(dir: &Path, wal_dir: &Path, admin_listen: &str, extra_source: &str) -> String {
+    let config = format!(
+        "[source]\nurl = \"mysql://sdl:pw@127.0.0.1:{}\"\nserver_id = 4242\nconnect_timeout = \"2s\"\n{extra_source}\n\
+         [wal]\ndir = \"{}\"\n[sink]\nurl = \"mongodb://127.0.0.1:{}/\"\nconnect_timeout = \"1s\"\n\
+         [admin]\nlisten = \"{admin_listen}\"\n",
+        common::free_port(),
+        wal_dir.display(),
+        common::free_port()
+    );
+    let path = dir.join("sdl.toml");
+    std::fs::write(&path, config).unwrap();
+    path.display().to_string()
+}
+
+fn check_line<'a>(table: &'a str, check: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.contains(check))
+        .unwrap_or_else(|| panic!("no `{check}` line in:\n{table}"))
+}
+
+#[test]
+fn start_latest_is_a_config_error_listing_the_valid_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config(
+        dir.path(),
+        &dir.path().join("wal"),
+        "",
+        "start = \"latest\"",
+    );
+    for command in ["check", "run"] {
+        let (code, _, stderr) = sdl(&[command, "--config", &config]);
+        assert_eq!(code, 2, "{command}: {stderr}");
+        assert!(
+            stderr.contains("source.start = `latest` is not a valid start")
+                && stderr.contains("\"current\"")
+                && stderr.contains("\"earliest\"")
+                && stderr.contains("GTID position"),
+            "{command}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("wal").exists(), "nothing may be created");
+}
+
+#[test]
+fn check_fails_on_a_wal_dir_that_cannot_be_written_and_a_taken_admin_port() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where wal.dir's parent should be: not creatable, even for root.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap().to_string();
+    let config = offline_config(dir.path(), &blocker.join("wal"), &admin, "");
+    let (code, table, stderr) = sdl(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{table}{stderr}");
+    let wal = check_line(&table, "wal: directory writable");
+    assert!(
+        wal.starts_with("FAIL") && wal.contains("cannot be created"),
+        "{table}"
+    );
+    let port = check_line(&table, "admin: listen address free");
+    assert!(
+        port.starts_with("FAIL") && port.contains(&admin) && port.contains("already in use"),
+        "{table}"
+    );
+    assert!(table.contains("fix: set admin.listen to a free host:port"), "{table}");
+
+    // `sdl run` on the unwritable directory names the problem, not another sdl process.
+    let (code, _, stderr) = sdl(&["run", "--config", &config]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot open the WAL directory") && !stderr.contains("another sdl"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Os {"), "{stderr}");
+
+    // A writable place passes; so does a free port.
+    drop(taken);
+    let config = offline_config(dir.path(), &dir.path().join("wal"), &admin, "");
+    let (_, table, _) = sdl(&["check", "--config", &config]);
+    assert!(
+        check_line(&table, "wal: directory writable").starts_with("PASS"),
+        "{table}"
+    );
+    assert!(
+        check_line(&table, "admin: listen address free").starts_with("PASS"),
+        "{table}"
+    );
+}
+
+#[test]
+fn check_messages_carry_no_driver_dumps_or_filler() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config(dir.path(), &dir.path().join("wal"), "", "");
+    let (code, table, _) = sdl(&["check", "--config", &config]);
+    assert_eq!(code, 1, "{table}");
+    assert!(!table.contains("see the message"), "{table}");
+    assert!(!table.contains("Topology: {"), "{table}");
+    assert!(!table.contains("server response: None"), "{table}");
+    assert!(!table.contains("Input/output error: Input/output error"), "{table}");
+    let sink = check_line(&table, "sink: reachable, login");
+    assert!(sink.contains("Connection refused"), "{table}");
+}

@@ -100,6 +100,8 @@ const ER_DBACCESS_DENIED: u16 = 1044;
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 /// The event a source sends when it has had nothing newer to send for a heartbeat period.
 const HEARTBEAT_EVENT: u8 = 0x1b;
+/// MariaDB: "A slave with the same server_uuid/server_id as this slave has connected to the master".
+const ER_SAME_SERVER_ID: u16 = 4052;
 /// "Got fatal error from master when reading data from binary log" (purged or missing binlog).
 const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 
@@ -486,7 +488,7 @@ async fn open_stream(
         (_, position) => {
             return Err(SourceError::Setting {
                 setting: "source flavor",
-                actual: format!("{flavor:?}"),
+                actual: crate::messages::flavor_name(flavor).to_string(),
                 required: "the flavor that wrote the WAL position",
                 fix: match position {
                     Position::Mariadb(_) => "The WAL holds a MariaDB position but the source is MySQL: point source.url at the original server, or use a new WAL directory.",
@@ -502,6 +504,16 @@ async fn open_stream(
 
 fn stream_error(position: &Position, e: mysql_async::Error) -> SourceError {
     match e {
+        // MariaDB's 4052 (MySQL says it in a 1236): the source disconnected this stream because
+        // another replica registered with the same server id.
+        mysql_async::Error::Server(s)
+            if s.code == ER_SAME_SERVER_ID || s.message.contains("same server_uuid/server_id") =>
+        {
+            SourceError::Transient(format!(
+                "{} (error {}). Another replica, or another sdl, connected to the source with this sdl's server id (source.server_id): the source keeps one of the two and disconnects the other, so they knock each other off. Give every sdl its own source.server_id, different from every server and replica of this source",
+                s.message, s.code
+            ))
+        }
         mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_READING_BINLOG => {
             SourceError::BinlogUnavailable {
                 position: position.to_string(),
