@@ -5,9 +5,12 @@
 //! starting position. Only then do the ingester and the forwarder start, as two tasks joined by the
 //! WAL and a watch channel carrying the WAL's last sequence.
 //!
-//! Shutdown (SIGTERM/SIGINT): both stages are told to stop; the ingester flushes complete
-//! transactions to the WAL, the forwarder finishes or abandons its batch. A second signal exits at
-//! once, which is still safe: the WAL is the truth and both stages resume from it.
+//! Shutdown (SIGTERM/SIGINT, and SIGHUP: sdl does not reload its configuration): both stages are
+//! told to stop; the ingester flushes complete transactions to the WAL, the forwarder finishes or
+//! abandons its batch. A second signal exits at once, which is still safe: the WAL is the truth
+//! and both stages resume from it. A signal during start-up (a connection attempt may hang until
+//! its `connect_timeout`) is logged and ends the process at once with exit 0: nothing runs yet
+//! that needs stopping, and every WAL write is flushed when made.
 
 use std::path::Path;
 use std::time::Duration;
@@ -56,8 +59,10 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     for warning in &config.warnings {
         warn!("{warning}");
     }
-
     let fail = |e: anyhow::Error| (ExitCode::Failure, e);
+    // Installed before anything can hang, so that a signal during start-up is honoured and logged.
+    let (startup_done, startup_signals) = watch_signals_during_startup().map_err(fail)?;
+
     let wal_dir = config.wal.dir.clone();
     let wal: Wal<SourceTransaction> = tokio::task::spawn_blocking(move || Wal::open(wal_dir))
         .await
@@ -221,14 +226,21 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         })
     });
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| fail(e.into()))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| fail(e.into()))?;
+    let _ = startup_done.send(());
+    let Signals {
+        mut sigterm,
+        mut sigint,
+        mut sighup,
+    } = startup_signals
+        .await
+        .map_err(|e| fail(anyhow::anyhow!("signal task failed: {e}")))?;
 
     let mut ingester_result = None;
     let mut forwarder_result = None;
     tokio::select! {
         _ = sigterm.recv() => info!("SIGTERM: shutting down"),
         _ = sigint.recv() => info!("SIGINT: shutting down"),
+        _ = sighup.recv() => info!("SIGHUP: shutting down (sdl does not reload its configuration: start it again to apply a change)"),
         r = &mut ingester => ingester_result = Some(r),
         r = &mut forwarder => forwarder_result = Some(r),
     }
@@ -250,6 +262,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         _ = drain => {}
         _ = sigterm.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
         _ = sigint.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
+        _ = sighup.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
         _ = tokio::time::sleep(config.shutdown_timeout) => warn!(timeout = ?config.shutdown_timeout, "shutdown timed out (shutdown_timeout); exiting"),
     }
 
@@ -299,6 +312,43 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         info!("stopped cleanly");
     }
     outcome
+}
+
+/// The signals that stop sdl.
+struct Signals {
+    sigterm: tokio::signal::unix::Signal,
+    sigint: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+/// Until `done` is sent, a stop signal logs why and ends the process (exit 0): start-up holds
+/// nothing that needs a clean stop. After it, the task hands the signal streams back (no signal
+/// falls in a gap between two handlers).
+#[allow(clippy::type_complexity)]
+fn watch_signals_during_startup() -> anyhow::Result<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Signals>,
+)> {
+    let mut signals = Signals {
+        sigterm: signal(SignalKind::terminate())?,
+        sigint: signal(SignalKind::interrupt())?,
+        sighup: signal(SignalKind::hangup())?,
+    };
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = &mut done_rx => return signals,
+            _ = signals.sigterm.recv() => "SIGTERM",
+            _ = signals.sigint.recv() => "SIGINT",
+            _ = signals.sighup.recv() => "SIGHUP",
+        };
+        let message = format!(
+            "{name} during start-up: stopping before relaying anything (nothing is lost: the WAL holds everything read so far)"
+        );
+        warn!("{message}");
+        std::process::exit(0);
+    });
+    Ok((done_tx, task))
 }
 
 async fn prune_periodically(

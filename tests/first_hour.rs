@@ -12,6 +12,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sdl::event::{Change, RowChange, RowOp, SourceTransaction, StatementChange, Table, Value};
 use sdl_wal::Wal;
@@ -376,4 +377,38 @@ fn check_messages_carry_no_driver_dumps_or_filler() {
     assert!(!table.contains("Input/output error: Input/output error"), "{table}");
     let sink = check_line(&table, "sink: reachable, login");
     assert!(sink.contains("Connection refused"), "{table}");
+}
+
+/// A connection attempt that hangs (the proxy accepts and never answers) keeps sdl in start-up
+/// for `connect_timeout`; SIGINT, SIGTERM and SIGHUP each stop it at once, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_during_a_hanging_start_up_stop_sdl_with_a_log_line() {
+    use common::proxy::{Mode, Proxy};
+    let proxy = Proxy::start(common::free_port()).await;
+    proxy.set(Mode::Blackhole);
+    for signal in ["INT", "TERM", "HUP"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[source]\nurl = \"mysql://sdl:pw@127.0.0.1:{}\"\nserver_id = 4242\nconnect_timeout = \"60s\"\n\
+             [wal]\ndir = \"{}\"\n[sink]\nurl = \"mongodb://127.0.0.1:{}/\"\n[admin]\nlisten = \"\"\n",
+            proxy.port,
+            dir.path().join("wal").display(),
+            common::free_port()
+        );
+        let mut sdl = common::Sdl::with_config(dir, &config);
+        sdl.start();
+        common::wait_until("sdl in start-up", Duration::from_secs(30), || async {
+            sdl.logs().contains("WAL open").then_some(())
+        })
+        .await;
+        sdl.send_signal(signal);
+        let status = sdl.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "SIG{signal}:\n{}", sdl.logs());
+        assert!(
+            sdl.logs()
+                .contains(&format!("SIG{signal} during start-up: stopping")),
+            "SIG{signal}:\n{}",
+            sdl.logs()
+        );
+    }
 }
