@@ -15,6 +15,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::breaker::{BreakerState, BreakerStatus};
@@ -109,7 +110,20 @@ impl Metrics {
             ingest_paused: register!("ingest_paused", "1 while the ingester waits for WAL space (wal.max_bytes)", Gauge::default()),
             breaker_state: register!("breaker_state", "The forwarder's circuit breaker: 0 closed, 1 half-open, 2 open", Gauge::default()),
             breaker_opened: register!("breaker_opened", "Times the circuit breaker has opened", Gauge::default()),
-            registry,
+            registry: {
+                let build = crate::build_info::build_info();
+                let mut labels = vec![("version".to_string(), build.version.to_string())];
+                if let Some(commit) = build.commit {
+                    labels.push(("commit".to_string(), commit.to_string()));
+                }
+                labels.push(("wal_format".to_string(), build.wal_format.to_string()));
+                registry.register(
+                    "build",
+                    "The sdl version, its git commit (when known) and the WAL record format it reads and writes",
+                    Info::new(labels),
+                );
+                registry
+            },
         }
     }
 

@@ -36,9 +36,34 @@ pub fn logs_are_json() -> bool {
     JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The log filter from `SDL_LOG` (default `info`), and a warning when `SDL_LOG` is set to
+/// something that is not a filter: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+/// `target=level` directives (`info,sdl=debug`). A bare word such as `verbose` would otherwise
+/// be read as a module name and quietly turn the log off.
+fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let Ok(text) = std::env::var("SDL_LOG") else {
+        return (tracing_subscriber::EnvFilter::new("info"), None);
+    };
+    let level_ok = |level: &str| LEVELS.contains(&level.trim().to_ascii_lowercase().as_str());
+    let understood = !text.trim().is_empty()
+        && text.split(',').all(|directive| match directive.split_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && level_ok(level),
+            None => level_ok(directive),
+        });
+    match tracing_subscriber::EnvFilter::try_new(&text) {
+        Ok(filter) if understood => (filter, None),
+        _ => (
+            tracing_subscriber::EnvFilter::new("info"),
+            Some(format!(
+                "SDL_LOG={text:?} is not a log filter: logging at info. Use a level (error, warn, info, debug, trace, off) or directives like \"info,sdl=debug\""
+            )),
+        ),
+    }
+}
+
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SDL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, filter_warning) = log_filter();
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -51,6 +76,9 @@ pub fn init_logging(format: LogFormat) {
         }
         LogFormat::Text => builder.try_init(),
     };
+    if let Some(warning) = filter_warning {
+        warn!("{warning}");
+    }
 }
 
 pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
@@ -72,6 +100,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         dir = %wal.dir().display(),
         id = %wal.id(),
         wal_format = <SourceTransaction as sdl_wal::Record>::FORMAT_VERSION,
+        version = crate::build_info::build_info().version,
         "WAL open"
     );
     // Every WAL write is flushed when it is made, so nothing depends on sled's flush-on-drop; and

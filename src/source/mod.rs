@@ -56,8 +56,14 @@ pub enum Flavor {
 pub enum SourceError {
     #[error("cannot reach the source database at {url}: {detail}. Check that the server is running and that source.url has the right host and port")]
     Unreachable { url: String, detail: String },
-    #[error("the source database at {url} refused the login: {detail}. Check the user and password in source.url; the user needs REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges (and, for a user created REQUIRE X509/SSL, source.tls = \"on\" with a client certificate)")]
-    AccessDenied { url: String, detail: String },
+    #[error("the source database at {url} refused the login: {detail}. Check {check}; the user needs REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges (and, for a user created REQUIRE X509/SSL, source.tls = \"on\" with a client certificate)")]
+    AccessDenied {
+        url: String,
+        detail: String,
+        /// What to check, naming where the password came from (`source.url`,
+        /// `source.password_file` or `SDL_SOURCE_PASSWORD`).
+        check: String,
+    },
     #[error("TLS to the source database at {url} failed: {detail}. {fix}")]
     Tls {
         url: String,
@@ -105,7 +111,7 @@ const ER_SAME_SERVER_ID: u16 = 4052;
 /// "Got fatal error from master when reading data from binary log" (purged or missing binlog).
 const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 
-fn classify_connect_error(url: &str, e: mysql_async::Error) -> SourceError {
+fn classify_connect_error(url: &str, password_origin: String, e: mysql_async::Error) -> SourceError {
     let url = redact_url(url);
     if let Some(fix) = tls_failure(&e) {
         return SourceError::Tls {
@@ -123,6 +129,7 @@ fn classify_connect_error(url: &str, e: mysql_async::Error) -> SourceError {
             SourceError::AccessDenied {
                 url,
                 detail: s.message.clone(),
+                check: password_origin,
             }
         }
         other => SourceError::Unreachable {
@@ -224,7 +231,9 @@ async fn login_now(cfg: &SourceConfig) -> Result<Conn, SourceError> {
     }
     Conn::new(builder)
         .await
-        .map_err(|e| classify_connect_error(&cfg.url, e))
+        .map_err(|e| {
+            classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e)
+        })
 }
 
 /// TLS for `source.tls = "on"`: the server's certificate must chain to `tls_ca_file` (only to it
@@ -526,6 +535,7 @@ fn stream_error(position: &Position, e: mysql_async::Error) -> SourceError {
             SourceError::AccessDenied {
                 url: "(binlog stream)".into(),
                 detail: s.message,
+                check: "the sdl user's privileges".into(),
             }
         }
         other => SourceError::Transient(other.to_string()),
