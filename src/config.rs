@@ -17,7 +17,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the config file {path} is not valid:{message}\n  Fix that line; deploy/sdl.toml lists every key with its default")]
+    #[error("the config file {path} is not valid: {message}. Fix that line; deploy/sdl.toml lists every key with its default")]
     Parse { path: PathBuf, message: String },
     #[error("the config file {path} has a bad value for `{key}`: {message}")]
     Invalid {
@@ -406,6 +406,29 @@ pub enum LogFormat {
 /// MongoDB's 60 s `transactionLifetimeLimitSeconds` on any reasonable link.
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
+/// A TOML error as one readable line: `line 4, column 9: <what is wrong>`. toml's own text draws
+/// the line with a caret under the problem over several lines, which reads as noise once a log
+/// puts it on one line; the final error stays one line (the `sdl: error:` line operators grep).
+fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e
+        .message()
+        .trim()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what,
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -439,14 +462,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            // toml's message spans lines (position, the line with a caret under the problem,
-            // what was expected): kept as it is, indented under the first line.
-            message: e
-                .to_string()
-                .trim()
-                .lines()
-                .map(|line| format!("\n    {line}"))
-                .collect(),
+            message: toml_error_message(text, &e),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -744,12 +760,15 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
     }
 
     #[test]
-    fn toml_errors_keep_their_lines() {
+    fn toml_errors_name_line_and_column_on_one_readable_line() {
         let err = Config::parse(Path::new("t.toml"), "[source\nurl = 1\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("\n    1 | [source"), "{err}");
-        assert!(err.contains("\n  Fix that line"), "{err}");
+        assert!(
+            err.contains("line 1, column 8: invalid table header; expected `.`, `]`. Fix that line"),
+            "{err}"
+        );
+        assert!(!err.contains('\n') && !err.contains(" | "), "{err}");
     }
 
     #[test]
