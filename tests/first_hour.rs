@@ -459,6 +459,14 @@ async fn status_names_its_positions_and_the_wal_format_shows_everywhere() {
     assert!(stdout.contains("record format version"), "{stdout}");
     let (code, stdout, _) = sdl_cmd(&["wal", "list", "--admin", &admin, "--last", "1"]);
     assert_eq!(code, 0, "{stdout}");
+    // `sdl check` beside the running service: its own WAL and admin port are not problems.
+    let config = sdl.config_path.display().to_string();
+    let (code, table, stderr) = sdl_cmd(&["check", "--config", &config]);
+    assert_eq!(code, 0, "{table}{stderr}");
+    let port = check_line(&table, "admin: listen address free");
+    assert!(port.starts_with("PASS") && port.contains("this service's own"), "{table}");
+    let wal = check_line(&table, "wal: directory writable");
+    assert!(wal.starts_with("PASS") && wal.contains("in use"), "{table}");
 
     // MongoDB goes away while a change waits: the error in /status is short.
     mongo.kill();
