@@ -2,8 +2,8 @@
 //! one) and the WAL record format it reads and writes. Shown where an operator looks: `/status`
 //! (`build`), the `sdl_build_info` metric, the start-up log and `sdl wal stats`.
 
-use serde::Serialize;
 use sdl_wal::Record;
+use serde::Serialize;
 
 use crate::event::SourceTransaction;
 

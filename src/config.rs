@@ -736,7 +736,10 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
         let with = |v: &str| {
             Config::parse(
                 Path::new("t.toml"),
-                &MINIMAL.replace("server_id = 4242", &format!("server_id = 4242\nstart = \"{v}\"")),
+                &MINIMAL.replace(
+                    "server_id = 4242",
+                    &format!("server_id = 4242\nstart = \"{v}\""),
+                ),
             )
         };
         for bad in ["latest", "0-1", "now", "3e11fa47:1-5"] {
@@ -765,7 +768,9 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("line 1, column 8: invalid table header; expected `.`, `]`. Fix that line"),
+            err.contains(
+                "line 1, column 8: invalid table header; expected `.`, `]`. Fix that line"
+            ),
             "{err}"
         );
         assert!(!err.contains('\n') && !err.contains(" | "), "{err}");

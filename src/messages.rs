@@ -90,7 +90,11 @@ fn rewrite_topology(message: &str) -> String {
     let mut rest = dump;
     while let Some(at) = rest.find("Address: ") {
         rest = &rest[at + "Address: ".len()..];
-        let address = rest.split([',', ' ']).next().unwrap_or_default().to_string();
+        let address = rest
+            .split([',', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let next = rest.find("Address: ").unwrap_or(rest.len());
         let entry = &rest[..next];
         let state = match entry.find("Error: ") {

@@ -128,15 +128,20 @@ fn wal_dir(dir: &std::path::Path) -> (Check, bool) {
         }
         if !crate::walcli::is_wal_dir(dir) {
             return (
-                Check::pass(NAME, format!("{} (no WAL yet: created at the first start)", dir.display())),
+                Check::pass(
+                    NAME,
+                    format!("{} (no WAL yet: created at the first start)", dir.display()),
+                ),
                 false,
             );
         }
-        let locked = std::fs::File::open(dir.join("db")).is_ok_and(|f| {
-            matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
-        });
+        let locked = std::fs::File::open(dir.join("db"))
+            .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
         let detail = if locked {
-            format!("{} (in use: an sdl running with this wal.dir holds it)", dir.display())
+            format!(
+                "{} (in use: an sdl running with this wal.dir holds it)",
+                dir.display()
+            )
         } else {
             dir.display().to_string()
         };
@@ -152,7 +157,10 @@ fn wal_dir(dir: &std::path::Path) -> (Check, bool) {
     let check = match verdict {
         Ok(()) => Check::pass(
             NAME,
-            format!("{} does not exist yet: sdl creates it at the first start", dir.display()),
+            format!(
+                "{} does not exist yet: sdl creates it at the first start",
+                dir.display()
+            ),
         ),
         Err(why) => Check::new(
             NAME,

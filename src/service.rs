@@ -47,10 +47,12 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
     };
     let level_ok = |level: &str| LEVELS.contains(&level.trim().to_ascii_lowercase().as_str());
     let understood = !text.trim().is_empty()
-        && text.split(',').all(|directive| match directive.split_once('=') {
-            Some((target, level)) => !target.trim().is_empty() && level_ok(level),
-            None => level_ok(directive),
-        });
+        && text
+            .split(',')
+            .all(|directive| match directive.split_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && level_ok(level),
+                None => level_ok(directive),
+            });
     match tracing_subscriber::EnvFilter::try_new(&text) {
         Ok(filter) if understood => (filter, None),
         _ => (

@@ -480,8 +480,8 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
                     Ok(())
                 })?,
                 Source::Remote(_) => {
-                    let lines: Vec<String> =
-                        source.get(&format!("/wal/dump?from={from}&to={to}"), |w| {
+                    let lines: Vec<String> = source
+                        .get(&format!("/wal/dump?from={from}&to={to}"), |w| {
                             dump(w, from, to)
                         })?;
                     for line in lines {

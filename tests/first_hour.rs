@@ -175,7 +175,8 @@ fn wal_dump_defaults_to_the_whole_wal_and_refuses_a_reversed_range() {
     let (code, stdout, _) = sdl_cmd(&["wal", "dump", "--dir", &dir, "--to", "1"]);
     assert_eq!((code, stdout.lines().count()), (0, 1), "{stdout}");
 
-    let (code, stdout, stderr) = sdl_cmd(&["wal", "dump", "--dir", &dir, "--from", "10", "--to", "5"]);
+    let (code, stdout, stderr) =
+        sdl_cmd(&["wal", "dump", "--dir", &dir, "--from", "10", "--to", "5"]);
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stderr.contains("--from 10 is after --to 5"), "{stderr}");
     // The options are explained in the help.
@@ -223,7 +224,10 @@ fn wal_show_and_dump_print_change_documents() {
     let (code, shown, stderr) = sdl_cmd(&["wal", "show", "2", "--dir", &dir]);
     assert_eq!(code, 0, "{stderr}");
     assert!(shown.contains("\"_id\": \"0-1-2:0\""), "{shown}");
-    assert!(shown.contains("\"$date\": \"2024-05-06T07:08:11Z\""), "{shown}");
+    assert!(
+        shown.contains("\"$date\": \"2024-05-06T07:08:11Z\""),
+        "{shown}"
+    );
     assert!(!shown.contains("\"Int\""), "{shown}");
     let (code, shown, _) = sdl_cmd(&["wal", "show", "2", "--json", "--dir", &dir]);
     assert_eq!(code, 0);
@@ -242,7 +246,10 @@ fn wal_messages_have_no_rust_debug_forms() {
     make_wal(&empty.path().join("wal"), 0);
     let empty = empty.path().join("wal").display().to_string();
     let (_, stdout, _) = sdl_cmd(&["wal", "verify", "--dir", &empty]);
-    assert!(stdout.starts_with("ok: ") && stdout.contains("no records"), "{stdout}");
+    assert!(
+        stdout.starts_with("ok: ") && stdout.contains("no records"),
+        "{stdout}"
+    );
     let (_, _, stderr) = sdl_cmd(&["wal", "show", "1", "--dir", &empty]);
     for text in [&stdout, &stderr] {
         assert!(!text.contains("None") && !text.contains("Some("), "{text}");
@@ -257,8 +264,10 @@ fn wal_stats_names_the_record_format_version() {
     let (code, stdout, _) = sdl_cmd(&["wal", "stats", "--dir", &dir]);
     assert_eq!(code, 0);
     assert!(
-        stdout.lines().any(|l| l.starts_with("record format version")
-            && l.split_whitespace().last() == Some(&format.to_string())),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("record format version")
+                && l.split_whitespace().last() == Some(&format.to_string())),
         "{stdout}"
     );
     let (_, stdout, _) = sdl_cmd(&["wal", "stats", "--json", "--dir", &dir]);
@@ -340,7 +349,10 @@ fn check_fails_on_a_wal_dir_that_cannot_be_written_and_a_taken_admin_port() {
         port.starts_with("FAIL") && port.contains(&admin) && port.contains("already in use"),
         "{table}"
     );
-    assert!(table.contains("fix: set admin.listen to a free host:port"), "{table}");
+    assert!(
+        table.contains("fix: set admin.listen to a free host:port"),
+        "{table}"
+    );
 
     // `sdl run` on the unwritable directory names the problem, not another sdl process.
     let (code, _, stderr) = sdl_cmd(&["run", "--config", &config]);
@@ -374,7 +386,10 @@ fn check_messages_carry_no_driver_dumps_or_filler() {
     assert!(!table.contains("see the message"), "{table}");
     assert!(!table.contains("Topology: {"), "{table}");
     assert!(!table.contains("server response: None"), "{table}");
-    assert!(!table.contains("Input/output error: Input/output error"), "{table}");
+    assert!(
+        !table.contains("Input/output error: Input/output error"),
+        "{table}"
+    );
     let sink = check_line(&table, "sink: reachable, login");
     assert!(sink.contains("Connection refused"), "{table}");
 }
@@ -451,7 +466,11 @@ async fn status_names_its_positions_and_the_wal_format_shows_everywhere() {
             && build.ends_with(" 1"),
         "{build}"
     );
-    assert!(sdl.logs().contains(&format!("wal_format={format}")), "{}", sdl.logs());
+    assert!(
+        sdl.logs().contains(&format!("wal_format={format}")),
+        "{}",
+        sdl.logs()
+    );
 
     let admin = sdl.admin_addr();
     let (code, stdout, stderr) = sdl_env(&["wal", "stats", "--admin", &admin], &[]);
@@ -464,7 +483,10 @@ async fn status_names_its_positions_and_the_wal_format_shows_everywhere() {
     let (code, table, stderr) = sdl_cmd(&["check", "--config", &config]);
     assert_eq!(code, 0, "{table}{stderr}");
     let port = check_line(&table, "admin: listen address free");
-    assert!(port.starts_with("PASS") && port.contains("this service's own"), "{table}");
+    assert!(
+        port.starts_with("PASS") && port.contains("this service's own"),
+        "{table}"
+    );
     let wal = check_line(&table, "wal: directory writable");
     assert!(wal.starts_with("PASS") && wal.contains("in use"), "{table}");
 
@@ -496,9 +518,11 @@ async fn a_server_id_in_use_is_never_passed_and_its_error_names_the_key() {
     root.query_drop("CREATE USER 'oldgrants'@'%' IDENTIFIED BY 'old-pw'")
         .await
         .unwrap();
-    root.query_drop("GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO 'oldgrants'@'%'")
-        .await
-        .unwrap();
+    root.query_drop(
+        "GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO 'oldgrants'@'%'",
+    )
+    .await
+    .unwrap();
     let mut first = common::Sdl::new(&mariadb, &mongo, "current");
     first.start();
     first.wait_following().await;
@@ -525,7 +549,10 @@ async fn a_server_id_in_use_is_never_passed_and_its_error_names_the_key() {
     std::fs::write(&old_config, old).unwrap();
     let (_, table, _) = sdl_cmd(&["check", "--config", &old_config.display().to_string()]);
     let line = check_line(&table, "source: server_id unique");
-    assert!(line.starts_with("WARN") && line.contains("unknown"), "{table}");
+    assert!(
+        line.starts_with("WARN") && line.contains("unknown"),
+        "{table}"
+    );
     assert!(table.contains("GRANT REPLICATION MASTER ADMIN"), "{table}");
 
     // Two sdl with one server id push each other off; the log says which key to change.
@@ -560,7 +587,11 @@ async fn a_refused_password_from_password_file_names_the_file() {
         .lines()
         .map(|l| {
             if l.starts_with("url = \"mysql://") {
-                format!("url = \"mysql://{}@127.0.0.1:{}\"", common::SDL_USER, mariadb.port)
+                format!(
+                    "url = \"mysql://{}@127.0.0.1:{}\"",
+                    common::SDL_USER,
+                    mariadb.port
+                )
             } else {
                 l.to_string()
             }
@@ -574,7 +605,10 @@ async fn a_refused_password_from_password_file_names_the_file() {
     assert!(
         login.starts_with("FAIL")
             && login.contains("refused the login")
-            && login.contains(&format!("source.password_file ({})", password_file.display())),
+            && login.contains(&format!(
+                "source.password_file ({})",
+                password_file.display()
+            )),
         "{table}"
     );
     assert!(!login.contains("password in source.url"), "{table}");
@@ -592,7 +626,10 @@ fn an_sdl_log_value_that_is_not_a_filter_is_warned_about() {
     );
     // And logging still works at info.
     assert!(stderr.contains("WAL open"), "{stderr}");
-    let (_, _, stderr) = sdl_env(&["run", "--config", &config], &[("SDL_LOG", "info,sdl=debug")]);
+    let (_, _, stderr) = sdl_env(
+        &["run", "--config", &config],
+        &[("SDL_LOG", "info,sdl=debug")],
+    );
     assert!(!stderr.contains("is not a log filter"), "{stderr}");
 }
 
@@ -626,7 +663,10 @@ async fn the_way_out_of_minimal_row_metadata_is_told_and_works() {
             || logs.contains("source.column_names = \"information_schema\""),
         "{logs}"
     );
-    assert!(logs.contains("restarting alone fails on this one again"), "{logs}");
+    assert!(
+        logs.contains("restarting alone fails on this one again"),
+        "{logs}"
+    );
 
     // Follow the message: FULL from now on, and the opt-in for the events already written.
     root.query_drop("SET GLOBAL binlog_row_metadata = FULL")

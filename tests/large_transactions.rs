@@ -83,9 +83,14 @@ fn wal_records(sdl: &Sdl) -> Vec<Json> {
     );
     (first..=last)
         .map(|seq| {
-            let mut record: Json =
-                serde_json::from_str(&sdl_wal(&["show", &seq.to_string(), "--json", "--dir", &dir]))
-                    .unwrap();
+            let mut record: Json = serde_json::from_str(&sdl_wal(&[
+                "show",
+                &seq.to_string(),
+                "--json",
+                "--dir",
+                &dir,
+            ]))
+            .unwrap();
             record["transaction"].take()
         })
         .collect()

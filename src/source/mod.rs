@@ -111,7 +111,11 @@ const ER_SAME_SERVER_ID: u16 = 4052;
 /// "Got fatal error from master when reading data from binary log" (purged or missing binlog).
 const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 
-fn classify_connect_error(url: &str, password_origin: String, e: mysql_async::Error) -> SourceError {
+fn classify_connect_error(
+    url: &str,
+    password_origin: String,
+    e: mysql_async::Error,
+) -> SourceError {
     let url = redact_url(url);
     if let Some(fix) = tls_failure(&e) {
         return SourceError::Tls {
@@ -231,9 +235,7 @@ async fn login_now(cfg: &SourceConfig) -> Result<Conn, SourceError> {
     }
     Conn::new(builder)
         .await
-        .map_err(|e| {
-            classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e)
-        })
+        .map_err(|e| classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e))
 }
 
 /// TLS for `source.tls = "on"`: the server's certificate must chain to `tls_ca_file` (only to it
