@@ -226,6 +226,24 @@ pub fn flavor_name(flavor: crate::source::Flavor) -> &'static str {
     }
 }
 
+/// `source.start` as written in the config (`current`, `earliest` or the GTID position).
+pub fn start_text(start: &crate::config::StartFrom) -> &str {
+    match start {
+        crate::config::StartFrom::Current => "current",
+        crate::config::StartFrom::Earliest => "earliest",
+        crate::config::StartFrom::Gtid(position) => position,
+    }
+}
+
+/// `sink.transactions` as written in the config.
+pub fn transactions_text(mode: crate::config::TransactionMode) -> &'static str {
+    match mode {
+        crate::config::TransactionMode::Auto => "auto",
+        crate::config::TransactionMode::On => "on",
+        crate::config::TransactionMode::Off => "off",
+    }
+}
+
 /// `first..=last` of the WAL's records as a sentence part: `records 1 to 306`, or `no records
 /// (the next will be 307)`.
 pub fn wal_range(first: Option<u64>, last: u64) -> String {

@@ -102,7 +102,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         dir = %wal.dir().display(),
         id = %wal.id(),
         wal_format = <SourceTransaction as sdl_wal::Record>::FORMAT_VERSION,
-        version = crate::build_info::build_info().version,
+        version = %crate::build_info::build_info().version,
         "WAL open"
     );
     // Every WAL write is flushed when it is made, so nothing depends on sled's flush-on-drop; and
@@ -144,7 +144,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         .await
         .map_err(source_failure)?;
     info!(
-        flavor = crate::messages::flavor_name(flavor),
+        flavor = %crate::messages::flavor_name(flavor),
         "source connected and configured for row-based CDC"
     );
 
@@ -154,7 +154,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
                 url = %sink.url(),
                 database = %config.sink.database,
                 transactions = sink.uses_transactions(),
-                mode = ?config.sink.transactions,
+                mode = %crate::messages::transactions_text(config.sink.transactions),
                 "sink connected"
             );
             Some(sink)
@@ -187,7 +187,11 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
                     .map_err(source_failure)?,
             ),
         };
-        info!(position = %position, start = ?config.source.start, "new WAL: starting position");
+        info!(
+            position = %position,
+            start = %crate::messages::start_text(&config.source.start),
+            "new WAL: starting position"
+        );
         wal.append(&[], position.to_string().as_bytes())
             .context("saving the starting position in the WAL")
             .map_err(fail)?;

@@ -378,6 +378,21 @@ fn check_fails_on_a_wal_dir_that_cannot_be_written_and_a_taken_admin_port() {
 }
 
 #[test]
+fn a_toml_error_names_line_and_column_on_one_readable_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sdl.toml");
+    std::fs::write(&path, "[source]\nurl = \"mysql://a:b@h:1\"\nserver_id = \n").unwrap();
+    let (code, _, stderr) = sdl_cmd(&["check", "--config", &path.display().to_string()]);
+    assert_eq!(code, 2, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("sdl: error:"))
+        .unwrap();
+    assert!(line.contains("line 3, column 13: "), "{stderr}");
+    assert!(!stderr.contains(" | "), "{stderr}");
+}
+
+#[test]
 fn check_messages_carry_no_driver_dumps_or_filler() {
     let dir = tempfile::tempdir().unwrap();
     let config = offline_config(dir.path(), &dir.path().join("wal"), "", "");
@@ -470,6 +485,27 @@ async fn status_names_its_positions_and_the_wal_format_shows_everywhere() {
         sdl.logs().contains(&format!("wal_format={format}")),
         "{}",
         sdl.logs()
+    );
+    // The flavor as its vendor writes it, not a Rust enum name.
+    let logs = sdl.logs();
+    assert!(
+        logs.contains("flavor=MariaDB")
+            && logs.contains("mode=auto")
+            && logs.contains("start=current"),
+        "{logs}"
+    );
+
+    // A second sdl on the same WAL: one sentence naming the lock, no debug form, said once.
+    let (code, _, stderr) = sdl_cmd(&["run", "--config", &sdl.config_path.display().to_string()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("in use by another sdl process").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Os {") && !stderr.contains("WouldBlock"),
+        "{stderr}"
     );
 
     let admin = sdl.admin_addr();
