@@ -469,25 +469,35 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
                     (from.unwrap_or(first), to.unwrap_or(stats.stats.last_seq))
                 }
             };
-            if from > to {
-                bail!(UsageError(format!(
-                    "--from {from} is after --to {to}: give --from <= --to (both default to the WAL's oldest and newest records)"
-                )));
-            }
-            match &source {
-                Source::Local(wal) => dump_each(wal, from, to, |line| {
-                    writeln!(out, "{line}")?;
-                    Ok(())
-                })?,
-                Source::Remote(_) => {
-                    let lines: Vec<String> = source
-                        .get(&format!("/wal/dump?from={from}&to={to}"), |w| {
-                            dump(w, from, to)
-                        })?;
-                    for line in lines {
+            // (A reversed range given in full was refused above; one made by a default, like an
+            // empty WAL's, is just empty.)
+            let mut printed = 0u64;
+            if from <= to {
+                match &source {
+                    Source::Local(wal) => dump_each(wal, from, to, |line| {
                         writeln!(out, "{line}")?;
+                        printed += 1;
+                        Ok(())
+                    })?,
+                    Source::Remote(_) => {
+                        let lines: Vec<String> = source
+                            .get(&format!("/wal/dump?from={from}&to={to}"), |w| {
+                                dump(w, from, to)
+                            })?;
+                        for line in lines {
+                            writeln!(out, "{line}")?;
+                            printed += 1;
+                        }
                     }
                 }
+            }
+            if printed == 0 {
+                // Said on stderr, so that the output stays JSON lines only.
+                let stats: StatsView = source.get("/wal/stats", stats)?;
+                eprintln!(
+                    "sdl: nothing to dump: the WAL holds {}",
+                    wal_range(stats.stats.first_seq, stats.stats.last_seq)
+                );
             }
             Ok(0)
         }

@@ -175,6 +175,24 @@ fn wal_dump_defaults_to_the_whole_wal_and_refuses_a_reversed_range() {
     let (code, stdout, _) = sdl_cmd(&["wal", "dump", "--dir", &dir, "--to", "1"]);
     assert_eq!((code, stdout.lines().count()), (0, 1), "{stdout}");
 
+    // Beyond the WAL: nothing, said on stderr.
+    let (code, stdout, stderr) = sdl_cmd(&["wal", "dump", "--dir", &dir, "--from", "7"]);
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert!(
+        stderr.contains("nothing to dump: the WAL holds records 1 to 4"),
+        "{stderr}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    make_wal(&empty.path().join("wal"), 0);
+    let (code, stdout, stderr) = sdl_cmd(&[
+        "wal",
+        "dump",
+        "--dir",
+        &empty.path().join("wal").display().to_string(),
+    ]);
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert!(stderr.contains("nothing to dump"), "{stderr}");
+
     let (code, stdout, stderr) =
         sdl_cmd(&["wal", "dump", "--dir", &dir, "--from", "10", "--to", "5"]);
     assert_eq!(code, 2, "{stdout}{stderr}");
