@@ -69,21 +69,34 @@ pub enum SinkDown {
 pub async fn run_checks(config: &Config) -> Vec<Check> {
     let (wal, wal_in_use) = wal_dir(&config.wal.dir);
     let mut checks = vec![wal];
-    checks.extend(run_checks_inner(config, SinkDown::Fails, wal_in_use).await);
+    // A replica using our server id while this service is not running is someone else.
+    let id_taken = if wal_in_use {
+        Verdict::Warn
+    } else {
+        Verdict::Fail
+    };
+    checks.extend(run_checks_inner(config, SinkDown::Fails, wal_in_use, id_taken).await);
     checks
 }
 
 /// The checks `sdl run` makes once it holds the WAL (so the WAL directory is not checked again).
+/// A replica with our server id is only a warning here: it may be this service's own connection
+/// from before a restart, which the source has not yet noticed is gone.
 pub async fn run_checks_with(config: &Config, sink_down: SinkDown) -> Vec<Check> {
-    run_checks_inner(config, sink_down, false).await
+    run_checks_inner(config, sink_down, false, Verdict::Warn).await
 }
 
-async fn run_checks_inner(config: &Config, sink_down: SinkDown, wal_in_use: bool) -> Vec<Check> {
+async fn run_checks_inner(
+    config: &Config,
+    sink_down: SinkDown,
+    wal_in_use: bool,
+    id_taken: Verdict,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     if let Some(addr) = config.admin.listen_addr() {
         checks.push(admin_listen(addr, wal_in_use).await);
     }
-    checks.extend(source_checks(config).await);
+    checks.extend(source_checks(config, id_taken).await);
     checks.extend(sink_checks(config, sink_down).await);
     checks
 }
@@ -224,7 +237,7 @@ async fn admin_listen(addr: String, wal_in_use: bool) -> Check {
     }
 }
 
-async fn source_checks(config: &Config) -> Vec<Check> {
+async fn source_checks(config: &Config, id_taken: Verdict) -> Vec<Check> {
     let cfg = &config.source;
     let mut checks = Vec::new();
     let mut conn = match source::login(cfg).await {
@@ -272,7 +285,7 @@ async fn source_checks(config: &Config) -> Vec<Check> {
         )),
     }
     checks.push(privileges(&mut conn).await);
-    checks.push(server_id(&mut conn, cfg.server_id).await);
+    checks.push(server_id(&mut conn, cfg.server_id, id_taken).await);
     checks.push(binlog_retention(&mut conn, cfg.min_binlog_retention).await);
     let _ = conn.disconnect().await;
     checks
@@ -384,7 +397,7 @@ async fn privileges(conn: &mut mysql_async::Conn) -> Check {
     }
 }
 
-async fn server_id(conn: &mut mysql_async::Conn, ours: u32) -> Check {
+async fn server_id(conn: &mut mysql_async::Conn, ours: u32, taken_verdict: Verdict) -> Check {
     const NAME: &str = "source: server_id unique";
     let own: Option<u32> = conn.query_first("SELECT @@server_id").await.ok().flatten();
     if own == Some(ours) {
@@ -415,11 +428,16 @@ async fn server_id(conn: &mut mysql_async::Conn, ours: u32) -> Check {
         .iter()
         .any(|row| row.get::<u32, _>("Server_id") == Some(ours));
     if taken {
+        let whose = if taken_verdict == Verdict::Fail {
+            "and it is not this service (its WAL is not in use)"
+        } else {
+            "(another replica, or this sdl itself)"
+        };
         Check::new(
             NAME,
-            Verdict::Warn,
-            format!("a replica with server_id {ours} is connected (another replica, or this sdl already running)"),
-            "if it is not this sdl, choose another source.server_id: the source disconnects one of two replicas with the same id",
+            taken_verdict,
+            format!("a replica with server_id {ours} is connected {whose}"),
+            "choose another source.server_id (if it is not this sdl): the source disconnects one of two replicas with the same id, and they knock each other off",
         )
     } else {
         Check::pass(

@@ -591,7 +591,7 @@ async fn a_server_id_in_use_is_never_passed_and_its_error_names_the_key() {
     let (_, table, _) = sdl_cmd(&["check", "--config", &config]);
     let line = check_line(&table, "source: server_id unique");
     assert!(
-        line.starts_with("WARN") && line.contains("a replica with server_id 4242 is connected"),
+        line.starts_with("FAIL") && line.contains("a replica with server_id 4242 is connected"),
         "{table}"
     );
 
