@@ -573,7 +573,7 @@ fn print_stats(out: &mut impl Write, view: &StatsView) -> std::io::Result<()> {
     let rows = [
         ("wal id", s.wal_id.clone()),
         (
-            "record format version",
+            "wal format version",
             view.wal_format.map_or("-".into(), |v| v.to_string()),
         ),
         (

@@ -284,7 +284,7 @@ fn wal_stats_names_the_record_format_version() {
     assert!(
         stdout
             .lines()
-            .any(|l| l.starts_with("record format version")
+            .any(|l| l.starts_with("wal format version")
                 && l.split_whitespace().last() == Some(&format.to_string())),
         "{stdout}"
     );
@@ -529,7 +529,7 @@ async fn status_names_its_positions_and_the_wal_format_shows_everywhere() {
     let admin = sdl.admin_addr();
     let (code, stdout, stderr) = sdl_env(&["wal", "stats", "--admin", &admin], &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("record format version"), "{stdout}");
+    assert!(stdout.contains("wal format version"), "{stdout}");
     let (code, stdout, _) = sdl_cmd(&["wal", "list", "--admin", &admin, "--last", "1"]);
     assert_eq!(code, 0, "{stdout}");
     // `sdl check` beside the running service: its own WAL and admin port are not problems.
