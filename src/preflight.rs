@@ -69,34 +69,21 @@ pub enum SinkDown {
 pub async fn run_checks(config: &Config) -> Vec<Check> {
     let (wal, wal_in_use) = wal_dir(&config.wal.dir);
     let mut checks = vec![wal];
-    // A replica using our server id while this service is not running is someone else.
-    let id_taken = if wal_in_use {
-        Verdict::Warn
-    } else {
-        Verdict::Fail
-    };
-    checks.extend(run_checks_inner(config, SinkDown::Fails, wal_in_use, id_taken).await);
+    checks.extend(run_checks_inner(config, SinkDown::Fails, wal_in_use).await);
     checks
 }
 
 /// The checks `sdl run` makes once it holds the WAL (so the WAL directory is not checked again).
-/// A replica with our server id is only a warning here: it may be this service's own connection
-/// from before a restart, which the source has not yet noticed is gone.
 pub async fn run_checks_with(config: &Config, sink_down: SinkDown) -> Vec<Check> {
-    run_checks_inner(config, sink_down, false, Verdict::Warn).await
+    run_checks_inner(config, sink_down, false).await
 }
 
-async fn run_checks_inner(
-    config: &Config,
-    sink_down: SinkDown,
-    wal_in_use: bool,
-    id_taken: Verdict,
-) -> Vec<Check> {
+async fn run_checks_inner(config: &Config, sink_down: SinkDown, wal_in_use: bool) -> Vec<Check> {
     let mut checks = Vec::new();
     if let Some(addr) = config.admin.listen_addr() {
         checks.push(admin_listen(addr, wal_in_use).await);
     }
-    checks.extend(source_checks(config, id_taken).await);
+    checks.extend(source_checks(config, wal_in_use).await);
     checks.extend(sink_checks(config, sink_down).await);
     checks
 }
@@ -237,7 +224,7 @@ async fn admin_listen(addr: String, wal_in_use: bool) -> Check {
     }
 }
 
-async fn source_checks(config: &Config, id_taken: Verdict) -> Vec<Check> {
+async fn source_checks(config: &Config, wal_in_use: bool) -> Vec<Check> {
     let cfg = &config.source;
     let mut checks = Vec::new();
     let mut conn = match source::login(cfg).await {
@@ -285,7 +272,7 @@ async fn source_checks(config: &Config, id_taken: Verdict) -> Vec<Check> {
         )),
     }
     checks.push(privileges(&mut conn).await);
-    checks.push(server_id(&mut conn, cfg.server_id, id_taken).await);
+    checks.push(server_id(&mut conn, cfg.server_id, wal_in_use).await);
     checks.push(binlog_retention(&mut conn, cfg.min_binlog_retention).await);
     let _ = conn.disconnect().await;
     checks
@@ -397,7 +384,10 @@ async fn privileges(conn: &mut mysql_async::Conn) -> Check {
     }
 }
 
-async fn server_id(conn: &mut mysql_async::Conn, ours: u32, taken_verdict: Verdict) -> Check {
+/// A replica registered with our id is a warning, not a failure: the source forgets a replica only
+/// when its dump thread notices the connection is gone (up to a heartbeat interval after this sdl
+/// stopped), so a just-stopped or restarting sdl would otherwise fail its own check.
+async fn server_id(conn: &mut mysql_async::Conn, ours: u32, this_service_runs: bool) -> Check {
     const NAME: &str = "source: server_id unique";
     let own: Option<u32> = conn.query_first("SELECT @@server_id").await.ok().flatten();
     if own == Some(ours) {
@@ -428,16 +418,16 @@ async fn server_id(conn: &mut mysql_async::Conn, ours: u32, taken_verdict: Verdi
         .iter()
         .any(|row| row.get::<u32, _>("Server_id") == Some(ours));
     if taken {
-        let whose = if taken_verdict == Verdict::Fail {
-            "and it is not this service (its WAL is not in use)"
+        let whose = if this_service_runs {
+            "(this sdl, which is running with this config, or another replica)"
         } else {
-            "(another replica, or this sdl itself)"
+            "while this service is not running: another replica or sdl uses it, unless this sdl stopped moments ago (the source forgets a replica a heartbeat interval later)"
         };
         Check::new(
             NAME,
-            taken_verdict,
+            Verdict::Warn,
             format!("a replica with server_id {ours} is connected {whose}"),
-            "choose another source.server_id (if it is not this sdl): the source disconnects one of two replicas with the same id, and they knock each other off",
+            "choose another source.server_id unless it is this sdl: the source disconnects one of two replicas with the same id, and they knock each other off",
         )
     } else {
         Check::pass(
