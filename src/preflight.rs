@@ -198,13 +198,18 @@ async fn admin_listen(addr: String, wal_in_use: bool) -> Check {
                 .await
                 .unwrap_or(false)
             };
-            if answers_as_sdl && wal_in_use {
-                Check::pass(
+            match (wal_in_use, answers_as_sdl) {
+                (true, true) => Check::pass(
                     NAME,
                     format!("{addr} is this service's own admin endpoint (sdl is running with this config)"),
-                )
-            } else {
-                Check::new(
+                ),
+                (true, false) => Check::new(
+                    NAME,
+                    Verdict::Warn,
+                    format!("admin.listen = {addr} is in use, most likely by this service (an sdl holds this config's WAL), though /healthz did not answer \"ok\""),
+                    "if this service is not running, another program holds the port: set admin.listen to a free host:port",
+                ),
+                (false, _) => Check::new(
                     NAME,
                     Verdict::Fail,
                     format!(
@@ -212,7 +217,7 @@ async fn admin_listen(addr: String, wal_in_use: bool) -> Check {
                         if answers_as_sdl { "another sdl" } else { "another program" }
                     ),
                     fix,
-                )
+                ),
             }
         }
         Err(e) => Check::new(
