@@ -142,7 +142,22 @@ impl<'de> Deserialize<'de> for StartFrom {
         Ok(match text.trim() {
             "current" => StartFrom::Current,
             "earliest" => StartFrom::Earliest,
-            other => StartFrom::Gtid(other.to_string()),
+            other => {
+                // A GTID position of either flavor (the source's flavor is learnt at connect),
+                // or the partial form MongoDB's offset document holds.
+                use crate::source::{gtid, Flavor};
+                let valid = gtid::MariadbPosition::parse(other).is_ok()
+                    || gtid::MysqlGtidSet::parse(other).is_ok()
+                    || [Flavor::Mariadb, Flavor::Mysql]
+                        .into_iter()
+                        .any(|flavor| gtid::ResumePoint::parse(flavor, other).is_ok());
+                if !valid {
+                    return Err(serde::de::Error::custom(format!(
+                        "source.start = `{other}` is not a valid start: use \"current\" (changes from now on, the default), \"earliest\" (from the oldest binlog the source still has) or a GTID position (MariaDB: one domain-server-sequence per domain, like \"0-1-42\"; MySQL: a GTID set, like \"3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42\")"
+                    )));
+                }
+                StartFrom::Gtid(other.to_string())
+            }
         })
     }
 }
@@ -614,6 +629,29 @@ pub mod byte_size {
 /// MongoDB's 60 s `transactionLifetimeLimitSeconds` on any reasonable link.
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
+/// A TOML error as one readable line: `line 4, column 9: <what is wrong>`. toml's own text draws
+/// the line with a caret under the problem over several lines, which reads as noise once a log
+/// puts it on one line; the final error stays one line (the `sdl: error:` line operators grep).
+fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e
+        .message()
+        .trim()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what,
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -658,7 +696,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: toml_error_message(text, &e),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -1060,6 +1098,51 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
                 assert!(listed, "deploy/sdl.toml does not list `{section}.{key}`");
             }
         }
+    }
+
+    #[test]
+    fn start_refuses_an_unknown_keyword_listing_the_valid_values() {
+        let with = |v: &str| {
+            Config::parse(
+                Path::new("t.toml"),
+                &MINIMAL.replace(
+                    "server_id = 4242",
+                    &format!("server_id = 4242\nstart = \"{v}\""),
+                ),
+            )
+        };
+        for bad in ["latest", "0-1", "now", "3e11fa47:1-5"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("source.start = `{bad}` is not a valid start"))
+                    && err.contains("\"current\"")
+                    && err.contains("\"earliest\"")
+                    && err.contains("GTID position"),
+                "{err}"
+            );
+        }
+        for good in [
+            "0-1-5",
+            "0-1-5,1-2-7",
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42",
+            "0-1-5; partial 0-1-6:10",
+        ] {
+            assert!(with(good).is_ok(), "{good}: {:?}", with(good).err());
+        }
+    }
+
+    #[test]
+    fn toml_errors_name_line_and_column_on_one_readable_line() {
+        let err = Config::parse(Path::new("t.toml"), "[source\nurl = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "line 1, column 8: invalid table header; expected `.`, `]`. Fix that line"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains('\n') && !err.contains(" | "), "{err}");
     }
 
     #[test]

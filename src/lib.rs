@@ -5,17 +5,20 @@
 //! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
 //! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
 //! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint,
-//! [`health`] what `/readyz` answers and which stage is stuck, [`tls`] the checks of the TLS files
-//! and [`walcli`] the `sdl wal` inspection commands. Data moves one way; no stage reaches back.
-//! The library exists so that the binlog decoder can be driven from binlog files and fuzzers as
-//! well as from the `sdl` binary.
+//! [`health`] what `/readyz` answers and which stage is stuck, [`build_info`] what the binary is,
+//! [`tls`] the checks of the TLS files, [`messages`] how errors are printed and [`walcli`] the
+//! `sdl wal` inspection commands. Data moves one way; no stage reaches back. The library exists so
+//! that the binlog decoder can be driven from binlog files and fuzzers as well as from the `sdl`
+//! binary.
 
 pub mod admin;
 pub mod breaker;
+pub mod build_info;
 pub mod config;
 pub mod event;
 pub mod forward;
 pub mod health;
+pub mod messages;
 pub mod metrics;
 pub mod preflight;
 pub mod redact;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use sdl::{redact, service, walcli, ExitCode};
+use sdl::{messages, redact, service, walcli, ExitCode};
 
 // sdl allocates and frees many small values per row change on two threads at once; jemalloc
 // does that with less CPU and returns freed memory to the system (docs/decisions.md).
@@ -54,9 +54,15 @@ fn main() -> std::process::ExitCode {
             Err(error) => {
                 eprintln!(
                     "sdl: error: {}",
-                    redact::redact_error(&format!("{error:#}"))
+                    redact::redact_error(&messages::error_chain(&error))
                 );
-                std::process::ExitCode::from(ExitCode::Failure as u8)
+                let usage = error.downcast_ref::<walcli::UsageError>().is_some()
+                    || error.downcast_ref::<sdl::config::ConfigError>().is_some();
+                std::process::ExitCode::from(if usage {
+                    ExitCode::Config
+                } else {
+                    ExitCode::Failure
+                } as u8)
             }
         };
     }
@@ -82,7 +88,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err((code, error)) => {
-            let message = redact::redact_error(&format!("{error:#}"));
+            let message = redact::redact_error(&messages::error_chain(&error));
             if service::logs_are_json() {
                 // Every line a log shipper reads stays JSON.
                 tracing::error!(exit_code = code as u8, "sdl: error: {message}");

@@ -16,6 +16,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::breaker::{BreakerState, BreakerStatus};
@@ -120,7 +121,20 @@ impl Metrics {
                 "Seconds a stage has been failing at the same position, once that exceeds service.stuck_after; 0 when not stuck",
                 Family::<StageLabel, Gauge<f64, AtomicU64>>::default()
             ),
-            registry,
+            registry: {
+                let build = crate::build_info::build_info();
+                let mut labels = vec![("version".to_string(), build.version.to_string())];
+                if let Some(commit) = build.commit {
+                    labels.push(("commit".to_string(), commit.to_string()));
+                }
+                labels.push(("wal_format".to_string(), build.wal_format.to_string()));
+                registry.register(
+                    "build",
+                    "The sdl version, its git commit (when known) and the WAL record format it reads and writes",
+                    Info::new(labels),
+                );
+                registry
+            },
         }
     }
 

@@ -2,7 +2,11 @@
 //! failure. `sdl check` prints them all as a table; `sdl run` runs the same checks first and
 //! refuses to start on a failure (warnings are logged).
 //!
-//! Checks only read: nothing is created on either server.
+//! Checks only read: nothing is created on either server. Locally, `sdl check` also checks what
+//! `sdl run` needs on this host: that `wal.dir` can be created and written (a probe file is
+//! written and removed) and that `admin.listen` is free. A check that cannot be made (a privilege
+//! missing to see other replicas) says so as a warning with the grant that makes it possible; it
+//! never passes unchecked.
 
 use std::time::Duration;
 
@@ -40,7 +44,7 @@ impl Check {
         Self {
             name: name.to_string(),
             verdict,
-            detail: redact_error(&detail.into()),
+            detail: crate::messages::tidy(&redact_error(&detail.into())),
             fix: fix.into(),
         }
     }
@@ -60,19 +64,172 @@ pub enum SinkDown {
     Tolerated,
 }
 
-/// Runs every check; none stops the others (a check that needs an unreachable server is reported
-/// as not checked).
+/// Runs every check (`sdl check`); none stops the others (a check that needs an unreachable
+/// server is reported as not checked).
 pub async fn run_checks(config: &Config) -> Vec<Check> {
-    run_checks_with(config, SinkDown::Fails).await
+    let (wal, wal_in_use) = wal_dir(&config.wal.dir);
+    let mut checks = vec![wal];
+    checks.extend(run_checks_inner(config, SinkDown::Fails, wal_in_use).await);
+    checks
 }
 
+/// The checks `sdl run` makes once it holds the WAL (so the WAL directory is not checked again).
 pub async fn run_checks_with(config: &Config, sink_down: SinkDown) -> Vec<Check> {
-    let mut checks = source_checks(config).await;
+    run_checks_inner(config, sink_down, false).await
+}
+
+async fn run_checks_inner(config: &Config, sink_down: SinkDown, wal_in_use: bool) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if let Some(addr) = config.admin.listen_addr() {
+        checks.push(admin_listen(addr, wal_in_use).await);
+    }
+    checks.extend(source_checks(config, wal_in_use).await);
     checks.extend(sink_checks(config, sink_down).await);
     checks
 }
 
-async fn source_checks(config: &Config) -> Vec<Check> {
+/// `wal.dir`: an existing directory sdl can write, or a path it can create. Returns whether the
+/// directory holds a WAL another process has open (locked), i.e. a running sdl.
+fn wal_dir(dir: &std::path::Path) -> (Check, bool) {
+    const NAME: &str = "wal: directory writable";
+    let fix = "point wal.dir at a directory the user sdl runs as can write (under systemd, StateDirectory= creates /var/lib/sdl with the right owner), or make it so: chown/chmod it";
+    let probe = |dir: &std::path::Path| -> std::io::Result<()> {
+        let path = dir.join(format!(".sdl-check-{}", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"probe"));
+        let _ = std::fs::remove_file(&path);
+        written
+    };
+    if dir.exists() {
+        if !dir.is_dir() {
+            return (
+                Check::new(
+                    NAME,
+                    Verdict::Fail,
+                    format!("wal.dir = {} is a file, not a directory", dir.display()),
+                    fix,
+                ),
+                false,
+            );
+        }
+        if let Err(e) = probe(dir) {
+            return (
+                Check::new(
+                    NAME,
+                    Verdict::Fail,
+                    format!("cannot write in wal.dir = {}: {e}", dir.display()),
+                    fix,
+                ),
+                false,
+            );
+        }
+        if !crate::walcli::is_wal_dir(dir) {
+            return (
+                Check::pass(
+                    NAME,
+                    format!("{} (no WAL yet: created at the first start)", dir.display()),
+                ),
+                false,
+            );
+        }
+        let locked = std::fs::File::open(dir.join("db"))
+            .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        let detail = if locked {
+            format!(
+                "{} (in use: an sdl running with this wal.dir holds it)",
+                dir.display()
+            )
+        } else {
+            dir.display().to_string()
+        };
+        return (Check::pass(NAME, detail), locked);
+    }
+    // Missing: sdl creates it, so the nearest existing ancestor must be a writable directory.
+    let ancestor = dir.ancestors().skip(1).find(|a| a.exists());
+    let verdict = match ancestor {
+        Some(a) if !a.is_dir() => Err(format!("{} is a file, not a directory", a.display())),
+        Some(a) => probe(a).map_err(|e| format!("cannot write in {}: {e}", a.display())),
+        None => Err("no part of the path exists".to_string()),
+    };
+    let check = match verdict {
+        Ok(()) => Check::pass(
+            NAME,
+            format!(
+                "{} does not exist yet: sdl creates it at the first start",
+                dir.display()
+            ),
+        ),
+        Err(why) => Check::new(
+            NAME,
+            Verdict::Fail,
+            format!("wal.dir = {} cannot be created: {why}", dir.display()),
+            fix,
+        ),
+    };
+    (check, false)
+}
+
+/// `admin.listen`: the address must be free for `sdl run` to start (or, for `sdl check` while
+/// this service runs, taken by its own admin endpoint).
+async fn admin_listen(addr: String, wal_in_use: bool) -> Check {
+    const NAME: &str = "admin: listen address free";
+    let fix = "set admin.listen to a free host:port (each sdl on a host needs its own), or to \"\" to turn the admin endpoint off";
+    match tokio::net::TcpListener::bind(&addr).await {
+        Ok(listener) => {
+            drop(listener);
+            Check::pass(NAME, addr)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let answers_as_sdl = {
+                let url = format!("http://{addr}/healthz");
+                tokio::task::spawn_blocking(move || {
+                    ureq::get(&url)
+                        .config()
+                        .timeout_global(Some(Duration::from_secs(2)))
+                        .build()
+                        .call()
+                        .ok()
+                        .and_then(|mut r| r.body_mut().read_to_string().ok())
+                        .is_some_and(|body| body.trim() == "ok")
+                })
+                .await
+                .unwrap_or(false)
+            };
+            match (wal_in_use, answers_as_sdl) {
+                (true, true) => Check::pass(
+                    NAME,
+                    format!("{addr} is this service's own admin endpoint (sdl is running with this config)"),
+                ),
+                (true, false) => Check::new(
+                    NAME,
+                    Verdict::Warn,
+                    format!("admin.listen = {addr} is in use, most likely by this service (an sdl holds this config's WAL), though /healthz did not answer \"ok\""),
+                    "if this service is not running, another program holds the port: set admin.listen to a free host:port",
+                ),
+                (false, _) => Check::new(
+                    NAME,
+                    Verdict::Fail,
+                    format!(
+                        "admin.listen = {addr} is already in use by {}: sdl run would fail to start its admin endpoint",
+                        if answers_as_sdl { "another sdl" } else { "another program" }
+                    ),
+                    fix,
+                ),
+            }
+        }
+        Err(e) => Check::new(
+            NAME,
+            Verdict::Fail,
+            format!("cannot listen on admin.listen = {addr}: {e}"),
+            fix,
+        ),
+    }
+}
+
+async fn source_checks(config: &Config, wal_in_use: bool) -> Vec<Check> {
     let cfg = &config.source;
     let mut checks = Vec::new();
     let mut conn = match source::login(cfg).await {
@@ -81,11 +238,12 @@ async fn source_checks(config: &Config) -> Vec<Check> {
             conn
         }
         Err(e) => {
+            // The message says what to check.
             checks.push(Check::new(
                 "source: reachable, login",
                 Verdict::Fail,
                 e.to_string(),
-                "see the message",
+                "",
             ));
             return checks;
         }
@@ -93,7 +251,10 @@ async fn source_checks(config: &Config) -> Vec<Check> {
     checks.push(source_encryption(&mut conn, cfg).await);
     match source::settings_findings(&mut conn, cfg.column_names).await {
         Ok((flavor, findings)) => {
-            checks.push(Check::pass("source: flavor", format!("{flavor:?}")));
+            checks.push(Check::pass(
+                "source: flavor",
+                crate::messages::flavor_name(flavor),
+            ));
             for f in findings {
                 let name = format!("source: {}", f.setting);
                 checks.push(if f.ok {
@@ -112,11 +273,11 @@ async fn source_checks(config: &Config) -> Vec<Check> {
             "source: settings",
             Verdict::Fail,
             e.to_string(),
-            "see the message",
+            "grant the sdl user SELECT (it reads the server's global variables), then check again",
         )),
     }
     checks.push(privileges(&mut conn).await);
-    checks.push(server_id(&mut conn, cfg.server_id).await);
+    checks.push(server_id(&mut conn, cfg.server_id, wal_in_use).await);
     checks.push(binlog_retention(&mut conn, cfg.min_binlog_retention).await);
     let _ = conn.disconnect().await;
     checks
@@ -163,7 +324,12 @@ async fn source_encryption(
                 )
             }
         }
-        Err(e) => Check::new(NAME, Verdict::Warn, e.to_string(), "see the message"),
+        Err(e) => Check::new(
+            NAME,
+            Verdict::Warn,
+            format!("unknown: the server did not say whether the connection is encrypted ({e})"),
+            "check source.tls and the server's TLS settings (SHOW STATUS LIKE 'Ssl_cipher')",
+        ),
     }
 }
 
@@ -223,7 +389,10 @@ async fn privileges(conn: &mut mysql_async::Conn) -> Check {
     }
 }
 
-async fn server_id(conn: &mut mysql_async::Conn, ours: u32) -> Check {
+/// A replica registered with our id is a warning, not a failure: the source forgets a replica only
+/// when its dump thread notices the connection is gone (up to a heartbeat interval after this sdl
+/// stopped), so a just-stopped or restarting sdl would otherwise fail its own check.
+async fn server_id(conn: &mut mysql_async::Conn, ours: u32, this_service_runs: bool) -> Check {
     const NAME: &str = "source: server_id unique";
     let own: Option<u32> = conn.query_first("SELECT @@server_id").await.ok().flatten();
     if own == Some(ours) {
@@ -234,23 +403,44 @@ async fn server_id(conn: &mut mysql_async::Conn, ours: u32) -> Check {
             "set source.server_id to a number no server or replica of this source uses",
         );
     }
-    let replicas: Vec<mysql_async::Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
+    // MariaDB 10.5+ wants REPLICATION MASTER ADMIN for this, MySQL REPLICATION SLAVE: without
+    // it the check cannot be made, which is said (never a pass).
+    let replicas: Vec<mysql_async::Row> = match conn.query("SHOW SLAVE HOSTS").await {
+        Ok(rows) => rows,
+        Err(e) => {
+            return Check::new(
+                NAME,
+                Verdict::Warn,
+                format!(
+                    "unknown: the source refused to list its replicas (SHOW SLAVE HOSTS: {}), so whether another replica uses {ours} cannot be checked",
+                    crate::messages::tidy(&e.to_string())
+                ),
+                "grant REPLICATION MASTER ADMIN to the sdl user to check (MariaDB 10.5+; on MySQL REPLICATION SLAVE suffices): GRANT REPLICATION MASTER ADMIN ON *.* TO the sdl user",
+            );
+        }
+    };
     let taken = replicas
         .iter()
         .any(|row| row.get::<u32, _>("Server_id") == Some(ours));
     if taken {
+        let whose = if this_service_runs {
+            "(this sdl, which is running with this config, or another replica)"
+        } else {
+            "while this service is not running: another replica or sdl uses it, unless this sdl stopped moments ago (the source forgets a replica a heartbeat interval later)"
+        };
         Check::new(
             NAME,
             Verdict::Warn,
-            format!("a replica with server_id {ours} is connected (another replica, or this sdl already running)"),
-            "if it is not this sdl, choose another source.server_id: the source disconnects one of two replicas with the same id",
+            format!("a replica with server_id {ours} is connected {whose}"),
+            "choose another source.server_id unless it is this sdl: the source disconnects one of two replicas with the same id, and they knock each other off",
         )
     } else {
         Check::pass(
             NAME,
             format!(
-                "{ours} (the source's own is {})",
-                own.map_or("?".into(), |o| o.to_string())
+                "{ours} (the source's own is {}; {} other replica(s) connected)",
+                own.map_or("unknown".into(), |o| o.to_string()),
+                replicas.len()
             ),
         )
     }
@@ -312,11 +502,12 @@ async fn sink_checks(config: &Config, sink_down: SinkDown) -> Vec<Check> {
             return checks;
         }
         Err(e) => {
+            // The message says what to check.
             checks.push(Check::new(
                 "sink: reachable, login",
                 Verdict::Fail,
                 e.to_string(),
-                "see the message",
+                "",
             ));
             return checks;
         }
@@ -337,7 +528,7 @@ async fn sink_checks(config: &Config, sink_down: SinkDown) -> Vec<Check> {
                 url: probe.url.clone(),
             }
             .to_string(),
-            "see the message",
+            "use a replica set (or a sharded cluster), or set sink.transactions = \"auto\" or \"off\" (still exactly-once, without atomic batches)",
         ),
         (false, _) => Check::new(
             "sink: transactions",

@@ -8,9 +8,12 @@
 //! which can take connect timeouts when a server is away: the endpoint answers within moments of
 //! start, `/readyz` 503 saying what start-up is waiting for.
 //!
-//! Shutdown (SIGTERM/SIGINT): both stages are told to stop; the ingester flushes complete
-//! transactions to the WAL, the forwarder finishes or abandons its batch. A second signal exits at
-//! once, which is still safe: the WAL is the truth and both stages resume from it.
+//! Shutdown (SIGTERM/SIGINT, and SIGHUP: sdl does not reload its configuration): both stages are
+//! told to stop; the ingester flushes complete transactions to the WAL, the forwarder finishes or
+//! abandons its batch. A second signal exits at once, which is still safe: the WAL is the truth
+//! and both stages resume from it. A signal during start-up (a connection attempt may hang until
+//! its `connect_timeout`) is logged and ends the process at once with exit 0: nothing runs yet
+//! that needs stopping, and every WAL write is flushed when made.
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,9 +39,36 @@ pub fn logs_are_json() -> bool {
     JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The log filter from `SDL_LOG` (default `info`), and a warning when `SDL_LOG` is set to
+/// something that is not a filter: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+/// `target=level` directives (`info,sdl=debug`). A bare word such as `verbose` would otherwise
+/// be read as a module name and quietly turn the log off.
+fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let Ok(text) = std::env::var("SDL_LOG") else {
+        return (tracing_subscriber::EnvFilter::new("info"), None);
+    };
+    let level_ok = |level: &str| LEVELS.contains(&level.trim().to_ascii_lowercase().as_str());
+    let understood = !text.trim().is_empty()
+        && text
+            .split(',')
+            .all(|directive| match directive.split_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && level_ok(level),
+                None => level_ok(directive),
+            });
+    match tracing_subscriber::EnvFilter::try_new(&text) {
+        Ok(filter) if understood => (filter, None),
+        _ => (
+            tracing_subscriber::EnvFilter::new("info"),
+            Some(format!(
+                "SDL_LOG={text:?} is not a log filter: logging at info. Use a level (error, warn, info, debug, trace, off) or directives like \"info,sdl=debug\""
+            )),
+        ),
+    }
+}
+
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SDL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, filter_warning) = log_filter();
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -51,6 +81,9 @@ pub fn init_logging(format: LogFormat) {
         }
         LogFormat::Text => builder.try_init(),
     };
+    if let Some(warning) = filter_warning {
+        warn!("{warning}");
+    }
 }
 
 pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
@@ -59,8 +92,10 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     for warning in &config.warnings {
         warn!("{warning}");
     }
-
     let fail = |e: anyhow::Error| (ExitCode::Failure, e);
+    // Installed before anything can hang, so that a signal during start-up is honoured and logged.
+    let (startup_done, startup_signals) = watch_signals_during_startup().map_err(fail)?;
+
     if let Some(warning) =
         crate::wal_dir::make_private(&config.wal.dir).map_err(|e| (ExitCode::Config, e.into()))?
     {
@@ -70,8 +105,15 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let wal: Wal<SourceTransaction> = tokio::task::spawn_blocking(move || Wal::open(wal_dir))
         .await
         .map_err(|e| fail(e.into()))?
-        .map_err(|e| fail(e.into()))?;
-    info!(dir = %wal.dir().display(), id = %wal.id(), format = sdl_wal::FORMAT_VERSION, "WAL open");
+        .map_err(|e| fail(anyhow::anyhow!(crate::messages::wal_open_error(&e))))?;
+    info!(
+        dir = %wal.dir().display(),
+        id = %wal.id(),
+        wal_format = <SourceTransaction as sdl_wal::Record>::FORMAT_VERSION,
+        wal_metadata_format = sdl_wal::FORMAT_VERSION,
+        version = %crate::build_info::build_info().version,
+        "WAL open"
+    );
     for repair in wal.metadata_repairs() {
         warn!(key = %repair.key, problem = %repair.problem, action = %repair.action, "WAL metadata repaired at open");
     }
@@ -136,9 +178,15 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
         wal,
         &shutdown_tx,
         shutdown_rx,
-        breaker_tx,
-        ingest_tx,
-        forward_tx,
+        Publishers {
+            breaker: breaker_tx,
+            ingest: ingest_tx,
+            forward: forward_tx,
+        },
+        StartupSignals {
+            done: startup_done,
+            signals: startup_signals,
+        },
     )
     .await;
 
@@ -153,16 +201,38 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     outcome
 }
 
+/// Where the stages publish their states (read by the admin endpoint and the health watchers).
+struct Publishers {
+    breaker: watch::Sender<BreakerStatus>,
+    ingest: watch::Sender<crate::status::IngestStatus>,
+    forward: watch::Sender<crate::status::ForwardStatus>,
+}
+
+/// The start-up signal watcher (see [`watch_signals_during_startup`]): `done` ends start-up,
+/// `signals` hands the signal streams back for the running service.
+struct StartupSignals {
+    done: tokio::sync::oneshot::Sender<()>,
+    signals: tokio::task::JoinHandle<Signals>,
+}
+
 /// The start-up checks and connections, then both stages until shutdown or a failure.
 async fn run_stages(
     config: &Config,
     wal: Wal<SourceTransaction>,
     shutdown_tx: &watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
-    breaker_tx: watch::Sender<BreakerStatus>,
-    ingest_tx: watch::Sender<crate::status::IngestStatus>,
-    forward_tx: watch::Sender<crate::status::ForwardStatus>,
+    publishers: Publishers,
+    startup: StartupSignals,
 ) -> Result<(), (ExitCode, anyhow::Error)> {
+    let Publishers {
+        breaker: breaker_tx,
+        ingest: ingest_tx,
+        forward: forward_tx,
+    } = publishers;
+    let StartupSignals {
+        done: startup_done,
+        signals: startup_signals,
+    } = startup;
     let fail = |e: anyhow::Error| (ExitCode::Failure, e);
     // A WAL with a position can be filled from the binlog while MongoDB is away; a new one needs
     // MongoDB's offset to know where to start.
@@ -185,7 +255,7 @@ async fn run_stages(
         .iter()
         .find(|c| c.verdict == crate::preflight::Verdict::Fail)
     {
-        let fix = if failed.fix == "see the message" {
+        let fix = if failed.fix.is_empty() {
             String::new()
         } else {
             format!(" Fix: {}", failed.fix)
@@ -199,7 +269,10 @@ async fn run_stages(
     let (mut conn, flavor) = source::connect(&config.source)
         .await
         .map_err(source_failure)?;
-    info!(?flavor, "source connected and configured for row-based CDC");
+    info!(
+        flavor = %crate::messages::flavor_name(flavor),
+        "source connected and configured for row-based CDC"
+    );
 
     let sink = match MongoSink::connect(&config.sink, &config.source.name).await {
         Ok(sink) => {
@@ -207,7 +280,7 @@ async fn run_stages(
                 url = %sink.url(),
                 database = %config.sink.database,
                 transactions = sink.uses_transactions(),
-                mode = ?config.sink.transactions,
+                mode = %crate::messages::transactions_text(config.sink.transactions),
                 "sink connected"
             );
             Some(sink)
@@ -258,7 +331,11 @@ async fn run_stages(
                     .map_err(source_failure)?,
             ),
         };
-        info!(position = %position, start = ?config.source.start, "new WAL: starting position");
+        info!(
+            position = %position,
+            start = %crate::messages::start_text(&config.source.start),
+            "new WAL: starting position"
+        );
         wal.append(&[], position.to_string().as_bytes())
             .context("saving the starting position in the WAL")
             .map_err(fail)?;
@@ -306,14 +383,21 @@ async fn run_stages(
         })
     });
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| fail(e.into()))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| fail(e.into()))?;
+    let _ = startup_done.send(());
+    let Signals {
+        mut sigterm,
+        mut sigint,
+        mut sighup,
+    } = startup_signals
+        .await
+        .map_err(|e| fail(anyhow::anyhow!("signal task failed: {e}")))?;
 
     let mut ingester_result = None;
     let mut forwarder_result = None;
     tokio::select! {
         _ = sigterm.recv() => info!("SIGTERM: shutting down"),
         _ = sigint.recv() => info!("SIGINT: shutting down"),
+        _ = sighup.recv() => info!("SIGHUP: shutting down (sdl does not reload its configuration: start it again to apply a change)"),
         r = &mut ingester => ingester_result = Some(r),
         r = &mut forwarder => forwarder_result = Some(r),
     }
@@ -335,6 +419,7 @@ async fn run_stages(
         _ = drain => {}
         _ = sigterm.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
         _ = sigint.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
+        _ = sighup.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
         _ = tokio::time::sleep(config.shutdown_timeout) => warn!(timeout = ?config.shutdown_timeout, "shutdown timed out (shutdown_timeout); exiting"),
     }
 
@@ -380,6 +465,43 @@ async fn run_stages(
         info!("stopped cleanly");
     }
     outcome
+}
+
+/// The signals that stop sdl.
+struct Signals {
+    sigterm: tokio::signal::unix::Signal,
+    sigint: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+/// Until `done` is sent, a stop signal logs why and ends the process (exit 0): start-up holds
+/// nothing that needs a clean stop. After it, the task hands the signal streams back (no signal
+/// falls in a gap between two handlers).
+#[allow(clippy::type_complexity)]
+fn watch_signals_during_startup() -> anyhow::Result<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Signals>,
+)> {
+    let mut signals = Signals {
+        sigterm: signal(SignalKind::terminate())?,
+        sigint: signal(SignalKind::interrupt())?,
+        sighup: signal(SignalKind::hangup())?,
+    };
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = &mut done_rx => return signals,
+            _ = signals.sigterm.recv() => "SIGTERM",
+            _ = signals.sigint.recv() => "SIGINT",
+            _ = signals.sighup.recv() => "SIGHUP",
+        };
+        let message = format!(
+            "{name} during start-up: stopping before relaying anything (nothing is lost: the WAL holds everything read so far)"
+        );
+        warn!("{message}");
+        std::process::exit(0);
+    });
+    Ok((done_tx, task))
 }
 
 async fn prune_periodically(

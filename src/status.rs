@@ -17,8 +17,10 @@ use crate::breaker::{BreakerState, BreakerStatus};
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum IngestState {
     Starting,
-    /// Reading the binlog; `position` is where this connection started.
+    /// Reading the binlog from `position`, where this connection started (shown as
+    /// `connection_start_position`; the current position is `current_position`).
     Following {
+        #[serde(rename = "connection_start_position")]
         position: String,
     },
     /// Backpressure: the WAL holds `wal.max_bytes` of unacknowledged data.
@@ -37,7 +39,8 @@ pub enum IngestState {
 /// The most recent failure a stage reported, kept after it recovered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LastError {
-    /// The error, with any password in a URL replaced by `***`.
+    /// The error, with any password in a URL replaced by `***` and driver dumps shortened
+    /// (`messages::tidy`).
     pub message: String,
     /// When it happened (RFC 3339, UTC).
     pub at: String,
@@ -46,7 +49,7 @@ pub struct LastError {
 impl LastError {
     pub fn now(error: &dyn Display) -> Self {
         Self {
-            message: crate::redact::redact_error(&error.to_string()),
+            message: crate::messages::tidy(&crate::redact::redact_error(&error.to_string())),
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         }
     }
@@ -121,6 +124,8 @@ pub struct SourceReport {
 pub struct IngestReport {
     #[serde(flatten)]
     pub status: IngestStatus,
+    /// The GTID position after the last transaction saved in the WAL (as `source.position`).
+    pub current_position: Option<String>,
     /// Times the ingester reconnected after losing the binlog stream.
     pub restarts: u64,
     #[serde(flatten)]
@@ -168,6 +173,8 @@ pub struct StatusReport {
     /// MongoDB as the health probe sees it.
     pub sink: crate::health::SinkReach,
     pub wal: sdl_wal::WalStats,
+    /// The version, commit and WAL record format of this sdl.
+    pub build: crate::build_info::BuildInfo,
 }
 
 impl StatusReport {
@@ -187,6 +194,7 @@ impl StatusReport {
             },
             ingest: IngestReport {
                 status: ingest,
+                current_position: wal.ingest_position.clone(),
                 restarts: m.stage_restarts(Stage::Ingester),
                 stuck: health.stuck.get(Stage::Ingester).into(),
             },
@@ -199,6 +207,7 @@ impl StatusReport {
             breaker: BreakerReport::from(breaker),
             sink: health.sink.clone(),
             wal,
+            build: crate::build_info::build_info(),
         }
     }
 }

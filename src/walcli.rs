@@ -4,40 +4,56 @@
 //! Every inspection command works on the WAL directory of a stopped service (opened directly) and on a
 //! running one (sled holds an exclusive lock, so the command asks the service's admin endpoint,
 //! which answers with the very same functions below). Output is a human-readable table, or JSON
-//! with `--json`. Reading never changes records; opening a stopped WAL applies the same metadata
-//! repairs and format upgrade `sdl run` would (sdl_wal's header), and says so on stderr.
+//! with `--json`; records are shown as the change documents MongoDB will hold (relaxed extended
+//! JSON, the shape of docs/change-document.md). Reading never changes records (opening a stopped
+//! WAL applies the metadata repairs and format upgrade `sdl run` would, sdl_wal's header, and says
+//! so on stderr), and a directory that does not hold a WAL is refused, never turned into one. Output into a pipe closed early
+//! (`| head`) ends the command quietly with exit 0.
 
 use std::path::PathBuf;
 
+use std::io::Write;
+
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use sdl_wal::{Stored, Wal, WalStats};
+use sdl_wal::{Record, Stored, Wal, WalStats};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::event::{Change, RowOp, SourceTransaction, StatementChange, Value};
+use crate::event::{Change, SourceTransaction};
+use crate::messages::wal_range;
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum WalCommand {
-    /// First/last sequence, acknowledged cursor, sizes, oldest unacknowledged age, ingest position.
+    /// First/last sequence, acknowledged cursor, sizes, oldest unacknowledged age, ingest
+    /// position and the WAL record format version.
     Stats,
-    /// One line per record: sequence, GTID, changes, tables, size, acknowledged or not.
+    /// One line per record: sequence, GTID, commit time, changes, tables, size, acknowledged or
+    /// not. The oldest records first, or the newest with --last.
     List {
-        #[arg(long)]
+        /// The first sequence to list (default: the oldest record).
+        #[arg(long, conflicts_with = "last")]
         from: Option<u64>,
+        /// The most records to list.
         #[arg(long, default_value_t = 50)]
         limit: u64,
+        /// List the newest N records instead.
+        #[arg(long, value_name = "N")]
+        last: Option<u64>,
     },
-    /// One decoded record: GTID, position, tables with row counts, and its change events.
+    /// One record: GTID, position, and its changes as the change documents MongoDB holds.
     Show { seq: u64 },
     /// Checks every record; exits non-zero naming each damaged one.
     Verify,
-    /// Records from..=to as JSON lines.
+    /// Change documents of records FROM..=TO, one JSON line each (relaxed extended JSON, the
+    /// shape MongoDB holds; a damaged record gives a `{"seq", "error"}` line).
     Dump {
+        /// The first sequence (default: the oldest record).
         #[arg(long)]
-        from: u64,
+        from: Option<u64>,
+        /// The last sequence, included (default: the newest record).
         #[arg(long)]
-        to: u64,
+        to: Option<u64>,
     },
     /// For a WAL sdl cannot open (damaged files or metadata): move the WAL directory aside (kept,
     /// renamed with a timestamp) and create a new WAL at MongoDB's offset, after checking the
@@ -54,7 +70,8 @@ pub struct WalTarget {
     /// The WAL directory (of a stopped service).
     #[arg(long, global = true)]
     pub dir: Option<PathBuf>,
-    /// A running service's admin endpoint (host:port), when not given by --config.
+    /// A running service's admin endpoint (host:port): alone, or as the fallback when the WAL
+    /// directory is locked by the running service.
     #[arg(long, global = true)]
     pub admin: Option<String>,
     /// Print JSON instead of tables.
@@ -69,7 +86,8 @@ pub struct ListEntry {
     pub acked: bool,
     pub bytes: u64,
     pub gtid: Option<String>,
-    pub timestamp: Option<u32>,
+    /// The source commit time (RFC 3339, UTC).
+    pub time: Option<String>,
     pub rows: usize,
     pub statements: usize,
     pub tables: Vec<String>,
@@ -84,86 +102,45 @@ pub struct ShowRecord {
     pub transaction: Option<TransactionView>,
 }
 
-/// A record as `sdl wal show` and `sdl wal dump` print it: every row change with its table, key
-/// and column names (the WAL stores those once per record).
+/// A record as `sdl wal show` prints it: where it leaves the source position, which part of its
+/// transaction it holds, and its changes as the change documents MongoDB holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransactionView {
     pub gtid: String,
-    pub timestamp: u32,
+    /// The source commit time (RFC 3339, UTC).
+    pub time: String,
     pub position_after: String,
     pub first_change: u64,
     pub ends_transaction: bool,
-    pub changes: Vec<ChangeView>,
+    /// The change documents, in relaxed extended JSON (docs/change-document.md).
+    pub documents: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum ChangeView {
-    Row(RowView),
-    Statement(StatementChange),
+/// The change documents of a record exactly as the sink writes them, in relaxed extended JSON
+/// (`{"$date": ...}` for `ts`, plain numbers, `{"$binary": ...}` for bytes).
+pub fn change_documents(t: &SourceTransaction) -> Vec<serde_json::Value> {
+    crate::sink::document::transaction_documents(t)
+        .into_iter()
+        .map(|d| bson::Bson::Document(d).into_relaxed_extjson())
+        .collect()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RowView {
-    pub op: RowOp,
-    pub database: String,
-    pub table: String,
-    pub file: String,
-    pub pos: u64,
-    pub primary_key: Vec<String>,
-    /// Columns in table order; a column missing from the binlog's row image is left out.
-    pub before: Option<Vec<ColumnView>>,
-    pub after: Option<Vec<ColumnView>>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ColumnView {
-    pub name: String,
-    pub value: Value,
+fn commit_time(unix_seconds: u32) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(unix_seconds)),
+    )
+    .to_string()
 }
 
 impl From<&SourceTransaction> for TransactionView {
     fn from(t: &SourceTransaction) -> Self {
-        let changes = t
-            .changes
-            .iter()
-            .map(|change| match change {
-                Change::Row(row) => {
-                    let image = |values: &Option<Vec<Value>>| {
-                        values.as_ref().map(|values| {
-                            row.table
-                                .present(values)
-                                .map(|(name, value)| ColumnView {
-                                    name: name.to_string(),
-                                    value: value.clone(),
-                                })
-                                .collect()
-                        })
-                    };
-                    ChangeView::Row(RowView {
-                        op: row.op,
-                        database: row.table.database.clone(),
-                        table: row.table.name.clone(),
-                        file: row.file.to_string(),
-                        pos: row.pos,
-                        primary_key: row.table.primary_key_names().map(String::from).collect(),
-                        before: image(&row.before),
-                        after: image(&row.after),
-                    })
-                }
-                // Records written before statements were redacted at the source (src/redact.rs).
-                Change::Statement(statement) => ChangeView::Statement(StatementChange {
-                    statement: crate::redact::redact_statement(&statement.statement).into_owned(),
-                    ..statement.clone()
-                }),
-            })
-            .collect();
         TransactionView {
             gtid: t.gtid.clone(),
-            timestamp: t.timestamp,
+            time: commit_time(t.timestamp),
             position_after: t.position_after.clone(),
             first_change: t.first_change,
             ends_transaction: t.ends_transaction,
-            changes,
+            documents: change_documents(t),
         }
     }
 }
@@ -181,8 +158,22 @@ pub struct VerifyReport {
     pub damaged: Vec<Damaged>,
 }
 
-pub fn stats(wal: &Wal<SourceTransaction>) -> anyhow::Result<WalStats> {
-    Ok(wal.stats()?)
+/// `sdl wal stats`: the WAL's summary and the record format this sdl reads and writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsView {
+    #[serde(flatten)]
+    pub stats: WalStats,
+    /// The WAL record format version (`SourceTransaction::FORMAT_VERSION`) of the sdl that
+    /// answered; `None` from an older sdl's admin endpoint.
+    #[serde(default)]
+    pub wal_format: Option<u16>,
+}
+
+pub fn stats(wal: &Wal<SourceTransaction>) -> anyhow::Result<StatsView> {
+    Ok(StatsView {
+        stats: wal.stats()?,
+        wal_format: Some(SourceTransaction::FORMAT_VERSION),
+    })
 }
 
 fn entry(
@@ -215,7 +206,7 @@ fn entry(
                     acked: seq <= acked,
                     bytes: stored.frame_len as u64,
                     gtid: Some(t.gtid.clone()),
-                    timestamp: Some(t.timestamp),
+                    time: Some(commit_time(t.timestamp)),
                     rows,
                     statements,
                     tables,
@@ -230,7 +221,7 @@ fn entry(
                 acked: seq <= acked,
                 bytes: 0,
                 gtid: None,
-                timestamp: None,
+                time: None,
                 rows: 0,
                 statements: 0,
                 tables: Vec::new(),
@@ -261,9 +252,8 @@ pub fn show(wal: &Wal<SourceTransaction>, seq: u64) -> anyhow::Result<ShowRecord
     match entry(seq, acked, wal.get(seq)) {
         Some((entry, transaction)) => Ok(ShowRecord { entry, transaction }),
         None => bail!(
-            "no WAL record {seq} (the WAL holds {:?}..={})",
-            wal.first_seq()?,
-            wal.last_seq()?
+            "no WAL record {seq}: the WAL holds {}",
+            wal_range(wal.first_seq()?, wal.last_seq()?)
         ),
     }
 }
@@ -283,99 +273,135 @@ pub fn verify(wal: &Wal<SourceTransaction>) -> anyhow::Result<VerifyReport> {
     })
 }
 
-/// JSON lines: one `{"seq": N, "transaction": {...}}` (or `{"seq": N, "error": "..."}`) per record,
-/// each handed to `emit` as soon as it is made (a dump never holds more than one record).
+/// The change documents of records `from..=to` as JSON lines (relaxed extended JSON, one change
+/// document per line; a damaged record gives `{"seq": N, "error": "..."}`), handed to `emit` one
+/// by one so that a large range is never held in memory.
 pub fn dump(
     wal: &Wal<SourceTransaction>,
     from: u64,
     to: u64,
     mut emit: impl FnMut(String) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let acked = wal.acked()?;
     // Records beyond the last one do not exist: no need to look them up one by one.
     let to = to.min(wal.last_seq()?);
     for seq in from..=to {
-        if let Some((entry, transaction)) = entry(seq, acked, wal.get(seq)) {
-            let line = match transaction {
-                Some(t) => {
-                    serde_json::json!({ "seq": seq, "acked": entry.acked, "transaction": t })
+        match wal.get(seq) {
+            Ok(None) => {}
+            Ok(Some(stored)) => {
+                for document in change_documents(&stored.record) {
+                    emit(document.to_string())?;
                 }
-                None => serde_json::json!({ "seq": seq, "error": entry.error }),
-            };
-            emit(line.to_string())?;
+            }
+            Err(e) => emit(serde_json::json!({ "seq": seq, "error": e.to_string() }).to_string())?,
         }
+    }
+    Ok(())
+}
+
+/// Whether `dir` holds a WAL: sled's `conf` and `db` files, which every WAL directory has from
+/// its creation on. Inspection never creates a WAL, so anything else is refused.
+pub fn is_wal_dir(dir: &std::path::Path) -> bool {
+    dir.join("conf").is_file() && dir.join("db").is_file()
+}
+
+/// Refuses a `--dir`/`wal.dir` that is not a WAL, naming what it is.
+fn check_wal_dir(dir: &std::path::Path, from_config: bool) -> anyhow::Result<()> {
+    let key = if from_config {
+        "wal.dir in the config"
+    } else {
+        "--dir"
+    };
+    if !dir.exists() {
+        bail!(
+            "there is no WAL at {}: the directory does not exist (check {key}; sdl creates the WAL when the service first starts)",
+            dir.display()
+        );
+    }
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a WAL directory: it is a file (check {key})",
+            dir.display()
+        );
+    }
+    if !is_wal_dir(dir) {
+        bail!(
+            "{} is not a WAL directory: it lacks the WAL's database files (conf, db). Check {key}; `sdl wal` only reads a WAL and never creates one",
+            dir.display()
+        );
     }
     Ok(())
 }
 
 /// Runs a `sdl wal` command and returns the process exit code.
 pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
+    let mut out = std::io::stdout().lock();
+    match run_to(target, command, &mut out).and_then(|code| {
+        out.flush()?;
+        Ok(code)
+    }) {
+        // The reader went away (`sdl wal dump | head`): what it wanted was printed.
+        Err(e) if is_broken_pipe(&e) => Ok(0),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyhow::Result<u8> {
     if let WalCommand::Recover = command {
         let Some(config) = &target.config else {
-            bail!("`sdl wal recover` needs --config FILE: it reads MongoDB's offset and checks the source, besides the WAL directory");
+            bail!(UsageError("`sdl wal recover` needs --config FILE: it reads MongoDB's offset and checks the source, besides the WAL directory".into()));
         };
         return crate::walrecover::run(config);
     }
-    let (dir, admin) = match (&target.config, &target.dir) {
-        (Some(path), _) => {
-            let config = Config::load(path)?;
-            (
-                config.wal.dir,
-                target.admin.clone().or(config.admin.listen_addr()),
-            )
+    if let WalCommand::Dump {
+        from: Some(from),
+        to: Some(to),
+    } = command
+    {
+        if from > to {
+            bail!(UsageError(format!(
+                "--from {from} is after --to {to}: give --from <= --to (both default to the WAL's oldest and newest records)"
+            )));
         }
-        (None, Some(dir)) => (dir.clone(), target.admin.clone()),
-        (None, None) => {
-            bail!("say where the WAL is: --config FILE (the service's config) or --dir DIR")
-        }
-    };
-    if !dir.exists() {
-        bail!(
-            "there is no WAL at {}: check wal.dir in the config, or --dir",
-            dir.display()
-        );
     }
-    let source = match Wal::<SourceTransaction>::open(&dir) {
-        Ok(wal) => {
-            for repair in wal.metadata_repairs() {
-                eprintln!("sdl: WAL metadata repaired at open: {repair}");
-            }
-            Source::Local(wal)
-        }
-        Err(open_error) => match admin {
-            Some(addr) => Source::Remote {
-                addr,
-                // The service's token, kept in its WAL directory; /wal/show and /wal/dump need it.
-                token: crate::admin::read_token(&dir),
-            },
-            None => {
-                return Err(anyhow::Error::from(open_error).context(
-                    "the WAL could not be opened directly; if sdl is running, pass --config (or --admin HOST:PORT) so this command can ask its admin endpoint",
-                ))
-            }
-        },
-    };
+    let source = open(&target)?;
     let json = target.json;
     match command {
         WalCommand::Stats => {
-            let stats: WalStats = source.get("/wal/stats", stats)?;
+            let stats: StatsView = source.get("/wal/stats", stats)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
             } else {
-                print_stats(&stats);
+                print_stats(out, &stats)?;
             }
             Ok(0)
         }
-        WalCommand::List { from, limit } => {
+        WalCommand::List { from, limit, last } => {
+            let from = match last {
+                Some(n) => {
+                    let stats: StatsView = source.get("/wal/stats", stats)?;
+                    let newest = stats.stats.last_seq;
+                    Some(newest.saturating_sub(n.saturating_sub(1)).max(1))
+                }
+                None => from,
+            };
+            let limit = last.unwrap_or(limit);
             let path = format!(
                 "/wal/list?limit={limit}{}",
                 from.map(|f| format!("&from={f}")).unwrap_or_default()
             );
             let entries: Vec<ListEntry> = source.get(&path, |w| list(w, from, limit))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
             } else {
-                print_list(&entries);
+                print_list(out, &entries)?;
             }
             Ok(if entries.iter().any(|e| e.error.is_some()) {
                 1
@@ -386,28 +412,28 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
         WalCommand::Show { seq } => {
             let record: ShowRecord = source.get(&format!("/wal/show/{seq}"), |w| show(w, seq))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&record)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
             } else {
-                print_list(std::slice::from_ref(&record.entry));
+                print_list(out, std::slice::from_ref(&record.entry))?;
                 if let Some(t) = &record.transaction {
-                    println!("\nposition after: {}", t.position_after);
+                    writeln!(out, "\nposition after: {}", t.position_after)?;
                     if t.first_change > 0 || !t.ends_transaction {
-                        println!(
+                        writeln!(
+                            out,
                             "fragment of transaction {}: changes {}..{}{}",
                             t.gtid,
                             t.first_change,
-                            t.first_change + t.changes.len() as u64,
+                            t.first_change + t.documents.len() as u64,
                             if t.ends_transaction {
                                 " (its last)"
                             } else {
                                 " (more follow)"
                             }
-                        );
+                        )?;
                     }
-                    println!("changes (by ordinal in the transaction):");
-                    for (i, change) in t.changes.iter().enumerate() {
-                        let ordinal = t.first_change + i as u64;
-                        println!("  [{ordinal}] {}", serde_json::to_string(change)?);
+                    writeln!(out, "change documents, as MongoDB holds them:")?;
+                    for document in &t.documents {
+                        writeln!(out, "{}", serde_json::to_string_pretty(document)?)?;
                     }
                 }
             }
@@ -416,49 +442,135 @@ pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
         WalCommand::Verify => {
             let report: VerifyReport = source.get("/wal/verify", verify)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             } else if report.damaged.is_empty() {
-                println!(
-                    "ok: records {:?}..={} verified, none damaged",
-                    report.checked_from, report.checked_to
-                );
+                match report.checked_from {
+                    Some(first) if first <= report.checked_to => writeln!(
+                        out,
+                        "ok: records {first} to {} verified, none damaged",
+                        report.checked_to
+                    )?,
+                    _ => writeln!(
+                        out,
+                        "ok: the WAL holds {}",
+                        wal_range(None, report.checked_to)
+                    )?,
+                }
             } else {
                 for d in &report.damaged {
-                    println!("DAMAGED record {}: {}", d.seq, d.error);
+                    writeln!(out, "DAMAGED record {}: {}", d.seq, d.error)?;
                 }
-                println!("{} damaged record(s)", report.damaged.len());
+                writeln!(out, "{} damaged record(s)", report.damaged.len())?;
             }
             Ok(if report.damaged.is_empty() { 0 } else { 1 })
         }
         WalCommand::Recover => unreachable!("handled above"),
         WalCommand::Dump { from, to } => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let mut print = |line: String| -> anyhow::Result<()> {
-                writeln!(out, "{line}")?;
-                Ok(())
+            let (from, to) = match (from, to) {
+                (Some(from), Some(to)) => (from, to),
+                _ => {
+                    let stats: StatsView = source.get("/wal/stats", stats)?;
+                    let first = stats.stats.first_seq.unwrap_or(stats.stats.last_seq + 1);
+                    (from.unwrap_or(first), to.unwrap_or(stats.stats.last_seq))
+                }
             };
-            match &source {
-                Source::Local(wal) => dump(wal, from, to, &mut print)?,
-                Source::Remote { .. } => {
-                    // The endpoint answers at most MAX_RECORDS_PER_REQUEST records per request.
-                    let mut start = from;
-                    while start <= to {
-                        let end =
-                            to.min(start.saturating_add(crate::admin::MAX_RECORDS_PER_REQUEST - 1));
-                        source.stream_lines(
-                            &format!("/wal/dump?from={start}&to={end}"),
-                            &mut print,
-                        )?;
-                        match end.checked_add(1) {
-                            Some(next) => start = next,
-                            None => break,
+            // (A reversed range given in full was refused above; one made by a default, like an
+            // empty WAL's, is just empty.)
+            let mut printed = 0u64;
+            if from <= to {
+                match &source {
+                    Source::Local(wal) => dump(wal, from, to, |line| {
+                        writeln!(out, "{line}")?;
+                        printed += 1;
+                        Ok(())
+                    })?,
+                    Source::Remote { .. } => {
+                        // The endpoint answers at most MAX_RECORDS_PER_REQUEST records a request.
+                        let mut start = from;
+                        while start <= to {
+                            let end = to.min(
+                                start.saturating_add(crate::admin::MAX_RECORDS_PER_REQUEST - 1),
+                            );
+                            source.stream_lines(
+                                &format!("/wal/dump?from={start}&to={end}"),
+                                |line| {
+                                    writeln!(out, "{line}")?;
+                                    printed += 1;
+                                    Ok(())
+                                },
+                            )?;
+                            match end.checked_add(1) {
+                                Some(next) => start = next,
+                                None => break,
+                            }
                         }
                     }
                 }
             }
+            if printed == 0 {
+                // Said on stderr, so that the output stays JSON lines only.
+                let stats: StatsView = source.get("/wal/stats", stats)?;
+                eprintln!(
+                    "sdl: nothing to dump: the WAL holds {}",
+                    wal_range(stats.stats.first_seq, stats.stats.last_seq)
+                );
+            }
             Ok(0)
         }
+    }
+}
+
+/// A wrong command line (exit code 2, like clap's own errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The WAL to read: the directory (`--dir`, or `wal.dir` of `--config`) opened directly, or the
+/// running service's admin endpoint when the directory is locked by it (or `--admin` alone).
+fn open(target: &WalTarget) -> anyhow::Result<Source> {
+    let (dir, admin, from_config) = match (&target.config, &target.dir) {
+        (Some(path), _) => {
+            let config = Config::load(path)?;
+            (
+                config.wal.dir,
+                target.admin.clone().or(config.admin.listen_addr()),
+                true,
+            )
+        }
+        (None, Some(dir)) => (dir.clone(), target.admin.clone(), false),
+        (None, None) => match &target.admin {
+            Some(addr) => {
+                return Ok(Source::Remote {
+                    addr: addr.clone(),
+                    token: Err(anyhow::anyhow!(
+                        "no admin token: with --admin alone sdl cannot read it; add --config FILE (or --dir DIR) so it reads admin.token from the WAL directory"
+                    )),
+                })
+            }
+            None => bail!(UsageError(
+                "say where the WAL is: --config FILE (the service's config), --dir DIR (a stopped service's WAL directory) or --admin HOST:PORT (a running service's admin endpoint)".into()
+            )),
+        },
+    };
+    check_wal_dir(&dir, from_config)?;
+    match Wal::<SourceTransaction>::open(&dir) {
+        Ok(wal) => {
+            for repair in wal.metadata_repairs() {
+                eprintln!("sdl: WAL metadata repaired at open: {repair}");
+            }
+            Ok(Source::Local(wal))
+        }
+        Err(open_error) => match admin {
+            Some(addr) => Ok(Source::Remote {
+                addr,
+                // The service's token, kept in its WAL directory; /wal/show and /wal/dump need it.
+                token: crate::admin::read_token(&dir),
+            }),
+            None => Err(anyhow::anyhow!(
+                "{}; if sdl is running with this WAL, pass --config (or --admin HOST:PORT) so this command can ask its admin endpoint",
+                crate::messages::wal_open_error(&open_error)
+            )),
+        },
     }
 }
 
@@ -536,9 +648,14 @@ impl Source {
     }
 }
 
-fn print_stats(s: &WalStats) {
+fn print_stats(out: &mut impl Write, view: &StatsView) -> std::io::Result<()> {
+    let s = &view.stats;
     let rows = [
         ("wal id", s.wal_id.clone()),
+        (
+            "wal format version",
+            view.wal_format.map_or("-".into(), |v| v.to_string()),
+        ),
         (
             "first sequence",
             s.first_seq.map_or("-".into(), |v| v.to_string()),
@@ -561,28 +678,33 @@ fn print_stats(s: &WalStats) {
         ("disk usage (bytes)", s.disk_bytes.to_string()),
     ];
     for (k, v) in rows {
-        println!("{k:<26} {v}");
+        writeln!(out, "{k:<26} {v}")?;
     }
+    Ok(())
 }
 
-fn print_list(entries: &[ListEntry]) {
-    println!(
-        "{:>10}  {:<5}  {:<24}  {:>6}  {:>4}  {:>9}  tables",
-        "seq", "acked", "gtid", "rows", "ddl", "bytes"
-    );
+fn print_list(out: &mut impl Write, entries: &[ListEntry]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>10}  {:<5}  {:<24}  {:<20}  {:>6}  {:>4}  {:>9}  tables",
+        "seq", "acked", "gtid", "time (UTC)", "rows", "ddl", "bytes"
+    )?;
     for e in entries {
         match &e.error {
-            Some(err) => println!("{:>10}  {:<5}  DAMAGED: {err}", e.seq, e.acked),
-            None => println!(
-                "{:>10}  {:<5}  {:<24}  {:>6}  {:>4}  {:>9}  {}",
+            Some(err) => writeln!(out, "{:>10}  {:<5}  DAMAGED: {err}", e.seq, e.acked)?,
+            None => writeln!(
+                out,
+                "{:>10}  {:<5}  {:<24}  {:<20}  {:>6}  {:>4}  {:>9}  {}",
                 e.seq,
                 e.acked,
                 e.gtid.as_deref().unwrap_or("-"),
+                e.time.as_deref().unwrap_or("-"),
                 e.rows,
                 e.statements,
                 e.bytes,
                 e.tables.join(",")
-            ),
+            )?,
         }
     }
+    Ok(())
 }

@@ -90,7 +90,8 @@ fn example_config_is_accepted() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sdl.toml")).unwrap();
     let wal = dir.path().join("wal");
-    std::fs::create_dir(&wal).unwrap();
+    // A stopped service's (empty) WAL: `sdl wal` refuses a directory that is not a WAL.
+    drop(sdl_wal::Wal::<sdl::event::SourceTransaction>::open(&wal).unwrap());
     let config = example.replace("/var/lib/sdl/wal", &wal.display().to_string());
     let path = dir.path().join("sdl.toml");
     std::fs::write(&path, config).unwrap();

@@ -72,7 +72,8 @@ fn sdl_wal(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Every WAL record of a stopped sdl, decoded (`sdl wal dump`).
+/// Every WAL record of a stopped sdl, decoded (`sdl wal show --json`): gtid, position_after,
+/// first_change, ends_transaction and the record's change documents.
 fn wal_records(sdl: &Sdl) -> Vec<Json> {
     let dir = sdl.wal_dir().display().to_string();
     let stats: Json = serde_json::from_str(&sdl_wal(&["stats", "--json", "--dir", &dir])).unwrap();
@@ -80,21 +81,19 @@ fn wal_records(sdl: &Sdl) -> Vec<Json> {
         stats["first_seq"].as_u64().unwrap(),
         stats["last_seq"].as_u64().unwrap(),
     );
-    sdl_wal(&[
-        "dump",
-        "--dir",
-        &dir,
-        "--from",
-        &first.to_string(),
-        "--to",
-        &last.to_string(),
-    ])
-    .lines()
-    .map(|line| {
-        let mut entry: Json = serde_json::from_str(line).unwrap();
-        entry["transaction"].take()
-    })
-    .collect()
+    (first..=last)
+        .map(|seq| {
+            let mut record: Json = serde_json::from_str(&sdl_wal(&[
+                "show",
+                &seq.to_string(),
+                "--json",
+                "--dir",
+                &dir,
+            ]))
+            .unwrap();
+            record["transaction"].take()
+        })
+        .collect()
 }
 
 /// Exactly once, document by document: as many row change documents as the source made, each
@@ -134,7 +133,7 @@ async fn a_large_transaction_travels_in_bounded_records_and_resumes_from_a_parti
     assert!(fragments.len() > 1, "the transaction was not split");
     let mut next_ordinal = 0;
     for (i, fragment) in fragments.iter().enumerate() {
-        let count = fragment["changes"].as_array().unwrap().len() as u64;
+        let count = fragment["documents"].as_array().unwrap().len() as u64;
         // A fragment is cut once it reaches the limit; one rows event (a few hundred rows at most
         // here) may take it past.
         let last = i + 1 == fragments.len();

@@ -35,6 +35,8 @@ async fn a_good_setup_passes_every_check() {
     let (code, table, stderr) = sdl_check(&sdl.config_path);
     assert_eq!(code, 0, "{table}\n{stderr}");
     for check in [
+        "wal: directory writable",
+        "admin: listen address free",
         "source: reachable, login",
         "source: encryption",
         "source: log_bin",

@@ -896,7 +896,8 @@ fn retry_transaction(e: &MongoError, attempts: u32) -> bool {
 }
 
 fn classify_connect_error(url: &str, e: &MongoError) -> SinkError {
-    let detail = redact_error(&e.to_string());
+    // Without the driver's topology dump: the servers and the error each gave (messages::tidy).
+    let detail = crate::messages::tidy(&redact_error(&e.to_string()));
     // The driver reports handshake failures inside its server selection error, as text.
     let tls_fix = if matches!(*e.kind, ErrorKind::InvalidTlsConfig { .. }) {
         Some("Check sink.tls_ca_file and sink.tls_cert_key_file (PEM files; the second holds the certificate and its key)")

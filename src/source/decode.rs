@@ -180,6 +180,10 @@ pub struct TableSchema {
     pub primary_key: Vec<String>,
 }
 
+/// How to get past row events written under `binlog_row_metadata=MINIMAL`: they stay in the
+/// binlog as written, so setting FULL and restarting alone fails on the same event again.
+const MINIMAL_WAY_OUT: &str = "Setting binlog_row_metadata=FULL on the source helps only for rows written after the change: the events already written this way stay as they are, and restarting alone fails on this one again. To get past them, add source.column_names = \"information_schema\" to the [source] section of the config and start sdl again: names are then read from information_schema (right unless the table has changed since; sdl refuses a table whose columns no longer match). Once sdl is past them (`sdl wal stats` ingest position), you may remove it again. (Skipping their changes instead means re-seeding after them: docs/operations.md, \"Rows written under binlog_row_metadata=MINIMAL\".) Either way, set binlog_row_metadata=FULL on the source (and in its config file) so that it does not happen again";
+
 /// The `(database, table)` of a TABLE_MAP event that carries no column names.
 pub fn table_without_names(event: &Event) -> Option<(String, String)> {
     if event.header().event_type_raw() != EventType::TABLE_MAP_EVENT as u8 {
@@ -1170,21 +1174,19 @@ fn table_info(
         }
         None if mode == AssemblerMode::File => (0..count).map(|i| format!("@{i}")).collect(),
         None => {
-            return Err(fail(
-                "the TABLE_MAP carries no column names (binlog_row_metadata=MINIMAL): set \
-                 binlog_row_metadata=FULL on the source and restart sdl"
-                    .into(),
-            ))
+            return Err(fail(format!(
+                "the TABLE_MAP carries no column names: it was written while the source had \
+                 binlog_row_metadata=MINIMAL. {MINIMAL_WAY_OUT}"
+            )))
         }
     };
     if mode == AssemblerMode::Live
         && (enum_values.len() != enum_columns.len() || set_values.len() != set_columns.len())
     {
-        return Err(fail(
-            "the TABLE_MAP lacks ENUM or SET member names: set binlog_row_metadata=FULL on the \
-             source and restart sdl"
-                .into(),
-        ));
+        return Err(fail(format!(
+            "the TABLE_MAP lacks ENUM or SET member names: it was written while the source had \
+             binlog_row_metadata=MINIMAL. {MINIMAL_WAY_OUT}"
+        )));
     }
     let primary_key = primary_key
         .unwrap_or_default()

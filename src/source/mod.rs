@@ -56,8 +56,14 @@ pub enum Flavor {
 pub enum SourceError {
     #[error("cannot reach the source database at {url}: {detail}. Check that the server is running and that source.url has the right host and port")]
     Unreachable { url: String, detail: String },
-    #[error("the source database at {url} refused the login: {detail}. Check the user and password in source.url; the user needs REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges (and, for a user created REQUIRE X509/SSL, source.tls = \"on\" with a client certificate)")]
-    AccessDenied { url: String, detail: String },
+    #[error("the source database at {url} refused the login: {detail}. Check {check}; the user needs REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges (and, for a user created REQUIRE X509/SSL, source.tls = \"on\" with a client certificate)")]
+    AccessDenied {
+        url: String,
+        detail: String,
+        /// What to check, naming where the password came from (`source.url`,
+        /// `source.password_file` or `SDL_SOURCE_PASSWORD`).
+        check: String,
+    },
     #[error("TLS to the source database at {url} failed: {detail}. {fix}")]
     Tls {
         url: String,
@@ -100,10 +106,16 @@ const ER_DBACCESS_DENIED: u16 = 1044;
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 /// The event a source sends when it has had nothing newer to send for a heartbeat period.
 const HEARTBEAT_EVENT: u8 = 0x1b;
+/// MariaDB: "A slave with the same server_uuid/server_id as this slave has connected to the master".
+const ER_SAME_SERVER_ID: u16 = 4052;
 /// "Got fatal error from master when reading data from binary log" (purged or missing binlog).
 const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 
-fn classify_connect_error(url: &str, e: mysql_async::Error) -> SourceError {
+fn classify_connect_error(
+    url: &str,
+    password_origin: String,
+    e: mysql_async::Error,
+) -> SourceError {
     let url = redact_url(url);
     if let Some(fix) = tls_failure(&e) {
         return SourceError::Tls {
@@ -121,6 +133,7 @@ fn classify_connect_error(url: &str, e: mysql_async::Error) -> SourceError {
             SourceError::AccessDenied {
                 url,
                 detail: s.message.clone(),
+                check: password_origin,
             }
         }
         other => SourceError::Unreachable {
@@ -222,7 +235,7 @@ async fn login_now(cfg: &SourceConfig) -> Result<Conn, SourceError> {
     }
     Conn::new(builder)
         .await
-        .map_err(|e| classify_connect_error(&cfg.url, e))
+        .map_err(|e| classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e))
 }
 
 /// TLS for `source.tls = "on"`: the server's certificate must chain to `tls_ca_file` (only to it
@@ -486,7 +499,7 @@ async fn open_stream(
         (_, position) => {
             return Err(SourceError::Setting {
                 setting: "source flavor",
-                actual: format!("{flavor:?}"),
+                actual: crate::messages::flavor_name(flavor).to_string(),
                 required: "the flavor that wrote the WAL position",
                 fix: match position {
                     Position::Mariadb(_) => "The WAL holds a MariaDB position but the source is MySQL: point source.url at the original server, or use a new WAL directory.",
@@ -502,6 +515,16 @@ async fn open_stream(
 
 fn stream_error(position: &Position, e: mysql_async::Error) -> SourceError {
     match e {
+        // MariaDB's 4052 (MySQL says it in a 1236): the source disconnected this stream because
+        // another replica registered with the same server id.
+        mysql_async::Error::Server(s)
+            if s.code == ER_SAME_SERVER_ID || s.message.contains("same server_uuid/server_id") =>
+        {
+            SourceError::Transient(format!(
+                "{} (error {}). Another replica, or another sdl, connected to the source with this sdl's server id (source.server_id): the source keeps one of the two and disconnects the other, so they knock each other off. Give every sdl its own source.server_id, different from every server and replica of this source",
+                s.message, s.code
+            ))
+        }
         mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_READING_BINLOG => {
             SourceError::BinlogUnavailable {
                 position: position.to_string(),
@@ -514,6 +537,7 @@ fn stream_error(position: &Position, e: mysql_async::Error) -> SourceError {
             SourceError::AccessDenied {
                 url: "(binlog stream)".into(),
                 detail: s.message,
+                check: "the sdl user's privileges".into(),
             }
         }
         other => SourceError::Transient(other.to_string()),

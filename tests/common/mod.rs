@@ -140,7 +140,9 @@ impl MariaDb {
         for statement in [
             format!("CREATE USER '{SDL_USER}'@'%' IDENTIFIED BY '{SDL_PASSWORD}'"),
             format!(
-                "GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{SDL_USER}'@'%'"
+                // The README's grants (REPLICATION MASTER ADMIN: MariaDB 10.5+ lists replicas
+                // only with it).
+                "GRANT REPLICATION SLAVE, REPLICATION CLIENT, REPLICATION MASTER ADMIN, SELECT ON *.* TO '{SDL_USER}'@'%'"
             ),
             "CREATE DATABASE app".to_string(),
         ] {
