@@ -5,12 +5,14 @@
 //! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
 //! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
 //! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint,
-//! [`tls`] the checks of the TLS files and [`walcli`] the `sdl wal` inspection commands. Data
+//! [`tls`] the checks of the TLS files, [`walcli`] the `sdl wal` inspection commands and [`cli`]
+//! the command line itself (its man pages, completions and version line are generated from it). Data
 //! moves one way; no stage reaches back. The library exists so that the binlog decoder can be
 //! driven from binlog files and fuzzers as well as from the `sdl` binary.
 
 pub mod admin;
 pub mod breaker;
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod forward;
