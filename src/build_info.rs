@@ -2,16 +2,14 @@
 //! one) and the WAL record format it reads and writes. Shown where an operator looks: `/status`
 //! (`build`), the `sdl_build_info` metric, the start-up log and `sdl wal stats`.
 
-use sdl_wal::Record;
 use serde::Serialize;
 
-use crate::event::SourceTransaction;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildInfo {
     pub version: &'static str,
-    /// `SDL_GIT_COMMIT` at build time (the packaging scripts set it); `None` for a plain
-    /// `cargo build` outside them.
+    /// The git commit (build.rs: `git rev-parse`, or `SDL_GIT_COMMIT` when the builder sets it);
+    /// `None` when built outside a git checkout.
     pub commit: Option<&'static str>,
     /// `SourceTransaction::FORMAT_VERSION`: records of another format are refused, not guessed.
     pub wal_format: u16,
@@ -20,7 +18,7 @@ pub struct BuildInfo {
 pub fn build_info() -> BuildInfo {
     BuildInfo {
         version: env!("CARGO_PKG_VERSION"),
-        commit: option_env!("SDL_GIT_COMMIT").filter(|c| !c.is_empty()),
-        wal_format: SourceTransaction::FORMAT_VERSION,
+        commit: Some(crate::cli::GIT_COMMIT).filter(|c| *c != "unknown"),
+        wal_format: crate::cli::WAL_FORMAT,
     }
 }

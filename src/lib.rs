@@ -6,14 +6,16 @@
 //! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
 //! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint,
 //! [`health`] what `/readyz` answers and which stage is stuck, [`build_info`] what the binary is,
-//! [`tls`] the checks of the TLS files, [`messages`] how errors are printed and [`walcli`] the
-//! `sdl wal` inspection commands. Data moves one way; no stage reaches back. The library exists so
-//! that the binlog decoder can be driven from binlog files and fuzzers as well as from the `sdl`
-//! binary.
+//! [`tls`] the checks of the TLS files, [`messages`] how errors are printed, [`walcli`] the
+//! `sdl wal` inspection commands and [`cli`] the command line itself (its man pages, completions
+//! and version line are generated from it). Data moves one way; no stage reaches back. The library
+//! exists so that the binlog decoder can be driven from binlog files and fuzzers as well as from
+//! the `sdl` binary.
 
 pub mod admin;
 pub mod breaker;
 pub mod build_info;
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod forward;

@@ -1,9 +1,7 @@
-//! sdl: a durable MySQL/MariaDB → MongoDB change relay (the command line; the stages live in the
-//! library, src/lib.rs).
+//! sdl: a durable MySQL/MariaDB → MongoDB change relay (the command line, defined in
+//! src/cli.rs; the stages live in the library, src/lib.rs).
 
-use std::path::PathBuf;
-
-use clap::{Parser, Subcommand};
+use sdl::cli::{self, Command};
 use sdl::{messages, redact, service, walcli, ExitCode};
 
 // sdl allocates and frees many small values per row change on two threads at once; jemalloc
@@ -11,44 +9,12 @@ use sdl::{messages, redact, service, walcli, ExitCode};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[derive(Parser)]
-#[command(
-    name = "sdl",
-    version,
-    about = "Durable MySQL/MariaDB to MongoDB change relay"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the relay: follow the binlog into the WAL and forward the WAL to MongoDB.
-    Run {
-        /// Path to the TOML configuration (see deploy/sdl.toml).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Check both ends (settings, privileges, server id, binlog retention, MongoDB) and print a
-    /// pass/fail table with the fix for each failure. Exit 1 on any failure.
-    Check {
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Inspect the WAL (works on a stopped service's directory, or through a running service's
-    /// admin endpoint).
-    Wal {
-        #[command(flatten)]
-        target: walcli::WalTarget,
-        #[command(subcommand)]
-        command: walcli::WalCommand,
-    },
-}
-
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    if let Command::Wal { target, command } = cli.command {
+    let command = match cli::run_offline(cli::parse().command) {
+        Ok(result) => return exit(result),
+        Err(command) => command,
+    };
+    if let Command::Wal { target, command } = command {
         return match walcli::run(target, command) {
             Ok(code) => std::process::ExitCode::from(code),
             Err(error) => {
@@ -78,13 +44,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(ExitCode::Failure as u8);
         }
     };
-    let result = match cli.command {
+    let result = match command {
         Command::Run { config } => runtime.block_on(service::run(&config)),
         Command::Check { config } => runtime.block_on(service::check(&config)),
-        Command::Wal { .. } => unreachable!("handled above"),
+        _ => unreachable!("the other commands are run by cli::run_offline or above"),
     };
     // Don't wait for blocking tasks (e.g. a stuck fsync) after the decision to exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    exit(result)
+}
+
+fn exit(result: Result<(), (ExitCode, anyhow::Error)>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err((code, error)) => {

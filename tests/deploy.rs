@@ -15,7 +15,7 @@ fn systemd_unit_verifies() {
     let path = dir.path().join("sdl.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/sdl", env!("CARGO_BIN_EXE_sdl")),
+        unit.replace("/usr/bin/sdl", env!("CARGO_BIN_EXE_sdl")),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")
