@@ -4,7 +4,6 @@
 
 use serde::Serialize;
 
-
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildInfo {
     pub version: &'static str,

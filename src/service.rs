@@ -141,8 +141,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
                     stuck: stuck_rx,
                 },
             };
-            let (local, task) =
-                crate::admin::start(
+            let (local, task) = crate::admin::start(
                 &addr,
                 &config.admin,
                 wal.clone(),
@@ -150,7 +149,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
                 shutdown_rx.clone(),
             )
             .await
-                    .map_err(|e| fail(e.into()))?;
+            .map_err(|e| fail(e.into()))?;
             info!(listen = %local, "admin endpoint up");
             Some(task)
         }
