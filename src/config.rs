@@ -547,7 +547,7 @@ fn whole_units(d: Duration) -> String {
     let (unit, name) = [(DAY, "days"), (3600, "h"), (60, "m"), (1, "s")]
         .into_iter()
         // One day reads better as "24h".
-        .find(|(unit, _)| secs.is_multiple_of(*unit) && secs != DAY)
+        .find(|&(unit, _)| secs.is_multiple_of(unit) && !(unit == DAY && secs == DAY))
         .expect("1 divides everything");
     format!("{}{name}", secs / unit)
 }
@@ -645,8 +645,16 @@ fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {what}")
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            // The line itself names the key, which a value's own error (e.g. a bad byte size)
+            // does not.
+            let line_text = text[line_start..].lines().next().unwrap_or_default().trim();
+            if line_text.is_empty() || line_text.chars().count() > 120 {
+                format!("line {line}, column {column}: {what}")
+            } else {
+                format!("line {line}, column {column}: {what} (the line reads `{line_text}`)")
+            }
         }
         None => what,
     }
@@ -1072,7 +1080,7 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
     #[test]
     fn the_documented_example_lists_every_key() {
         let example = include_str!("../deploy/sdl.toml");
-        let sections = ["", "source", "wal", "sink", "admin", "log"];
+        let sections = ["", "source", "wal", "sink", "admin", "log", "service"];
         for section in sections {
             // deny_unknown_fields names every key a section accepts.
             let err = with_line(section, "no_such_key = 1")
@@ -1138,7 +1146,7 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
             .to_string();
         assert!(
             err.contains(
-                "line 1, column 8: invalid table header; expected `.`, `]`. Fix that line"
+                "line 1, column 8: invalid table header; expected `.`, `]` (the line reads `[source`). Fix that line"
             ),
             "{err}"
         );

@@ -149,7 +149,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
                 shutdown_rx.clone(),
             )
             .await
-            .map_err(|e| fail(e.into()))?;
+            .map_err(fail)?;
             info!(listen = %local, "admin endpoint up");
             Some(task)
         }
