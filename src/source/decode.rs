@@ -64,6 +64,9 @@ mod mariadb_event {
     pub const ROWS_COMPRESSED_LAST: u8 = 171;
 }
 
+/// The most provided table schemas kept (see [`TransactionAssembler::provide_schema`]).
+pub const MAX_CACHED_SCHEMAS: usize = 4096;
+
 /// MariaDB GTID event flags (sql/log_event.h).
 const FL_STANDALONE: u8 = 1;
 const FL_GROUP_COMMIT_ID: u8 = 2;
@@ -95,8 +98,20 @@ struct OpenTransaction {
     next_ordinal: u64,
     /// Changes with a lower ordinal are already saved (a resumed partial transaction): dropped.
     skip_below: u64,
-    position_before: Position,
-    position_after: Position,
+    /// What the transaction adds to the position when it commits (the assembler's position is
+    /// the position before it until then: no copy of a large GTID set is made per transaction).
+    step: PositionStep,
+}
+
+/// How a transaction moves the position.
+enum PositionStep {
+    Mariadb(MariadbGtid),
+    Mysql {
+        source: String,
+        gno: u64,
+    },
+    /// File mode: a transaction without a GTID does not move it.
+    None,
 }
 
 impl OpenTransaction {
@@ -258,8 +273,19 @@ impl TransactionAssembler {
     }
 
     /// Provides names for a table whose TABLE_MAPs carry none (see [`table_without_names`]).
+    /// At most [`MAX_CACHED_SCHEMAS`] are kept: when a new one would exceed that, the cache is
+    /// emptied and refilled on demand (each table is then looked up again when its rows next
+    /// arrive), so memory stays bounded whatever the number of tables.
     pub fn provide_schema(&mut self, database: String, table: String, schema: TableSchema) {
+        if self.schemas.len() >= MAX_CACHED_SCHEMAS {
+            self.schemas.clear();
+        }
         self.schemas.insert((database, table), schema);
+    }
+
+    /// How many TABLE_MAPs and provided schemas are cached (for tests of the bounds).
+    pub fn cached_tables(&self) -> (usize, usize) {
+        (self.table_maps.len(), self.schemas.len())
     }
 
     pub fn has_schema(&self, database: &str, table: &str) -> bool {
@@ -425,6 +451,9 @@ impl TransactionAssembler {
         match data {
             EventData::RotateEvent(rotate) => {
                 self.file = Arc::from(clean_binlog_name(&rotate));
+                // Table ids are only valid within the file (and each transaction maps its
+                // tables again anyway).
+                self.table_maps.clear();
                 Ok(None)
             }
             EventData::FormatDescriptionEvent(_)
@@ -445,8 +474,8 @@ impl TransactionAssembler {
             EventData::GtidEvent(gtid) => self.begin_mysql(event, &gtid).map(|()| None),
             EventData::AnonymousGtidEvent(_) if self.mode == AssemblerMode::File => {
                 let gtid = format!("anonymous@{}:{event_start}", self.file);
-                let position = self.position.clone();
-                self.begin(event, gtid, true, position).map(|()| None)
+                self.begin(event, gtid, true, PositionStep::None)
+                    .map(|()| None)
             }
             EventData::AnonymousGtidEvent(_) => Err(self.error(
                 event,
@@ -508,7 +537,7 @@ impl TransactionAssembler {
         event: &Event,
         gtid: String,
         standalone: bool,
-        position_after: Position,
+        step: PositionStep,
     ) -> Result<(), DecodeError> {
         if let Some(open) = &self.open {
             return Err(self.error(
@@ -546,8 +575,7 @@ impl TransactionAssembler {
             fragment_first: 0,
             next_ordinal: 0,
             skip_below,
-            position_before: self.position.clone(),
-            position_after,
+            step,
         });
         Ok(())
     }
@@ -560,8 +588,7 @@ impl TransactionAssembler {
         standalone: bool,
     ) -> Result<(), DecodeError> {
         let gtid = format!("anonymous@{}:{event_start}", self.file);
-        let position = self.position.clone();
-        self.begin(event, gtid, standalone, position)
+        self.begin(event, gtid, standalone, PositionStep::None)
     }
 
     fn begin_mariadb(
@@ -579,16 +606,11 @@ impl TransactionAssembler {
                 ),
             ));
         }
-        let mut after = match &self.position {
-            Position::Mariadb(p) => p.clone(),
-            Position::Mysql(_) => MariadbPosition::default(),
-        };
-        after.advance(parsed.gtid);
         self.begin(
             event,
             parsed.gtid.to_string(),
             parsed.flags & FL_STANDALONE != 0,
-            Position::Mariadb(after),
+            PositionStep::Mariadb(parsed.gtid),
         )
     }
 
@@ -598,17 +620,15 @@ impl TransactionAssembler {
             Some(tag) => format!("{uuid}:{tag}"),
             None => uuid,
         };
-        let mut after = match &self.position {
-            Position::Mysql(s) => s.clone(),
-            Position::Mariadb(_) => MysqlGtidSet::default(),
-        };
-        after.add(&source, gtid.gno());
         // A MySQL transaction that does not start with BEGIN is a single DDL statement.
         self.begin(
             event,
             format!("{source}:{}", gtid.gno()),
             true,
-            Position::Mysql(after),
+            PositionStep::Mysql {
+                source,
+                gno: gtid.gno(),
+            },
         )?;
         Ok(())
     }
@@ -646,6 +666,28 @@ impl TransactionAssembler {
                 event,
                 "QUERY",
                 format!("XA statement `{text}` is not supported"),
+            ));
+        }
+        if let Some(kind) = statement_row_change(&text) {
+            let gtid = match &self.open {
+                Some(open) => format!("transaction {}", open.gtid),
+                None => "a transaction without GTID".into(),
+            };
+            return Err(self.error(
+                event,
+                "QUERY",
+                format!(
+                    "{gtid} holds a row change logged as a statement ({kind}: `{}`): the session \
+                     that ran it used binlog_format=STATEMENT or MIXED, so the binlog has no row \
+                     images and the changed rows cannot be reconstructed. Nothing from this \
+                     transaction on was relayed. Fix the source: set binlog_format=ROW in its \
+                     configuration and with SET GLOBAL, and keep sessions from overriding it \
+                     (SET SESSION binlog_format needs SUPER or BINLOG ADMIN). This transaction's \
+                     changes must then be brought to MongoDB by other means: re-seed by starting \
+                     sdl with an empty WAL directory and source.start set to a GTID position \
+                     after it",
+                    shorten(&text)
+                ),
             ));
         }
         if self.open.is_none() && self.mode == AssemblerMode::File {
@@ -764,7 +806,7 @@ impl TransactionAssembler {
             return None;
         }
         let resume = ResumePoint {
-            position: open.position_before.clone(),
+            position: self.position.clone(),
             partial: Some(PartialTransaction {
                 gtid: open.gtid.clone(),
                 saved_changes: open.next_ordinal,
@@ -791,6 +833,10 @@ impl TransactionAssembler {
                 "commit without a transaction (no GTID event began one)".into(),
             ));
         };
+        // Every transaction writes the TABLE_MAPs of its own row events, so none is needed past
+        // its commit: the cache holds at most one transaction's tables, whatever the number of
+        // tables in the source or their table ids (which grow with every reopen and ALTER).
+        self.table_maps.clear();
         if open.next_ordinal < open.skip_below {
             return Err(self.error(
                 event,
@@ -803,7 +849,25 @@ impl TransactionAssembler {
                 ),
             ));
         }
-        self.position = open.position_after;
+        match open.step {
+            PositionStep::Mariadb(gtid) => {
+                if !matches!(self.position, Position::Mariadb(_)) {
+                    self.position = Position::Mariadb(MariadbPosition::default());
+                }
+                if let Position::Mariadb(p) = &mut self.position {
+                    p.advance(gtid);
+                }
+            }
+            PositionStep::Mysql { source, gno } => {
+                if !matches!(self.position, Position::Mysql(_)) {
+                    self.position = Position::Mysql(MysqlGtidSet::default());
+                }
+                if let Position::Mysql(set) = &mut self.position {
+                    set.add(&source, gno);
+                }
+            }
+            PositionStep::None => {}
+        }
         let first_change = if open.changes.is_empty() {
             open.next_ordinal
         } else {
@@ -901,6 +965,115 @@ fn shorten(text: &str) -> String {
         s.push('…');
     }
     s
+}
+
+/// What kind of row change `statement` is, when it is one: a DML statement (INSERT, UPDATE,
+/// DELETE, REPLACE, LOAD DATA/XML, one of those after a `WITH` clause) or a `CREATE TABLE ...
+/// SELECT`, which only appear as statement text in the binlog when the session logged in
+/// STATEMENT or MIXED format (in ROW format their rows are row events, and CREATE ... SELECT is
+/// logged as a plain CREATE TABLE). `None` for DDL and anything else. Comments and whitespace in
+/// front are skipped; executable comments (`/*!50100 ... */`, `/*M!100100 ... */`) count as
+/// their content.
+pub fn statement_row_change(statement: &str) -> Option<&'static str> {
+    let words = top_level_words(statement);
+    let first = words.first()?.0.as_str();
+    let dml = |w: &str| matches!(w, "INSERT" | "UPDATE" | "DELETE" | "REPLACE");
+    match first {
+        w if dml(w) => Some("DML statement"),
+        "LOAD" if words.get(1).is_some_and(|(w, _)| w == "DATA" || w == "XML") => Some("LOAD DATA"),
+        // `WITH cte AS (...) UPDATE/DELETE ...`: the statement's verb is the first top-level
+        // word after the common table expressions.
+        "WITH" if words.iter().any(|(w, depth)| *depth == 0 && dml(w)) => Some("DML statement"),
+        "CREATE" => {
+            let table = words
+                .iter()
+                .skip(1)
+                .map(|(w, _)| w.as_str())
+                .find(|w| !matches!(*w, "OR" | "REPLACE" | "TEMPORARY"));
+            (table == Some("TABLE") && words.iter().any(|(w, _)| w == "SELECT"))
+                .then_some("CREATE TABLE ... SELECT")
+        }
+        _ => None,
+    }
+}
+
+/// The words of a statement in upper case, each with its parenthesis depth, outside comments,
+/// string literals and quoted identifiers.
+fn top_level_words(statement: &str) -> Vec<(String, usize)> {
+    let bytes = statement.as_bytes();
+    let mut words = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        match c {
+            b'/' if next == Some(b'*') => {
+                let rest = &bytes[i + 2..];
+                let executable = rest.first() == Some(&b'!')
+                    || (rest.first() == Some(&b'M') && rest.get(1) == Some(&b'!'));
+                if executable {
+                    // Read the content; its closing `*/` is skipped below.
+                    i += 2 + if rest[0] == b'M' { 2 } else { 1 };
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                } else {
+                    i = statement[i + 2..]
+                        .find("*/")
+                        .map_or(bytes.len(), |end| i + 2 + end + 2);
+                }
+            }
+            b'*' if next == Some(b'/') => i += 2,
+            b'#' => {
+                i = statement[i..]
+                    .find('\n')
+                    .map_or(bytes.len(), |end| i + end + 1);
+            }
+            b'-' if next == Some(b'-')
+                && bytes.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = statement[i..]
+                    .find('\n')
+                    .map_or(bytes.len(), |end| i + end + 1);
+            }
+            b'\'' | b'"' | b'`' => {
+                let quote = c;
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == b'\\' && quote != b'`' {
+                        i += 2;
+                    } else if bytes[i] == quote {
+                        if bytes.get(i + 1) == Some(&quote) {
+                            i += 2;
+                        } else {
+                            i += 1;
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'(' => {
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                words.push((statement[start..i].to_ascii_uppercase(), depth));
+            }
+            _ => i += 1,
+        }
+    }
+    words
 }
 
 fn is_savepoint(keyword: &str) -> bool {

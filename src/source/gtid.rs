@@ -82,10 +82,38 @@ impl fmt::Display for MariadbPosition {
 }
 
 /// A MySQL GTID set: per source UUID (optionally with a tag), sorted disjoint intervals.
+///
+/// Each source keeps its text form, updated when that source changes: a transaction adds one
+/// GTID, so rendering the whole set after it re-renders one source and copies the others' text
+/// (a source with 50 UUIDs in `gtid_executed` costs one allocation per transaction, not 100).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MysqlGtidSet {
-    /// key: `uuid` or `uuid:tag`; value: closed intervals, sorted and non-adjacent.
-    sources: BTreeMap<String, Vec<(u64, u64)>>,
+    /// key: `uuid` or `uuid:tag`.
+    sources: BTreeMap<String, SourceIntervals>,
+}
+
+/// One source's closed intervals, sorted and non-adjacent, and their text (`1-5:7`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SourceIntervals {
+    intervals: Vec<(u64, u64)>,
+    text: String,
+}
+
+impl SourceIntervals {
+    fn render(&mut self) {
+        use std::fmt::Write;
+        self.text.clear();
+        for (i, (a, b)) in self.intervals.iter().enumerate() {
+            if i > 0 {
+                self.text.push(':');
+            }
+            let _ = if a == b {
+                write!(self.text, "{a}")
+            } else {
+                write!(self.text, "{a}-{b}")
+            };
+        }
+    }
 }
 
 impl MysqlGtidSet {
@@ -132,11 +160,23 @@ impl MysqlGtidSet {
     }
 
     pub fn add(&mut self, source: &str, gno: u64) {
+        // The common case, the next GTID of a source already in the set, allocates nothing for
+        // the key.
+        if let Some(entry) = self.sources.get_mut(source) {
+            if let Some(last) = entry.intervals.last_mut() {
+                if gno == last.1.saturating_add(1) {
+                    last.1 = gno;
+                    entry.render();
+                    return;
+                }
+            }
+        }
         self.add_interval(source, gno, gno);
     }
 
     fn add_interval(&mut self, source: &str, lo: u64, hi: u64) {
-        let intervals = self.sources.entry(source.to_string()).or_default();
+        let entry = self.sources.entry(source.to_string()).or_default();
+        let intervals = &mut entry.intervals;
         intervals.push((lo, hi));
         intervals.sort_unstable();
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
@@ -147,29 +187,28 @@ impl MysqlGtidSet {
             }
         }
         *intervals = merged;
+        entry.render();
     }
 
     /// Each source's part of the set as text (`uuid[:tag]:1-5:7`), the form `Sid` parses.
     pub fn per_source(&self) -> impl Iterator<Item = String> + '_ {
-        self.sources.iter().map(|(source, intervals)| {
-            let intervals: Vec<String> = intervals
-                .iter()
-                .map(|(a, b)| {
-                    if a == b {
-                        a.to_string()
-                    } else {
-                        format!("{a}-{b}")
-                    }
-                })
-                .collect();
-            format!("{source}:{}", intervals.join(":"))
-        })
+        self.sources
+            .iter()
+            .map(|(source, entry)| format!("{source}:{}", entry.text))
     }
 }
 
 impl fmt::Display for MysqlGtidSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.per_source().collect::<Vec<_>>().join(","))
+        for (i, (source, entry)) in self.sources.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(source)?;
+            f.write_str(":")?;
+            f.write_str(&entry.text)?;
+        }
+        Ok(())
     }
 }
 
