@@ -24,10 +24,19 @@
 //!   metadata is validated before rows are decoded with it, and a panic inside `mysql_common`'s row
 //!   decoder is caught and reported as a [`DecodeError`].
 //!
+//! - a row change logged as a statement (INSERT/UPDATE/DELETE/REPLACE/LOAD DATA or CREATE TABLE
+//!   ... SELECT in a Query event: the session used binlog_format STATEMENT or MIXED) is an error
+//!   naming the transaction's GTID: its rows cannot be reconstructed, so it is never recorded as
+//!   a statement (live streams; see [`statement_row_change`]);
+//! - TABLE_MAPs are kept only until the transaction that carries them commits (each transaction
+//!   maps its own tables again), and provided schemas up to [`MAX_CACHED_SCHEMAS`]: memory does
+//!   not grow with the number of tables or table ids in the source.
+//!
 //! Live streaming uses [`AssemblerMode::Live`]: every transaction must carry a GTID and every
 //! TABLE_MAP column names. [`AssemblerMode::File`] decodes historic binlog files, which may have
 //! neither: transactions without GTIDs get an `anonymous@<file>:<pos>` id and do not move the
-//! position, and unnamed columns are named `@<index>`.
+//! position, unnamed columns are named `@<index>`, and row changes logged as statements are
+//! recorded as statements.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
@@ -668,7 +677,10 @@ impl TransactionAssembler {
                 format!("XA statement `{text}` is not supported"),
             ));
         }
-        if let Some(kind) = statement_row_change(&text) {
+        // Live streams only: historic files (File mode) predate row-based logging as often as
+        // not, and are decoded leniently, their statements recorded as they are.
+        if let Some(kind) = statement_row_change(&text).filter(|_| self.mode == AssemblerMode::Live)
+        {
             let gtid = match &self.open {
                 Some(open) => format!("transaction {}", open.gtid),
                 None => "a transaction without GTID".into(),
@@ -1768,6 +1780,90 @@ mod tests {
         assert_eq!(base64_decode("YWJj").unwrap(), b"abc");
         assert_eq!(base64_decode("AP8B").unwrap(), [0, 255, 1]);
         assert!(base64_decode("YW?j").is_none());
+    }
+
+    #[test]
+    fn row_changes_logged_as_statements_are_told_from_ddl() {
+        for dml in [
+            "INSERT INTO t VALUES (1)",
+            "  insert into t values (1)",
+            "/* app */ UPDATE t SET a = 1",
+            "-- note\nDELETE FROM t",
+            "# note\nREPLACE INTO t VALUES (1)",
+            "/*!40000 INSERT INTO t VALUES (1) */",
+            "/*M!100100 DELETE FROM t */",
+            "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
+            "load xml infile 'x' into table t",
+            "INSERT INTO t SELECT * FROM u",
+            "WITH c AS (SELECT 1) UPDATE t, c SET t.a = 1",
+            "CREATE TABLE t2 SELECT * FROM t",
+            "CREATE OR REPLACE TABLE t2 (a INT) AS SELECT a FROM t",
+            "create temporary table t2 select 1",
+        ] {
+            assert!(
+                statement_row_change(dml).is_some(),
+                "{dml} not seen as a row change"
+            );
+        }
+        for other in [
+            "BEGIN",
+            "COMMIT",
+            "XA START 'x'",
+            "SAVEPOINT s",
+            "CREATE TABLE t (a INT)",
+            "CREATE TABLE `insert` (`update` INT)",
+            "CREATE TABLE t (a INT DEFAULT 1) COMMENT 'SELECT x'",
+            "CREATE VIEW v AS SELECT * FROM t",
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1",
+            "CREATE PROCEDURE p() INSERT INTO t VALUES (1)",
+            "ALTER TABLE t ADD COLUMN `delete` INT",
+            "DROP TABLE t",
+            "TRUNCATE TABLE t",
+            "RENAME TABLE t TO u",
+            "GRANT SELECT ON *.* TO 'u'@'%'",
+            "/* INSERT */ DROP TABLE t",
+            "-- INSERT\nDROP TABLE t",
+            "WITH c AS (SELECT 1) SELECT * FROM c",
+            "LOAD INDEX INTO CACHE t",
+            "",
+        ] {
+            assert_eq!(statement_row_change(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn table_maps_are_evicted_at_commit_whatever_the_number_of_tables() {
+        use crate::source::binlog_file::BinlogFileReader;
+        const TABLES: usize = 10_000;
+        let binlog = crate::source::fuzzing::binlog_with_tables(TABLES);
+        let mut reader = BinlogFileReader::new(&binlog[..]);
+        let mut assembler = TransactionAssembler::with_mode(
+            Position::Mysql(MysqlGtidSet::default()),
+            AssemblerMode::File,
+        );
+        let (mut transactions, mut most_cached) = (0, 0);
+        while let Some(event) = reader.next_event().unwrap() {
+            if assembler.feed(&event).unwrap().is_some() {
+                transactions += 1;
+                assert_eq!(assembler.cached_tables().0, 0, "after a commit");
+            }
+            most_cached = most_cached.max(assembler.cached_tables().0);
+        }
+        assert_eq!(transactions, TABLES);
+        assert_eq!(
+            most_cached, 1,
+            "one table per transaction is mapped at a time"
+        );
+    }
+
+    #[test]
+    fn provided_schemas_are_bounded() {
+        let mut assembler = TransactionAssembler::new(Position::Mariadb(Default::default()));
+        for i in 0..MAX_CACHED_SCHEMAS * 2 + 5 {
+            assembler.provide_schema("db".into(), format!("t{i}"), TableSchema::default());
+            assert!(assembler.cached_tables().1 <= MAX_CACHED_SCHEMAS);
+        }
+        assert!(assembler.has_schema("db", &format!("t{}", MAX_CACHED_SCHEMAS * 2 + 4)));
     }
 
     #[test]

@@ -1495,7 +1495,76 @@ async fn wait_for_wal_space(
 
 #[cfg(test)]
 mod tests {
-    use super::{json_valid_column, quoted_members};
+    use super::*;
+
+    #[test]
+    fn json_column_cache_is_bounded() {
+        let mut cache = JsonColumns::default();
+        for i in 0..MAX_JSON_TABLES * 2 + 3 {
+            let table = Arc::new(Table {
+                database: format!("db{}", i % 7),
+                name: format!("t{i}"),
+                columns: vec!["id".into(), "doc".into()],
+                primary_key: vec![0],
+            });
+            assert_eq!(cache.remember(&table, vec![1]), &vec![1]);
+            // A table already cached does not count twice.
+            cache.remember(&table, vec![1]);
+            let held: usize = cache.tables.values().map(HashMap::len).sum();
+            assert_eq!(held, cache.cached);
+            assert!(
+                cache.cached <= MAX_JSON_TABLES,
+                "{} tables cached",
+                cache.cached
+            );
+        }
+    }
+
+    fn server_error(code: u16, message: &str) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: message.into(),
+            state: "HY000".into(),
+        })
+    }
+
+    #[test]
+    fn lock_waits_and_timeouts_are_transient_other_server_errors_definite() {
+        for code in [1205, 1213, 1317, 1969, 3024, 1053, 1927, 1040] {
+            assert!(
+                query_error("SELECT 1", server_error(code, "x")).is_transient(),
+                "{code}"
+            );
+        }
+        for code in [1044, 1142, 1146, 1064] {
+            assert!(
+                !query_error("SELECT 1", server_error(code, "x")).is_transient(),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_1236_texts_are_told_apart() {
+        use BinlogErrorKind::*;
+        for (code, text, kind) in [
+            (1236, "Could not find GTID state requested by slave in any binlog files. Probably the slave state is too old and required binlog files have been purged.", Purged),
+            (1236, "Could not find first log file name in binary log index file", Purged),
+            (1236, "The slave is connecting using CHANGE MASTER TO MASTER_AUTO_POSITION = 1, but the master has purged binary logs containing GTIDs that the slave requires.", Purged),
+            (1236, "Cannot replicate because the source purged required binary logs. Replicate the missing transactions from elsewhere, or provision a new replica from backup.", Purged),
+            (1236, "Error: connecting slave requested to start from GTID 0-1-1005, which is not in the master's binlog", Diverged),
+            (1236, "Error: connecting slave requested to start from GTID 0-2-980, which is not in the master's binlog. Since the master's binlog contains GTIDs with higher sequence numbers, it probably means that the slave has diverged due to executing extra erroneous transactions", Diverged),
+            (1236, "The binlog on the master is missing the GTID 0-1-7 requested by the slave (even though both a prior and a subsequent sequence number does exist), and GTID strict mode is enabled", Diverged),
+            (1236, "Slave has more GTIDs than the master has, using the master's SERVER_UUID. This may indicate that the end of the binary log was truncated", Diverged),
+            (1236, "Replica has more GTIDs than the source has, using the source's SERVER_UUID.", Diverged),
+            (1236, "A slave with the same server_uuid/server_id as this slave has connected to the master; the first event 'mysql-bin.000001' at 4", DuplicateServerId),
+            (1236, "A replica with the same server_uuid/server_id as this replica has connected to the source", DuplicateServerId),
+            (4052, "A slave with the same server_uuid/server_id is already connected", DuplicateServerId),
+            (1236, "binlog truncated in the middle of event; consider out of disk space on master", Other),
+        ] {
+            assert_eq!(classify_binlog_error(code, text), kind, "{text}");
+        }
+    }
 
     #[test]
     fn json_valid_clauses_name_their_column() {
