@@ -15,6 +15,9 @@ use mysql_async::prelude::Queryable;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// `id, a, b, c` of `app.blobs`.
+type BlobRow = (i32, Vec<u8>, Vec<u8>, Vec<u8>);
+
 fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(len + 8);
     while bytes.len() < len {
@@ -120,7 +123,7 @@ async fn row_events_larger_than_max_allowed_packet_and_16_mib_arrive_byte_for_by
         "the event is {size} bytes, meant to exceed 16 MiB"
     );
     // Byte for byte against the source, before and after images alike.
-    let rows: Vec<(i32, Vec<u8>, Vec<u8>, Vec<u8>)> = conn
+    let rows: Vec<BlobRow> = conn
         .query("SELECT id, a, b, c FROM app.blobs ORDER BY id")
         .await
         .unwrap();

@@ -9,9 +9,20 @@
 //! - The position is saved only in the same atomic, flushed WAL append as the transactions it
 //!   covers; on restart or reconnect the stream resumes from the WAL's position, so a transaction
 //!   that was half-read when the connection dropped is read again from its start.
-//! - Transient failures (network, server restart) are retried with backoff, forever. Definite
-//!   failures (wrong settings, an event that cannot be decoded, purged binlogs, WAL errors) stop
-//!   the ingester with an error that says what to do.
+//! - Events up to 1 GiB are read, as a replica reads them, whatever the source's
+//!   `max_allowed_packet`. The connection is presumed dead after three heartbeat intervals of
+//!   silence, measured byte by byte through a loopback relay ([`relay`]), so an event still
+//!   arriving over a slow link is never cut.
+//! - Transient failures (network, server restart, lock waits and statement timeouts on any query,
+//!   information_schema included) are retried with backoff, forever. Definite failures stop the
+//!   ingester with an error that says what to do, each error 1236 kind its own: purged binlogs
+//!   ([`SourceError::BinlogUnavailable`]), a source whose history lacks sdl's position
+//!   ([`SourceError::SourceDiverged`]), another replica with sdl's server id
+//!   ([`SourceError::DuplicateServerId`]); also wrong settings, an event that cannot be decoded
+//!   (a row change logged as a statement among them), WAL errors.
+//! - Memory does not grow with the number of tables: TABLE_MAPs live until their transaction
+//!   commits, the per-table caches are bounded, and the GTID position is not copied per
+//!   transaction.
 //!
 //! # Assumptions
 //! The source runs with `log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL` and
