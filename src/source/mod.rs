@@ -913,7 +913,6 @@ struct PendingGroup {
     transactions: Vec<SourceTransaction>,
     bytes: usize,
     deadline: Option<Instant>,
-    position: String,
     /// The previous group's append (an fsync), running while the next group is read. At most one
     /// runs, so groups land in order; it is always awaited before `follow` returns, because a
     /// reconnect resumes from the WAL's position, which an unfinished append would still move.
@@ -965,7 +964,6 @@ async fn follow(
         transactions: Vec::new(),
         bytes: 0,
         deadline: None,
-        position: resume.to_string(),
         in_flight: None,
         in_flight_bytes: 0,
         failed: false,
@@ -1076,7 +1074,6 @@ async fn follow(
                     json_columns.forget();
                 }
                 group.bytes += transaction.approximate_size();
-                group.position = transaction.position_after.clone();
                 group.transactions.push(transaction);
                 if group.deadline.is_none() {
                     group.deadline = Some(Instant::now() + wal_cfg.group_commit_delay);
@@ -1404,12 +1401,18 @@ async fn flush(
     let count = transactions.len() as u64;
     group.in_flight_bytes = group.bytes;
     group.bytes = 0;
-    let position = group.position.clone();
     let wal = wal.clone();
     let dir = wal.dir().display().to_string();
     let appended = appended.clone();
     group.in_flight = Some(tokio::task::spawn_blocking(move || {
-        wal.append(&transactions, position.as_bytes())
+        // The group's position is its last transaction's (not copied per transaction: with a
+        // large GTID set that text is kilobytes).
+        let position = transactions
+            .last()
+            .expect("a group is flushed only when it holds transactions")
+            .position_after
+            .as_bytes();
+        wal.append(&transactions, position)
             .map(|last| {
                 // Told as soon as it lands, not when the next group starts: the forwarder
                 // must not wait for more binlog events to see this one.
