@@ -43,4 +43,9 @@ pub enum ExitCode {
     Config = 2,
     /// The binlog sdl needs is no longer on the source: restarting will not help.
     BinlogUnavailable = 3,
+    /// The source's history does not contain sdl's position (sdl is ahead of it: a lossy
+    /// failover, a restored server): restarting will not help.
+    SourceDiverged = 4,
+    /// Another replica uses sdl's `source.server_id`: restarting would push it off the source.
+    DuplicateServerId = 5,
 }

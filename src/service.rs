@@ -618,6 +618,8 @@ pub async fn check(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> 
 fn source_failure(e: SourceError) -> (ExitCode, anyhow::Error) {
     let code = match e {
         SourceError::BinlogUnavailable { .. } => ExitCode::BinlogUnavailable,
+        SourceError::SourceDiverged { .. } => ExitCode::SourceDiverged,
+        SourceError::DuplicateServerId { .. } => ExitCode::DuplicateServerId,
         _ => ExitCode::Failure,
     };
     (code, e.into())

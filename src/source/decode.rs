@@ -24,10 +24,19 @@
 //!   metadata is validated before rows are decoded with it, and a panic inside `mysql_common`'s row
 //!   decoder is caught and reported as a [`DecodeError`].
 //!
+//! - a row change logged as a statement (INSERT/UPDATE/DELETE/REPLACE/LOAD DATA or CREATE TABLE
+//!   ... SELECT in a Query event: the session used binlog_format STATEMENT or MIXED) is an error
+//!   naming the transaction's GTID: its rows cannot be reconstructed, so it is never recorded as
+//!   a statement (live streams; see [`statement_row_change`]);
+//! - TABLE_MAPs are kept only until the transaction that carries them commits (each transaction
+//!   maps its own tables again), and provided schemas up to [`MAX_CACHED_SCHEMAS`]: memory does
+//!   not grow with the number of tables or table ids in the source.
+//!
 //! Live streaming uses [`AssemblerMode::Live`]: every transaction must carry a GTID and every
 //! TABLE_MAP column names. [`AssemblerMode::File`] decodes historic binlog files, which may have
 //! neither: transactions without GTIDs get an `anonymous@<file>:<pos>` id and do not move the
-//! position, and unnamed columns are named `@<index>`.
+//! position, unnamed columns are named `@<index>`, and row changes logged as statements are
+//! recorded as statements.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
@@ -64,6 +73,9 @@ mod mariadb_event {
     pub const ROWS_COMPRESSED_LAST: u8 = 171;
 }
 
+/// The most provided table schemas kept (see [`TransactionAssembler::provide_schema`]).
+pub const MAX_CACHED_SCHEMAS: usize = 4096;
+
 /// MariaDB GTID event flags (sql/log_event.h).
 const FL_STANDALONE: u8 = 1;
 const FL_GROUP_COMMIT_ID: u8 = 2;
@@ -95,8 +107,20 @@ struct OpenTransaction {
     next_ordinal: u64,
     /// Changes with a lower ordinal are already saved (a resumed partial transaction): dropped.
     skip_below: u64,
-    position_before: Position,
-    position_after: Position,
+    /// What the transaction adds to the position when it commits (the assembler's position is
+    /// the position before it until then: no copy of a large GTID set is made per transaction).
+    step: PositionStep,
+}
+
+/// How a transaction moves the position.
+enum PositionStep {
+    Mariadb(MariadbGtid),
+    Mysql {
+        source: String,
+        gno: u64,
+    },
+    /// File mode: a transaction without a GTID does not move it.
+    None,
 }
 
 impl OpenTransaction {
@@ -262,8 +286,19 @@ impl TransactionAssembler {
     }
 
     /// Provides names for a table whose TABLE_MAPs carry none (see [`table_without_names`]).
+    /// At most [`MAX_CACHED_SCHEMAS`] are kept: when a new one would exceed that, the cache is
+    /// emptied and refilled on demand (each table is then looked up again when its rows next
+    /// arrive), so memory stays bounded whatever the number of tables.
     pub fn provide_schema(&mut self, database: String, table: String, schema: TableSchema) {
+        if self.schemas.len() >= MAX_CACHED_SCHEMAS {
+            self.schemas.clear();
+        }
         self.schemas.insert((database, table), schema);
+    }
+
+    /// How many TABLE_MAPs and provided schemas are cached (for tests of the bounds).
+    pub fn cached_tables(&self) -> (usize, usize) {
+        (self.table_maps.len(), self.schemas.len())
     }
 
     pub fn has_schema(&self, database: &str, table: &str) -> bool {
@@ -429,6 +464,9 @@ impl TransactionAssembler {
         match data {
             EventData::RotateEvent(rotate) => {
                 self.file = Arc::from(clean_binlog_name(&rotate));
+                // Table ids are only valid within the file (and each transaction maps its
+                // tables again anyway).
+                self.table_maps.clear();
                 Ok(None)
             }
             EventData::FormatDescriptionEvent(_)
@@ -449,8 +487,8 @@ impl TransactionAssembler {
             EventData::GtidEvent(gtid) => self.begin_mysql(event, &gtid).map(|()| None),
             EventData::AnonymousGtidEvent(_) if self.mode == AssemblerMode::File => {
                 let gtid = format!("anonymous@{}:{event_start}", self.file);
-                let position = self.position.clone();
-                self.begin(event, gtid, true, position).map(|()| None)
+                self.begin(event, gtid, true, PositionStep::None)
+                    .map(|()| None)
             }
             EventData::AnonymousGtidEvent(_) => Err(self.error(
                 event,
@@ -514,7 +552,7 @@ impl TransactionAssembler {
         event: &Event,
         gtid: String,
         standalone: bool,
-        position_after: Position,
+        step: PositionStep,
     ) -> Result<(), DecodeError> {
         if let Some(open) = &self.open {
             return Err(self.error(
@@ -552,8 +590,7 @@ impl TransactionAssembler {
             fragment_first: 0,
             next_ordinal: 0,
             skip_below,
-            position_before: self.position.clone(),
-            position_after,
+            step,
         });
         Ok(())
     }
@@ -566,8 +603,7 @@ impl TransactionAssembler {
         standalone: bool,
     ) -> Result<(), DecodeError> {
         let gtid = format!("anonymous@{}:{event_start}", self.file);
-        let position = self.position.clone();
-        self.begin(event, gtid, standalone, position)
+        self.begin(event, gtid, standalone, PositionStep::None)
     }
 
     fn begin_mariadb(
@@ -585,16 +621,11 @@ impl TransactionAssembler {
                 ),
             ));
         }
-        let mut after = match &self.position {
-            Position::Mariadb(p) => p.clone(),
-            Position::Mysql(_) => MariadbPosition::default(),
-        };
-        after.advance(parsed.gtid);
         self.begin(
             event,
             parsed.gtid.to_string(),
             parsed.flags & FL_STANDALONE != 0,
-            Position::Mariadb(after),
+            PositionStep::Mariadb(parsed.gtid),
         )
     }
 
@@ -604,17 +635,15 @@ impl TransactionAssembler {
             Some(tag) => format!("{uuid}:{tag}"),
             None => uuid,
         };
-        let mut after = match &self.position {
-            Position::Mysql(s) => s.clone(),
-            Position::Mariadb(_) => MysqlGtidSet::default(),
-        };
-        after.add(&source, gtid.gno());
         // A MySQL transaction that does not start with BEGIN is a single DDL statement.
         self.begin(
             event,
             format!("{source}:{}", gtid.gno()),
             true,
-            Position::Mysql(after),
+            PositionStep::Mysql {
+                source,
+                gno: gtid.gno(),
+            },
         )?;
         Ok(())
     }
@@ -652,6 +681,31 @@ impl TransactionAssembler {
                 event,
                 "QUERY",
                 format!("XA statement `{text}` is not supported"),
+            ));
+        }
+        // Live streams only: historic files (File mode) predate row-based logging as often as
+        // not, and are decoded leniently, their statements recorded as they are.
+        if let Some(kind) = statement_row_change(&text).filter(|_| self.mode == AssemblerMode::Live)
+        {
+            let gtid = match &self.open {
+                Some(open) => format!("transaction {}", open.gtid),
+                None => "a transaction without GTID".into(),
+            };
+            return Err(self.error(
+                event,
+                "QUERY",
+                format!(
+                    "{gtid} holds a row change logged as a statement ({kind}: `{}`): the session \
+                     that ran it used binlog_format=STATEMENT or MIXED, so the binlog has no row \
+                     images and the changed rows cannot be reconstructed. Nothing from this \
+                     transaction on was relayed. Fix the source: set binlog_format=ROW in its \
+                     configuration and with SET GLOBAL, and keep sessions from overriding it \
+                     (SET SESSION binlog_format needs SUPER or BINLOG ADMIN). This transaction's \
+                     changes must then be brought to MongoDB by other means: re-seed by starting \
+                     sdl with an empty WAL directory and source.start set to a GTID position \
+                     after it",
+                    shorten(&text)
+                ),
             ));
         }
         if self.open.is_none() && self.mode == AssemblerMode::File {
@@ -770,7 +824,7 @@ impl TransactionAssembler {
             return None;
         }
         let resume = ResumePoint {
-            position: open.position_before.clone(),
+            position: self.position.clone(),
             partial: Some(PartialTransaction {
                 gtid: open.gtid.clone(),
                 saved_changes: open.next_ordinal,
@@ -797,6 +851,10 @@ impl TransactionAssembler {
                 "commit without a transaction (no GTID event began one)".into(),
             ));
         };
+        // Every transaction writes the TABLE_MAPs of its own row events, so none is needed past
+        // its commit: the cache holds at most one transaction's tables, whatever the number of
+        // tables in the source or their table ids (which grow with every reopen and ALTER).
+        self.table_maps.clear();
         if open.next_ordinal < open.skip_below {
             return Err(self.error(
                 event,
@@ -809,7 +867,25 @@ impl TransactionAssembler {
                 ),
             ));
         }
-        self.position = open.position_after;
+        match open.step {
+            PositionStep::Mariadb(gtid) => {
+                if !matches!(self.position, Position::Mariadb(_)) {
+                    self.position = Position::Mariadb(MariadbPosition::default());
+                }
+                if let Position::Mariadb(p) = &mut self.position {
+                    p.advance(gtid);
+                }
+            }
+            PositionStep::Mysql { source, gno } => {
+                if !matches!(self.position, Position::Mysql(_)) {
+                    self.position = Position::Mysql(MysqlGtidSet::default());
+                }
+                if let Position::Mysql(set) = &mut self.position {
+                    set.add(&source, gno);
+                }
+            }
+            PositionStep::None => {}
+        }
         let first_change = if open.changes.is_empty() {
             open.next_ordinal
         } else {
@@ -907,6 +983,115 @@ fn shorten(text: &str) -> String {
         s.push('…');
     }
     s
+}
+
+/// What kind of row change `statement` is, when it is one: a DML statement (INSERT, UPDATE,
+/// DELETE, REPLACE, LOAD DATA/XML, one of those after a `WITH` clause) or a `CREATE TABLE ...
+/// SELECT`, which only appear as statement text in the binlog when the session logged in
+/// STATEMENT or MIXED format (in ROW format their rows are row events, and CREATE ... SELECT is
+/// logged as a plain CREATE TABLE). `None` for DDL and anything else. Comments and whitespace in
+/// front are skipped; executable comments (`/*!50100 ... */`, `/*M!100100 ... */`) count as
+/// their content.
+pub fn statement_row_change(statement: &str) -> Option<&'static str> {
+    let words = top_level_words(statement);
+    let first = words.first()?.0.as_str();
+    let dml = |w: &str| matches!(w, "INSERT" | "UPDATE" | "DELETE" | "REPLACE");
+    match first {
+        w if dml(w) => Some("DML statement"),
+        "LOAD" if words.get(1).is_some_and(|(w, _)| w == "DATA" || w == "XML") => Some("LOAD DATA"),
+        // `WITH cte AS (...) UPDATE/DELETE ...`: the statement's verb is the first top-level
+        // word after the common table expressions.
+        "WITH" if words.iter().any(|(w, depth)| *depth == 0 && dml(w)) => Some("DML statement"),
+        "CREATE" => {
+            let table = words
+                .iter()
+                .skip(1)
+                .map(|(w, _)| w.as_str())
+                .find(|w| !matches!(*w, "OR" | "REPLACE" | "TEMPORARY"));
+            (table == Some("TABLE") && words.iter().any(|(w, _)| w == "SELECT"))
+                .then_some("CREATE TABLE ... SELECT")
+        }
+        _ => None,
+    }
+}
+
+/// The words of a statement in upper case, each with its parenthesis depth, outside comments,
+/// string literals and quoted identifiers.
+fn top_level_words(statement: &str) -> Vec<(String, usize)> {
+    let bytes = statement.as_bytes();
+    let mut words = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        match c {
+            b'/' if next == Some(b'*') => {
+                let rest = &bytes[i + 2..];
+                let executable = rest.first() == Some(&b'!')
+                    || (rest.first() == Some(&b'M') && rest.get(1) == Some(&b'!'));
+                if executable {
+                    // Read the content; its closing `*/` is skipped below.
+                    i += 2 + if rest[0] == b'M' { 2 } else { 1 };
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                } else {
+                    i = statement[i + 2..]
+                        .find("*/")
+                        .map_or(bytes.len(), |end| i + 2 + end + 2);
+                }
+            }
+            b'*' if next == Some(b'/') => i += 2,
+            b'#' => {
+                i = statement[i..]
+                    .find('\n')
+                    .map_or(bytes.len(), |end| i + end + 1);
+            }
+            b'-' if next == Some(b'-')
+                && bytes.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = statement[i..]
+                    .find('\n')
+                    .map_or(bytes.len(), |end| i + end + 1);
+            }
+            b'\'' | b'"' | b'`' => {
+                let quote = c;
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == b'\\' && quote != b'`' {
+                        i += 2;
+                    } else if bytes[i] == quote {
+                        if bytes.get(i + 1) == Some(&quote) {
+                            i += 2;
+                        } else {
+                            i += 1;
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'(' => {
+                depth += 1;
+                i += 1;
+            }
+            b')' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                words.push((statement[start..i].to_ascii_uppercase(), depth));
+            }
+            _ => i += 1,
+        }
+    }
+    words
 }
 
 fn is_savepoint(keyword: &str) -> bool {
@@ -1599,6 +1784,90 @@ mod tests {
         assert_eq!(base64_decode("YWJj").unwrap(), b"abc");
         assert_eq!(base64_decode("AP8B").unwrap(), [0, 255, 1]);
         assert!(base64_decode("YW?j").is_none());
+    }
+
+    #[test]
+    fn row_changes_logged_as_statements_are_told_from_ddl() {
+        for dml in [
+            "INSERT INTO t VALUES (1)",
+            "  insert into t values (1)",
+            "/* app */ UPDATE t SET a = 1",
+            "-- note\nDELETE FROM t",
+            "# note\nREPLACE INTO t VALUES (1)",
+            "/*!40000 INSERT INTO t VALUES (1) */",
+            "/*M!100100 DELETE FROM t */",
+            "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
+            "load xml infile 'x' into table t",
+            "INSERT INTO t SELECT * FROM u",
+            "WITH c AS (SELECT 1) UPDATE t, c SET t.a = 1",
+            "CREATE TABLE t2 SELECT * FROM t",
+            "CREATE OR REPLACE TABLE t2 (a INT) AS SELECT a FROM t",
+            "create temporary table t2 select 1",
+        ] {
+            assert!(
+                statement_row_change(dml).is_some(),
+                "{dml} not seen as a row change"
+            );
+        }
+        for other in [
+            "BEGIN",
+            "COMMIT",
+            "XA START 'x'",
+            "SAVEPOINT s",
+            "CREATE TABLE t (a INT)",
+            "CREATE TABLE `insert` (`update` INT)",
+            "CREATE TABLE t (a INT DEFAULT 1) COMMENT 'SELECT x'",
+            "CREATE VIEW v AS SELECT * FROM t",
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1",
+            "CREATE PROCEDURE p() INSERT INTO t VALUES (1)",
+            "ALTER TABLE t ADD COLUMN `delete` INT",
+            "DROP TABLE t",
+            "TRUNCATE TABLE t",
+            "RENAME TABLE t TO u",
+            "GRANT SELECT ON *.* TO 'u'@'%'",
+            "/* INSERT */ DROP TABLE t",
+            "-- INSERT\nDROP TABLE t",
+            "WITH c AS (SELECT 1) SELECT * FROM c",
+            "LOAD INDEX INTO CACHE t",
+            "",
+        ] {
+            assert_eq!(statement_row_change(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn table_maps_are_evicted_at_commit_whatever_the_number_of_tables() {
+        use crate::source::binlog_file::BinlogFileReader;
+        const TABLES: usize = 10_000;
+        let binlog = crate::source::fuzzing::binlog_with_tables(TABLES);
+        let mut reader = BinlogFileReader::new(&binlog[..]);
+        let mut assembler = TransactionAssembler::with_mode(
+            Position::Mysql(MysqlGtidSet::default()),
+            AssemblerMode::File,
+        );
+        let (mut transactions, mut most_cached) = (0, 0);
+        while let Some(event) = reader.next_event().unwrap() {
+            if assembler.feed(&event).unwrap().is_some() {
+                transactions += 1;
+                assert_eq!(assembler.cached_tables().0, 0, "after a commit");
+            }
+            most_cached = most_cached.max(assembler.cached_tables().0);
+        }
+        assert_eq!(transactions, TABLES);
+        assert_eq!(
+            most_cached, 1,
+            "one table per transaction is mapped at a time"
+        );
+    }
+
+    #[test]
+    fn provided_schemas_are_bounded() {
+        let mut assembler = TransactionAssembler::new(Position::Mariadb(Default::default()));
+        for i in 0..MAX_CACHED_SCHEMAS * 2 + 5 {
+            assembler.provide_schema("db".into(), format!("t{i}"), TableSchema::default());
+            assert!(assembler.cached_tables().1 <= MAX_CACHED_SCHEMAS);
+        }
+        assert!(assembler.has_schema("db", &format!("t{}", MAX_CACHED_SCHEMAS * 2 + 4)));
     }
 
     #[test]

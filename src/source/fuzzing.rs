@@ -187,3 +187,46 @@ pub fn decode_row_event_input(data: &[u8]) -> Result<usize, String> {
         .map(|t| transaction_documents(t).len())
         .sum())
 }
+
+/// A binlog of `tables` single-row transactions, each on its own table (`db.t<i>`, table id
+/// `i + 1`, one INT column `id`): what a source with that many tables writes when each gets a row.
+/// For tests of the decoder's per-table memory.
+pub fn binlog_with_tables(tables: usize) -> Vec<u8> {
+    let mut binlog = vec![0xfe, b'b', b'i', b'n'];
+    binlog.extend_from_slice(FDE);
+    for i in 0..tables {
+        let table_id = (i as u64 + 1).to_le_bytes();
+        let mut optional = Vec::new();
+        tlv(&mut optional, 1, &[0]); // SIGNEDNESS: signed
+        let mut names = Vec::new();
+        lenenc(&mut names, 2);
+        names.extend_from_slice(b"id");
+        tlv(&mut optional, 4, &names); // COLUMN_NAME
+        let mut table_map = Vec::new();
+        table_map.extend_from_slice(&table_id[..6]);
+        table_map.extend_from_slice(&[1, 0]);
+        for name in ["db".to_string(), format!("t{i}")] {
+            table_map.push(name.len() as u8);
+            table_map.extend_from_slice(name.as_bytes());
+            table_map.push(0);
+        }
+        lenenc(&mut table_map, 1);
+        table_map.push(3); // LONG
+        lenenc(&mut table_map, 0);
+        table_map.push(0); // not nullable
+        table_map.extend_from_slice(&optional);
+
+        let mut rows = Vec::new();
+        rows.extend_from_slice(&table_id[..6]);
+        rows.extend_from_slice(&[1, 0, 2, 0]); // STMT_END, no extra data
+        lenenc(&mut rows, 1);
+        rows.push(0x01); // columns present
+        rows.push(0x00); // null bitmap
+        rows.extend_from_slice(&(i as i32).to_le_bytes());
+
+        frame(&mut binlog, 19, &table_map);
+        frame(&mut binlog, 30, &rows);
+        frame(&mut binlog, 16, &(i as u64).to_le_bytes());
+    }
+    binlog
+}

@@ -9,9 +9,20 @@
 //! - The position is saved only in the same atomic, flushed WAL append as the transactions it
 //!   covers; on restart or reconnect the stream resumes from the WAL's position, so a transaction
 //!   that was half-read when the connection dropped is read again from its start.
-//! - Transient failures (network, server restart) are retried with backoff, forever. Definite
-//!   failures (wrong settings, an event that cannot be decoded, purged binlogs, WAL errors) stop
-//!   the ingester with an error that says what to do.
+//! - Events up to 1 GiB are read, as a replica reads them, whatever the source's
+//!   `max_allowed_packet`. The connection is presumed dead after three heartbeat intervals of
+//!   silence, measured byte by byte through a loopback relay ([`relay`]), so an event still
+//!   arriving over a slow link is never cut.
+//! - Transient failures (network, server restart, lock waits and statement timeouts on any query,
+//!   information_schema included) are retried with backoff, forever. Definite failures stop the
+//!   ingester with an error that says what to do, each error 1236 kind its own: purged binlogs
+//!   ([`SourceError::BinlogUnavailable`]), a source whose history lacks sdl's position
+//!   ([`SourceError::SourceDiverged`]), another replica with sdl's server id
+//!   ([`SourceError::DuplicateServerId`]); also wrong settings, an event that cannot be decoded
+//!   (a row change logged as a statement among them), WAL errors.
+//! - Memory does not grow with the number of tables: TABLE_MAPs live until their transaction
+//!   commits, the per-table caches are bounded, and the GTID position is not copied per
+//!   transaction.
 //!
 //! # Assumptions
 //! The source runs with `log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL` and
@@ -24,6 +35,7 @@ pub mod decode;
 pub mod fuzzing;
 pub mod gtid;
 pub mod json_text;
+pub mod relay;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -81,6 +93,19 @@ pub enum SourceError {
     Position(#[from] gtid::GtidParseError),
     #[error("the source cannot serve the binlog sdl needs (resuming after {position}): {detail}. If the binlogs were purged, changes are missing: restore the binlog files, or re-seed deliberately by setting source.start to a GTID position and starting with an empty WAL directory")]
     BinlogUnavailable { position: String, detail: String },
+    /// The source's history does not contain sdl's position: sdl is ahead of it (a lossy
+    /// failover, a restored server). Restarting will not help.
+    #[error("the source's binlog does not contain sdl's position (resuming after {position}): {detail}. sdl has already relayed transactions this server does not have: it is probably a primary promoted by a failover that lost the old primary's last transactions, or a server restored from a backup. Those transactions are in MongoDB but not in the source. Decide which history is right before going on; to follow this server from now, re-seed deliberately: start sdl with an empty WAL directory and source.start set to a position of this server (\"current\"), and deal with MongoDB's documents of the lost transactions (docs/operations.md, \"Source diverged\")")]
+    SourceDiverged { position: String, detail: String },
+    /// Another replica registered with sdl's server id, and the source dropped sdl's stream.
+    #[error("the source closed sdl's binlog stream because another replica connected with the same server id ({server_id}): {detail}. Two replicas with one server id push each other off in turn, so sdl stops instead of pushing back. Set source.server_id to a number that no other replica and no server of this replication topology uses (SELECT @@server_id on each; SHOW SLAVE HOSTS on the source lists connected replicas), then start sdl again")]
+    DuplicateServerId { server_id: u32, detail: String },
+    /// The source sent something it cannot continue from (other error 1236 texts).
+    #[error("the source failed to send its binlog (resuming after {position}): {detail}. sdl cannot read past this point; check the source's error log and binlog files (mariadb-binlog/mysqlbinlog) at that position")]
+    BinlogReadFailed { position: String, detail: String },
+    /// A packet larger than any replica accepts.
+    #[error("the source sent a binlog packet larger than 1 GiB, the most a replica accepts (resuming after {position}): {detail}. No replica can read past this event; check the source's binlog at that position (mariadb-binlog/mysqlbinlog)")]
+    EventTooLarge { position: String, detail: String },
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error("WAL append failed: {0}")]
@@ -106,10 +131,32 @@ const ER_DBACCESS_DENIED: u16 = 1044;
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 /// The event a source sends when it has had nothing newer to send for a heartbeat period.
 const HEARTBEAT_EVENT: u8 = 0x1b;
-/// MariaDB: "A slave with the same server_uuid/server_id as this slave has connected to the master".
-const ER_SAME_SERVER_ID: u16 = 4052;
-/// "Got fatal error from master when reading data from binary log" (purged or missing binlog).
+/// "Got fatal error from master when reading data from binary log": purged binlogs, a position
+/// the source's history lacks, another replica with the same server id, ... told apart by the
+/// message ([`classify_binlog_error`]).
 const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
+/// MariaDB: "A slave with the same server_uuid/server_id as this slave has connected to the
+/// master", sent to the replica whose dump thread was killed for a newer one with its id.
+const ER_SLAVE_SAME_ID: u16 = 4052;
+/// Server errors that say "not now" rather than "never": lock waits, deadlocks, statement
+/// timeouts, interrupted queries, a server shutting down or out of connections. A query that
+/// fails with one is retried (with the reconnect backoff), whatever connection it ran on.
+const TRANSIENT_SERVER_ERRORS: &[u16] = &[
+    1040, // ER_CON_COUNT_ERROR: too many connections
+    1053, // ER_SERVER_SHUTDOWN
+    1158, // ER_NET_READ_ERROR
+    1159, // ER_NET_READ_INTERRUPTED
+    1160, // ER_NET_ERROR_ON_WRITE
+    1161, // ER_NET_WRITE_INTERRUPTED
+    1203, // ER_TOO_MANY_USER_CONNECTIONS
+    1205, // ER_LOCK_WAIT_TIMEOUT (row locks and metadata locks: lock_wait_timeout)
+    1213, // ER_LOCK_DEADLOCK
+    1317, // ER_QUERY_INTERRUPTED
+    1927, // ER_CONNECTION_KILLED (MariaDB)
+    1969, // ER_STATEMENT_TIMEOUT (MariaDB max_statement_time)
+    3024, // ER_QUERY_TIMEOUT (MySQL max_execution_time)
+    4031, // ER_CLIENT_INTERACTION_TIMEOUT (MySQL)
+];
 
 fn classify_connect_error(
     url: &str,
@@ -177,6 +224,9 @@ fn query_error(query: &str, e: mysql_async::Error) -> SourceError {
         mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => {
             SourceError::Transient(format!("`{query}`: {e}"))
         }
+        mysql_async::Error::Server(ref s) if TRANSIENT_SERVER_ERRORS.contains(&s.code) => {
+            SourceError::Transient(format!("`{query}`: {e} (retried)"))
+        }
         other => SourceError::Query {
             query: query.to_string(),
             detail: other.to_string(),
@@ -218,6 +268,18 @@ async fn within_connect_timeout<T>(
 }
 
 async fn login_now(cfg: &SourceConfig) -> Result<Conn, SourceError> {
+    let (opts, builder) = opts_builder(cfg)?;
+    let builder = if cfg.tls == TlsMode::On {
+        builder.ssl_opts(ssl_opts(cfg, opts.ip_or_hostname()))
+    } else {
+        builder
+    };
+    Conn::new(builder)
+        .await
+        .map_err(|e| classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e))
+}
+
+fn opts_builder(cfg: &SourceConfig) -> Result<(Opts, OptsBuilder), SourceError> {
     let opts = Opts::from_url(&cfg.url).map_err(|e| SourceError::Unreachable {
         url: redact_url(&cfg.url),
         detail: e.to_string(),
@@ -226,16 +288,56 @@ async fn login_now(cfg: &SourceConfig) -> Result<Conn, SourceError> {
         url: redact_url(&cfg.url),
         detail: e.to_string(),
     })?;
-    let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
+    // A replica must accept events up to 1 GiB (MySQL's replica_max_allowed_packet), whatever
+    // the source's max_allowed_packet, which mysql_async would otherwise adopt as its limit: a
+    // larger row change would fail to arrive at every reconnect.
+    let mut builder = OptsBuilder::from_opts(opts.clone())
+        .prefer_socket(false)
+        .max_allowed_packet(Some(decode::MAX_EVENT_SIZE as usize));
     if let Some(password) = password {
         builder = builder.pass(Some(password));
     }
-    if cfg.tls == TlsMode::On {
-        builder = builder.ssl_opts(ssl_opts(cfg));
-    }
-    Conn::new(builder)
-        .await
-        .map_err(|e| classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e))
+    Ok((opts, builder))
+}
+
+/// Opens the binlog connection through a [`relay::Relay`] (so that its silence can be measured
+/// byte by byte) and checks the source's settings. A `socket=` URL connects directly (no relay:
+/// liveness is then measured per event).
+async fn connect_for_stream(
+    cfg: &SourceConfig,
+) -> Result<(Conn, Flavor, Option<relay::Relay>), SourceError> {
+    within_connect_timeout(cfg, async {
+        let (opts, builder) = opts_builder(cfg)?;
+        if opts.socket().is_some() {
+            let mut conn = login_now(cfg).await?;
+            let flavor = check_settings(&mut conn, cfg.column_names).await?;
+            return Ok((conn, flavor, None));
+        }
+        let host = opts.ip_or_hostname().to_string();
+        let relay = relay::Relay::start(&host, opts.tcp_port(), cfg.connect_timeout)
+            .await
+            .map_err(|e| SourceError::Unreachable {
+                url: redact_url(&cfg.url),
+                detail: e.to_string(),
+            })?;
+        let mut builder = builder
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(relay.port)
+            .resolved_ips(None::<Vec<std::net::IpAddr>>);
+        if cfg.tls == TlsMode::On {
+            // TLS runs end to end through the relay: the certificate must still name the
+            // source's host, not the loopback address the client connects to.
+            builder = builder.ssl_opts(ssl_opts(cfg, &host));
+        }
+        let mut conn = Conn::new(builder)
+            .await
+            .map_err(|e| {
+                classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e)
+            })?;
+        let flavor = check_settings(&mut conn, cfg.column_names).await?;
+        Ok((conn, flavor, Some(relay)))
+    })
+    .await
 }
 
 /// TLS for `source.tls = "on"`: the server's certificate must chain to `tls_ca_file` (only to it
@@ -245,8 +347,12 @@ async fn login_now(cfg: &SourceConfig) -> Result<Conn, SourceError> {
 /// There is no way to turn the name check off: `mysql_async` 0.37.1 ignores
 /// `with_danger_skip_domain_validation` with rustls 0.23 (blackbeam/mysql_async#404), and a
 /// certificate for another name is what `tls_server_name` is for.
-fn ssl_opts(cfg: &SourceConfig) -> SslOpts {
-    let mut ssl = SslOpts::default().with_danger_tls_hostname_override(cfg.tls_server_name.clone());
+fn ssl_opts(cfg: &SourceConfig, host: &str) -> SslOpts {
+    let name = cfg
+        .tls_server_name
+        .clone()
+        .unwrap_or_else(|| host.to_string());
+    let mut ssl = SslOpts::default().with_danger_tls_hostname_override(Some(name));
     if let Some(ca) = &cfg.tls_ca_file {
         ssl = ssl
             .with_root_certs(vec![ca.clone().into()])
@@ -510,25 +616,76 @@ async fn open_stream(
     };
     conn.get_binlog_stream(request)
         .await
-        .map_err(|e| stream_error(position, e))
+        .map_err(|e| stream_error(cfg.server_id, position, e))
 }
 
-fn stream_error(position: &Position, e: mysql_async::Error) -> SourceError {
+/// What an error 1236 (or MariaDB's 4052) from the binlog stream means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BinlogErrorKind {
+    /// The binlog files holding the position were purged (exit 3).
+    Purged,
+    /// The position is not in the source's history: sdl is ahead of it (lossy failover).
+    Diverged,
+    /// Another replica connected with the same server id.
+    DuplicateServerId,
+    /// Anything else the source cannot go on from.
+    Other,
+}
+
+/// Tells the kinds of error 1236 apart by their text, as MariaDB and MySQL (5.7 to 9) word them.
+fn classify_binlog_error(code: u16, message: &str) -> BinlogErrorKind {
+    let m = message.to_ascii_lowercase();
+    if code == ER_SLAVE_SAME_ID
+        || m.contains("same server_uuid/server_id")
+        || m.contains("same server_id")
+    {
+        BinlogErrorKind::DuplicateServerId
+    } else if m.contains("which is not in the master's binlog")
+        || m.contains("slave's gtid position is ahead")
+        || m.contains("has more gtids than the")
+        || m.contains("is missing the gtid")
+        || m.contains("conflicts with the binary log")
+    {
+        // MariaDB: "connecting slave requested to start from GTID d-s-n, which is not in the
+        // master's binlog" (and "... the slave has diverged"), "The binlog on the master is
+        // missing the GTID ... requested by the slave"; MySQL: "Slave has more GTIDs than the
+        // master has" / "Replica has more GTIDs than the source has".
+        BinlogErrorKind::Diverged
+    } else if m.contains("purged")
+        || m.contains("could not find first log file name")
+        || m.contains("could not find gtid state requested")
+    {
+        // MariaDB: "Could not find GTID state requested by slave in any binlog files. Probably
+        // the slave state is too old and required binlog files have been purged."; MySQL: "...
+        // the master has purged binary logs containing GTIDs that the slave requires", "Cannot
+        // replicate because the source purged required binary logs", "Could not find first log
+        // file name in binary log index file".
+        BinlogErrorKind::Purged
+    } else {
+        BinlogErrorKind::Other
+    }
+}
+
+fn stream_error(server_id: u32, position: &Position, e: mysql_async::Error) -> SourceError {
+    if is_packet_too_large(&e) {
+        return SourceError::EventTooLarge {
+            position: position.to_string(),
+            detail: e.to_string(),
+        };
+    }
     match e {
-        // MariaDB's 4052 (MySQL says it in a 1236): the source disconnected this stream because
-        // another replica registered with the same server id.
         mysql_async::Error::Server(s)
-            if s.code == ER_SAME_SERVER_ID || s.message.contains("same server_uuid/server_id") =>
+            if s.code == ER_MASTER_FATAL_READING_BINLOG || s.code == ER_SLAVE_SAME_ID =>
         {
-            SourceError::Transient(format!(
-                "{} (error {}). Another replica, or another sdl, connected to the source with this sdl's server id (source.server_id): the source keeps one of the two and disconnects the other, so they knock each other off. Give every sdl its own source.server_id, different from every server and replica of this source",
-                s.message, s.code
-            ))
-        }
-        mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_READING_BINLOG => {
-            SourceError::BinlogUnavailable {
-                position: position.to_string(),
-                detail: s.message,
+            let position = position.to_string();
+            let detail = s.message;
+            match classify_binlog_error(s.code, &detail) {
+                BinlogErrorKind::Purged => SourceError::BinlogUnavailable { position, detail },
+                BinlogErrorKind::Diverged => SourceError::SourceDiverged { position, detail },
+                BinlogErrorKind::DuplicateServerId => {
+                    SourceError::DuplicateServerId { server_id, detail }
+                }
+                BinlogErrorKind::Other => SourceError::BinlogReadFailed { position, detail },
             }
         }
         mysql_async::Error::Server(s)
@@ -541,6 +698,26 @@ fn stream_error(position: &Position, e: mysql_async::Error) -> SourceError {
             }
         }
         other => SourceError::Transient(other.to_string()),
+    }
+}
+
+/// The client's packet limit was exceeded (only possible beyond 1 GiB, see [`opts_builder`]).
+fn is_packet_too_large(e: &mysql_async::Error) -> bool {
+    use mysql_async::{DriverError, IoError};
+    match e {
+        mysql_async::Error::Driver(DriverError::PacketTooLarge) => true,
+        mysql_async::Error::Io(IoError::Io(io)) => io
+            .get_ref()
+            .and_then(|inner| {
+                inner.downcast_ref::<mysql_common::proto::codec::error::PacketCodecError>()
+            })
+            .is_some_and(|inner| {
+                matches!(
+                    inner,
+                    mysql_common::proto::codec::error::PacketCodecError::PacketTooLarge
+                )
+            }),
+        _ => false,
     }
 }
 
@@ -560,7 +737,7 @@ pub async fn binlog_available(
     let _ = stream.close().await;
     match first {
         Ok(Some(Ok(_))) => Ok(true),
-        Ok(Some(Err(e))) => match stream_error(position, e) {
+        Ok(Some(Err(e))) => match stream_error(cfg.server_id, position, e) {
             SourceError::BinlogUnavailable { .. } => Ok(false),
             other => Err(other),
         },
@@ -640,27 +817,28 @@ async fn ingest(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut backoff = reconnect_backoff();
-    let mut ready = first_conn;
+    if let Some((conn, _)) = first_conn {
+        // The connection that checked the source at start-up is not the stream's: the stream
+        // runs through a relay that measures its liveness byte by byte (relay.rs).
+        let _ = conn.disconnect().await;
+    }
     loop {
-        let (conn, flavor) = match ready.take() {
-            Some(c) => c,
-            None => match connect(&cfg).await {
-                Ok(c) => {
-                    // The source answers again: the next outage starts its backoff afresh.
-                    backoff = reconnect_backoff();
-                    c
+        let (conn, flavor, relay) = match connect_for_stream(&cfg).await {
+            Ok(c) => {
+                // The source answers again: the next outage starts its backoff afresh.
+                backoff = reconnect_backoff();
+                c
+            }
+            Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
+                let reconnect_delay = next_delay(&mut backoff);
+                warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
+                set_reconnecting(state, &e, reconnect_delay);
+                if wait_or_shutdown(shutdown, reconnect_delay).await {
+                    return Ok(());
                 }
-                Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
-                    let reconnect_delay = next_delay(&mut backoff);
-                    warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
-                    set_reconnecting(state, &e, reconnect_delay);
-                    if wait_or_shutdown(shutdown, reconnect_delay).await {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         let saved = wal.ingest_position()?.ok_or_else(|| SourceError::Query {
             query: "WAL ingest position".into(),
@@ -676,7 +854,8 @@ async fn ingest(
             },
         );
         match follow(
-            &cfg, &wal_cfg, fragments, &wal, conn, flavor, resume, &appended, state, shutdown,
+            &cfg, &wal_cfg, fragments, &wal, conn, relay, flavor, resume, &appended, state,
+            shutdown,
         )
         .await
         {
@@ -748,7 +927,6 @@ struct PendingGroup {
     transactions: Vec<SourceTransaction>,
     bytes: usize,
     deadline: Option<Instant>,
-    position: String,
     /// The previous group's append (an fsync), running while the next group is read. At most one
     /// runs, so groups land in order; it is always awaited before `follow` returns, because a
     /// reconnect resumes from the WAL's position, which an unfinished append would still move.
@@ -766,6 +944,7 @@ async fn follow(
     fragments: FragmentLimits,
     wal: &Wal<SourceTransaction>,
     conn: Conn,
+    relay: Option<relay::Relay>,
     flavor: Flavor,
     resume: ResumePoint,
     appended: &Arc<watch::Sender<u64>>,
@@ -773,7 +952,14 @@ async fn follow(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut stream = open_stream(conn, flavor, cfg, &resume.position).await?;
+    // Liveness: the source sends a heartbeat after each heartbeat interval without events, but
+    // none inside an event, which may take long to arrive over a slow link. So the connection is
+    // presumed dead after three intervals of *silence*: no byte from the source (as the relay
+    // sees them) since sdl started waiting for the next event. Without a relay (a socket URL),
+    // whole events are timed.
     let dead_after = cfg.heartbeat_interval * 3;
+    let mut waiting_since = Instant::now();
+    let mut still_waiting = false;
     let mut assembler =
         TransactionAssembler::new(resume.position.clone()).with_fragments(fragments);
     if let Some(partial) = resume.partial.clone() {
@@ -792,12 +978,18 @@ async fn follow(
         transactions: Vec::new(),
         bytes: 0,
         deadline: None,
-        position: resume.to_string(),
         in_flight: None,
         in_flight_bytes: 0,
         failed: false,
     };
     let result = loop {
+        if !still_waiting {
+            waiting_since = Instant::now();
+        }
+        still_waiting = false;
+        let silent_since = relay
+            .as_ref()
+            .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
         let deadline = group.deadline;
         let next = tokio::select! {
             biased;
@@ -813,12 +1005,22 @@ async fn follow(
                 }
                 continue;
             }
-            next = tokio::time::timeout(dead_after, stream.next()) => match next {
-                Ok(next) => next,
-                Err(_) => break Err(SourceError::Transient(format!(
-                    "no event or heartbeat for {dead_after:?} (3 x source.heartbeat_interval): the connection is presumed dead"
-                ))),
-            },
+            _ = tokio::time::sleep_until(silent_since + dead_after) => {
+                // Bytes may have arrived since: an event still arriving is not silence. The
+                // stream's read is cancel-safe (mysql_async keeps a partly read packet in the
+                // stream), so waiting again loses nothing.
+                let silent_since = relay
+                    .as_ref()
+                    .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
+                if silent_since.elapsed() < dead_after {
+                    still_waiting = true;
+                    continue;
+                }
+                break Err(SourceError::Transient(format!(
+                    "nothing from the source for {dead_after:?} (3 x source.heartbeat_interval): the connection is presumed dead"
+                )));
+            }
+            next = stream.next() => next,
         };
         let event = match next {
             None => {
@@ -826,7 +1028,7 @@ async fn follow(
                     "the source closed the binlog stream".into(),
                 ))
             }
-            Some(Err(e)) => break Err(stream_error(assembler.position(), e)),
+            Some(Err(e)) => break Err(stream_error(cfg.server_id, assembler.position(), e)),
             Some(Ok(event)) => {
                 let m = crate::metrics::metrics();
                 m.binlog_events.inc();
@@ -886,7 +1088,6 @@ async fn follow(
                     json_columns.forget();
                 }
                 group.bytes += transaction.approximate_size();
-                group.position = transaction.position_after.clone();
                 group.transactions.push(transaction);
                 if group.deadline.is_none() {
                     group.deadline = Some(Instant::now() + wal_cfg.group_commit_delay);
@@ -928,12 +1129,21 @@ async fn follow(
 /// Values of those columns are parsed exactly into [`crate::event::Json`]; a value that does not
 /// parse (the race: the column may have changed since the row was written) stays text and is
 /// logged, never dropped or altered.
+///
+/// At most [`MAX_JSON_TABLES`] tables are kept: when one more would exceed that, the cache is
+/// emptied and refilled on demand (a table is looked up again when its rows next arrive), so its
+/// memory is bounded whatever the number of tables in the source.
 #[derive(Default)]
 struct JsonColumns {
     /// database → table → (the table's shape when its JSON columns were looked up, their column
     /// indexes). Nested so that the per-row lookup borrows the row's names.
     tables: HashMap<String, HashMap<String, TableJson>>,
+    /// How many tables `tables` holds.
+    cached: usize,
 }
+
+/// The most tables whose JSON columns are kept (see [`JsonColumns`]).
+const MAX_JSON_TABLES: usize = 4096;
 
 /// A table's shape when its JSON columns were looked up, and their column indexes.
 type TableJson = (Arc<Table>, Vec<usize>);
@@ -941,6 +1151,29 @@ type TableJson = (Arc<Table>, Vec<usize>);
 impl JsonColumns {
     fn forget(&mut self) {
         self.tables.clear();
+        self.cached = 0;
+    }
+
+    /// Records a table's JSON columns, within the bound.
+    fn remember(&mut self, table: &Arc<Table>, indexes: Vec<usize>) -> &Vec<usize> {
+        let known = self
+            .tables
+            .get(table.database.as_str())
+            .is_some_and(|t| t.contains_key(table.name.as_str()));
+        if !known {
+            if self.cached >= MAX_JSON_TABLES {
+                self.forget();
+            }
+            self.cached += 1;
+        }
+        let slot = self
+            .tables
+            .entry(table.database.clone())
+            .or_default()
+            .entry(table.name.clone())
+            .insert_entry((table.clone(), indexes))
+            .into_mut();
+        &slot.1
     }
 
     async fn apply(
@@ -982,14 +1215,7 @@ impl JsonColumns {
                     let indexes = (0..table.columns.len())
                         .filter(|&i| names.contains(&table.columns[i]))
                         .collect();
-                    let slot = self
-                        .tables
-                        .entry(table.database.clone())
-                        .or_default()
-                        .entry(table.name.clone())
-                        .insert_entry((table.clone(), indexes))
-                        .into_mut();
-                    &slot.1
+                    self.remember(table, indexes)
                 }
             };
             if json.is_empty() {
@@ -1038,6 +1264,7 @@ async fn load_json_columns(
         .exec(query, (database, table))
         .await
         .map_err(|e| query_error(query, e))?;
+    check_lookup_warnings(conn, query).await?;
     let json: HashSet<String> = clauses
         .iter()
         .filter_map(|c| json_valid_column(c))
@@ -1049,6 +1276,7 @@ async fn load_json_columns(
             .exec_first(visible, (database, table))
             .await
             .map_err(|e| query_error(visible, e))?;
+        check_lookup_warnings(conn, visible).await?;
         if count.unwrap_or(0) == 0 {
             warn!(
                 "{database}.{table} is not visible in information_schema (dropped since, or the \
@@ -1058,6 +1286,27 @@ async fn load_json_columns(
         }
     }
     Ok(json)
+}
+
+/// MariaDB turns a lock wait inside an information_schema query (a table whose metadata another
+/// session holds exclusively, e.g. during `CREATE TABLE ... SELECT` or an ALTER's last phase) into
+/// a *warning* and leaves that table out of the result. An empty result would then read as "no
+/// JSON columns" (its JSON values silently kept as text) or "table dropped" (a definite error).
+/// Such a warning (any of [`TRANSIENT_SERVER_ERRORS`]) makes the lookup a transient error: it is
+/// retried, with the reconnect backoff, until the lock is gone.
+async fn check_lookup_warnings(conn: &mut Conn, query: &str) -> Result<(), SourceError> {
+    let warnings: Vec<(String, u32, String)> = conn
+        .query("SHOW WARNINGS")
+        .await
+        .map_err(|e| query_error("SHOW WARNINGS", e))?;
+    match warnings.into_iter().find(|(_, code, _)| {
+        u16::try_from(*code).is_ok_and(|c| TRANSIENT_SERVER_ERRORS.contains(&c))
+    }) {
+        Some((_, code, message)) => Err(SourceError::Transient(format!(
+            "`{query}`: information_schema left a table out: warning {code}: {message} (retried)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `col` when `clause` is exactly ``json_valid(`col`)`` (any case, surrounding spaces).
@@ -1091,6 +1340,7 @@ async fn load_schema(
         .exec(query, (database, table))
         .await
         .map_err(|e| query_error(query, e))?;
+    check_lookup_warnings(conn, query).await?;
     if rows.is_empty() {
         return Err(SourceError::Query {
             query: query.into(),
@@ -1165,12 +1415,18 @@ async fn flush(
     let count = transactions.len() as u64;
     group.in_flight_bytes = group.bytes;
     group.bytes = 0;
-    let position = group.position.clone();
     let wal = wal.clone();
     let dir = wal.dir().display().to_string();
     let appended = appended.clone();
     group.in_flight = Some(tokio::task::spawn_blocking(move || {
-        wal.append(&transactions, position.as_bytes())
+        // The group's position is its last transaction's (not copied per transaction: with a
+        // large GTID set that text is kilobytes).
+        let position = transactions
+            .last()
+            .expect("a group is flushed only when it holds transactions")
+            .position_after
+            .as_bytes();
+        wal.append(&transactions, position)
             .map(|last| {
                 // Told as soon as it lands, not when the next group starts: the forwarder
                 // must not wait for more binlog events to see this one.
@@ -1267,7 +1523,76 @@ async fn wait_for_wal_space(
 
 #[cfg(test)]
 mod tests {
-    use super::{json_valid_column, quoted_members};
+    use super::*;
+
+    #[test]
+    fn json_column_cache_is_bounded() {
+        let mut cache = JsonColumns::default();
+        for i in 0..MAX_JSON_TABLES * 2 + 3 {
+            let table = Arc::new(Table {
+                database: format!("db{}", i % 7),
+                name: format!("t{i}"),
+                columns: vec!["id".into(), "doc".into()],
+                primary_key: vec![0],
+            });
+            assert_eq!(cache.remember(&table, vec![1]), &vec![1]);
+            // A table already cached does not count twice.
+            cache.remember(&table, vec![1]);
+            let held: usize = cache.tables.values().map(HashMap::len).sum();
+            assert_eq!(held, cache.cached);
+            assert!(
+                cache.cached <= MAX_JSON_TABLES,
+                "{} tables cached",
+                cache.cached
+            );
+        }
+    }
+
+    fn server_error(code: u16, message: &str) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: message.into(),
+            state: "HY000".into(),
+        })
+    }
+
+    #[test]
+    fn lock_waits_and_timeouts_are_transient_other_server_errors_definite() {
+        for code in [1205, 1213, 1317, 1969, 3024, 1053, 1927, 1040] {
+            assert!(
+                query_error("SELECT 1", server_error(code, "x")).is_transient(),
+                "{code}"
+            );
+        }
+        for code in [1044, 1142, 1146, 1064] {
+            assert!(
+                !query_error("SELECT 1", server_error(code, "x")).is_transient(),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_1236_texts_are_told_apart() {
+        use BinlogErrorKind::*;
+        for (code, text, kind) in [
+            (1236, "Could not find GTID state requested by slave in any binlog files. Probably the slave state is too old and required binlog files have been purged.", Purged),
+            (1236, "Could not find first log file name in binary log index file", Purged),
+            (1236, "The slave is connecting using CHANGE MASTER TO MASTER_AUTO_POSITION = 1, but the master has purged binary logs containing GTIDs that the slave requires.", Purged),
+            (1236, "Cannot replicate because the source purged required binary logs. Replicate the missing transactions from elsewhere, or provision a new replica from backup.", Purged),
+            (1236, "Error: connecting slave requested to start from GTID 0-1-1005, which is not in the master's binlog", Diverged),
+            (1236, "Error: connecting slave requested to start from GTID 0-2-980, which is not in the master's binlog. Since the master's binlog contains GTIDs with higher sequence numbers, it probably means that the slave has diverged due to executing extra erroneous transactions", Diverged),
+            (1236, "The binlog on the master is missing the GTID 0-1-7 requested by the slave (even though both a prior and a subsequent sequence number does exist), and GTID strict mode is enabled", Diverged),
+            (1236, "Slave has more GTIDs than the master has, using the master's SERVER_UUID. This may indicate that the end of the binary log was truncated", Diverged),
+            (1236, "Replica has more GTIDs than the source has, using the source's SERVER_UUID.", Diverged),
+            (1236, "A slave with the same server_uuid/server_id as this slave has connected to the master; the first event 'mysql-bin.000001' at 4", DuplicateServerId),
+            (1236, "A replica with the same server_uuid/server_id as this replica has connected to the source", DuplicateServerId),
+            (4052, "A slave with the same server_uuid/server_id is already connected", DuplicateServerId),
+            (1236, "binlog truncated in the middle of event; consider out of disk space on master", Other),
+        ] {
+            assert_eq!(classify_binlog_error(code, text), kind, "{text}");
+        }
+    }
 
     #[test]
     fn json_valid_clauses_name_their_column() {
