@@ -610,14 +610,14 @@ async fn a_server_id_in_use_is_never_passed_and_its_error_names_the_key() {
     );
     assert!(table.contains("GRANT REPLICATION MASTER ADMIN"), "{table}");
 
-    // Two sdl with one server id push each other off; the log says which key to change.
+    // Two sdl with one server id: the one pushed off stops (exit 5) naming the key to change.
     let mut second = second;
     second.start();
     common::wait_until("the same-server-id error", TIMEOUT, || async {
         [&first, &second]
             .iter()
             .any(|s| {
-                s.logs().contains("source.server_id") && s.logs().contains("knock each other off")
+                s.logs().contains("source.server_id") && s.logs().contains("push each other off")
             })
             .then_some(())
     })
