@@ -24,8 +24,14 @@ dir = "{}"
 [sink]
 url = "{sink_url}"
 connect_timeout = "3s"
+
+[admin]
+listen = "127.0.0.1:{}"
 "#,
-        wal.display()
+        wal.display(),
+        // The admin endpoint is up before the start-up checks: tests running at once must not
+        // share the default port.
+        free_port()
     )
 }
 

@@ -49,7 +49,7 @@ fn an_open_wal_directory_of_another_user_is_refused() {
     std::fs::write(
         &config,
         format!(
-            "[source]\nurl = \"mysql://u:p@127.0.0.1:1\"\nserver_id = 4242\n[wal]\ndir = \"{}\"\n[sink]\nurl = \"mongodb://127.0.0.1:1\"\n",
+            "[source]\nurl = \"mysql://u:p@127.0.0.1:1\"\nserver_id = 4242\n[wal]\ndir = \"{}\"\n[sink]\nurl = \"mongodb://127.0.0.1:1\"\n[admin]\nlisten = \"\"\n",
             wal.display()
         ),
     )
