@@ -69,6 +69,10 @@ pub enum SinkDown {
 pub async fn run_checks(config: &Config) -> Vec<Check> {
     let (wal, wal_in_use) = wal_dir(&config.wal.dir);
     let mut checks = vec![wal];
+    // (`sdl run` binds its admin endpoint before its checks: a bind failure there is the check.)
+    if let Some(addr) = config.admin.listen_addr() {
+        checks.push(admin_listen(addr, wal_in_use).await);
+    }
     checks.extend(run_checks_inner(config, SinkDown::Fails, wal_in_use).await);
     checks
 }
@@ -80,9 +84,6 @@ pub async fn run_checks_with(config: &Config, sink_down: SinkDown) -> Vec<Check>
 
 async fn run_checks_inner(config: &Config, sink_down: SinkDown, wal_in_use: bool) -> Vec<Check> {
     let mut checks = Vec::new();
-    if let Some(addr) = config.admin.listen_addr() {
-        checks.push(admin_listen(addr, wal_in_use).await);
-    }
     checks.extend(source_checks(config, wal_in_use).await);
     checks.extend(sink_checks(config, sink_down).await);
     checks

@@ -329,11 +329,9 @@ async fn connect_for_stream(
             // source's host, not the loopback address the client connects to.
             builder = builder.ssl_opts(ssl_opts(cfg, &host));
         }
-        let mut conn = Conn::new(builder)
-            .await
-            .map_err(|e| {
-                classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e)
-            })?;
+        let mut conn = Conn::new(builder).await.map_err(|e| {
+            classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e)
+        })?;
         let flavor = check_settings(&mut conn, cfg.column_names).await?;
         Ok((conn, flavor, Some(relay)))
     })

@@ -697,12 +697,16 @@ impl Sdl {
 
     /// Waits until sdl has resolved its position and follows the binlog.
     pub async fn wait_following(&self) {
-        wait_until(
-            "sdl following the binlog",
-            Duration::from_secs(180),
-            || async { self.logs().contains("following the binlog").then_some(()) },
-        )
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !self.logs().contains("following the binlog") {
+            // The log says why when it never comes (a failed start, a refused check).
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 180 s waiting for sdl following the binlog; its log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// All log output of every run so far.
