@@ -137,6 +137,7 @@ async fn forward(
 
     let (ready_tx, ready) = mpsc::channel(2);
     let producer = tokio::spawn(produce(
+        std::sync::Arc::from(source_name),
         wal.clone(),
         cfg.clone(),
         wal.acked()? + 1,
@@ -328,6 +329,7 @@ impl Drop for AbortOnDrop {
 /// definite error (sent last), on shutdown, or when the ingester is gone and the WAL is drained.
 /// Each record is read and decoded once: what a batch does not take waits for the next one.
 async fn produce(
+    source: std::sync::Arc<str>,
     wal: Wal<SourceTransaction>,
     cfg: SinkConfig,
     next: u64,
@@ -378,8 +380,9 @@ async fn produce(
             continue;
         }
         let records = std::mem::take(&mut buffer);
+        let source = source.clone();
         let (prepared, records) = tokio::task::spawn_blocking(move || {
-            (batch::prepare(&records, max_docs, max_bytes), records)
+            (batch::prepare(&source, &records, max_docs, max_bytes), records)
         })
         .await
         .expect("batch preparation panicked");

@@ -52,6 +52,7 @@ pub enum Prepared {
 /// Converts the leading records of `records` (consecutive, in sequence order, non-empty) into one
 /// batch within the limits.
 pub fn prepare(
+    source: &str,
     records: &[Stored<SourceTransaction>],
     max_documents: usize,
     max_bytes: usize,
@@ -60,7 +61,7 @@ pub fn prepare(
     let mut bytes = 0usize;
     let mut taken: Option<(&Stored<SourceTransaction>, &Stored<SourceTransaction>)> = None;
     for stored in records {
-        let encoded = match encode_transaction(stored) {
+        let encoded = match encode_transaction(source, stored) {
             Ok(encoded) => encoded,
             Err(e) => {
                 return match taken {
@@ -104,15 +105,16 @@ fn batch(
 }
 
 fn encode_transaction(
+    source: &str,
     stored: &Stored<SourceTransaction>,
 ) -> Result<Vec<RawDocumentBuf>, SinkError> {
-    if let Some(raw) = document::transaction_raw_documents(&stored.record) {
+    if let Some(raw) = document::transaction_raw_documents(source, &stored.record) {
         if raw.iter().all(|d| d.as_bytes().len() <= MAX_DOCUMENT_BYTES) {
             return Ok(raw);
         }
     }
     // The general path names the change that cannot be sent.
-    document::transaction_documents(&stored.record)
+    document::transaction_documents(source, &stored.record)
         .into_iter()
         .map(|d| encode(&d, stored))
         .collect()
@@ -215,9 +217,9 @@ mod tests {
     #[test]
     fn batches_stop_at_the_document_limit_but_never_split_a_transaction() {
         let records: Vec<_> = (1..=5).map(|s| record(s, 3, 10)).collect();
-        let b = batch_of(prepare(&records, 7, usize::MAX));
+        let b = batch_of(prepare("default", &records, 7, usize::MAX));
         assert_eq!((b.first_seq, b.last_seq, b.documents.len()), (1, 2, 6));
-        let b = batch_of(prepare(&records, 2, usize::MAX));
+        let b = batch_of(prepare("default", &records, 2, usize::MAX));
         assert_eq!((b.first_seq, b.last_seq, b.documents.len()), (1, 1, 3));
         assert_eq!(b.position_after, "0-1-1");
     }
@@ -225,7 +227,7 @@ mod tests {
     #[test]
     fn batches_stop_at_the_byte_limit() {
         let records: Vec<_> = (1..=5).map(|s| record(s, 1, 1000)).collect();
-        let b = batch_of(prepare(&records, 1000, 2500));
+        let b = batch_of(prepare("default", &records, 1000, 2500));
         assert_eq!((b.first_seq, b.last_seq), (1, 2));
         assert!(b.bytes <= 2500 && b.bytes > 2000, "{}", b.bytes);
     }
@@ -237,7 +239,7 @@ mod tests {
             record(2, 1, MAX_DOCUMENT_BYTES),
             record(3, 1, 10),
         ];
-        match prepare(&records, 1000, usize::MAX) {
+        match prepare("default", &records, 1000, usize::MAX) {
             Prepared::BatchThenStop(b, e) => {
                 assert_eq!((b.first_seq, b.last_seq), (1, 1));
                 let text = e.to_string();
@@ -249,7 +251,7 @@ mod tests {
             other => panic!("expected BatchThenStop, got {other:?}"),
         }
         assert!(matches!(
-            prepare(&records[1..], 1000, usize::MAX),
+            prepare("default", &records[1..], 1000, usize::MAX),
             Prepared::Stop(SinkError::DocumentTooLarge { .. })
         ));
     }
