@@ -471,6 +471,17 @@ impl Config {
                     .into(),
             ));
         }
+        // The syntax only (no DNS lookup: a `mongodb+srv://` name that does not resolve yet is a
+        // network problem, retried, not a configuration error).
+        if let Err(e) = mongodb::options::ConnectionString::parse(&self.sink.url) {
+            return Err(invalid(
+                "sink.url",
+                format!(
+                    "not a valid MongoDB connection string: {}",
+                    crate::redact::redact_error(&e.to_string())
+                ),
+            ));
+        }
         if self.sink.database.is_empty() || self.sink.database.contains(['/', '.', ' ', '$']) {
             return Err(invalid(
                 "sink.database",

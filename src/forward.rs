@@ -451,6 +451,60 @@ async fn reconcile_with_sink(
     Ok(Some(offset))
 }
 
+/// A batch an sdl before 0.2 left half-written (transactions off) holds documents with the old
+/// `<gtid>:<ordinal>` ids; the replay writes them with `<source>/<gtid>:<ordinal>` ids. The old
+/// copies of the same changes are removed first, so each change stays in MongoDB once.
+async fn remove_legacy_copies(
+    sink: &MongoSink,
+    wal: &Wal<SourceTransaction>,
+    p: &crate::sink::PendingBatch,
+    acked: u64,
+    last: u64,
+) -> Result<(), ForwardError> {
+    if p.wal_id != wal.id() || p.first_seq <= acked || p.last_seq > last {
+        warn!(
+            staging = %p.id,
+            first_gtid = %p.first_gtid,
+            last_gtid = %p.last_gtid,
+            "a batch written in part by sdl before 0.2 is no longer in this WAL: documents with the old `<gtid>:<ordinal>` ids between these GTIDs may now also exist with `<source>/<gtid>:<ordinal>` ids; see docs/change-document.md, \"Upgrading\""
+        );
+        return Ok(());
+    }
+    let mut next = p.first_seq;
+    let (mut removed, mut kept) = (0, 0);
+    while next <= p.last_seq {
+        let records: Vec<_> = read_records(wal, next, 10_000, 64 << 20)
+            .await?
+            .into_iter()
+            .filter(|s| s.seq <= p.last_seq)
+            .collect();
+        let Some(last_read) = records.last().map(|s| s.seq) else {
+            break;
+        };
+        next = last_read + 1;
+        let source = sink.source_name().to_string();
+        let prepared = tokio::task::spawn_blocking(move || {
+            batch::prepare(&source, &records, usize::MAX, usize::MAX)
+        })
+        .await
+        .expect("batch preparation panicked");
+        let documents = match prepared {
+            Prepared::Batch(b) | Prepared::BatchThenStop(b, _) => b.documents,
+            Prepared::Stop(_) => continue,
+        };
+        let (r, k) = sink.remove_legacy_copies(&documents).await?;
+        removed += r;
+        kept += k;
+    }
+    info!(
+        staging = %p.id,
+        removed,
+        kept_different = kept,
+        "upgrade: removed the old-id copies of a batch an earlier sdl left half-written; it is written again with source-qualified ids"
+    );
+    Ok(())
+}
+
 /// Settles staging entries an earlier run left "pending" (it stopped between staging a batch and
 /// committing it), and reports each one.
 async fn reconcile_staging(
@@ -509,6 +563,9 @@ async fn reconcile_staging(
                 ),
             )
         };
+        if !covered && p.legacy_ids {
+            remove_legacy_copies(sink, wal, p, acked, last).await?;
+        }
         info!(
             staging = %p.id,
             first_seq = p.first_seq,

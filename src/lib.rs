@@ -14,6 +14,7 @@ pub mod breaker;
 pub mod config;
 pub mod event;
 pub mod forward;
+pub mod identity;
 pub mod metrics;
 pub mod preflight;
 pub mod redact;
@@ -32,6 +33,7 @@ pub enum ExitCode {
     Failure = 1,
     /// The configuration (or the command line) is wrong.
     Config = 2,
-    /// The binlog sdl needs is no longer on the source: restarting will not help.
+    /// The binlog sdl needs is no longer on the source, or the source's history no longer
+    /// contains what was relayed (`crate::identity`): restarting will not help.
     BinlogUnavailable = 3,
 }

@@ -123,6 +123,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     };
 
     repair_damaged_records(&wal, &config.source, flavor).await?;
+    check_source_history(&mut conn, flavor, &config, &wal, sink.as_ref()).await?;
 
     if !wal_has_position {
         let sink = sink
@@ -324,6 +325,40 @@ async fn prune_periodically(
 /// after it, and the ingest position rewound to just before it, so the ingester reads that range
 /// again from the source. Done only when the source can still serve that position; otherwise sdl
 /// stops and names the damaged range.
+/// Refuses to start when the source's GTID history no longer contains what was relayed under
+/// this source.name (`crate::identity`): the WAL's position, and MongoDB's offset if it answers.
+async fn check_source_history(
+    conn: &mut mysql_async::Conn,
+    flavor: source::Flavor,
+    config: &Config,
+    wal: &Wal<SourceTransaction>,
+    sink: Option<&MongoSink>,
+) -> Result<(), (ExitCode, anyhow::Error)> {
+    let mut relayed = Vec::new();
+    let wal_position = wal
+        .ingest_position()
+        .map_err(|e| (ExitCode::Failure, e.into()))?;
+    if let Some(position) = wal_position {
+        relayed.push(("the WAL", String::from_utf8_lossy(&position).into_owned()));
+    }
+    if let Some(sink) = sink {
+        match sink.offset().await {
+            Ok(Some(offset)) => relayed.push(("MongoDB's offset", offset.gtid_position)),
+            Ok(None) => {}
+            // Checked against the WAL alone; MongoDB's offset never leads the WAL's position.
+            Err(e) => warn!(error = %e, "could not read MongoDB's offset to check the source's history"),
+        }
+    }
+    if relayed.is_empty() {
+        return Ok(());
+    }
+    let current = source::resolve_start(conn, flavor, &crate::config::StartFrom::Current)
+        .await
+        .map_err(source_failure)?;
+    crate::identity::check(flavor, &config.source.name, &current, &relayed)
+        .map_err(|e| (ExitCode::BinlogUnavailable, e.into()))
+}
+
 async fn repair_damaged_records(
     wal: &Wal<SourceTransaction>,
     source_cfg: &crate::config::SourceConfig,
