@@ -15,8 +15,11 @@
 //!   as long as they last, with the same batch: nothing is skipped and nothing reordered. The
 //!   ingester is independent of this loop and keeps filling the WAL meanwhile.
 //! - A definite failure (a change over 16 MiB, a rejected login, a validation error, an offset
-//!   conflict) stops the forwarder at once, never retried, with nothing acknowledged past the last
-//!   commit.
+//!   conflict, a change `_id` already taken by a different change) stops the forwarder at once,
+//!   never retried, with nothing acknowledged past the last commit.
+//! - Batches carry their source's name into every change `_id`; a batch an older sdl left
+//!   half-written with `<gtid>:<ordinal>` ids has those copies removed at start, before it is
+//!   written again (see `remove_legacy_copies`).
 //! - Pipelining: a producer task reads and converts the next batch (to raw BSON, off the async
 //!   threads) while the current one commits; at most two batches wait ready, so the next one is
 //!   usually at hand when a commit starts (its staging entry is then written inside the current
@@ -382,7 +385,10 @@ async fn produce(
         let records = std::mem::take(&mut buffer);
         let source = source.clone();
         let (prepared, records) = tokio::task::spawn_blocking(move || {
-            (batch::prepare(&source, &records, max_docs, max_bytes), records)
+            (
+                batch::prepare(&source, &records, max_docs, max_bytes),
+                records,
+            )
         })
         .await
         .expect("batch preparation panicked");
@@ -451,7 +457,7 @@ async fn reconcile_with_sink(
     Ok(Some(offset))
 }
 
-/// A batch an sdl before 0.2 left half-written (transactions off) holds documents with the old
+/// A batch an sdl with `<gtid>:<ordinal>` ids left half-written (transactions off) holds documents with the old
 /// `<gtid>:<ordinal>` ids; the replay writes them with `<source>/<gtid>:<ordinal>` ids. The old
 /// copies of the same changes are removed first, so each change stays in MongoDB once.
 async fn remove_legacy_copies(
@@ -466,7 +472,7 @@ async fn remove_legacy_copies(
             staging = %p.id,
             first_gtid = %p.first_gtid,
             last_gtid = %p.last_gtid,
-            "a batch written in part by sdl before 0.2 is no longer in this WAL: documents with the old `<gtid>:<ordinal>` ids between these GTIDs may now also exist with `<source>/<gtid>:<ordinal>` ids; see docs/change-document.md, \"Upgrading\""
+            "a batch written in part by an sdl with `<gtid>:<ordinal>` ids is no longer in this WAL: documents with the old `<gtid>:<ordinal>` ids between these GTIDs may now also exist with `<source>/<gtid>:<ordinal>` ids; see docs/change-document.md, \"Upgrading\""
         );
         return Ok(());
     }

@@ -119,21 +119,27 @@ mod tests {
         // A failover to another server id continues the domain's sequence.
         assert!(not_contained(&maria("0-2-11"), &maria("0-1-10")).is_none());
         let behind = not_contained(&maria("0-1-2"), &maria("0-1-10")).unwrap();
-        assert!(behind.contains("0-1-2") && behind.contains("0-1-10"), "{behind}");
+        assert!(
+            behind.contains("0-1-2") && behind.contains("0-1-10"),
+            "{behind}"
+        );
         let gone = not_contained(&maria(""), &maria("0-1-10")).unwrap();
         assert!(gone.contains("domain 0"), "{gone}");
     }
 
     #[test]
     fn mysql_history_must_contain_the_relayed_set() {
-        assert!(not_contained(&mysql(&format!("{A}:1-100")), &mysql(&format!("{A}:1-50"))).is_none());
+        assert!(
+            not_contained(&mysql(&format!("{A}:1-100")), &mysql(&format!("{A}:1-50"))).is_none()
+        );
         let missing = not_contained(
             &mysql(&format!("{A}:1-20,{B}:1-5")),
             &mysql(&format!("{A}:1-30:40,{B}:1-5")),
         )
         .unwrap();
         assert!(missing.contains(&format!("{A}:21-30:40")), "{missing}");
-        let other = not_contained(&mysql(&format!("{B}:1-100")), &mysql(&format!("{A}:1-3"))).unwrap();
+        let other =
+            not_contained(&mysql(&format!("{B}:1-100")), &mysql(&format!("{A}:1-3"))).unwrap();
         assert!(other.contains(A), "{other}");
     }
 
@@ -147,7 +153,14 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        for needle in ["orders", "0-1-7; partial 0-1-8:500", "0-1-2", "gtid_binlog_pos", "RESET MASTER", "new source.name"] {
+        for needle in [
+            "orders",
+            "0-1-7; partial 0-1-8:500",
+            "0-1-2",
+            "gtid_binlog_pos",
+            "RESET MASTER",
+            "new source.name",
+        ] {
             assert!(e.contains(needle), "`{needle}` missing from: {e}");
         }
     }

@@ -346,7 +346,9 @@ async fn check_source_history(
             Ok(Some(offset)) => relayed.push(("MongoDB's offset", offset.gtid_position)),
             Ok(None) => {}
             // Checked against the WAL alone; MongoDB's offset never leads the WAL's position.
-            Err(e) => warn!(error = %e, "could not read MongoDB's offset to check the source's history"),
+            Err(e) => {
+                warn!(error = %e, "could not read MongoDB's offset to check the source's history")
+            }
         }
     }
     if relayed.is_empty() {

@@ -300,16 +300,28 @@ mod tests {
         let (a, c) = b.split().unwrap();
         assert_eq!((a.first_seq, a.last_seq, a.documents.len()), (1, 2, 4));
         assert_eq!((c.first_seq, c.last_seq, c.documents.len()), (3, 5, 6));
-        assert_eq!((a.position_after.as_str(), c.position_after.as_str()), ("0-1-2", "0-1-5"));
-        assert_eq!((a.first_gtid.as_str(), c.first_gtid.as_str()), ("0-1-1", "0-1-3"));
+        assert_eq!(
+            (a.position_after.as_str(), c.position_after.as_str()),
+            ("0-1-2", "0-1-5")
+        );
+        assert_eq!(
+            (a.first_gtid.as_str(), c.first_gtid.as_str()),
+            ("0-1-1", "0-1-3")
+        );
         assert_eq!(a.bytes + c.bytes, b.bytes);
         let ids = |x: &Batch| -> Vec<String> {
-            x.documents.iter().map(|d| d.get_str("_id").unwrap().to_string()).collect()
+            x.documents
+                .iter()
+                .map(|d| d.get_str("_id").unwrap().to_string())
+                .collect()
         };
         assert_eq!([ids(&a), ids(&c)].concat(), ids(&b));
         let (c1, c2) = c.split().unwrap();
         assert_eq!((c1.last_seq, c2.first_seq, c2.last_seq), (3, 4, 5));
-        assert!(c2.split().unwrap().1.split().is_none(), "one record is not split");
+        assert!(
+            c2.split().unwrap().1.split().is_none(),
+            "one record is not split"
+        );
     }
 
     #[test]

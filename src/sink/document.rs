@@ -110,7 +110,10 @@ fn row_raw_document(
     meta.append_ref("pos", row.pos as i64);
     meta.append_ref("row", ordinal as i64);
     let mut document = RawDocumentBuf::new();
-    document.append_ref("_id", change_id(source, &transaction.gtid, ordinal).as_str());
+    document.append_ref(
+        "_id",
+        change_id(source, &transaction.gtid, ordinal).as_str(),
+    );
     document.append_ref("op", row.op.as_str());
     document.append_ref("ts", ts);
     document.append_ref("meta", &meta);
@@ -141,7 +144,10 @@ fn statement_raw_document(
     meta.append_ref("pos", statement.pos as i64);
     meta.append_ref("row", ordinal as i64);
     let mut document = RawDocumentBuf::new();
-    document.append_ref("_id", change_id(source, &transaction.gtid, ordinal).as_str());
+    document.append_ref(
+        "_id",
+        change_id(source, &transaction.gtid, ordinal).as_str(),
+    );
     document.append_ref("op", "ddl");
     document.append_ref("ts", ts);
     document.append_ref("meta", &meta);
@@ -180,8 +186,8 @@ pub fn change_id(source: &str, gtid: &str, ordinal: usize) -> String {
     format!("{source}/{gtid}:{ordinal}")
 }
 
-/// The `_id` sdl before 0.2 gave a change (`"<gtid>:<ordinal>"`, no source): documents written
-/// then keep it (see docs/change-document.md, "Upgrading from `<gtid>:<ordinal>` ids").
+/// The `_id` sdl gave a change before ids named their source (`"<gtid>:<ordinal>"`): documents
+/// written then keep it (see docs/change-document.md, "Upgrading from `<gtid>:<ordinal>` ids").
 pub fn legacy_change_id(gtid: &str, ordinal: usize) -> String {
     format!("{gtid}:{ordinal}")
 }

@@ -6,10 +6,19 @@
 //!   sequence, and the batch's staging entry turning "committed" are written in **one** MongoDB
 //!   transaction: either all are visible or none is.
 //! - **Transactions off** ("off", or "auto" against a standalone server): the change documents are
-//!   inserted unordered and idempotently (a duplicate-key error on a change's `_id` means that
-//!   very change is already there: the `_id` is derived from the binlog alone), then the offset
-//!   moves, then the staging entry turns "committed". A crash between the steps replays the batch,
-//!   which inserts nothing twice: exactly-once in effect.
+//!   inserted unordered and idempotently, then the offset moves, then the staging entry turns
+//!   "committed". A crash between the steps replays the batch, which inserts nothing twice:
+//!   exactly-once in effect.
+//! - **Duplicates, both modes:** the `_id` (`<source.name>/<gtid>:<ordinal>`) is derived from the
+//!   source's name and the binlog alone, so two sources never share one. A duplicate-key error
+//!   counts as "already applied" only when every stored document under the batch's ids has the
+//!   batch's content `hash` (the same change); anything else is a definite
+//!   [`SinkError::ChangeConflict`] naming both documents, and nothing is overwritten.
+//! - **Transaction limits:** a batch MongoDB refuses as too large for one transaction
+//!   (TransactionTooLargeForCache, TransactionTooLarge, BSONObjectTooLarge) is never retried
+//!   unchanged: it is committed in halves at WAL record boundaries, halved again as needed, and a
+//!   single record that still does not fit is written the transactions-off way. A failed
+//!   `mongodb+srv://` or host-name lookup is transient (retried), not a bad URL.
 //! - The offset document is the sink's memory of what it has applied. Before writing, the previous
 //!   offset is checked (inside the transaction when there is one): a batch the offset already
 //!   covers is not written again (a replay after a crash between the MongoDB commit and the WAL
@@ -21,8 +30,8 @@
 //! - Commit errors are retried as the MongoDB driver specification prescribes:
 //!   `TransientTransactionError` reruns the whole transaction, `UnknownTransactionCommitResult`
 //!   retries the commit. Every other error is returned classified: transient (network, election,
-//!   timeout, write conflict: the forwarder retries through its circuit breaker) or definite
-//!   (auth, validation, oversize: the forwarder stops).
+//!   timeout, write conflict, DNS: the forwarder retries through its circuit breaker) or definite
+//!   (auth, validation, oversize, a change conflict: the forwarder stops).
 //!
 //! # Test hook
 //! `SDL_TEST_EXIT_AFTER_STAGING=1` in the environment makes the process exit (code 97) right
@@ -61,7 +70,7 @@ pub const EXIT_AFTER_STAGING_ENV: &str = "SDL_TEST_EXIT_AFTER_STAGING";
 pub const EXIT_AFTER_STAGING_CODE: i32 = 97;
 
 /// The `id_form` of staging entries: the `_id` shape of the batch's change documents. Entries
-/// written by sdl before 0.2 have no `id_form`; their documents have `<gtid>:<ordinal>` ids.
+/// written by an sdl with `<gtid>:<ordinal>` ids have no `id_form`; their documents have `<gtid>:<ordinal>` ids.
 pub const ID_FORM: &str = "source/gtid:ordinal";
 
 /// Staging entry states.
@@ -145,7 +154,7 @@ impl SinkError {
 }
 
 fn operation_error(operation: &'static str, e: &MongoError) -> SinkError {
-    if matches!(error_code(e), Some(code) if TOO_LARGE_CODES.contains(&code)) {
+    if is_too_large(e) {
         return SinkError::TransactionTooLarge {
             operation,
             detail: redact_error(&e.to_string()),
@@ -169,11 +178,22 @@ const TRANSIENT_CODES: &[i32] = &[
     6, 7, 89, 9001, 91, 189, 10107, 11600, 11602, 13435, 13436, 50, 262, 64, 24, 112, 290, 251, 244,
 ];
 
-/// Server error codes of a transaction over MongoDB's limits: TransactionTooLargeForCache (313,
+/// Server error codes of a transaction over MongoDB's limits: TransactionTooLargeForCache (388,
 /// the storage engine's cache cannot hold its writes), TransactionTooLarge (334, the 16 MB total
 /// of MongoDB 4.0), BSONObjectTooLarge (10334, an oplog entry or command over 16 MiB). The same
 /// transaction fails again the same way; a smaller one fits: the batch is split.
-const TOO_LARGE_CODES: &[i32] = &[313, 334, 10334];
+const TOO_LARGE_CODES: &[i32] = &[334, 388, 10334];
+
+/// A transaction over MongoDB's limits ([`TOO_LARGE_CODES`]). SecantusDB reports the storage
+/// engine's refusal inside an InternalError (1) whose message names it: recognised by its text.
+fn is_too_large(e: &MongoError) -> bool {
+    if matches!(error_code(e), Some(code) if TOO_LARGE_CODES.contains(&code)) {
+        return true;
+    }
+    matches!(error_code(e), Some(1))
+        && e.to_string()
+            .contains("Transaction is too large and will not fit in the storage engine cache")
+}
 
 /// Network failures, elections, timeouts and write conflicts go away by themselves; everything
 /// else (auth, validation, oversize documents, bad commands) will fail again the same way.
@@ -279,7 +299,7 @@ pub struct PendingBatch {
     pub count: u64,
     /// The logical session of the transaction that was to commit it (transactions on).
     pub session: Option<Document>,
-    /// Staged by sdl before 0.2, whose change documents had `<gtid>:<ordinal>` ids.
+    /// Staged by an sdl with `<gtid>:<ordinal>` ids, whose change documents had `<gtid>:<ordinal>` ids.
     pub legacy_ids: bool,
 }
 
@@ -891,23 +911,6 @@ impl MongoSink {
                     return done;
                 }
             }
-            if !batch.documents.is_empty() {
-                if let Err(e) = self
-                    .changes
-                    .insert_many(&batch.documents)
-                    .session(&mut *session)
-                    .await
-                {
-                    abort(session).await;
-                    if retry_transaction(&e, attempts) {
-                        continue 'transaction;
-                    }
-                    if only_duplicates(&e) {
-                        return Ok(None);
-                    }
-                    return Err(operation_error("insert change documents", &e));
-                }
-            }
             if let Err(e) = self
                 .staging
                 .update_one(doc! { "_id": staged }, Self::committed_update())
@@ -934,6 +937,25 @@ impl MongoSink {
                         continue 'transaction;
                     }
                     return Err(operation_error("write staging", &e));
+                }
+            }
+            // The change documents go last: a storage engine near its cache limit (SecantusDB)
+            // stalls writes that follow a large insert in the same transaction.
+            if !batch.documents.is_empty() {
+                if let Err(e) = self
+                    .changes
+                    .insert_many(&batch.documents)
+                    .session(&mut *session)
+                    .await
+                {
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
+                    if only_duplicates(&e) {
+                        return Ok(None);
+                    }
+                    return Err(operation_error("insert change documents", &e));
                 }
             }
             loop {
@@ -964,10 +986,7 @@ impl MongoSink {
     async fn check_duplicates(&self, batch: &Batch) -> Result<(), SinkError> {
         const IDS_PER_QUERY: usize = 1000;
         for chunk in batch.documents.chunks(IDS_PER_QUERY) {
-            let ids: Vec<&str> = chunk
-                .iter()
-                .filter_map(|d| d.get_str("_id").ok())
-                .collect();
+            let ids: Vec<&str> = chunk.iter().filter_map(|d| d.get_str("_id").ok()).collect();
             let stored: Vec<Document> = self
                 .changes
                 .clone_with_type::<Document>()
@@ -1003,7 +1022,7 @@ impl MongoSink {
         Ok(())
     }
 
-    /// Removes the `<gtid>:<ordinal>`-id documents an sdl before 0.2 inserted for `documents`
+    /// Removes the `<gtid>:<ordinal>`-id documents an sdl with `<gtid>:<ordinal>` ids inserted for `documents`
     /// (the batch it left half-written) before the batch is written again with the new ids, so
     /// that each change stays in MongoDB once. A legacy document is removed only when it is the
     /// same change: everything but `_id`, `meta.source` and `hash` equal. Returns how many were
