@@ -74,7 +74,7 @@ pub fn check(
     source_name: &str,
     current: &Position,
     relayed: &[(&'static str, String)],
-) -> Result<(), HistoryError> {
+) -> Result<(), Box<HistoryError>> {
     for (what, text) in relayed {
         if text.trim().is_empty() {
             continue;
@@ -85,14 +85,14 @@ pub fn check(
             continue;
         };
         if let Some(detail) = not_contained(current, &point.position) {
-            return Err(HistoryError::NotContained {
+            return Err(Box::new(HistoryError::NotContained {
                 source_name: source_name.to_string(),
                 relayed_what: what,
                 relayed: text.clone(),
                 variable: position_variable(flavor),
                 current: current.to_string(),
                 detail,
-            });
+            }));
         }
     }
     Ok(())
