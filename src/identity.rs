@@ -10,10 +10,17 @@
 //!   behind the same `source.name`): resuming would skip the new history's changes or give them
 //!   ids that already stand for other changes. sdl refuses to start with
 //!   [`HistoryError::NotContained`], naming both positions and what to do (exit code 3).
-//! - What it cannot see: a reset server that has since written *more* transactions than were
-//!   relayed (its GTIDs reach past the relayed ones again) passes this check. Its reused ids are
-//!   still never taken for the old changes: a duplicate `_id` counts as applied only when the
-//!   stored document has the same content hash (`crate::sink`), else forwarding stops.
+//! - MariaDB, where the GTIDs alone cannot tell (a reset server that has since written *more*
+//!   transactions than were relayed): the last relayed transactions are looked up where they were
+//!   read, with `BINLOG_GTID_POS(file, pos)` on the binlog file and position of their first change
+//!   ([`Landmark`], from the WAL's last record and from MongoDB's last documents). If the server
+//!   still has that file but the GTID there is another (or no event starts there), the history is
+//!   another one: refused the same way. A file the server no longer has proves nothing and is
+//!   passed over.
+//! - What it still cannot see: a reset server whose binlog no longer holds the landmarks' files,
+//!   and whose GTIDs reach past the relayed ones. Its reused ids are still never taken for the old
+//!   changes: a duplicate `_id` counts as applied only when the stored document has the same
+//!   content hash (`crate::sink`), else forwarding stops.
 
 use crate::source::gtid::{Position, ResumePoint};
 use crate::source::Flavor;
@@ -29,6 +36,105 @@ pub enum HistoryError {
         current: String,
         detail: String,
     },
+}
+
+/// Where a relayed transaction was read: its GTID and the binlog file and position of its first
+/// change (as the change documents' `meta.file` / `meta.pos` and the WAL record say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landmark {
+    /// "the WAL" or "MongoDB".
+    pub what: &'static str,
+    pub gtid: String,
+    pub file: String,
+    pub pos: u64,
+}
+
+/// Checks each MariaDB landmark against the server's binlog: the event at `file`:`pos` must
+/// belong to the transaction `gtid`. Landmarks in files the server no longer has are skipped.
+pub async fn check_landmarks(
+    conn: &mut mysql_async::Conn,
+    source_name: &str,
+    landmarks: &[Landmark],
+) -> Result<(), CheckError> {
+    use mysql_async::prelude::Queryable;
+    if landmarks.is_empty() {
+        return Ok(());
+    }
+    let logs: Vec<mysql_async::Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(|e| CheckError::Query(format!("SHOW BINARY LOGS: {e}")))?;
+    let files: Vec<String> = logs
+        .iter()
+        .filter_map(|row| row.get::<String, _>(0))
+        .collect();
+    for landmark in landmarks {
+        if !files.contains(&landmark.file) || landmark.file.contains('\'') {
+            continue;
+        }
+        let query = format!(
+            "SELECT BINLOG_GTID_POS('{}', {})",
+            landmark.file, landmark.pos
+        );
+        let found: Option<Option<String>> = conn
+            .query_first(&query)
+            .await
+            .map_err(|e| CheckError::Query(format!("{query}: {e}")))?;
+        let found = found.flatten().unwrap_or_default();
+        if landmark_matches(&landmark.gtid, &found) {
+            continue;
+        }
+        let current =
+            crate::source::resolve_start(conn, Flavor::Mariadb, &crate::config::StartFrom::Current)
+                .await
+                .map(|p| p.to_string())
+                .unwrap_or_else(|e| format!("(unknown: {e})"));
+        return Err(CheckError::History(Box::new(HistoryError::NotContained {
+            source_name: source_name.to_string(),
+            relayed_what: landmark.what,
+            relayed: format!(
+                "transaction {} read at {}:{}",
+                landmark.gtid, landmark.file, landmark.pos
+            ),
+            variable: position_variable(Flavor::Mariadb),
+            current,
+            detail: if found.is_empty() {
+                format!(
+                    "no event of transaction {} starts at {}:{} in the server's binlog now",
+                    landmark.gtid, landmark.file, landmark.pos
+                )
+            } else {
+                format!(
+                    "the server's binlog has another transaction at {}:{}: its GTID position there is {found}",
+                    landmark.file, landmark.pos
+                )
+            },
+        })));
+    }
+    Ok(())
+}
+
+/// Whether `BINLOG_GTID_POS` at a transaction's event (`found`) names that transaction (`gtid`).
+pub fn landmark_matches(gtid: &str, found: &str) -> bool {
+    let (Ok(wanted), Ok(found)) = (
+        crate::source::gtid::MariadbPosition::parse(gtid),
+        crate::source::gtid::MariadbPosition::parse(found),
+    ) else {
+        return false;
+    };
+    let matches = wanted
+        .gtids()
+        .all(|g| found.domain(g.domain).is_some_and(|f| f == g));
+    matches
+}
+
+/// A failed start-up identity check: the source's history, or a query that could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    History(Box<HistoryError>),
+    #[error("checking the source's binlog history: {0}")]
+    Query(String),
 }
 
 /// The server variable holding the source's current GTID position.
@@ -141,6 +247,15 @@ mod tests {
         let other =
             not_contained(&mysql(&format!("{B}:1-100")), &mysql(&format!("{A}:1-3"))).unwrap();
         assert!(other.contains(A), "{other}");
+    }
+
+    #[test]
+    fn a_landmark_matches_only_its_own_transaction() {
+        assert!(landmark_matches("0-1-7", "0-1-7"));
+        assert!(landmark_matches("0-1-7", "1-2-3,0-1-7"));
+        assert!(!landmark_matches("0-1-7", "0-1-3"));
+        assert!(!landmark_matches("0-1-7", "0-2-7"));
+        assert!(!landmark_matches("0-1-7", ""));
     }
 
     #[test]

@@ -334,16 +334,53 @@ async fn check_source_history(
     wal: &Wal<SourceTransaction>,
     sink: Option<&MongoSink>,
 ) -> Result<(), (ExitCode, anyhow::Error)> {
+    use crate::identity::{CheckError, Landmark};
+    let failed = |e: anyhow::Error| (ExitCode::Failure, e);
     let mut relayed = Vec::new();
-    let wal_position = wal
-        .ingest_position()
-        .map_err(|e| (ExitCode::Failure, e.into()))?;
-    if let Some(position) = wal_position {
+    let mut landmarks = Vec::new();
+    if let Some(position) = wal.ingest_position().map_err(|e| failed(e.into()))? {
         relayed.push(("the WAL", String::from_utf8_lossy(&position).into_owned()));
+    }
+    // Where the WAL's last record was read (MariaDB: checked against the binlog below).
+    let last = wal.last_seq().map_err(|e| failed(e.into()))?;
+    if last > 0 {
+        // A record that cannot be read (pruned, or damaged and acknowledged) is no landmark; the
+        // forwarder reports damage where it matters.
+        if let Ok(Some(stored)) = wal.get(last) {
+            if let Some((file, pos)) = stored.record.changes.first().map(|c| c.binlog_location()) {
+                landmarks.push(Landmark {
+                    what: "the WAL",
+                    gtid: stored.record.gtid.clone(),
+                    file: file.to_string(),
+                    pos,
+                });
+            }
+        }
     }
     if let Some(sink) = sink {
         match sink.offset().await {
-            Ok(Some(offset)) => relayed.push(("MongoDB's offset", offset.gtid_position)),
+            Ok(Some(offset)) => {
+                if flavor == source::Flavor::Mariadb {
+                    let found = sink
+                        .last_change_locations(&offset.gtid_position)
+                        .await
+                        .map_err(|e| failed(e.into()))?;
+                    for (gtid, file, pos) in found {
+                        if !landmarks
+                            .iter()
+                            .any(|l| l.gtid == gtid && l.file == file && l.pos == pos)
+                        {
+                            landmarks.push(Landmark {
+                                what: "MongoDB",
+                                gtid,
+                                file,
+                                pos,
+                            });
+                        }
+                    }
+                }
+                relayed.push(("MongoDB's offset", offset.gtid_position));
+            }
             Ok(None) => {}
             // Checked against the WAL alone; MongoDB's offset never leads the WAL's position.
             Err(e) => {
@@ -358,7 +395,15 @@ async fn check_source_history(
         .await
         .map_err(source_failure)?;
     crate::identity::check(flavor, &config.source.name, &current, &relayed)
-        .map_err(|e| (ExitCode::BinlogUnavailable, e.into()))
+        .map_err(|e| (ExitCode::BinlogUnavailable, e.into()))?;
+    if flavor == source::Flavor::Mariadb {
+        match crate::identity::check_landmarks(conn, &config.source.name, &landmarks).await {
+            Ok(()) => {}
+            Err(CheckError::History(e)) => return Err((ExitCode::BinlogUnavailable, e.into())),
+            Err(e @ CheckError::Query(_)) => return Err(failed(e.into())),
+        }
+    }
+    Ok(())
 }
 
 async fn repair_damaged_records(

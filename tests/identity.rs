@@ -169,6 +169,62 @@ async fn a_source_reset_under_the_same_name_is_refused_at_start() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_source_whose_gtids_passed_the_relayed_ones_is_refused_at_start() {
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    let mut conn = create_table(&mariadb).await;
+    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
+    sdl.start();
+    sdl.wait_following().await;
+    for i in 1..=3 {
+        conn.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'before')"))
+            .await
+            .unwrap();
+    }
+    let relayed = mariadb.gtid_binlog_pos().await;
+    wait_for_source_offset(&mongo, "default", &relayed, &sdl).await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+
+    // A new history that has already gone further than the relayed one: its GTIDs alone look
+    // like a continuation, and resuming after the relayed GTID would skip its first changes.
+    conn.query_drop("RESET MASTER").await.unwrap();
+    for i in 10..30 {
+        conn.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'after reset')"))
+            .await
+            .unwrap();
+    }
+    let relayed_seq: u64 = relayed.rsplit('-').next().unwrap().parse().unwrap();
+    let current = mariadb.gtid_binlog_pos().await;
+    let current_seq: u64 = current.rsplit('-').next().unwrap().parse().unwrap();
+    assert!(current_seq > relayed_seq, "{current} vs {relayed}");
+
+    for (what, lose_wal) in [("the WAL", false), ("MongoDB", true)] {
+        if lose_wal {
+            std::fs::remove_dir_all(sdl.wal_dir()).unwrap();
+        }
+        sdl.start();
+        let status = sdl.wait_exit(TIMEOUT);
+        let logs = sdl.logs();
+        assert_eq!(status.code(), Some(3), "{logs}");
+        let last = logs.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+        for needle in [
+            "does not contain what sdl already relayed under source.name `default`",
+            &format!("{what} is at transaction {relayed} read at mariadb-bin.000001:"),
+            &format!("current position (`gtid_binlog_pos`) is {current}"),
+            "new source.name",
+        ] {
+            assert!(last.contains(needle), "`{needle}` missing from:\n{logs}");
+        }
+    }
+    let docs = change_documents(&mongo).await;
+    assert!(
+        docs.iter().all(|d| d
+            .get_document("after")
+            .map_or(true, |a| a.get_str("v") != Ok("after reset"))),
+        "{docs:?}"
+    );
+}
+
 async fn a_reused_change_id_stops_forwarding(transactions: &str) {
     let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
     let mut conn = create_table(&mariadb).await;

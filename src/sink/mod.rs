@@ -544,6 +544,41 @@ impl MongoSink {
         Ok(found.map(|d| parse_offset(&d)))
     }
 
+    /// For each GTID of a MariaDB `position` (the offset's), where the first change of that
+    /// transaction was read (`meta.file`, `meta.pos` of its document `<source>/<gtid>:0`), when
+    /// MongoDB has that document: the landmarks of `crate::identity`.
+    pub async fn last_change_locations(
+        &self,
+        position: &str,
+    ) -> Result<Vec<(String, String, u64)>, SinkError> {
+        let before_partial = position.split(';').next().unwrap_or_default();
+        let changes = self.changes.clone_with_type::<Document>();
+        let mut found = Vec::new();
+        for gtid in before_partial
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+        {
+            let id = document::change_id(&self.source_name, gtid, 0);
+            let stored = changes
+                .find_one(doc! { "_id": &id })
+                .projection(doc! { "meta.file": 1, "meta.pos": 1 })
+                .await
+                .map_err(|e| operation_error("read change documents", &e))?;
+            let location = stored.as_ref().and_then(|d| {
+                let meta = d.get_document("meta").ok()?;
+                Some((
+                    meta.get_str("file").ok()?.to_string(),
+                    meta.get_i64("pos").ok()?.max(0) as u64,
+                ))
+            });
+            if let Some((file, pos)) = location {
+                found.push((gtid.to_string(), file, pos));
+            }
+        }
+        Ok(found)
+    }
+
     /// Staging entries of this source still marked "pending", oldest first.
     pub async fn pending_batches(&self) -> Result<Vec<PendingBatch>, SinkError> {
         let found: Vec<Document> = self
