@@ -156,13 +156,17 @@ struct AppState {
     status: StatusSources,
     token: Arc<str>,
     token_path: Arc<PathBuf>,
+    source_name: Arc<str>,
 }
 
 /// Binds the endpoint (so a taken port fails start-up), prepares the token, and returns the task
 /// serving it.
+/// `source_name` (`source.name`) is part of every change `_id` that `/wal/show` and `/wal/dump`
+/// print.
 pub async fn start(
     addr: &str,
     settings: &AdminConfig,
+    source_name: &str,
     wal: Wals,
     status: StatusSources,
     mut shutdown: watch::Receiver<bool>,
@@ -203,6 +207,7 @@ pub async fn start(
             wal,
             status,
             token: token.into(),
+            source_name: source_name.into(),
         });
     let limits = Limits {
         header_read_timeout: settings.header_read_timeout,
@@ -397,7 +402,8 @@ async fn wal_show(
     if let Some(refused) = refusal(&state, &headers) {
         return refused;
     }
-    answer(state.wal, move |w| walcli::show(w, seq)).await
+    let source_name = state.source_name.clone();
+    answer(state.wal, move |w| walcli::show(w, seq, &source_name)).await
 }
 
 async fn wal_verify(State(AppState { wal, .. }): State<AppState>) -> Response {
@@ -425,9 +431,9 @@ async fn wal_dump(
         return too_many(&format!("from={}&to={}", q.from, q.to), records);
     }
     let (lines, body) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(8);
-    let wal = state.wal;
+    let (wal, source_name) = (state.wal, state.source_name);
     tokio::task::spawn_blocking(move || {
-        let sent = walcli::dump(&wal, q.from, q.to, |line| {
+        let sent = walcli::dump(&wal, q.from, q.to, &source_name, |line| {
             lines
                 .blocking_send(Ok(line + "\n"))
                 .map_err(|_| anyhow::anyhow!("the client went away"))

@@ -293,7 +293,8 @@ pub enum ColumnNames {
     InformationSchema,
 }
 
-fn default_source_name() -> String {
+/// `source.name` when the config does not set one.
+pub fn default_source_name() -> String {
     "default".into()
 }
 
@@ -739,6 +740,17 @@ impl Config {
                 "sink.url",
                 "expected a MongoDB connection string starting with mongodb:// or mongodb+srv://"
                     .into(),
+            ));
+        }
+        // The syntax only (no DNS lookup: a `mongodb+srv://` name that does not resolve yet is a
+        // network problem, retried, not a configuration error).
+        if let Err(e) = mongodb::options::ConnectionString::parse(&self.sink.url) {
+            return Err(invalid(
+                "sink.url",
+                format!(
+                    "not a valid MongoDB connection string: {}",
+                    crate::redact::redact_error(&e.to_string())
+                ),
             ));
         }
         if self.sink.database.is_empty() || self.sink.database.contains(['/', '.', ' ', '$']) {

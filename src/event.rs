@@ -76,6 +76,14 @@ pub enum Change {
 }
 
 impl Change {
+    /// The binlog file and position of the event this change was read from.
+    pub fn binlog_location(&self) -> (&str, u64) {
+        match self {
+            Change::Row(row) => (&row.file, row.pos),
+            Change::Statement(statement) => (&statement.file, statement.pos),
+        }
+    }
+
     /// A cheap estimate of the change's size as a change document, for group commits and for
     /// sizing fragments of large transactions against a MongoDB batch. Column names count for
     /// every row, as in the document (the WAL stores them once per record, so it errs high there).

@@ -15,8 +15,11 @@
 //!   as long as they last, with the same batch: nothing is skipped and nothing reordered. The
 //!   ingester is independent of this loop and keeps filling the WAL meanwhile.
 //! - A definite failure (a change over 16 MiB, a rejected login, a validation error, an offset
-//!   conflict) stops the forwarder at once, never retried, with nothing acknowledged past the last
-//!   commit.
+//!   conflict, a change `_id` already taken by a different change) stops the forwarder at once,
+//!   never retried, with nothing acknowledged past the last commit.
+//! - Batches carry their source's name into every change `_id`; a batch an older sdl left
+//!   half-written with `<gtid>:<ordinal>` ids has those copies removed at start, before it is
+//!   written again (see `remove_legacy_copies`).
 //! - Pipelining: a producer task reads and converts the next batch (to raw BSON, off the async
 //!   threads) while the current one commits; at most two batches wait ready, so the next one is
 //!   usually at hand when a commit starts (its staging entry is then written inside the current
@@ -137,6 +140,7 @@ async fn forward(
 
     let (ready_tx, ready) = mpsc::channel(2);
     let producer = tokio::spawn(produce(
+        std::sync::Arc::from(source_name),
         wal.clone(),
         cfg.clone(),
         wal.acked()? + 1,
@@ -328,6 +332,7 @@ impl Drop for AbortOnDrop {
 /// definite error (sent last), on shutdown, or when the ingester is gone and the WAL is drained.
 /// Each record is read and decoded once: what a batch does not take waits for the next one.
 async fn produce(
+    source: std::sync::Arc<str>,
     wal: Wal<SourceTransaction>,
     cfg: SinkConfig,
     next: u64,
@@ -378,8 +383,12 @@ async fn produce(
             continue;
         }
         let records = std::mem::take(&mut buffer);
+        let source = source.clone();
         let (prepared, records) = tokio::task::spawn_blocking(move || {
-            (batch::prepare(&records, max_docs, max_bytes), records)
+            (
+                batch::prepare(&source, &records, max_docs, max_bytes),
+                records,
+            )
         })
         .await
         .expect("batch preparation panicked");
@@ -449,6 +458,60 @@ pub(crate) async fn reconcile_with_sink(
     Ok(Some(offset))
 }
 
+/// A batch an sdl with `<gtid>:<ordinal>` ids left half-written (transactions off) holds documents with the old
+/// `<gtid>:<ordinal>` ids; the replay writes them with `<source>/<gtid>:<ordinal>` ids. The old
+/// copies of the same changes are removed first, so each change stays in MongoDB once.
+async fn remove_legacy_copies(
+    sink: &MongoSink,
+    wal: &Wal<SourceTransaction>,
+    p: &crate::sink::PendingBatch,
+    acked: u64,
+    last: u64,
+) -> Result<(), ForwardError> {
+    if p.wal_id != wal.id() || p.first_seq <= acked || p.last_seq > last {
+        warn!(
+            staging = %p.id,
+            first_gtid = %p.first_gtid,
+            last_gtid = %p.last_gtid,
+            "a batch written in part by an sdl with `<gtid>:<ordinal>` ids is no longer in this WAL: documents with the old `<gtid>:<ordinal>` ids between these GTIDs may now also exist with `<source>/<gtid>:<ordinal>` ids; see docs/change-document.md, \"Upgrading\""
+        );
+        return Ok(());
+    }
+    let mut next = p.first_seq;
+    let (mut removed, mut kept) = (0, 0);
+    while next <= p.last_seq {
+        let records: Vec<_> = read_records(wal, next, 10_000, 64 << 20)
+            .await?
+            .into_iter()
+            .filter(|s| s.seq <= p.last_seq)
+            .collect();
+        let Some(last_read) = records.last().map(|s| s.seq) else {
+            break;
+        };
+        next = last_read + 1;
+        let source = sink.source_name().to_string();
+        let prepared = tokio::task::spawn_blocking(move || {
+            batch::prepare(&source, &records, usize::MAX, usize::MAX)
+        })
+        .await
+        .expect("batch preparation panicked");
+        let documents = match prepared {
+            Prepared::Batch(b) | Prepared::BatchThenStop(b, _) => b.documents,
+            Prepared::Stop(_) => continue,
+        };
+        let (r, k) = sink.remove_legacy_copies(&documents).await?;
+        removed += r;
+        kept += k;
+    }
+    info!(
+        staging = %p.id,
+        removed,
+        kept_different = kept,
+        "upgrade: removed the old-id copies of a batch an earlier sdl left half-written; it is written again with source-qualified ids"
+    );
+    Ok(())
+}
+
 /// Settles staging entries an earlier run left "pending" (it stopped between staging a batch and
 /// committing it), and reports each one.
 async fn reconcile_staging(
@@ -507,6 +570,9 @@ async fn reconcile_staging(
                 ),
             )
         };
+        if !covered && p.legacy_ids {
+            remove_legacy_copies(sink, wal, p, acked, last).await?;
+        }
         info!(
             staging = %p.id,
             first_seq = p.first_seq,

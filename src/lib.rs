@@ -20,6 +20,7 @@ pub mod config;
 pub mod event;
 pub mod forward;
 pub mod health;
+pub mod identity;
 pub mod messages;
 pub mod metrics;
 pub mod preflight;
@@ -41,7 +42,8 @@ pub enum ExitCode {
     Failure = 1,
     /// The configuration (or the command line) is wrong.
     Config = 2,
-    /// The binlog sdl needs is no longer on the source: restarting will not help.
+    /// The binlog sdl needs is no longer on the source, or the source's history no longer
+    /// contains what was relayed (`crate::identity`): restarting will not help.
     BinlogUnavailable = 3,
     /// The source's history does not contain sdl's position (sdl is ahead of it: a lossy
     /// failover, a restored server): restarting will not help.

@@ -144,6 +144,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
             let (local, task) = crate::admin::start(
                 &addr,
                 &config.admin,
+                &config.source.name,
                 wal.clone(),
                 sources,
                 shutdown_rx.clone(),
@@ -310,6 +311,7 @@ async fn run_stages(
         None => false,
     };
     repair_damaged_records(&wal, &config.source, flavor, reconciled).await?;
+    check_source_history(&mut conn, flavor, &config, &wal, sink.as_ref()).await?;
 
     if !wal_has_position {
         let sink = sink
@@ -528,6 +530,87 @@ async fn prune_periodically(
             Err(e) => warn!(error = %e, "WAL pruning task failed"),
         }
     }
+}
+
+/// Refuses to start when the source's GTID history no longer contains what was relayed under
+/// this source.name (`crate::identity`): the WAL's position, and MongoDB's offset if it answers.
+async fn check_source_history(
+    conn: &mut mysql_async::Conn,
+    flavor: source::Flavor,
+    config: &Config,
+    wal: &Wal<SourceTransaction>,
+    sink: Option<&MongoSink>,
+) -> Result<(), (ExitCode, anyhow::Error)> {
+    use crate::identity::{CheckError, Landmark};
+    let failed = |e: anyhow::Error| (ExitCode::Failure, e);
+    let mut relayed = Vec::new();
+    let mut landmarks = Vec::new();
+    if let Some(position) = wal.ingest_position().map_err(|e| failed(e.into()))? {
+        relayed.push(("the WAL", String::from_utf8_lossy(&position).into_owned()));
+    }
+    // Where the WAL's last record was read (MariaDB: checked against the binlog below).
+    let last = wal.last_seq().map_err(|e| failed(e.into()))?;
+    if last > 0 {
+        // A record that cannot be read (pruned, or damaged and acknowledged) is no landmark; the
+        // forwarder reports damage where it matters.
+        if let Ok(Some(stored)) = wal.get(last) {
+            if let Some((file, pos)) = stored.record.changes.first().map(|c| c.binlog_location()) {
+                landmarks.push(Landmark {
+                    what: "the WAL",
+                    gtid: stored.record.gtid.clone(),
+                    file: file.to_string(),
+                    pos,
+                });
+            }
+        }
+    }
+    if let Some(sink) = sink {
+        match sink.offset().await {
+            Ok(Some(offset)) => {
+                if flavor == source::Flavor::Mariadb {
+                    let found = sink
+                        .last_change_locations(&offset.gtid_position)
+                        .await
+                        .map_err(|e| failed(e.into()))?;
+                    for (gtid, file, pos) in found {
+                        if !landmarks
+                            .iter()
+                            .any(|l| l.gtid == gtid && l.file == file && l.pos == pos)
+                        {
+                            landmarks.push(Landmark {
+                                what: "MongoDB",
+                                gtid,
+                                file,
+                                pos,
+                            });
+                        }
+                    }
+                }
+                relayed.push(("MongoDB's offset", offset.gtid_position));
+            }
+            Ok(None) => {}
+            // Checked against the WAL alone; MongoDB's offset never leads the WAL's position.
+            Err(e) => {
+                warn!(error = %e, "could not read MongoDB's offset to check the source's history")
+            }
+        }
+    }
+    if relayed.is_empty() {
+        return Ok(());
+    }
+    let current = source::resolve_start(conn, flavor, &crate::config::StartFrom::Current)
+        .await
+        .map_err(source_failure)?;
+    crate::identity::check(flavor, &config.source.name, &current, &relayed)
+        .map_err(|e| (ExitCode::SourceDiverged, e.into()))?;
+    if flavor == source::Flavor::Mariadb {
+        match crate::identity::check_landmarks(conn, &config.source.name, &landmarks).await {
+            Ok(()) => {}
+            Err(CheckError::History(e)) => return Err((ExitCode::SourceDiverged, e.into())),
+            Err(e @ CheckError::Query(_)) => return Err(failed(e.into())),
+        }
+    }
+    Ok(())
 }
 
 /// Start-up repair: a damaged record the sink has not acknowledged is discarded, with every record

@@ -74,6 +74,10 @@ pub struct WalTarget {
     /// directory is locked by the running service.
     #[arg(long, global = true)]
     pub admin: Option<String>,
+    /// With --dir alone: the source.name whose change `_id`s `show` and `dump` print (default
+    /// "default"; with --config, the config's).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub source_name: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -116,10 +120,11 @@ pub struct TransactionView {
     pub documents: Vec<serde_json::Value>,
 }
 
-/// The change documents of a record exactly as the sink writes them, in relaxed extended JSON
-/// (`{"$date": ...}` for `ts`, plain numbers, `{"$binary": ...}` for bytes).
-pub fn change_documents(t: &SourceTransaction) -> Vec<serde_json::Value> {
-    crate::sink::document::transaction_documents(t)
+/// The change documents of a record exactly as the sink writes them for `source` (`source.name`:
+/// it is part of each `_id`), in relaxed extended JSON (`{"$date": ...}` for `ts`, plain numbers,
+/// `{"$binary": ...}` for bytes).
+pub fn change_documents(source: &str, t: &SourceTransaction) -> Vec<serde_json::Value> {
+    crate::sink::document::transaction_documents(source, t)
         .into_iter()
         .map(|d| bson::Bson::Document(d).into_relaxed_extjson())
         .collect()
@@ -132,15 +137,15 @@ fn commit_time(unix_seconds: u32) -> String {
     .to_string()
 }
 
-impl From<&SourceTransaction> for TransactionView {
-    fn from(t: &SourceTransaction) -> Self {
+impl TransactionView {
+    fn new(source: &str, t: &SourceTransaction) -> Self {
         TransactionView {
             gtid: t.gtid.clone(),
             time: commit_time(t.timestamp),
             position_after: t.position_after.clone(),
             first_change: t.first_change,
             ends_transaction: t.ends_transaction,
-            documents: change_documents(t),
+            documents: change_documents(source, t),
         }
     }
 }
@@ -180,7 +185,7 @@ fn entry(
     seq: u64,
     acked: u64,
     result: Result<Option<Stored<SourceTransaction>>, sdl_wal::WalError>,
-) -> Option<(ListEntry, Option<TransactionView>)> {
+) -> Option<(ListEntry, Option<SourceTransaction>)> {
     match result {
         Ok(None) => None,
         Ok(Some(stored)) => {
@@ -212,7 +217,7 @@ fn entry(
                     tables,
                     error: None,
                 },
-                Some(TransactionView::from(&stored.record)),
+                Some(stored.record),
             ))
         }
         Err(e) => Some((
@@ -247,10 +252,14 @@ pub fn list(
         .collect())
 }
 
-pub fn show(wal: &Wal<SourceTransaction>, seq: u64) -> anyhow::Result<ShowRecord> {
+/// Record `seq`, its changes shown as the documents `source` (`source.name`) writes.
+pub fn show(wal: &Wal<SourceTransaction>, seq: u64, source: &str) -> anyhow::Result<ShowRecord> {
     let acked = wal.acked()?;
     match entry(seq, acked, wal.get(seq)) {
-        Some((entry, transaction)) => Ok(ShowRecord { entry, transaction }),
+        Some((entry, transaction)) => Ok(ShowRecord {
+            entry,
+            transaction: transaction.map(|t| TransactionView::new(source, &t)),
+        }),
         None => bail!(
             "no WAL record {seq}: the WAL holds {}",
             wal_range(wal.first_seq()?, wal.last_seq()?)
@@ -280,6 +289,7 @@ pub fn dump(
     wal: &Wal<SourceTransaction>,
     from: u64,
     to: u64,
+    source: &str,
     mut emit: impl FnMut(String) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     // Records beyond the last one do not exist: no need to look them up one by one.
@@ -288,7 +298,7 @@ pub fn dump(
         match wal.get(seq) {
             Ok(None) => {}
             Ok(Some(stored)) => {
-                for document in change_documents(&stored.record) {
+                for document in change_documents(source, &stored.record) {
                     emit(document.to_string())?;
                 }
             }
@@ -371,7 +381,7 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
             )));
         }
     }
-    let source = open(&target)?;
+    let (source, source_name) = open(&target)?;
     let json = target.json;
     match command {
         WalCommand::Stats => {
@@ -410,7 +420,8 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
             })
         }
         WalCommand::Show { seq } => {
-            let record: ShowRecord = source.get(&format!("/wal/show/{seq}"), |w| show(w, seq))?;
+            let record: ShowRecord =
+                source.get(&format!("/wal/show/{seq}"), |w| show(w, seq, &source_name))?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
             } else {
@@ -479,7 +490,7 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
             let mut printed = 0u64;
             if from <= to {
                 match &source {
-                    Source::Local(wal) => dump(wal, from, to, |line| {
+                    Source::Local(wal) => dump(wal, from, to, &source_name, |line| {
                         writeln!(out, "{line}")?;
                         printed += 1;
                         Ok(())
@@ -527,25 +538,39 @@ pub struct UsageError(pub String);
 
 /// The WAL to read: the directory (`--dir`, or `wal.dir` of `--config`) opened directly, or the
 /// running service's admin endpoint when the directory is locked by it (or `--admin` alone).
-fn open(target: &WalTarget) -> anyhow::Result<Source> {
-    let (dir, admin, from_config) = match (&target.config, &target.dir) {
+/// The `source.name` shown in the `_id`s of a local WAL's documents is the config's (with `--dir`
+/// alone: `--source-name`, else the default); a running service answers with its own.
+fn open(target: &WalTarget) -> anyhow::Result<(Source, String)> {
+    let (dir, admin, from_config, source_name) = match (&target.config, &target.dir) {
         (Some(path), _) => {
             let config = Config::load(path)?;
             (
                 config.wal.dir,
                 target.admin.clone().or(config.admin.listen_addr()),
                 true,
+                config.source.name,
             )
         }
-        (None, Some(dir)) => (dir.clone(), target.admin.clone(), false),
+        (None, Some(dir)) => (
+            dir.clone(),
+            target.admin.clone(),
+            false,
+            target
+                .source_name
+                .clone()
+                .unwrap_or_else(crate::config::default_source_name),
+        ),
         (None, None) => match &target.admin {
             Some(addr) => {
-                return Ok(Source::Remote {
-                    addr: addr.clone(),
-                    token: Err(anyhow::anyhow!(
-                        "no admin token: with --admin alone sdl cannot read it; add --config FILE (or --dir DIR) so it reads admin.token from the WAL directory"
-                    )),
-                })
+                return Ok((
+                    Source::Remote {
+                        addr: addr.clone(),
+                        token: Err(anyhow::anyhow!(
+                            "no admin token: with --admin alone sdl cannot read it; add --config FILE (or --dir DIR) so it reads admin.token from the WAL directory"
+                        )),
+                    },
+                    String::new(),
+                ))
             }
             None => bail!(UsageError(
                 "say where the WAL is: --config FILE (the service's config), --dir DIR (a stopped service's WAL directory) or --admin HOST:PORT (a running service's admin endpoint)".into()
@@ -553,7 +578,7 @@ fn open(target: &WalTarget) -> anyhow::Result<Source> {
         },
     };
     check_wal_dir(&dir, from_config)?;
-    match Wal::<SourceTransaction>::open(&dir) {
+    let source = match Wal::<SourceTransaction>::open(&dir) {
         Ok(wal) => {
             for repair in wal.metadata_repairs() {
                 eprintln!("sdl: WAL metadata repaired at open: {repair}");
@@ -571,7 +596,8 @@ fn open(target: &WalTarget) -> anyhow::Result<Source> {
                 crate::messages::wal_open_error(&open_error)
             )),
         },
-    }
+    };
+    source.map(|source| (source, source_name))
 }
 
 enum Source {

@@ -97,7 +97,7 @@ fn wal_records(sdl: &Sdl) -> Vec<Json> {
 }
 
 /// Exactly once, document by document: as many row change documents as the source made, each
-/// `_id` once and equal to `<gtid>:<row>`, each transaction's ordinals without a gap, and
+/// `_id` once and equal to `<source>/<gtid>:<row>`, each transaction's ordinals without a gap, and
 /// `app.big` rebuilt from the documents equal to `SELECT *`.
 async fn assert_exactly_once(mariadb: &MariaDb, mongo: &Mongo, expected_changes: u64) {
     assert_exactly_once_in(mariadb, mongo, expected_changes, &[("big", "id")]).await;

@@ -36,6 +36,65 @@ pub struct Batch {
     pub bytes: usize,
     /// Source commit time of the batch's last transaction (Unix seconds), for the lag metric.
     pub last_timestamp: u32,
+    /// Where each WAL record's documents end, in order: what [`Batch::split`] cuts at.
+    pub records: Vec<RecordSpan>,
+}
+
+/// One WAL record inside a [`Batch`].
+#[derive(Debug, Clone)]
+pub struct RecordSpan {
+    pub seq: u64,
+    pub gtid: String,
+    pub position_after: String,
+    pub timestamp: u32,
+    /// The index in `documents` after this record's last document.
+    pub documents_end: usize,
+}
+
+impl Batch {
+    /// Halves the batch at a WAL record boundary (the offset names whole records), for a batch
+    /// MongoDB cannot commit in one transaction. `None` for a batch of one record.
+    pub fn split(&self) -> Option<(Batch, Batch)> {
+        if self.records.len() < 2 {
+            return None;
+        }
+        // The record boundary nearest half of the documents, leaving at least one record a side.
+        let half = self.documents.len() / 2;
+        let cut = self.records[..self.records.len() - 1]
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, r)| r.documents_end.abs_diff(half))
+            .map(|(i, _)| i + 1)?;
+        let part = |records: &[RecordSpan], from_document: usize| {
+            let first = &records[0];
+            let last = records.last().expect("a part has a record");
+            let documents: Vec<RawDocumentBuf> =
+                self.documents[from_document..last.documents_end].to_vec();
+            let records = records
+                .iter()
+                .map(|r| RecordSpan {
+                    documents_end: r.documents_end - from_document,
+                    ..r.clone()
+                })
+                .collect();
+            Batch {
+                first_seq: first.seq,
+                last_seq: last.seq,
+                first_gtid: first.gtid.clone(),
+                last_gtid: last.gtid.clone(),
+                position_after: last.position_after.clone(),
+                bytes: documents.iter().map(|d| d.as_bytes().len()).sum(),
+                documents,
+                last_timestamp: last.timestamp,
+                records,
+            }
+        };
+        let boundary = self.records[cut - 1].documents_end;
+        Some((
+            part(&self.records[..cut], 0),
+            part(&self.records[cut..], boundary),
+        ))
+    }
 }
 
 /// What [`prepare`] made of the records it was given.
@@ -52,6 +111,7 @@ pub enum Prepared {
 /// Converts the leading records of `records` (consecutive, in sequence order, non-empty) into one
 /// batch within the limits.
 pub fn prepare(
+    source: &str,
     records: &[Stored<SourceTransaction>],
     max_documents: usize,
     max_bytes: usize,
@@ -59,13 +119,14 @@ pub fn prepare(
     let mut documents = Vec::new();
     let mut bytes = 0usize;
     let mut taken: Option<(&Stored<SourceTransaction>, &Stored<SourceTransaction>)> = None;
+    let mut spans = Vec::new();
     for stored in records {
-        let encoded = match encode_transaction(stored) {
+        let encoded = match encode_transaction(source, stored) {
             Ok(encoded) => encoded,
             Err(e) => {
                 return match taken {
                     Some((first, last)) => {
-                        Prepared::BatchThenStop(batch(first, last, documents, bytes), e)
+                        Prepared::BatchThenStop(batch(first, last, documents, bytes, spans), e)
                     }
                     None => Prepared::Stop(e),
                 }
@@ -79,10 +140,17 @@ pub fn prepare(
         }
         documents.extend(encoded);
         bytes += size;
+        spans.push(RecordSpan {
+            seq: stored.seq,
+            gtid: stored.record.gtid.clone(),
+            position_after: stored.record.position_after.clone(),
+            timestamp: stored.record.timestamp,
+            documents_end: documents.len(),
+        });
         taken = Some((taken.map_or(stored, |(first, _)| first), stored));
     }
     let (first, last) = taken.expect("prepare() needs at least one record");
-    Prepared::Batch(batch(first, last, documents, bytes))
+    Prepared::Batch(batch(first, last, documents, bytes, spans))
 }
 
 fn batch(
@@ -90,6 +158,7 @@ fn batch(
     last: &Stored<SourceTransaction>,
     documents: Vec<RawDocumentBuf>,
     bytes: usize,
+    records: Vec<RecordSpan>,
 ) -> Batch {
     Batch {
         first_seq: first.seq,
@@ -100,19 +169,21 @@ fn batch(
         documents,
         bytes,
         last_timestamp: last.record.timestamp,
+        records,
     }
 }
 
 fn encode_transaction(
+    source: &str,
     stored: &Stored<SourceTransaction>,
 ) -> Result<Vec<RawDocumentBuf>, SinkError> {
-    if let Some(raw) = document::transaction_raw_documents(&stored.record) {
+    if let Some(raw) = document::transaction_raw_documents(source, &stored.record) {
         if raw.iter().all(|d| d.as_bytes().len() <= MAX_DOCUMENT_BYTES) {
             return Ok(raw);
         }
     }
     // The general path names the change that cannot be sent.
-    document::transaction_documents(&stored.record)
+    document::transaction_documents(source, &stored.record)
         .into_iter()
         .map(|d| encode(&d, stored))
         .collect()
@@ -215,19 +286,50 @@ mod tests {
     #[test]
     fn batches_stop_at_the_document_limit_but_never_split_a_transaction() {
         let records: Vec<_> = (1..=5).map(|s| record(s, 3, 10)).collect();
-        let b = batch_of(prepare(&records, 7, usize::MAX));
+        let b = batch_of(prepare("default", &records, 7, usize::MAX));
         assert_eq!((b.first_seq, b.last_seq, b.documents.len()), (1, 2, 6));
-        let b = batch_of(prepare(&records, 2, usize::MAX));
+        let b = batch_of(prepare("default", &records, 2, usize::MAX));
         assert_eq!((b.first_seq, b.last_seq, b.documents.len()), (1, 1, 3));
         assert_eq!(b.position_after, "0-1-1");
     }
 
     #[test]
+    fn a_batch_splits_in_halves_at_record_boundaries_down_to_one_record() {
+        let records: Vec<_> = (1..=5).map(|s| record(s, 2, 10)).collect();
+        let b = batch_of(prepare("default", &records, 1000, usize::MAX));
+        let (a, c) = b.split().unwrap();
+        assert_eq!((a.first_seq, a.last_seq, a.documents.len()), (1, 2, 4));
+        assert_eq!((c.first_seq, c.last_seq, c.documents.len()), (3, 5, 6));
+        assert_eq!(
+            (a.position_after.as_str(), c.position_after.as_str()),
+            ("0-1-2", "0-1-5")
+        );
+        assert_eq!(
+            (a.first_gtid.as_str(), c.first_gtid.as_str()),
+            ("0-1-1", "0-1-3")
+        );
+        assert_eq!(a.bytes + c.bytes, b.bytes);
+        let ids = |x: &Batch| -> Vec<String> {
+            x.documents
+                .iter()
+                .map(|d| d.get_str("_id").unwrap().to_string())
+                .collect()
+        };
+        assert_eq!([ids(&a), ids(&c)].concat(), ids(&b));
+        let (c1, c2) = c.split().unwrap();
+        assert_eq!((c1.last_seq, c2.first_seq, c2.last_seq), (3, 4, 5));
+        assert!(
+            c2.split().unwrap().1.split().is_none(),
+            "one record is not split"
+        );
+    }
+
+    #[test]
     fn batches_stop_at_the_byte_limit() {
         let records: Vec<_> = (1..=5).map(|s| record(s, 1, 1000)).collect();
-        let b = batch_of(prepare(&records, 1000, 2500));
+        let b = batch_of(prepare("default", &records, 1000, 2800));
         assert_eq!((b.first_seq, b.last_seq), (1, 2));
-        assert!(b.bytes <= 2500 && b.bytes > 2000, "{}", b.bytes);
+        assert!(b.bytes <= 2800 && b.bytes > 2000, "{}", b.bytes);
     }
 
     #[test]
@@ -237,7 +339,7 @@ mod tests {
             record(2, 1, MAX_DOCUMENT_BYTES),
             record(3, 1, 10),
         ];
-        match prepare(&records, 1000, usize::MAX) {
+        match prepare("default", &records, 1000, usize::MAX) {
             Prepared::BatchThenStop(b, e) => {
                 assert_eq!((b.first_seq, b.last_seq), (1, 1));
                 let text = e.to_string();
@@ -249,7 +351,7 @@ mod tests {
             other => panic!("expected BatchThenStop, got {other:?}"),
         }
         assert!(matches!(
-            prepare(&records[1..], 1000, usize::MAX),
+            prepare("default", &records[1..], 1000, usize::MAX),
             Prepared::Stop(SinkError::DocumentTooLarge { .. })
         ));
     }

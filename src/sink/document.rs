@@ -1,7 +1,11 @@
 //! WAL transactions → MongoDB change documents (the contract in docs/change-document.md).
 //!
-//! Guarantees: the `_id` of a change is `"<gtid>:<ordinal>"`, derived only from the transaction's
-//! GTID and the change's ordinal inside it, so decoding the same binlog again yields the same ids.
+//! Guarantees: the `_id` of a change is `"<source.name>/<gtid>:<ordinal>"`, derived only from the
+//! source's name, the transaction's GTID and the change's ordinal inside it, so decoding the same
+//! binlog again yields the same ids, and two sources (two `source.name`s) never share one, whatever
+//! their GTIDs. Every document carries `hash`, a digest of everything else in it (see
+//! [`content_hash`]), so a document met again under the same `_id` can be told to be the same
+//! change or another one.
 //! Conversion never fails silently: a value that has no exact BSON form is given a documented
 //! lossless form instead.
 //!
@@ -23,25 +27,58 @@ use crate::event::{Change, Json, RowChange, SourceTransaction, StatementChange, 
 use crate::redact::redact_statement;
 
 /// The documents for one WAL record (a transaction or a fragment of one), in change order.
-pub fn transaction_documents(transaction: &SourceTransaction) -> Vec<Document> {
+pub fn transaction_documents(source: &str, transaction: &SourceTransaction) -> Vec<Document> {
     let ts = bson::DateTime::from_millis(i64::from(transaction.timestamp) * 1000);
     transaction
         .changes
         .iter()
         .enumerate()
         .map(|(index, change)| (transaction.first_change as usize + index, change))
-        .map(|(ordinal, change)| match change {
-            Change::Row(row) => row_document(transaction, ts, ordinal, row),
-            Change::Statement(statement) => statement_document(transaction, ts, ordinal, statement),
+        .map(|(ordinal, change)| {
+            let mut document = match change {
+                Change::Row(row) => row_document(source, transaction, ts, ordinal, row),
+                Change::Statement(statement) => {
+                    statement_document(source, transaction, ts, ordinal, statement)
+                }
+            };
+            // A document BSON cannot encode (a value over 16 MiB) is refused by the caller, which
+            // names it; it has no hash.
+            if let Ok(raw) = RawDocumentBuf::from_document(&document) {
+                document.insert(HASH_FIELD, content_hash(raw.as_bytes()));
+            }
+            document
         })
         .collect()
+}
+
+/// The field holding a document's [`content_hash`].
+pub const HASH_FIELD: &str = "hash";
+
+/// The digest of a change document, over its BSON bytes without the `hash` field: the first 128
+/// bits of SHA-256, as 32 lowercase hex digits. It covers the source, GTID, ordinal, table, op,
+/// commit time, binlog coordinates and both row images, so two documents with the same `_id` and
+/// the same hash are the same change.
+pub fn content_hash(bson: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bson);
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Appends the `hash` field to a document written without it.
+fn with_hash(mut document: RawDocumentBuf) -> RawDocumentBuf {
+    let hash = content_hash(document.as_bytes());
+    document.append_ref(HASH_FIELD, hash.as_str());
+    document
 }
 
 /// The same documents as [`transaction_documents`], written straight to BSON bytes (no
 /// intermediate [`Document`], no copies of names and strings): the forwarder's path. `None` when
 /// a change needs the general path (a value the fast writer cannot encode; none is known since
 /// field names are escaped); a test checks that both paths give identical bytes.
-pub fn transaction_raw_documents(transaction: &SourceTransaction) -> Option<Vec<RawDocumentBuf>> {
+pub fn transaction_raw_documents(
+    source: &str,
+    transaction: &SourceTransaction,
+) -> Option<Vec<RawDocumentBuf>> {
     let ts = bson::DateTime::from_millis(i64::from(transaction.timestamp) * 1000);
     transaction
         .changes
@@ -50,16 +87,21 @@ pub fn transaction_raw_documents(transaction: &SourceTransaction) -> Option<Vec<
         .map(|(index, change)| {
             let ordinal = transaction.first_change as usize + index;
             match change {
-                Change::Row(row) => row_raw_document(transaction, ts, ordinal, row),
-                Change::Statement(statement) => {
-                    Some(statement_raw_document(transaction, ts, ordinal, statement))
-                }
+                Change::Row(row) => row_raw_document(source, transaction, ts, ordinal, row),
+                Change::Statement(statement) => Some(statement_raw_document(
+                    source,
+                    transaction,
+                    ts,
+                    ordinal,
+                    statement,
+                )),
             }
         })
         .collect()
 }
 
 fn row_raw_document(
+    source: &str,
     transaction: &SourceTransaction,
     ts: bson::DateTime,
     ordinal: usize,
@@ -71,6 +113,7 @@ fn row_raw_document(
         append_value(&mut pk, name, value)?;
     }
     let mut meta = RawDocumentBuf::new();
+    meta.append_ref("source", source);
     meta.append_ref("db", table.database.as_str());
     meta.append_ref("tbl", table.name.as_str());
     meta.append_ref("pk", &pk);
@@ -79,7 +122,10 @@ fn row_raw_document(
     meta.append_ref("pos", row.pos as i64);
     meta.append_ref("row", ordinal as i64);
     let mut document = RawDocumentBuf::new();
-    document.append_ref("_id", change_id(&transaction.gtid, ordinal).as_str());
+    document.append_ref(
+        "_id",
+        change_id(source, &transaction.gtid, ordinal).as_str(),
+    );
     document.append_ref("op", row.op.as_str());
     document.append_ref("ts", ts);
     document.append_ref("meta", &meta);
@@ -92,28 +138,33 @@ fn row_raw_document(
             document.append_ref(name, &raw);
         }
     }
-    Some(document)
+    Some(with_hash(document))
 }
 
 fn statement_raw_document(
+    source: &str,
     transaction: &SourceTransaction,
     ts: bson::DateTime,
     ordinal: usize,
     statement: &StatementChange,
 ) -> RawDocumentBuf {
     let mut meta = RawDocumentBuf::new();
+    meta.append_ref("source", source);
     meta.append_ref("db", statement.database.as_str());
     meta.append_ref("gtid", transaction.gtid.as_str());
     meta.append_ref("file", statement.file.as_str());
     meta.append_ref("pos", statement.pos as i64);
     meta.append_ref("row", ordinal as i64);
     let mut document = RawDocumentBuf::new();
-    document.append_ref("_id", change_id(&transaction.gtid, ordinal).as_str());
+    document.append_ref(
+        "_id",
+        change_id(source, &transaction.gtid, ordinal).as_str(),
+    );
     document.append_ref("op", "ddl");
     document.append_ref("ts", ts);
     document.append_ref("meta", &meta);
     document.append_ref("statement", &*redact_statement(&statement.statement));
-    document
+    with_hash(document)
 }
 
 /// Appends `value` as [`value_to_bson`] maps it, under the column name `name` (escaped with
@@ -140,11 +191,20 @@ fn append_value(raw: &mut RawDocumentBuf, name: &str, value: &Value) -> Option<(
     Some(())
 }
 
-pub fn change_id(gtid: &str, ordinal: usize) -> String {
+/// `"<source>/<gtid>:<ordinal>"`. A GTID never contains `/`, so the id splits back at its last
+/// `/` whatever the source's name.
+pub fn change_id(source: &str, gtid: &str, ordinal: usize) -> String {
+    format!("{source}/{gtid}:{ordinal}")
+}
+
+/// The `_id` sdl gave a change before ids named their source (`"<gtid>:<ordinal>"`): documents
+/// written then keep it (see docs/change-document.md, "Upgrading from `<gtid>:<ordinal>` ids").
+pub fn legacy_change_id(gtid: &str, ordinal: usize) -> String {
     format!("{gtid}:{ordinal}")
 }
 
 fn row_document(
+    source: &str,
     transaction: &SourceTransaction,
     ts: bson::DateTime,
     ordinal: usize,
@@ -156,10 +216,11 @@ fn row_document(
         .map(|(name, value)| (escape_key(name).into_owned(), value_to_bson(value)))
         .collect();
     let mut document = doc! {
-        "_id": change_id(&transaction.gtid, ordinal),
+        "_id": change_id(source, &transaction.gtid, ordinal),
         "op": row.op.as_str(),
         "ts": ts,
         "meta": {
+            "source": source,
             "db": &table.database,
             "tbl": &table.name,
             "pk": pk,
@@ -179,16 +240,18 @@ fn row_document(
 }
 
 fn statement_document(
+    source: &str,
     transaction: &SourceTransaction,
     ts: bson::DateTime,
     ordinal: usize,
     statement: &StatementChange,
 ) -> Document {
     doc! {
-        "_id": change_id(&transaction.gtid, ordinal),
+        "_id": change_id(source, &transaction.gtid, ordinal),
         "op": "ddl",
         "ts": ts,
         "meta": {
+            "source": source,
             "db": &statement.database,
             "gtid": &transaction.gtid,
             "file": &statement.file,
@@ -705,11 +768,11 @@ mod tests {
                 }),
             ],
         };
-        let general: Vec<RawDocumentBuf> = transaction_documents(&transaction)
+        let general: Vec<RawDocumentBuf> = transaction_documents("eu-1", &transaction)
             .iter()
             .map(|d| RawDocumentBuf::from_document(d).unwrap())
             .collect();
-        let fast = transaction_raw_documents(&transaction).unwrap();
+        let fast = transaction_raw_documents("eu-1", &transaction).unwrap();
         assert_eq!(general.len(), fast.len());
         for (g, f) in general.iter().zip(&fast) {
             assert_eq!(
@@ -720,7 +783,21 @@ mod tests {
                 f.to_document()
             );
         }
-        assert_eq!(fast[0].get_str("_id").unwrap(), "0-1-9:1000");
+        assert_eq!(fast[0].get_str("_id").unwrap(), "eu-1/0-1-9:1000");
+        // The hash covers the whole document but itself, and tells apart the same change of
+        // another source.
+        for f in &fast {
+            let mut without = f.to_document().unwrap();
+            let hash = without.remove(HASH_FIELD).unwrap();
+            let bytes = RawDocumentBuf::from_document(&without).unwrap();
+            assert_eq!(hash.as_str().unwrap(), content_hash(bytes.as_bytes()));
+        }
+        let other = transaction_raw_documents("eu-2", &transaction).unwrap();
+        assert_eq!(other[0].get_str("_id").unwrap(), "eu-2/0-1-9:1000");
+        assert_ne!(
+            other[0].get_str(HASH_FIELD).unwrap(),
+            fast[0].get_str(HASH_FIELD).unwrap()
+        );
         let insert = fast[0].to_document().unwrap();
         let pk = insert
             .get_document("meta")

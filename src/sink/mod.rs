@@ -6,10 +6,19 @@
 //!   sequence, and the batch's staging entry turning "committed" are written in **one** MongoDB
 //!   transaction: either all are visible or none is.
 //! - **Transactions off** ("off", or "auto" against a standalone server): the change documents are
-//!   inserted unordered and idempotently (a duplicate-key error on a change's `_id` means that
-//!   very change is already there: the `_id` is derived from the binlog alone), then the offset
-//!   moves, then the staging entry turns "committed". A crash between the steps replays the batch,
-//!   which inserts nothing twice: exactly-once in effect.
+//!   inserted unordered and idempotently, then the offset moves, then the staging entry turns
+//!   "committed". A crash between the steps replays the batch, which inserts nothing twice:
+//!   exactly-once in effect.
+//! - **Duplicates, both modes:** the `_id` (`<source.name>/<gtid>:<ordinal>`) is derived from the
+//!   source's name and the binlog alone, so two sources never share one. A duplicate-key error
+//!   counts as "already applied" only when every stored document under the batch's ids has the
+//!   batch's content `hash` (the same change); anything else is a definite
+//!   [`SinkError::ChangeConflict`] naming both documents, and nothing is overwritten.
+//! - **Transaction limits:** a batch MongoDB refuses as too large for one transaction
+//!   (TransactionTooLargeForCache, TransactionTooLarge, BSONObjectTooLarge) is never retried
+//!   unchanged: it is committed in halves at WAL record boundaries, halved again as needed, and a
+//!   single record that still does not fit is written the transactions-off way. A failed
+//!   `mongodb+srv://` or host-name lookup is transient (retried), not a bad URL.
 //! - The offset document is the sink's memory of what it has applied. Before writing, the previous
 //!   offset is checked (inside the transaction when there is one): a batch the offset already
 //!   covers is not written again (a replay after a crash between the MongoDB commit and the WAL
@@ -21,8 +30,8 @@
 //! - Commit errors are retried as the MongoDB driver specification prescribes:
 //!   `TransientTransactionError` reruns the whole transaction, `UnknownTransactionCommitResult`
 //!   retries the commit. Every other error is returned classified: transient (network, election,
-//!   timeout, write conflict: the forwarder retries through its circuit breaker) or definite
-//!   (auth, validation, oversize: the forwarder stops).
+//!   timeout, write conflict, DNS: the forwarder retries through its circuit breaker) or definite
+//!   (auth, validation, oversize, a change conflict: the forwarder stops).
 //!
 //! # Test hook
 //! `SDL_TEST_EXIT_AFTER_STAGING=1` in the environment makes the process exit (code 97) right
@@ -59,6 +68,10 @@ pub const STAGING_COLLECTION: &str = "row_changes_staging";
 pub const EXIT_AFTER_STAGING_ENV: &str = "SDL_TEST_EXIT_AFTER_STAGING";
 /// The exit code of the staging test hook.
 pub const EXIT_AFTER_STAGING_CODE: i32 = 97;
+
+/// The `id_form` of staging entries: the `_id` shape of the batch's change documents. Entries
+/// written by an sdl with `<gtid>:<ordinal>` ids have no `id_form`; their documents have `<gtid>:<ordinal>` ids.
+pub const ID_FORM: &str = "source/gtid:ordinal";
 
 /// Staging entry states.
 pub const STAGING_PENDING: &str = "pending";
@@ -106,6 +119,19 @@ pub enum SinkError {
         expected_next: u64,
         detail: &'static str,
     },
+    #[error("change {id} is already in MongoDB as a different change: stored {stored}; this one {ours}. Two changes got the same id, so the source's GTIDs were reused under source.name `{source_name}` (RESET MASTER, a re-seeded or replaced server, a second server relayed under the same source.name). Nothing from WAL sequence {first_seq} on is acknowledged and nothing was overwritten. Fix: relay a different server under its own source.name; if this server's history was reset on purpose, give it a new source.name (and a new WAL directory) so its changes get their own ids")]
+    ChangeConflict {
+        id: String,
+        stored: String,
+        ours: String,
+        source_name: String,
+        first_seq: u64,
+    },
+    #[error("MongoDB cannot commit this batch in one transaction ({operation}: {detail})")]
+    TransactionTooLarge {
+        operation: &'static str,
+        detail: String,
+    },
     #[error("MongoDB {operation} failed: {detail}")]
     Operation {
         operation: &'static str,
@@ -128,6 +154,12 @@ impl SinkError {
 }
 
 fn operation_error(operation: &'static str, e: &MongoError) -> SinkError {
+    if is_too_large(e) {
+        return SinkError::TransactionTooLarge {
+            operation,
+            detail: redact_error(&e.to_string()),
+        };
+    }
     SinkError::Operation {
         operation,
         detail: redact_error(&e.to_string()),
@@ -146,6 +178,23 @@ const TRANSIENT_CODES: &[i32] = &[
     6, 7, 89, 9001, 91, 189, 10107, 11600, 11602, 13435, 13436, 50, 262, 64, 24, 112, 290, 251, 244,
 ];
 
+/// Server error codes of a transaction over MongoDB's limits: TransactionTooLargeForCache (388,
+/// the storage engine's cache cannot hold its writes), TransactionTooLarge (334, the 16 MB total
+/// of MongoDB 4.0), BSONObjectTooLarge (10334, an oplog entry or command over 16 MiB). The same
+/// transaction fails again the same way; a smaller one fits: the batch is split.
+const TOO_LARGE_CODES: &[i32] = &[334, 388, 10334];
+
+/// A transaction over MongoDB's limits ([`TOO_LARGE_CODES`]). SecantusDB reports the storage
+/// engine's refusal inside an InternalError (1) whose message names it: recognised by its text.
+fn is_too_large(e: &MongoError) -> bool {
+    if matches!(error_code(e), Some(code) if TOO_LARGE_CODES.contains(&code)) {
+        return true;
+    }
+    matches!(error_code(e), Some(1))
+        && e.to_string()
+            .contains("Transaction is too large and will not fit in the storage engine cache")
+}
+
 /// Network failures, elections, timeouts and write conflicts go away by themselves; everything
 /// else (auth, validation, oversize documents, bad commands) will fail again the same way.
 fn is_transient(e: &MongoError) -> bool {
@@ -161,7 +210,14 @@ fn is_transient(e: &MongoError) -> bool {
             ErrorKind::ConnectionPoolCleared { .. }
                 | ErrorKind::Io(_)
                 | ErrorKind::ServerSelection { .. }
+                | ErrorKind::DnsResolve { .. }
         )
+}
+
+/// A failed DNS lookup: the SRV/TXT records of a `mongodb+srv://` name or a host name. DNS
+/// answers change (a record added, a resolver back), so this is retried like a network error.
+fn is_dns_failure(e: &MongoError) -> bool {
+    matches!(*e.kind, ErrorKind::DnsResolve { .. })
 }
 
 fn error_code(e: &MongoError) -> Option<i32> {
@@ -243,6 +299,8 @@ pub struct PendingBatch {
     pub count: u64,
     /// The logical session of the transaction that was to commit it (transactions on).
     pub session: Option<Document>,
+    /// Staged by an sdl with `<gtid>:<ordinal>` ids, whose change documents had `<gtid>:<ordinal>` ids.
+    pub legacy_ids: bool,
 }
 
 /// A connected client and what the server can do, before anything is written.
@@ -299,9 +357,21 @@ fn encryption(tls: Option<&Tls>) -> Encryption {
 /// Connects and asks the server's `hello`; writes nothing (also used by `sdl check`).
 pub async fn probe(cfg: &SinkConfig) -> Result<Probe, SinkError> {
     let url = redact_url(&cfg.url);
-    let mut options = ClientOptions::parse(&cfg.url)
-        .await
-        .map_err(|e| SinkError::BadUrl(redact_error(&e.to_string())))?;
+    let mut options = match ClientOptions::parse(&cfg.url).await {
+        Ok(options) => options,
+        // A `mongodb+srv://` name is resolved (SRV and TXT records) while the URL is parsed: a
+        // DNS failure there is the network's, and passes like any other unreachable server.
+        Err(e) if is_dns_failure(&e) => {
+            return Err(SinkError::Unreachable {
+                url,
+                detail: format!(
+                    "DNS lookup failed (retried): {}",
+                    redact_error(&e.to_string())
+                ),
+            })
+        }
+        Err(e) => return Err(SinkError::BadUrl(redact_error(&e.to_string()))),
+    };
     if let Some(password) = cfg
         .password()
         .map_err(|e| SinkError::BadUrl(e.to_string()))?
@@ -402,6 +472,11 @@ impl MongoSink {
         &self.url
     }
 
+    /// `source.name`: the offset's `_id` and the first part of every change's `_id`.
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
     /// Whether batches are committed in MongoDB transactions.
     pub fn uses_transactions(&self) -> bool {
         self.transactions
@@ -469,6 +544,41 @@ impl MongoSink {
         Ok(found.map(|d| parse_offset(&d)))
     }
 
+    /// For each GTID of a MariaDB `position` (the offset's), where the first change of that
+    /// transaction was read (`meta.file`, `meta.pos` of its document `<source>/<gtid>:0`), when
+    /// MongoDB has that document: the landmarks of `crate::identity`.
+    pub async fn last_change_locations(
+        &self,
+        position: &str,
+    ) -> Result<Vec<(String, String, u64)>, SinkError> {
+        let before_partial = position.split(';').next().unwrap_or_default();
+        let changes = self.changes.clone_with_type::<Document>();
+        let mut found = Vec::new();
+        for gtid in before_partial
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+        {
+            let id = document::change_id(&self.source_name, gtid, 0);
+            let stored = changes
+                .find_one(doc! { "_id": &id })
+                .projection(doc! { "meta.file": 1, "meta.pos": 1 })
+                .await
+                .map_err(|e| operation_error("read change documents", &e))?;
+            let location = stored.as_ref().and_then(|d| {
+                let meta = d.get_document("meta").ok()?;
+                Some((
+                    meta.get_str("file").ok()?.to_string(),
+                    meta.get_i64("pos").ok()?.max(0) as u64,
+                ))
+            });
+            if let Some((file, pos)) = location {
+                found.push((gtid.to_string(), file, pos));
+            }
+        }
+        Ok(found)
+    }
+
     /// Staging entries of this source still marked "pending", oldest first.
     pub async fn pending_batches(&self) -> Result<Vec<PendingBatch>, SinkError> {
         let found: Vec<Document> = self
@@ -491,6 +601,7 @@ impl MongoSink {
                 last_gtid: d.get_str("last_gtid").unwrap_or_default().to_string(),
                 count: d.get_i64("count").unwrap_or_default().max(0) as u64,
                 session: d.get_document("lsid").ok().cloned(),
+                legacy_ids: d.get_str("id_form").is_err(),
             })
             .collect())
     }
@@ -562,6 +673,7 @@ impl MongoSink {
             "count": batch.documents.len() as i64,
             "bytes": batch.bytes as i64,
             "mode": if self.transactions { "transaction" } else { "idempotent" },
+            "id_form": ID_FORM,
             "status": STAGING_PENDING,
             "createdAt": bson::DateTime::now(),
         };
@@ -676,7 +788,7 @@ impl MongoSink {
             }
             None => None,
         };
-        let in_transaction = self
+        let in_transaction = match self
             .commit_in_transaction(
                 wal_id,
                 batch,
@@ -684,7 +796,14 @@ impl MongoSink {
                 &mut session,
                 next.as_ref().map(|(_, entry)| entry),
             )
-            .await?;
+            .await
+        {
+            Err(SinkError::TransactionTooLarge { detail, .. }) => {
+                let outcome = Box::pin(self.commit_split(wal_id, batch, &staged, &detail)).await?;
+                return Ok((outcome, None));
+            }
+            other => other?,
+        };
         let outcome = match in_transaction {
             Some(Committed::Written { documents }) => {
                 return Ok((
@@ -707,6 +826,66 @@ impl MongoSink {
         };
         self.settle_replay(&staged, &outcome).await?;
         Ok((outcome, None))
+    }
+
+    /// Commits a batch MongoDB refused as too large for one transaction: in halves at WAL record
+    /// boundaries, each half in its own transaction (and halved again if need be), so the offset
+    /// still moves over whole records only. A single record too large for a transaction is
+    /// written the way `sink.transactions = "off"` writes (unordered inserts whose duplicates must
+    /// be the same changes, then the offset): exactly once still, visible in parts. The batch's
+    /// own staging entry is settled as split; each part has its own.
+    async fn commit_split(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        staged: &str,
+        detail: &str,
+    ) -> Result<Committed, SinkError> {
+        let (first_seq, last_seq) = (batch.first_seq, batch.last_seq);
+        match batch.split() {
+            Some((first, second)) => {
+                tracing::warn!(
+                    first_seq,
+                    last_seq,
+                    documents = batch.documents.len(),
+                    bytes = batch.bytes,
+                    split_at = second.first_seq,
+                    error = %detail,
+                    "MongoDB cannot commit this batch in one transaction: committing it in two halves"
+                );
+                self.resolve_pending(
+                    staged,
+                    STAGING_NOT_APPLIED,
+                    &format!(
+                        "too large for one transaction; split at WAL sequence {} ({detail})",
+                        second.first_seq
+                    ),
+                )
+                .await?;
+                let mut written = 0;
+                for part in [&first, &second] {
+                    if let (Committed::Written { documents }, _) =
+                        Box::pin(self.commit(wal_id, part, None, None)).await?
+                    {
+                        written += documents;
+                    }
+                }
+                Ok(Committed::Written { documents: written })
+            }
+            None => {
+                tracing::warn!(
+                    wal_seq = first_seq,
+                    gtid = %batch.first_gtid,
+                    documents = batch.documents.len(),
+                    bytes = batch.bytes,
+                    error = %detail,
+                    "MongoDB cannot commit this one WAL record in one transaction: writing it without a transaction (idempotent inserts, then the offset)"
+                );
+                let outcome = self.commit_idempotent(wal_id, batch, staged).await?;
+                self.settle_replay(staged, &outcome).await?;
+                Ok(outcome)
+            }
+        }
     }
 
     async fn start_session(&self) -> Result<ClientSession, SinkError> {
@@ -767,23 +946,6 @@ impl MongoSink {
                     return done;
                 }
             }
-            if !batch.documents.is_empty() {
-                if let Err(e) = self
-                    .changes
-                    .insert_many(&batch.documents)
-                    .session(&mut *session)
-                    .await
-                {
-                    abort(session).await;
-                    if retry_transaction(&e, attempts) {
-                        continue 'transaction;
-                    }
-                    if only_duplicates(&e) {
-                        return Ok(None);
-                    }
-                    return Err(operation_error("insert change documents", &e));
-                }
-            }
             if let Err(e) = self
                 .staging
                 .update_one(doc! { "_id": staged }, Self::committed_update())
@@ -812,6 +974,25 @@ impl MongoSink {
                     return Err(operation_error("write staging", &e));
                 }
             }
+            // The change documents go last: a storage engine near its cache limit (SecantusDB)
+            // stalls writes that follow a large insert in the same transaction.
+            if !batch.documents.is_empty() {
+                if let Err(e) = self
+                    .changes
+                    .insert_many(&batch.documents)
+                    .session(&mut *session)
+                    .await
+                {
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
+                    if only_duplicates(&e) {
+                        return Ok(None);
+                    }
+                    return Err(operation_error("insert change documents", &e));
+                }
+            }
             loop {
                 match session.commit_transaction().await {
                     Ok(()) => {
@@ -834,6 +1015,97 @@ impl MongoSink {
         }
     }
 
+    /// After a duplicate-key error on `batch`'s inserts: every document of the batch must now be
+    /// in MongoDB with the same content hash, i.e. the stored document under each id is the very
+    /// same change. Anything else is a [`SinkError::ChangeConflict`] naming both.
+    async fn check_duplicates(&self, batch: &Batch) -> Result<(), SinkError> {
+        const IDS_PER_QUERY: usize = 1000;
+        for chunk in batch.documents.chunks(IDS_PER_QUERY) {
+            let ids: Vec<&str> = chunk.iter().filter_map(|d| d.get_str("_id").ok()).collect();
+            let stored: Vec<Document> = self
+                .changes
+                .clone_with_type::<Document>()
+                .find(doc! { "_id": { "$in": &ids } })
+                .projection(doc! { "hash": 1, "op": 1, "meta.source": 1, "meta.db": 1, "meta.tbl": 1, "meta.gtid": 1, "meta.row": 1, "meta.file": 1, "meta.pos": 1 })
+                .await
+                .map_err(|e| operation_error("read change documents", &e))?
+                .try_collect()
+                .await
+                .map_err(|e| operation_error("read change documents", &e))?;
+            let stored: std::collections::HashMap<&str, &Document> = stored
+                .iter()
+                .filter_map(|d| Some((d.get_str("_id").ok()?, d)))
+                .collect();
+            for ours in chunk {
+                let id = ours.get_str("_id").unwrap_or_default();
+                let our_hash = ours.get_str(document::HASH_FIELD).ok();
+                let conflict = |stored: String| SinkError::ChangeConflict {
+                    id: id.to_string(),
+                    stored,
+                    ours: describe_raw_change(ours),
+                    source_name: self.source_name.clone(),
+                    first_seq: batch.first_seq,
+                };
+                match stored.get(id) {
+                    Some(d) if d.get_str(document::HASH_FIELD).ok() == our_hash => {}
+                    Some(d) => return Err(conflict(describe_change(d))),
+                    // The duplicate was on another unique index, or the document went away.
+                    None => return Err(conflict("(not found under this id)".into())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the `<gtid>:<ordinal>`-id documents an sdl with `<gtid>:<ordinal>` ids inserted for `documents`
+    /// (the batch it left half-written) before the batch is written again with the new ids, so
+    /// that each change stays in MongoDB once. A legacy document is removed only when it is the
+    /// same change: everything but `_id`, `meta.source` and `hash` equal. Returns how many were
+    /// removed and how many differed (kept).
+    pub async fn remove_legacy_copies(
+        &self,
+        documents: &[RawDocumentBuf],
+    ) -> Result<(usize, usize), SinkError> {
+        let (mut removed, mut kept) = (0, 0);
+        let changes = self.changes.clone_with_type::<Document>();
+        for ours in documents {
+            let Ok(mut ours) = ours.to_document() else {
+                continue;
+            };
+            let (Ok(gtid), Ok(row)) = (
+                ours.get_document("meta").and_then(|m| m.get_str("gtid")),
+                ours.get_document("meta").and_then(|m| m.get_i64("row")),
+            ) else {
+                continue;
+            };
+            let legacy_id = document::legacy_change_id(gtid, row.max(0) as usize);
+            let Some(mut stored) = changes
+                .find_one(doc! { "_id": &legacy_id })
+                .await
+                .map_err(|e| operation_error("read change documents", &e))?
+            else {
+                continue;
+            };
+            for d in [&mut ours, &mut stored] {
+                d.remove("_id");
+                d.remove(document::HASH_FIELD);
+                if let Ok(meta) = d.get_document_mut("meta") {
+                    meta.remove("source");
+                }
+            }
+            if ours == stored {
+                changes
+                    .delete_one(doc! { "_id": &legacy_id })
+                    .await
+                    .map_err(|e| operation_error("delete change document", &e))?;
+                removed += 1;
+            } else {
+                kept += 1;
+            }
+        }
+        Ok((removed, kept))
+    }
+
     async fn commit_idempotent(
         &self,
         wal_id: &str,
@@ -852,8 +1124,9 @@ impl MongoSink {
                 .await
             {
                 Ok(_) => {}
-                // The same `_id` means the same change: inserted by an earlier, interrupted try.
-                Err(e) if only_duplicates(&e) => {}
+                // Inserted by an earlier, interrupted try, if the stored documents are the same
+                // changes: checked document by document.
+                Err(e) if only_duplicates(&e) => self.check_duplicates(batch).await?,
                 Err(e) => return Err(operation_error("insert change documents", &e)),
             }
         }
@@ -929,6 +1202,38 @@ fn classify_connect_error(url: &str, e: &MongoError) -> SinkError {
             detail,
         },
     }
+}
+
+/// A change document in a few words, for error messages.
+fn describe_change(d: &Document) -> String {
+    let meta = d.get_document("meta").ok();
+    let text = |k: &str| {
+        meta.and_then(|m| m.get_str(k).ok())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let number = |k: &str| {
+        meta.and_then(|m| m.get_i64(k).ok())
+            .map_or("?".to_string(), |n| n.to_string())
+    };
+    format!(
+        "{{source {}, GTID {}, ordinal {}, {} on {}.{} at {}:{}, hash {}}}",
+        text("source"),
+        text("gtid"),
+        number("row"),
+        d.get_str("op").unwrap_or("?"),
+        text("db"),
+        text("tbl"),
+        text("file"),
+        number("pos"),
+        d.get_str(document::HASH_FIELD).unwrap_or("none"),
+    )
+}
+
+fn describe_raw_change(d: &RawDocumentBuf) -> String {
+    d.to_document()
+        .map(|d| describe_change(&d))
+        .unwrap_or_else(|e| format!("(unreadable: {e})"))
 }
 
 fn parse_offset(d: &Document) -> SinkOffset {

@@ -184,7 +184,7 @@ pub fn decode_row_event_input(data: &[u8]) -> Result<usize, String> {
     let transactions = decode_file("fuzz.000001", &binlog)?;
     Ok(transactions
         .iter()
-        .map(|t| transaction_documents(t).len())
+        .map(|t| transaction_documents("fuzz", t).len())
         .sum())
 }
 

@@ -72,6 +72,16 @@ impl MariadbPosition {
     pub fn advance(&mut self, gtid: MariadbGtid) {
         self.domains.insert(gtid.domain, gtid);
     }
+
+    /// The last GTID of each domain, in domain order.
+    pub fn gtids(&self) -> impl Iterator<Item = &MariadbGtid> + '_ {
+        self.domains.values()
+    }
+
+    /// The last GTID of `domain`, if the position has that domain.
+    pub fn domain(&self, domain: u32) -> Option<&MariadbGtid> {
+        self.domains.get(&domain)
+    }
 }
 
 impl fmt::Display for MariadbPosition {
@@ -172,6 +182,42 @@ impl MysqlGtidSet {
             }
         }
         self.add_interval(source, gno, gno);
+    }
+
+    /// The part of `self` that `other` does not contain (empty when `other` ⊇ `self`).
+    pub fn missing_from(&self, other: &MysqlGtidSet) -> MysqlGtidSet {
+        let mut missing = MysqlGtidSet::default();
+        for (source, ours) in &self.sources {
+            let theirs = other
+                .sources
+                .get(source)
+                .map(|s| s.intervals.as_slice())
+                .unwrap_or(&[]);
+            for &(lo, hi) in &ours.intervals {
+                // Walk [lo, hi] through `theirs` (sorted, disjoint), keeping the uncovered parts.
+                let mut next = lo;
+                for &(a, b) in theirs {
+                    if b < next || next > hi {
+                        continue;
+                    }
+                    if a > hi {
+                        break;
+                    }
+                    if a > next {
+                        missing.add_interval(source, next, a - 1);
+                    }
+                    next = b.saturating_add(1);
+                }
+                if next <= hi {
+                    missing.add_interval(source, next, hi);
+                }
+            }
+        }
+        missing
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
     }
 
     fn add_interval(&mut self, source: &str, lo: u64, hi: u64) {

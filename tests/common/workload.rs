@@ -246,7 +246,7 @@ impl Workload {
 }
 
 /// Checks exactly-once delivery document by document: the number of row change documents equals
-/// the row changes committed, every `_id` is `<gtid>:<row>`, and every table rebuilt from the
+/// the row changes committed, every `_id` is `<source>/<gtid>:<row>`, and every table rebuilt from the
 /// documents equals `SELECT *` on the source.
 pub async fn assert_exactly_once(mariadb: &MariaDb, mongo: &Mongo, expected_row_changes: u64) {
     assert_exactly_once_in(mariadb, mongo, expected_row_changes, &TABLES).await;
@@ -275,7 +275,8 @@ pub async fn assert_exactly_once_in(
         let meta = d.get_document("meta").unwrap();
         let gtid = meta.get_str("gtid").unwrap();
         let row = meta.get_i64("row").unwrap();
-        assert_eq!(d.get_str("_id").unwrap(), format!("{gtid}:{row}"));
+        let source = meta.get_str("source").unwrap();
+        assert_eq!(d.get_str("_id").unwrap(), format!("{source}/{gtid}:{row}"));
         per_gtid.entry(gtid.to_string()).or_default().push(row);
     }
     for (gtid, mut rows) in per_gtid {
