@@ -179,7 +179,9 @@ pub fn config_check(path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
 }
 
 /// Runs the commands that need no server and no async runtime; hands the others back.
-pub fn run_offline(command: Command) -> Result<Result<(), (ExitCode, anyhow::Error)>, Command> {
+pub fn run_offline(
+    command: Command,
+) -> Result<Result<(), (ExitCode, anyhow::Error)>, Box<Command>> {
     let print = |bytes: &[u8]| -> Result<(), (ExitCode, anyhow::Error)> {
         let mut out = std::io::stdout().lock();
         match out.write_all(bytes).and_then(|()| out.flush()) {
@@ -220,7 +222,7 @@ pub fn run_offline(command: Command) -> Result<Result<(), (ExitCode, anyhow::Err
                     .context(format!("writing the man pages into {}", dir.display())),
             )),
         },
-        other => return Err(other),
+        other => return Err(Box::new(other)),
     })
 }
 

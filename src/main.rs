@@ -12,7 +12,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> std::process::ExitCode {
     let command = match cli::run_offline(cli::parse().command) {
         Ok(result) => return exit(result),
-        Err(command) => command,
+        Err(command) => *command,
     };
     if let Command::Wal { target, command } = command {
         return match walcli::run(target, command) {

@@ -311,7 +311,7 @@ async fn run_stages(
         None => false,
     };
     repair_damaged_records(&wal, &config.source, flavor, reconciled).await?;
-    check_source_history(&mut conn, flavor, &config, &wal, sink.as_ref()).await?;
+    check_source_history(&mut conn, flavor, config, &wal, sink.as_ref()).await?;
 
     if !wal_has_position {
         let sink = sink
