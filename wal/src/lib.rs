@@ -346,10 +346,14 @@ impl<R: Record> Wal<R> {
             dir: dir.clone(),
             source: sled::Error::Io(e),
         })?;
-        // sled writes `conf` when it creates a database; sdl writes its format and id right after.
-        // A directory with `conf` whose tree then opens empty lost its data: sled (0.34) opens a
-        // truncated or garbled `db` file as an empty database rather than refusing it.
-        let held_a_database = dir.join("conf").exists();
+        // sled writes `conf` when it creates a database; sdl writes its format and id right after,
+        // flushes them, and only then creates the `initialized` marker file. A directory with the
+        // marker whose tree opens empty lost its data: sled (0.34) opens a truncated or garbled
+        // `db` file as an empty database rather than refusing it. Without the marker (a process
+        // killed during its very first open, or a WAL created before the marker existed, which
+        // then holds data) an empty tree is a WAL that was never written: it starts anew.
+        let marker = dir.join(INITIALIZED_MARKER);
+        let held_a_database = dir.join("conf").exists() && marker.exists();
         let db = sled::Config::new()
             .path(&dir)
             .mode(sled::Mode::HighThroughput)
@@ -389,6 +393,12 @@ impl<R: Record> Wal<R> {
             _record: PhantomData,
         };
         wal.repairs = Arc::new(wal.load_metadata()?);
+        if !marker.exists() {
+            write_marker(&marker).map_err(|e| WalError::Open {
+                dir: wal.dir.clone(),
+                source: sled::Error::Io(e),
+            })?;
+        }
         Ok(wal)
     }
 
@@ -1256,6 +1266,20 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
+}
+
+/// The file whose presence says that this directory's WAL was initialized (its format and id
+/// flushed): see [`Wal::open`].
+pub const INITIALIZED_MARKER: &str = "initialized";
+
+/// Creates the marker durably: the file and its directory entry are both synced.
+fn write_marker(marker: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::create(marker)?;
+    file.sync_all()?;
+    if let Some(dir) = marker.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

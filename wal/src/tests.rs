@@ -60,7 +60,7 @@ fn state_survives_reopen() {
         wal.append(&[rec(1), rec(2), rec(3)], b"p").unwrap();
         wal.acknowledge(2).unwrap();
     }
-    let wal: Wal<TestRecord> = Wal::open(&path).unwrap();
+    let wal: Wal<TestRecord> = reopen(&path).unwrap();
     assert_eq!(wal.id(), id);
     assert_eq!(wal.acked().unwrap(), 2);
     assert_eq!(wal.last_seq().unwrap(), 3);
@@ -102,7 +102,7 @@ fn pruning_removes_only_whole_acknowledged_groups_and_sequences_continue() {
     assert_eq!(wal.append(&[rec(5)], b"pos-5").unwrap(), 5);
     assert_eq!(wal.position_before(5).unwrap(), b"pos-4");
     drop(wal);
-    let wal: Wal<TestRecord> = Wal::open(dir.path()).unwrap();
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
     assert_eq!(wal.last_seq().unwrap(), 5);
     assert_eq!(wal.append(&[rec(6)], b"pos-6").unwrap(), 6);
 }
@@ -178,7 +178,7 @@ fn unacknowledged_bytes_stay_exact_through_appends_acks_pruning_and_truncation()
     check(&wal);
     assert!(wal.unacked_bytes() > 0);
     drop(wal);
-    let wal: Wal<TestRecord> = Wal::open(&path).unwrap();
+    let wal: Wal<TestRecord> = reopen(&path).unwrap();
     check(&wal);
     wal.acknowledge(31).unwrap();
     assert_eq!(wal.unacked_bytes(), 0);
@@ -359,6 +359,30 @@ fn sled_refusing_the_files_or_opening_them_empty_is_a_damaged_wal_naming_the_rec
         Err(e) => assert!(e.is_locked(), "{e}"),
         Ok(_) => panic!("a second open succeeded"),
     }
+}
+
+/// A process killed during its very first open leaves sled's files but no WAL metadata and no
+/// `initialized` marker: the next open starts the WAL anew instead of calling it damaged (which
+/// would refuse every start until an operator stepped in).
+#[test]
+fn a_wal_whose_first_open_was_cut_short_starts_anew() {
+    let dir = temp_dir();
+    {
+        // sled's own files, as sled creates them, without anything sdl writes.
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        db.flush().unwrap();
+    }
+    assert!(dir.path().join("conf").exists());
+    assert!(!dir.path().join(INITIALIZED_MARKER).exists());
+    let wal: Wal<TestRecord> = reopen(dir.path()).unwrap();
+    assert_eq!(wal.last_seq().unwrap(), 0);
+    assert!(wal.ingest_position().unwrap().is_none());
+    assert!(dir.path().join(INITIALIZED_MARKER).exists());
+    drop(wal);
+    // Once initialized, an empty tree is damage again.
+    let dir = temp_dir();
+    three_groups(dir.path());
+    assert!(dir.path().join(INITIALIZED_MARKER).exists());
 }
 
 #[test]
