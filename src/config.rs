@@ -1102,6 +1102,7 @@ url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
                 .split("expected one of ")
                 .nth(1)
                 .or_else(|| err.split("expected ").nth(1))
+                .and_then(|list| list.split(" (the line reads").next())
                 .and_then(|list| list.split(". ").next())
                 .unwrap_or_else(|| panic!("{err}"));
             for key in expected

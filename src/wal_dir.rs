@@ -30,7 +30,15 @@ pub fn make_private(dir: &Path) -> Result<Option<String>, WalDirError> {
         Ok(meta) if meta.is_dir() => meta,
         // Missing, or not a directory: the WAL's own open creates it or says what is wrong.
         Ok(_) => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // (A parent that is a file: the same, the WAL's open names it.)
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
         Err(source) => return Err(WalDirError::Unreadable { dir: shown, source }),
     };
     let mode = meta.permissions().mode() & 0o7777;

@@ -81,15 +81,16 @@ async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
                 body.contains(&token_file.display().to_string()),
                 "{path}: {body}"
             );
-            assert!(!body.contains("\"changes\""), "{path}: {body}");
+            assert!(!body.contains("\"documents\""), "{path}: {body}");
         }
     }
     let (code, body) = get(&addr, "/wal/show/2", Some(&token));
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("\"changes\""), "{body}");
+    assert!(body.contains("\"documents\""), "{body}");
     let (code, body) = get(&addr, "/wal/dump?from=1&to=3", Some(&token));
     assert_eq!(code, 200, "{body}");
-    assert_eq!(body.lines().count(), 3, "{body}");
+    // A dump is change documents, one a line: those of three records (transactions).
+    assert_eq!(transactions_in(&body).len(), 3, "{body}");
     // The scheme is case-insensitive.
     let mut response = ureq::get(&format!("http://{addr}/wal/show/2"))
         .header("Authorization", format!("bearer {token}"))
@@ -99,7 +100,7 @@ async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
         .body_mut()
         .read_to_string()
         .unwrap()
-        .contains("\"changes\""));
+        .contains("\"documents\""));
 
     // Everything without row data stays open.
     for path in [
@@ -121,7 +122,9 @@ async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
     assert!(body.contains("10000"), "{body}");
     let (code, body) = get(&addr, "/wal/dump?from=1&to=10000", Some(&token));
     assert_eq!(code, 200, "{body}");
-    assert_eq!(body.lines().count() as u64, records, "{body}");
+    assert_eq!(transactions_in(&body).len() as u64, records, "{body}");
+    let in_mongodb = common::change_documents(&mongo).await.len();
+    assert_eq!(body.lines().count(), in_mongodb, "{body}");
     let (code, body) = get(&addr, "/wal/list?limit=10001", None);
     assert_eq!(code, 400, "{body}");
 
@@ -133,15 +136,8 @@ async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
     let (code, stdout, stderr) =
         sdl_wal(&["dump", "--from", "1", "--to", "25000", "--config", &config]);
     assert_eq!(code, 0, "{stderr}");
-    let seqs: Vec<u64> = stdout
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(seqs, (1..=records).collect::<Vec<_>>());
+    assert_eq!(transactions_in(&stdout).len() as u64, records, "{stdout}");
+    assert_eq!(stdout.lines().count(), in_mongodb, "{stdout}");
     // ... and through --admin with the WAL directory.
     let wal_dir = sdl.wal_dir().display().to_string();
     let (code, _, stderr) = sdl_wal(&["show", "2", "--dir", &wal_dir, "--admin", &addr]);
@@ -164,6 +160,19 @@ async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
     );
     let (code, _) = get(&addr, "/wal/show/2", Some(&token));
     assert_eq!(code, 200);
+}
+
+/// The distinct `meta.gtid`s of a dump's change documents, in order.
+fn transactions_in(dump: &str) -> Vec<String> {
+    let mut gtids: Vec<String> = Vec::new();
+    for line in dump.lines() {
+        let document: serde_json::Value = serde_json::from_str(line).unwrap();
+        let gtid = document["meta"]["gtid"].as_str().unwrap().to_string();
+        if gtids.last() != Some(&gtid) {
+            gtids.push(gtid);
+        }
+    }
+    gtids
 }
 
 /// Reads until the server closes the connection; returns how long that took, or None when it

@@ -13,7 +13,10 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
 
 fn config(source_url: &str, sink_url: &str, wal: &std::path::Path) -> String {
     format!(
-        r#"[source]
+        r#"[admin]
+listen = "127.0.0.1:{}"
+
+[source]
 url = "{source_url}"
 server_id = 4242
 connect_timeout = "3s"
@@ -24,14 +27,11 @@ dir = "{}"
 [sink]
 url = "{sink_url}"
 connect_timeout = "3s"
-
-[admin]
-listen = "127.0.0.1:{}"
 "#,
-        wal.display(),
         // The admin endpoint is up before the start-up checks: tests running at once must not
-        // share the default port.
-        free_port()
+        // share the default port. (First: tests append keys to [sink], the last section.)
+        free_port(),
+        wal.display(),
     )
 }
 

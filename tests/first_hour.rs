@@ -163,11 +163,11 @@ fn wal_dump_defaults_to_the_whole_wal_and_refuses_a_reversed_range() {
     assert_eq!(
         ids,
         [
-            "\"0-1-1:0\"",
-            "\"0-1-2:0\"",
-            "\"0-1-3:0\"",
-            "\"0-1-4:0\"",
-            "\"0-1-4:1\""
+            "\"default/0-1-1:0\"",
+            "\"default/0-1-2:0\"",
+            "\"default/0-1-3:0\"",
+            "\"default/0-1-4:0\"",
+            "\"default/0-1-4:1\""
         ]
     );
     let (code, stdout, _) = sdl_cmd(&["wal", "dump", "--dir", &dir, "--from", "3"]);
@@ -220,15 +220,25 @@ fn wal_show_and_dump_print_change_documents() {
     let dir = wal.path().join("wal").display().to_string();
     let (code, stdout, stderr) = sdl_cmd(&["wal", "dump", "--dir", &dir]);
     assert_eq!(code, 0, "{stderr}");
-    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
-    // The shape MongoDB holds (docs/change-document.md), in relaxed extended JSON.
+    let mut first: serde_json::Value =
+        serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    // The content hash (docs/change-document.md): 32 hex digits, checked in the sink's tests.
+    let hash = first.as_object_mut().unwrap().remove("hash").unwrap();
+    assert!(
+        hash.as_str()
+            .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{hash}"
+    );
+    // The shape MongoDB holds (docs/change-document.md), in relaxed extended JSON; without
+    // --config the `_id`s name the default source.name.
     assert_eq!(
         first,
         serde_json::json!({
-            "_id": "0-1-1:0",
+            "_id": "default/0-1-1:0",
             "op": "insert",
             "ts": { "$date": "2024-05-06T07:08:10Z" },
             "meta": {
+                "source": "default",
                 "db": "shop", "tbl": "items", "pk": { "id": 1 }, "gtid": "0-1-1",
                 "file": "mariadb-bin.000001", "pos": 100, "row": 0
             },
@@ -241,7 +251,18 @@ fn wal_show_and_dump_print_change_documents() {
 
     let (code, shown, stderr) = sdl_cmd(&["wal", "show", "2", "--dir", &dir]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(shown.contains("\"_id\": \"0-1-2:0\""), "{shown}");
+    assert!(shown.contains("\"_id\": \"default/0-1-2:0\""), "{shown}");
+    let (code, named, _) = sdl_cmd(&[
+        "wal",
+        "show",
+        "2",
+        "--dir",
+        &dir,
+        "--source-name",
+        "shop-db",
+    ]);
+    assert_eq!(code, 0);
+    assert!(named.contains("\"_id\": \"shop-db/0-1-2:0\""), "{named}");
     assert!(
         shown.contains("\"$date\": \"2024-05-06T07:08:11Z\""),
         "{shown}"
