@@ -78,6 +78,8 @@ async fn passwords_from_the_environment_or_a_file_and_never_in_text_or_json_logs
     sdl.remove_env("SDL_SOURCE_PASSWORD");
     let secret = sdl.dir().join("source.password");
     std::fs::write(&secret, format!("{SDL_PASSWORD}\n")).unwrap();
+    // Private like the config (a world-readable password file is warned about).
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = std::fs::read_to_string(&sdl.config_path).unwrap().replace(
         "[source]\n",
         &format!("[source]\npassword_file = \"{}\"\n", secret.display()),

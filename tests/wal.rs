@@ -198,7 +198,10 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
     assert!(lines
         .iter()
         .all(|d| d["meta"]["gtid"].as_str().unwrap().starts_with("0-1-")
-            && d["_id"].as_str().unwrap().starts_with("0-1-")));
+            && d["_id"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{}/0-1-", d["meta"]["source"].as_str().unwrap()))));
 
     let (code, _, stderr) = sdl_wal(&["stats"]);
     assert_eq!(code, 2);

@@ -156,8 +156,11 @@ pub fn against_binlog(docs: &[Document], binlog: &Binlog, findings: &mut Finding
         let gtid = m.get_str("gtid").unwrap_or_default().to_string();
         let row = m.get_i64("row").unwrap_or(-1);
         let id = d.get_str("_id").unwrap_or_default();
-        if id != format!("{gtid}:{row}") {
-            findings.problem(format!("_id {id} is not <gtid>:<ordinal> of {d}"));
+        let source = m.get_str("source").unwrap_or_default();
+        if source.is_empty() || id != format!("{source}/{gtid}:{row}") {
+            findings.problem(format!(
+                "_id {id} is not <meta.source>/<gtid>:<ordinal> of {d}"
+            ));
         }
         let event = (
             m.get_str("file").unwrap_or_default().to_string(),
