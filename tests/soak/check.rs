@@ -4,7 +4,7 @@
 //!    WAL): every transaction's GTID, its row events (`### INSERT/UPDATE/DELETE` lines of
 //!    `--base64-output=decode-rows -v`) and its DDL statements. The change documents must match
 //!    it transaction by transaction: as many row documents as row events, the DDL statements word
-//!    for word, ordinals `0..n` with `_id` = `<gtid>:<ordinal>`, no binlog event stored twice.
+//!    for word, ordinals `0..n` with `_id` = `<meta.source>/<gtid>:<ordinal>`, no binlog event stored twice.
 //! 2. **The tables themselves**: every table rebuilt by replaying the change documents in commit
 //!    order (the ALTERs' DDL documents applied to the rows already there) must equal `SELECT *`
 //!    on MariaDB, value for value.
@@ -431,9 +431,9 @@ mod tests {
         after: Option<i64>,
     ) -> Document {
         let mut d = doc! {
-            "_id": format!("{gtid}:{row}"),
+            "_id": format!("soak/{gtid}:{row}"),
             "op": op,
-            "meta": { "db": "app", "tbl": "ints", "gtid": gtid, "file": "mariadb-bin.000001", "pos": pos, "row": row },
+            "meta": { "source": "soak", "db": "app", "tbl": "ints", "gtid": gtid, "file": "mariadb-bin.000001", "pos": pos, "row": row },
         };
         if let Some(id) = before {
             d.insert("before", doc! { "id": id, "i": 1_i64 });
