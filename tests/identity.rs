@@ -118,18 +118,7 @@ async fn two_sources_with_the_same_gtids_into_one_database_each_arrive_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_reset_under_the_same_name_is_refused_at_start() {
     let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = create_table(&mariadb).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
-    for i in 1..=3 {
-        conn.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'before')"))
-            .await
-            .unwrap();
-    }
-    let relayed = mariadb.gtid_binlog_pos().await;
-    wait_for_source_offset(&mongo, "default", &relayed, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    let (mut sdl, mut conn, relayed) = relay_three_rows_then_stop(&mariadb, &mongo).await;
 
     // The server's history starts again: its GTIDs go backwards.
     conn.query_drop("RESET MASTER").await.unwrap();
@@ -139,51 +128,20 @@ async fn a_source_reset_under_the_same_name_is_refused_at_start() {
     let current = mariadb.gtid_binlog_pos().await;
     assert_eq!(current, "0-1-1");
 
-    for (what, lose_wal) in [("the WAL", false), ("MongoDB's offset", true)] {
-        if lose_wal {
-            // A new WAL directory resumes from MongoDB's offset: refused just the same.
-            std::fs::remove_dir_all(sdl.wal_dir()).unwrap();
-        }
-        sdl.start();
-        let status = sdl.wait_exit(TIMEOUT);
-        let logs = sdl.logs();
-        assert_eq!(status.code(), Some(4), "{logs}");
-        let last = logs.lines().rev().take(5).collect::<Vec<_>>().join("\n");
-        for needle in [
-            "does not contain what sdl already relayed under source.name `default`",
-            &format!("{what} is at {relayed}"),
-            &format!("current position (`gtid_binlog_pos`) is {current}"),
-            "RESET MASTER",
-            "new source.name",
-        ] {
-            assert!(last.contains(needle), "`{needle}` missing from:\n{logs}");
-        }
-    }
-    // Nothing of the new history was taken for the old one.
-    let docs = change_documents(&mongo).await;
-    assert!(
-        docs.iter().all(|d| d
-            .get_document("after")
-            .map_or(true, |a| a.get_str("v") != Ok("after reset"))),
-        "{docs:?}"
-    );
+    refused_with_the_wal_and_without(&mut sdl, ["the WAL", "MongoDB's offset"], |what| {
+        vec![
+            format!("{what} is at {relayed}"),
+            format!("current position (`gtid_binlog_pos`) is {current}"),
+            "RESET MASTER".into(),
+        ]
+    });
+    nothing_of_the_new_history_arrived(&mongo).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_source_whose_gtids_passed_the_relayed_ones_is_refused_at_start() {
     let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = create_table(&mariadb).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
-    for i in 1..=3 {
-        conn.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'before')"))
-            .await
-            .unwrap();
-    }
-    let relayed = mariadb.gtid_binlog_pos().await;
-    wait_for_source_offset(&mongo, "default", &relayed, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    let (mut sdl, mut conn, relayed) = relay_three_rows_then_stop(&mariadb, &mongo).await;
 
     // A new history that has already gone further than the relayed one: its GTIDs alone look
     // like a continuation, and resuming after the relayed GTID would skip its first changes.
@@ -198,8 +156,47 @@ async fn a_reset_source_whose_gtids_passed_the_relayed_ones_is_refused_at_start(
     let current_seq: u64 = current.rsplit('-').next().unwrap().parse().unwrap();
     assert!(current_seq > relayed_seq, "{current} vs {relayed}");
 
-    for (what, lose_wal) in [("the WAL", false), ("MongoDB", true)] {
+    refused_with_the_wal_and_without(&mut sdl, ["the WAL", "MongoDB"], |what| {
+        vec![
+            format!("{what} is at transaction {relayed} read at mariadb-bin.000001:"),
+            format!("current position (`gtid_binlog_pos`) is {current}"),
+        ]
+    });
+    nothing_of_the_new_history_arrived(&mongo).await;
+}
+
+/// sdl relays three rows (`'before'`) under source.name `default` and stops cleanly; returns it,
+/// a root connection and the source position relayed.
+async fn relay_three_rows_then_stop(
+    mariadb: &MariaDb,
+    mongo: &Mongo,
+) -> (Sdl, mysql_async::Conn, String) {
+    let mut conn = create_table(mariadb).await;
+    let mut sdl = Sdl::new(mariadb, mongo, "current");
+    sdl.start();
+    sdl.wait_following().await;
+    for i in 1..=3 {
+        conn.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'before')"))
+            .await
+            .unwrap();
+    }
+    let relayed = mariadb.gtid_binlog_pos().await;
+    wait_for_source_offset(mongo, "default", &relayed, &sdl).await;
+    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    (sdl, conn, relayed)
+}
+
+/// Starts `sdl` on its WAL, then on a new WAL (resuming from MongoDB's offset): each start exits
+/// 4 with the refusal, naming what was relayed (`reference[0]`, then `reference[1]`), the
+/// source's position and the fix; `needles(reference)` are the case's own words.
+fn refused_with_the_wal_and_without(
+    sdl: &mut Sdl,
+    reference: [&str; 2],
+    needles: impl Fn(&str) -> Vec<String>,
+) {
+    for (what, lose_wal) in [(reference[0], false), (reference[1], true)] {
         if lose_wal {
+            // A new WAL directory resumes from MongoDB's offset: refused just the same.
             std::fs::remove_dir_all(sdl.wal_dir()).unwrap();
         }
         sdl.start();
@@ -207,16 +204,22 @@ async fn a_reset_source_whose_gtids_passed_the_relayed_ones_is_refused_at_start(
         let logs = sdl.logs();
         assert_eq!(status.code(), Some(4), "{logs}");
         let last = logs.lines().rev().take(5).collect::<Vec<_>>().join("\n");
-        for needle in [
-            "does not contain what sdl already relayed under source.name `default`",
-            &format!("{what} is at transaction {relayed} read at mariadb-bin.000001:"),
-            &format!("current position (`gtid_binlog_pos`) is {current}"),
-            "new source.name",
-        ] {
-            assert!(last.contains(needle), "`{needle}` missing from:\n{logs}");
+        let common = [
+            "does not contain what sdl already relayed under source.name `default`".to_string(),
+            "new source.name".to_string(),
+        ];
+        for needle in common.iter().chain(needles(what).iter()) {
+            assert!(
+                last.contains(needle.as_str()),
+                "`{needle}` missing from:\n{logs}"
+            );
         }
     }
-    let docs = change_documents(&mongo).await;
+}
+
+/// Nothing of the reset server's new history (`'after reset'` rows) was taken for the old one.
+async fn nothing_of_the_new_history_arrived(mongo: &Mongo) {
+    let docs = change_documents(mongo).await;
     assert!(
         docs.iter().all(|d| d
             .get_document("after")
