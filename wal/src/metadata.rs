@@ -1,0 +1,368 @@
+//! Metadata checked at open (see the crate header for what damage to each value leads to): a
+//! format 1 WAL is upgraded in one atomic batch; a damaged value that can be rebuilt soundly from
+//! the records is rebuilt and reported as a [`MetaRepair`]; one that cannot stops the open with
+//! [`WalError::MetaDamaged`]. A damaged value is never used.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{MetaRepair, Result, WalError, RECOVER_FIX};
+use crate::frame::encode_meta;
+use crate::groups::{now_ms, Group};
+use crate::handle::Wal;
+use crate::layout::{
+    format_value, group_key, key_name, meta_payload, record_key, seq_from_key, stored_format,
+    FORMAT_VERSION, GROUP_PREFIX, KEY_ACKED, KEY_BASE_POSITION, KEY_FORMAT, KEY_INGEST_POSITION,
+    KEY_WAL_ID, RECORD_PREFIX,
+};
+use crate::record::Record;
+
+impl<R: Record> Wal<R> {
+    /// Reads the metadata, upgrading format 1 and rebuilding what damage allows (see the module
+    /// header), and fills the in-memory accounting. Rebuilt values are written in one batch.
+    pub(crate) fn load_metadata(&mut self) -> Result<Vec<MetaRepair>> {
+        let mut repairs = Vec::new();
+        let mut batch = sled::Batch::default();
+        match self.raw(KEY_FORMAT)? {
+            None if self.tree.is_empty() => {
+                // A new WAL: its format and id, together.
+                let id = random_id();
+                batch.insert(KEY_FORMAT, format_value());
+                batch.insert(KEY_WAL_ID, encode_meta(FORMAT_VERSION, &id));
+                self.tree
+                    .apply_batch(batch)
+                    .map_err(self.storage("create"))?;
+                self.db.flush().map_err(self.storage("flush"))?;
+                self.id = id;
+                return Ok(repairs);
+            }
+            None => repairs.push(self.upgrade_from_format_1()?),
+            Some(raw) => match stored_format(&raw) {
+                Ok(FORMAT_VERSION) => {}
+                Ok(found) => {
+                    return Err(WalError::UnknownFormat {
+                        found,
+                        supported: FORMAT_VERSION,
+                        dir: self.dir.clone(),
+                    })
+                }
+                Err(problem) => {
+                    batch.insert(KEY_FORMAT, format_value());
+                    repairs.push(MetaRepair {
+                        key: key_name(KEY_FORMAT),
+                        problem,
+                        action: format!("rewritten as format {FORMAT_VERSION} (only format {FORMAT_VERSION} or later writes this key)"),
+                    });
+                }
+            },
+        }
+
+        self.id = match self
+            .raw(KEY_WAL_ID)?
+            .map(|raw| meta_payload(&raw).map(<[u8; 16]>::try_from))
+        {
+            Some(Ok(Ok(id))) => id,
+            Some(Ok(Err(_))) => return Err(self.damaged(KEY_WAL_ID, "not 16 bytes", RECOVER_FIX)),
+            Some(Err(e)) => return Err(self.damaged(KEY_WAL_ID, e, RECOVER_FIX)),
+            None => return Err(self.damaged(KEY_WAL_ID, "missing", RECOVER_FIX)),
+        };
+
+        let first_record = self.first_seq()?;
+        let last_record = self
+            .tree
+            .scan_prefix([RECORD_PREFIX])
+            .next_back()
+            .transpose()
+            .map_err(self.storage("find last record"))?
+            .map(|(key, _)| seq_from_key(&key));
+
+        // The group index; a damaged entry is rebuilt from the records it covers, which start
+        // after the previous group's last record (or at the first stored record).
+        let mut groups = BTreeMap::new();
+        let mut previous_last: Option<u64> = None;
+        let entries: Vec<(u64, sled::IVec)> = self
+            .tree
+            .scan_prefix([GROUP_PREFIX])
+            .map(|item| item.map(|(k, v)| (seq_from_key(&k), v)))
+            .collect::<Result<_, _>>()
+            .map_err(self.storage("read groups"))?;
+        for (last, value) in entries {
+            let decoded = meta_payload(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|p| Group::decode(p).ok_or_else(|| format!("{} bytes, not 24", p.len())));
+            match decoded {
+                Ok(group) => {
+                    groups.insert(last, group);
+                }
+                Err(problem) => {
+                    let first = match previous_last {
+                        Some(p) => p + 1,
+                        None => first_record.unwrap_or(last + 1),
+                    };
+                    let bytes = self.record_bytes(first, last)?;
+                    let key = group_key(last);
+                    if first > last || bytes == 0 {
+                        batch.remove(&key[..]);
+                        repairs.push(MetaRepair {
+                            key: key_name(&key),
+                            problem,
+                            action: "removed: no record it covered is stored".into(),
+                        });
+                    } else {
+                        let group = Group {
+                            appended_ms: now_ms(),
+                            first_seq: first,
+                            bytes,
+                        };
+                        batch.insert(&key[..], encode_meta(FORMAT_VERSION, &group.encode()));
+                        groups.insert(last, group);
+                        repairs.push(MetaRepair {
+                            key: key_name(&key),
+                            problem,
+                            action: format!("rebuilt from records {first}..={last} ({bytes} bytes; append time set to now, which delays its age-based pruning)"),
+                        });
+                    }
+                }
+            }
+            previous_last = Some(last);
+        }
+        // Groups are contiguous and cover every stored record: a range no entry covers lost its
+        // entry (deleted, not just damaged). Only the gaps are scanned, so this costs nothing on
+        // an intact WAL.
+        if let (Some(first), Some(last_stored)) = (first_record, last_record) {
+            let mut gaps = Vec::new();
+            let mut expected = first;
+            for (&last, group) in &groups {
+                if group.first_seq > expected {
+                    gaps.push((expected, group.first_seq - 1));
+                }
+                expected = expected.max(last + 1);
+            }
+            if last_stored >= expected {
+                gaps.push((expected, last_stored));
+            }
+            for (gap_first, gap_last) in gaps {
+                let bytes = self.record_bytes(gap_first, gap_last)?;
+                if bytes == 0 {
+                    continue;
+                }
+                let group = Group {
+                    appended_ms: now_ms(),
+                    first_seq: gap_first,
+                    bytes,
+                };
+                let key = group_key(gap_last);
+                batch.insert(&key[..], encode_meta(FORMAT_VERSION, &group.encode()));
+                groups.insert(gap_last, group);
+                repairs.push(MetaRepair {
+                    key: key_name(&key),
+                    problem: format!(
+                        "missing: no group entry covers records {gap_first}..={gap_last}"
+                    ),
+                    action: format!(
+                        "rebuilt from those records ({bytes} bytes; append time set to now)"
+                    ),
+                });
+            }
+        }
+
+        let acked = match self
+            .raw(KEY_ACKED)?
+            .map(|raw| meta_payload(&raw).map(<[u8; 8]>::try_from))
+        {
+            // Never acknowledged, unless records were pruned (only acknowledged ones are).
+            None if first_record.is_none_or(|first| first <= 1) => 0,
+            Some(Ok(Ok(bytes))) => u64::from_be_bytes(bytes),
+            decoded => {
+                let problem = match decoded {
+                    None => {
+                        "missing while records before the first stored one were pruned".to_string()
+                    }
+                    Some(Ok(_)) => "not 8 bytes".to_string(),
+                    Some(Err(e)) => e.to_string(),
+                };
+                let Some(first) = first_record else {
+                    return Err(self.damaged(KEY_ACKED, format!("{problem}; no record is stored to rebuild it from, so the next sequence number is unknown"), RECOVER_FIX));
+                };
+                let rebuilt = first - 1;
+                batch.insert(
+                    KEY_ACKED,
+                    encode_meta(FORMAT_VERSION, &rebuilt.to_be_bytes()),
+                );
+                repairs.push(MetaRepair {
+                    key: key_name(KEY_ACKED),
+                    problem,
+                    action: format!("rebuilt as {rebuilt}, the sequence before the first stored record (only acknowledged records are pruned); sdl catches it up to MongoDB's offset before forwarding"),
+                });
+                rebuilt
+            }
+        };
+
+        let last_record_position = |this: &Self| -> Result<Option<Vec<u8>>> {
+            Ok(match last_record {
+                Some(last) => match this.get(last) {
+                    Ok(Some(stored)) => Some(stored.record.position_after().to_vec()),
+                    _ => None,
+                },
+                None => None,
+            })
+        };
+        let ingest = self.raw(KEY_INGEST_POSITION)?;
+        let base = self.raw(KEY_BASE_POSITION)?;
+        let ingest_problem = match &ingest {
+            Some(raw) => meta_payload(raw).err().map(|e| e.to_string()),
+            None if last_record.is_some() => Some("missing while records are stored".into()),
+            None => None,
+        };
+        let base_decoded = base
+            .as_ref()
+            .map(|raw| meta_payload(raw).map(<[u8]>::to_vec));
+        let mut ingest_rebuilt = None;
+        if let Some(problem) = ingest_problem {
+            let (position, from) = match (last_record, last_record_position(self)?, &base_decoded) {
+                (Some(last), Some(position), _) => (position, format!("record {last}'s position")),
+                (None, _, Some(Ok(base))) => (base.clone(), "m/base_position (no record is stored)".to_string()),
+                (Some(last), None, _) => {
+                    return Err(self.damaged(KEY_INGEST_POSITION, format!("{problem}; the last record, {last}, is unreadable too, so the position cannot be rebuilt"), RECOVER_FIX))
+                }
+                (None, _, _) => {
+                    return Err(self.damaged(KEY_INGEST_POSITION, format!("{problem}; no record is stored and m/base_position is damaged too, so the position cannot be rebuilt"), RECOVER_FIX))
+                }
+            };
+            batch.insert(KEY_INGEST_POSITION, encode_meta(FORMAT_VERSION, &position));
+            repairs.push(MetaRepair {
+                key: key_name(KEY_INGEST_POSITION),
+                problem,
+                action: format!(
+                    "rebuilt from {from}: {}",
+                    String::from_utf8_lossy(&position)
+                ),
+            });
+            ingest_rebuilt = Some(position);
+        }
+        if let Some(Err(e)) = base_decoded {
+            let ingest_now = match ingest_rebuilt {
+                Some(p) => Some(p),
+                None => ingest
+                    .as_ref()
+                    .and_then(|raw| meta_payload(raw).ok().map(<[u8]>::to_vec)),
+            };
+            match (first_record, ingest_now) {
+                (None, Some(position)) => {
+                    batch.insert(KEY_BASE_POSITION, encode_meta(FORMAT_VERSION, &position));
+                    repairs.push(MetaRepair {
+                        key: key_name(KEY_BASE_POSITION),
+                        problem: e.to_string(),
+                        action: "rebuilt from m/ingest_position (no record is stored)".into(),
+                    });
+                }
+                _ => {
+                    batch.remove(KEY_BASE_POSITION);
+                    repairs.push(MetaRepair {
+                        key: key_name(KEY_BASE_POSITION),
+                        problem: e.to_string(),
+                        action: "removed: it is needed only to repair the first stored record, and such a repair now stops naming it".into(),
+                    });
+                }
+            }
+        }
+
+        if !repairs.is_empty() {
+            self.tree
+                .apply_batch(batch)
+                .map_err(self.storage("rewrite metadata"))?;
+            self.tree.flush().map_err(self.storage("flush"))?;
+        }
+        let mut accounting = self.accounting();
+        accounting.groups = groups;
+        accounting.acked = acked;
+        accounting.recount_unacked();
+        // With every record pruned, numbering continues after the acknowledged cursor.
+        accounting.last_seq = last_record.unwrap_or(acked).max(acked);
+        drop(accounting);
+        Ok(repairs)
+    }
+
+    /// Sum of the frame sizes of the stored records in `first..=last`.
+    fn record_bytes(&self, first: u64, last: u64) -> Result<u64> {
+        if first > last {
+            return Ok(0);
+        }
+        let mut bytes = 0;
+        for item in self.tree.range(record_key(first)..=record_key(last)) {
+            let (_, value) = item.map_err(self.storage("read records"))?;
+            bytes += value.len() as u64;
+        }
+        Ok(bytes)
+    }
+
+    /// Format 1 stored metadata raw: check each value's shape as that format did, and rewrite all
+    /// of them framed, with `m/format`, in one batch.
+    fn upgrade_from_format_1(&self) -> Result<MetaRepair> {
+        let old = |key: &[u8], problem: String| WalError::MetaDamaged {
+            key: key_name(key),
+            problem: format!("format 1 value: {problem}"),
+            dir: self.dir.clone(),
+            fix: RECOVER_FIX,
+        };
+        let mut batch = sled::Batch::default();
+        match self.raw(KEY_WAL_ID)? {
+            Some(id) if id.len() == 16 => {
+                batch.insert(KEY_WAL_ID, encode_meta(FORMAT_VERSION, &id))
+            }
+            Some(id) => return Err(old(KEY_WAL_ID, format!("{} bytes, not 16", id.len()))),
+            None => return Err(old(KEY_WAL_ID, "missing".into())),
+        }
+        if let Some(acked) = self.raw(KEY_ACKED)? {
+            if acked.len() != 8 {
+                return Err(old(KEY_ACKED, format!("{} bytes, not 8", acked.len())));
+            }
+            batch.insert(KEY_ACKED, encode_meta(FORMAT_VERSION, &acked));
+        }
+        for key in [KEY_INGEST_POSITION, KEY_BASE_POSITION] {
+            if let Some(value) = self.raw(key)? {
+                batch.insert(key, encode_meta(FORMAT_VERSION, &value));
+            }
+        }
+        let mut groups = 0;
+        for item in self.tree.scan_prefix([GROUP_PREFIX]) {
+            let (key, value) = item.map_err(self.storage("read groups"))?;
+            if value.len() != 24 {
+                return Err(old(&key, format!("{} bytes, not 24", value.len())));
+            }
+            batch.insert(key, encode_meta(FORMAT_VERSION, &value));
+            groups += 1;
+        }
+        batch.insert(KEY_FORMAT, format_value());
+        self.tree
+            .apply_batch(batch)
+            .map_err(self.storage("upgrade"))?;
+        self.tree.flush().map_err(self.storage("flush"))?;
+        Ok(MetaRepair {
+            key: key_name(KEY_FORMAT),
+            problem: "WAL format 1 (metadata without checksums)".into(),
+            action: format!("upgraded to format {FORMAT_VERSION}: the WAL id, cursors, positions and {groups} group entries rewritten with checksums in one batch"),
+        })
+    }
+}
+
+fn random_id() -> [u8; 16] {
+    // The id only has to differ between WALs; time and pid mixed through a hash suffice and avoid
+    // a dependency for it.
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = [0u8; 16];
+    for (i, chunk) in id.chunks_mut(8).enumerate() {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        h.write_u32(std::process::id());
+        h.write_usize(i);
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    id
+}
