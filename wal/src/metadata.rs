@@ -17,55 +17,28 @@ use crate::layout::{
 };
 use crate::record::Record;
 
+/// Rewrites gathered while the metadata is checked at open; written in one batch, and only when
+/// something was repaired.
+#[derive(Default)]
+struct Rewrites {
+    batch: sled::Batch,
+    repairs: Vec<MetaRepair>,
+}
+
 impl<R: Record> Wal<R> {
     /// Reads the metadata, upgrading format 1 and rebuilding what damage allows (see the module
     /// header), and fills the in-memory accounting. Rebuilt values are written in one batch.
     pub(crate) fn load_metadata(&mut self) -> Result<Vec<MetaRepair>> {
-        let mut repairs = Vec::new();
-        let mut batch = sled::Batch::default();
+        let mut rw = Rewrites::default();
         match self.raw(KEY_FORMAT)? {
             None if self.tree.is_empty() => {
-                // A new WAL: its format and id, together.
-                let id = random_id();
-                batch.insert(KEY_FORMAT, format_value());
-                batch.insert(KEY_WAL_ID, encode_meta(FORMAT_VERSION, &id));
-                self.tree
-                    .apply_batch(batch)
-                    .map_err(self.storage("create"))?;
-                self.db.flush().map_err(self.storage("flush"))?;
-                self.id = id;
-                return Ok(repairs);
+                self.create()?;
+                return Ok(rw.repairs);
             }
-            None => repairs.push(self.upgrade_from_format_1()?),
-            Some(raw) => match stored_format(&raw) {
-                Ok(FORMAT_VERSION) => {}
-                Ok(found) => {
-                    return Err(WalError::UnknownFormat {
-                        found,
-                        supported: FORMAT_VERSION,
-                        dir: self.dir.clone(),
-                    })
-                }
-                Err(problem) => {
-                    batch.insert(KEY_FORMAT, format_value());
-                    repairs.push(MetaRepair {
-                        key: key_name(KEY_FORMAT),
-                        problem,
-                        action: format!("rewritten as format {FORMAT_VERSION} (only format {FORMAT_VERSION} or later writes this key)"),
-                    });
-                }
-            },
+            None => rw.repairs.push(self.upgrade_from_format_1()?),
+            Some(raw) => self.check_format(&raw, &mut rw)?,
         }
-
-        self.id = match self
-            .raw(KEY_WAL_ID)?
-            .map(|raw| meta_payload(&raw).map(<[u8; 16]>::try_from))
-        {
-            Some(Ok(Ok(id))) => id,
-            Some(Ok(Err(_))) => return Err(self.damaged(KEY_WAL_ID, "not 16 bytes", RECOVER_FIX)),
-            Some(Err(e)) => return Err(self.damaged(KEY_WAL_ID, e, RECOVER_FIX)),
-            None => return Err(self.damaged(KEY_WAL_ID, "missing", RECOVER_FIX)),
-        };
+        self.id = self.load_id()?;
 
         let first_record = self.first_seq()?;
         let last_record = self
@@ -75,7 +48,83 @@ impl<R: Record> Wal<R> {
             .transpose()
             .map_err(self.storage("find last record"))?
             .map(|(key, _)| seq_from_key(&key));
+        let mut groups = self.load_groups(first_record, &mut rw)?;
+        self.rebuild_missing_groups(first_record, last_record, &mut groups, &mut rw)?;
+        let acked = self.load_acked(first_record, &mut rw)?;
+        self.load_positions(first_record, last_record, &mut rw)?;
 
+        if !rw.repairs.is_empty() {
+            self.tree
+                .apply_batch(rw.batch)
+                .map_err(self.storage("rewrite metadata"))?;
+            self.tree.flush().map_err(self.storage("flush"))?;
+        }
+        let mut accounting = self.accounting();
+        accounting.groups = groups;
+        accounting.acked = acked;
+        accounting.recount_unacked();
+        // With every record pruned, numbering continues after the acknowledged cursor.
+        accounting.last_seq = last_record.unwrap_or(acked).max(acked);
+        drop(accounting);
+        Ok(rw.repairs)
+    }
+
+    /// A new WAL: its format and id, together.
+    fn create(&mut self) -> Result<()> {
+        let id = random_id();
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_FORMAT, format_value());
+        batch.insert(KEY_WAL_ID, encode_meta(FORMAT_VERSION, &id));
+        self.tree
+            .apply_batch(batch)
+            .map_err(self.storage("create"))?;
+        self.db.flush().map_err(self.storage("flush"))?;
+        self.id = id;
+        Ok(())
+    }
+
+    /// `m/format`: this release's format, or damaged (rewritten); another format stops the open.
+    fn check_format(&self, raw: &[u8], rw: &mut Rewrites) -> Result<()> {
+        match stored_format(raw) {
+            Ok(FORMAT_VERSION) => {}
+            Ok(found) => {
+                return Err(WalError::UnknownFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                    dir: self.dir.clone(),
+                })
+            }
+            Err(problem) => {
+                rw.batch.insert(KEY_FORMAT, format_value());
+                rw.repairs.push(MetaRepair {
+                    key: key_name(KEY_FORMAT),
+                    problem,
+                    action: format!("rewritten as format {FORMAT_VERSION} (only format {FORMAT_VERSION} or later writes this key)"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `m/wal_id`: never rebuilt (see the crate header).
+    fn load_id(&self) -> Result<[u8; 16]> {
+        match self
+            .raw(KEY_WAL_ID)?
+            .map(|raw| meta_payload(&raw).map(<[u8; 16]>::try_from))
+        {
+            Some(Ok(Ok(id))) => Ok(id),
+            Some(Ok(Err(_))) => Err(self.damaged(KEY_WAL_ID, "not 16 bytes", RECOVER_FIX)),
+            Some(Err(e)) => Err(self.damaged(KEY_WAL_ID, e, RECOVER_FIX)),
+            None => Err(self.damaged(KEY_WAL_ID, "missing", RECOVER_FIX)),
+        }
+    }
+
+    /// The group index (`g/<last_seq>` entries), read in order.
+    fn load_groups(
+        &self,
+        first_record: Option<u64>,
+        rw: &mut Rewrites,
+    ) -> Result<BTreeMap<u64, Group>> {
         // The group index; a damaged entry is rebuilt from the records it covers, which start
         // after the previous group's last record (or at the first stored record).
         let mut groups = BTreeMap::new();
@@ -102,8 +151,8 @@ impl<R: Record> Wal<R> {
                     let bytes = self.record_bytes(first, last)?;
                     let key = group_key(last);
                     if first > last || bytes == 0 {
-                        batch.remove(&key[..]);
-                        repairs.push(MetaRepair {
+                        rw.batch.remove(&key[..]);
+                        rw.repairs.push(MetaRepair {
                             key: key_name(&key),
                             problem,
                             action: "removed: no record it covered is stored".into(),
@@ -114,9 +163,10 @@ impl<R: Record> Wal<R> {
                             first_seq: first,
                             bytes,
                         };
-                        batch.insert(&key[..], encode_meta(FORMAT_VERSION, &group.encode()));
+                        rw.batch
+                            .insert(&key[..], encode_meta(FORMAT_VERSION, &group.encode()));
                         groups.insert(last, group);
-                        repairs.push(MetaRepair {
+                        rw.repairs.push(MetaRepair {
                             key: key_name(&key),
                             problem,
                             action: format!("rebuilt from records {first}..={last} ({bytes} bytes; append time set to now, which delays its age-based pruning)"),
@@ -126,13 +176,23 @@ impl<R: Record> Wal<R> {
             }
             previous_last = Some(last);
         }
-        // Groups are contiguous and cover every stored record: a range no entry covers lost its
-        // entry (deleted, not just damaged). Only the gaps are scanned, so this costs nothing on
-        // an intact WAL.
+        Ok(groups)
+    }
+
+    /// Groups are contiguous and cover every stored record: a range no entry covers lost its
+    /// entry (deleted, not just damaged). Only the gaps are scanned, so this costs nothing on an
+    /// intact WAL.
+    fn rebuild_missing_groups(
+        &self,
+        first_record: Option<u64>,
+        last_record: Option<u64>,
+        groups: &mut BTreeMap<u64, Group>,
+        rw: &mut Rewrites,
+    ) -> Result<()> {
         if let (Some(first), Some(last_stored)) = (first_record, last_record) {
             let mut gaps = Vec::new();
             let mut expected = first;
-            for (&last, group) in &groups {
+            for (&last, group) in groups.iter() {
                 if group.first_seq > expected {
                     gaps.push((expected, group.first_seq - 1));
                 }
@@ -152,9 +212,10 @@ impl<R: Record> Wal<R> {
                     bytes,
                 };
                 let key = group_key(gap_last);
-                batch.insert(&key[..], encode_meta(FORMAT_VERSION, &group.encode()));
+                rw.batch
+                    .insert(&key[..], encode_meta(FORMAT_VERSION, &group.encode()));
                 groups.insert(gap_last, group);
-                repairs.push(MetaRepair {
+                rw.repairs.push(MetaRepair {
                     key: key_name(&key),
                     problem: format!(
                         "missing: no group entry covers records {gap_first}..={gap_last}"
@@ -165,7 +226,11 @@ impl<R: Record> Wal<R> {
                 });
             }
         }
+        Ok(())
+    }
 
+    /// `m/acked`; a damaged cursor is rebuilt as a lower bound.
+    fn load_acked(&self, first_record: Option<u64>, rw: &mut Rewrites) -> Result<u64> {
         let acked = match self
             .raw(KEY_ACKED)?
             .map(|raw| meta_payload(&raw).map(<[u8; 8]>::try_from))
@@ -185,11 +250,11 @@ impl<R: Record> Wal<R> {
                     return Err(self.damaged(KEY_ACKED, format!("{problem}; no record is stored to rebuild it from, so the next sequence number is unknown"), RECOVER_FIX));
                 };
                 let rebuilt = first - 1;
-                batch.insert(
+                rw.batch.insert(
                     KEY_ACKED,
                     encode_meta(FORMAT_VERSION, &rebuilt.to_be_bytes()),
                 );
-                repairs.push(MetaRepair {
+                rw.repairs.push(MetaRepair {
                     key: key_name(KEY_ACKED),
                     problem,
                     action: format!("rebuilt as {rebuilt}, the sequence before the first stored record (only acknowledged records are pruned); sdl catches it up to MongoDB's offset before forwarding"),
@@ -197,7 +262,16 @@ impl<R: Record> Wal<R> {
                 rebuilt
             }
         };
+        Ok(acked)
+    }
 
+    /// `m/ingest_position` and `m/base_position`.
+    fn load_positions(
+        &self,
+        first_record: Option<u64>,
+        last_record: Option<u64>,
+        rw: &mut Rewrites,
+    ) -> Result<()> {
         let last_record_position = |this: &Self| -> Result<Option<Vec<u8>>> {
             Ok(match last_record {
                 Some(last) => match this.get(last) {
@@ -229,8 +303,9 @@ impl<R: Record> Wal<R> {
                     return Err(self.damaged(KEY_INGEST_POSITION, format!("{problem}; no record is stored and m/base_position is damaged too, so the position cannot be rebuilt"), RECOVER_FIX))
                 }
             };
-            batch.insert(KEY_INGEST_POSITION, encode_meta(FORMAT_VERSION, &position));
-            repairs.push(MetaRepair {
+            rw.batch
+                .insert(KEY_INGEST_POSITION, encode_meta(FORMAT_VERSION, &position));
+            rw.repairs.push(MetaRepair {
                 key: key_name(KEY_INGEST_POSITION),
                 problem,
                 action: format!(
@@ -249,16 +324,17 @@ impl<R: Record> Wal<R> {
             };
             match (first_record, ingest_now) {
                 (None, Some(position)) => {
-                    batch.insert(KEY_BASE_POSITION, encode_meta(FORMAT_VERSION, &position));
-                    repairs.push(MetaRepair {
+                    rw.batch
+                        .insert(KEY_BASE_POSITION, encode_meta(FORMAT_VERSION, &position));
+                    rw.repairs.push(MetaRepair {
                         key: key_name(KEY_BASE_POSITION),
                         problem: e.to_string(),
                         action: "rebuilt from m/ingest_position (no record is stored)".into(),
                     });
                 }
                 _ => {
-                    batch.remove(KEY_BASE_POSITION);
-                    repairs.push(MetaRepair {
+                    rw.batch.remove(KEY_BASE_POSITION);
+                    rw.repairs.push(MetaRepair {
                         key: key_name(KEY_BASE_POSITION),
                         problem: e.to_string(),
                         action: "removed: it is needed only to repair the first stored record, and such a repair now stops naming it".into(),
@@ -266,21 +342,7 @@ impl<R: Record> Wal<R> {
                 }
             }
         }
-
-        if !repairs.is_empty() {
-            self.tree
-                .apply_batch(batch)
-                .map_err(self.storage("rewrite metadata"))?;
-            self.tree.flush().map_err(self.storage("flush"))?;
-        }
-        let mut accounting = self.accounting();
-        accounting.groups = groups;
-        accounting.acked = acked;
-        accounting.recount_unacked();
-        // With every record pruned, numbering continues after the acknowledged cursor.
-        accounting.last_seq = last_record.unwrap_or(acked).max(acked);
-        drop(accounting);
-        Ok(repairs)
+        Ok(())
     }
 
     /// Sum of the frame sizes of the stored records in `first..=last`.
