@@ -4,7 +4,6 @@
 //! [`WalError::MetaDamaged`]. A damaged value is never used.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{MetaRepair, Result, WalError, RECOVER_FIX};
 use crate::frame::encode_meta;
@@ -71,7 +70,11 @@ impl<R: Record> Wal<R> {
 
     /// A new WAL: its format and id, together.
     fn create(&mut self) -> Result<()> {
-        let id = random_id();
+        // The id only has to differ between WALs: 16 bytes from the OS's random source.
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| {
+            self.storage("WAL id generation")(sled::Error::Io(std::io::Error::other(e.to_string())))
+        })?;
         let mut batch = sled::Batch::default();
         batch.insert(KEY_FORMAT, format_value());
         batch.insert(KEY_WAL_ID, encode_meta(FORMAT_VERSION, &id));
@@ -406,25 +409,4 @@ impl<R: Record> Wal<R> {
             action: format!("upgraded to format {FORMAT_VERSION}: the WAL id, cursors, positions and {groups} group entries rewritten with checksums in one batch"),
         })
     }
-}
-
-fn random_id() -> [u8; 16] {
-    // The id only has to differ between WALs; time and pid mixed through a hash suffice and avoid
-    // a dependency for it.
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut id = [0u8; 16];
-    for (i, chunk) in id.chunks_mut(8).enumerate() {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
-        h.write_u32(std::process::id());
-        h.write_usize(i);
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    id
 }

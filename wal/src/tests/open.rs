@@ -76,3 +76,21 @@ fn directory_is_created_private() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
 }
+
+/// The id names the WAL in MongoDB's offset: two WALs must never share one.
+#[test]
+fn every_new_wal_gets_its_own_random_id() {
+    let dir = temp_dir();
+    let ids: std::collections::BTreeSet<String> = (0..8)
+        .map(|i| {
+            let wal: Wal<TestRecord> = Wal::open(dir.path().join(i.to_string())).unwrap();
+            let id = wal.id();
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            id
+        })
+        .collect();
+    assert_eq!(ids.len(), 8);
+}
