@@ -24,11 +24,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::breaker::BreakerStatus;
 use crate::config::{Config, LogFormat};
 use crate::event::SourceTransaction;
 use crate::sink::MongoSink;
 use crate::source::{self, gtid::ResumePoint, FragmentLimits, SourceError};
+use crate::telemetry::BreakerStatus;
 use crate::{forward, health, ExitCode};
 
 /// Set once JSON logging is on: the final error then goes out as a JSON line too.
@@ -126,10 +126,10 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     // why) and `/status` answer meanwhile.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (breaker_tx, breaker_rx) = watch::channel(BreakerStatus::default());
-    let (ingest_tx, ingest_rx) = watch::channel(crate::status::IngestStatus::default());
-    let (forward_tx, forward_rx) = watch::channel(crate::status::ForwardStatus::default());
-    let (sink_reach_tx, sink_reach_rx) = watch::channel(health::SinkReach::Unknown);
-    let (stuck_tx, stuck_rx) = watch::channel(health::StuckReport::default());
+    let (ingest_tx, ingest_rx) = watch::channel(crate::telemetry::IngestStatus::default());
+    let (forward_tx, forward_rx) = watch::channel(crate::telemetry::ForwardStatus::default());
+    let (sink_reach_tx, sink_reach_rx) = watch::channel(crate::telemetry::SinkReach::Unknown);
+    let (stuck_tx, stuck_rx) = watch::channel(crate::telemetry::StuckReport::default());
     let admin = match config.admin.listen_addr() {
         Some(addr) => {
             let sources = crate::admin::StatusSources {
@@ -204,8 +204,8 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
 /// Where the stages publish their states (read by the admin endpoint and the health watchers).
 struct Publishers {
     breaker: watch::Sender<BreakerStatus>,
-    ingest: watch::Sender<crate::status::IngestStatus>,
-    forward: watch::Sender<crate::status::ForwardStatus>,
+    ingest: watch::Sender<crate::telemetry::IngestStatus>,
+    forward: watch::Sender<crate::telemetry::ForwardStatus>,
 }
 
 /// The start-up signal watcher (see [`watch_signals_during_startup`]): `done` ends start-up,
