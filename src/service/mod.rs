@@ -4,7 +4,7 @@
 //! (and its lock), source (settings checked), sink (transactions checked, indexes ensured), then the
 //! starting position. Only then do the ingester and the forwarder start, as two tasks joined by the
 //! WAL and a watch channel carrying the WAL's last sequence. The admin endpoint and the health
-//! watchers (`crate::health`) start right after the WAL opens, before the checks and connections,
+//! watchers ([`health`]) start right after the WAL opens, before the checks and connections,
 //! which can take connect timeouts when a server is away: the endpoint answers within moments of
 //! start, `/readyz` 503 saying what start-up is waiting for.
 //!
@@ -24,12 +24,18 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+pub mod admin;
+pub mod health;
+pub mod identity;
+pub mod preflight;
+pub mod wal_dir;
+
 use crate::config::{Config, LogFormat};
 use crate::event::SourceTransaction;
 use crate::sink::MongoSink;
 use crate::source::{self, gtid::ResumePoint, FragmentLimits, SourceError};
 use crate::telemetry::BreakerStatus;
-use crate::{forward, health, ExitCode};
+use crate::{forward, ExitCode};
 
 /// Set once JSON logging is on: the final error then goes out as a JSON line too.
 static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -97,7 +103,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let (startup_done, startup_signals) = watch_signals_during_startup().map_err(fail)?;
 
     if let Some(warning) =
-        crate::wal_dir::make_private(&config.wal.dir).map_err(|e| (ExitCode::Config, e.into()))?
+        wal_dir::make_private(&config.wal.dir).map_err(|e| (ExitCode::Config, e.into()))?
     {
         warn!("{warning}");
     }
@@ -132,7 +138,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let (stuck_tx, stuck_rx) = watch::channel(crate::telemetry::StuckReport::default());
     let admin = match config.admin.listen_addr() {
         Some(addr) => {
-            let sources = crate::admin::StatusSources {
+            let sources = admin::StatusSources {
                 ingest: ingest_rx.clone(),
                 forward: forward_rx.clone(),
                 breaker: breaker_rx.clone(),
@@ -141,7 +147,7 @@ pub async fn run(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
                     stuck: stuck_rx,
                 },
             };
-            let (local, task) = crate::admin::start(
+            let (local, task) = admin::start(
                 &addr,
                 &config.admin,
                 &config.source.name,
@@ -240,20 +246,20 @@ async fn run_stages(
 
     // The same checks as `sdl check`: refuse to start on a failure, log the warnings.
     let sink_down = if wal_has_position {
-        crate::preflight::SinkDown::Tolerated
+        preflight::SinkDown::Tolerated
     } else {
-        crate::preflight::SinkDown::Fails
+        preflight::SinkDown::Fails
     };
-    let checks = crate::preflight::run_checks_with(config, sink_down).await;
+    let checks = preflight::run_checks_with(config, sink_down).await;
     for check in checks
         .iter()
-        .filter(|c| c.verdict == crate::preflight::Verdict::Warn)
+        .filter(|c| c.verdict == preflight::Verdict::Warn)
     {
         warn!(check = %check.name, fix = %check.fix, "preflight: {}", check.detail);
     }
     if let Some(failed) = checks
         .iter()
-        .find(|c| c.verdict == crate::preflight::Verdict::Fail)
+        .find(|c| c.verdict == preflight::Verdict::Fail)
     {
         let fix = if failed.fix.is_empty() {
             String::new()
@@ -541,7 +547,7 @@ async fn check_source_history(
     wal: &Wal<SourceTransaction>,
     sink: Option<&MongoSink>,
 ) -> Result<(), (ExitCode, anyhow::Error)> {
-    use crate::identity::{CheckError, Landmark};
+    use identity::{CheckError, Landmark};
     let failed = |e: anyhow::Error| (ExitCode::Failure, e);
     let mut relayed = Vec::new();
     let mut landmarks = Vec::new();
@@ -601,10 +607,10 @@ async fn check_source_history(
     let current = source::resolve_start(conn, flavor, &crate::config::StartFrom::Current)
         .await
         .map_err(source_failure)?;
-    crate::identity::check(flavor, &config.source.name, &current, &relayed)
+    identity::check(flavor, &config.source.name, &current, &relayed)
         .map_err(|e| (ExitCode::SourceDiverged, e.into()))?;
     if flavor == source::Flavor::Mariadb {
-        match crate::identity::check_landmarks(conn, &config.source.name, &landmarks).await {
+        match identity::check_landmarks(conn, &config.source.name, &landmarks).await {
             Ok(()) => {}
             Err(CheckError::History(e)) => return Err((ExitCode::SourceDiverged, e.into())),
             Err(e @ CheckError::Query(_)) => return Err(failed(e.into())),
@@ -678,14 +684,14 @@ async fn repair_damaged_records(
 /// `sdl check`: every preflight check as a table on stdout; exit 1 when any failed.
 pub async fn check(config_path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
     let config = Config::load(config_path).map_err(|e| (ExitCode::Config, e.into()))?;
-    let checks = crate::preflight::run_checks(&config).await;
+    let checks = preflight::run_checks(&config).await;
     for warning in &config.warnings {
         println!("WARN  config: {warning}");
     }
-    print!("{}", crate::preflight::render(&checks));
+    print!("{}", preflight::render(&checks));
     let failed = checks
         .iter()
-        .filter(|c| c.verdict == crate::preflight::Verdict::Fail)
+        .filter(|c| c.verdict == preflight::Verdict::Fail)
         .count();
     if failed > 0 {
         return Err((

@@ -147,7 +147,7 @@ pub struct StatusSources {
     pub ingest: watch::Receiver<crate::telemetry::IngestStatus>,
     pub forward: watch::Receiver<crate::telemetry::ForwardStatus>,
     pub breaker: watch::Receiver<crate::telemetry::BreakerStatus>,
-    pub health: crate::health::HealthSources,
+    pub health: crate::service::health::HealthSources,
 }
 
 #[derive(Clone)]
@@ -348,7 +348,7 @@ async fn metrics_text(State(AppState { wal, status, .. }): State<AppState>) -> R
         .into_response()
 }
 
-/// Ready: see `crate::health::not_ready_reasons` (start-up done, the ingester following, MongoDB
+/// Ready: see `crate::service::health::not_ready_reasons` (start-up done, the ingester following, MongoDB
 /// answering, no failed forwarder attempt, no stuck stage). Otherwise 503 with every reason, so a
 /// load balancer or an alert can tell "catching up" from "broken".
 async fn readyz(State(AppState { status, .. }): State<AppState>) -> Response {
@@ -356,8 +356,12 @@ async fn readyz(State(AppState { status, .. }): State<AppState>) -> Response {
     let breaker_status = status.breaker.borrow().clone();
     let breaker = crate::telemetry::status::BreakerReport::from(&breaker_status);
     let health = status.health.now();
-    let reasons =
-        crate::health::not_ready_reasons(&ingest, &breaker_status, &health.sink, &health.stuck);
+    let reasons = crate::service::health::not_ready_reasons(
+        &ingest,
+        &breaker_status,
+        &health.sink,
+        &health.stuck,
+    );
     let ready = reasons.is_empty();
     let body = Json(serde_json::json!({
         "ready": ready,
