@@ -28,39 +28,10 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+pub use crate::telemetry::{BreakerState, BreakerStatus};
+
 /// The first pause after a failure.
 pub const MIN_DELAY: Duration = Duration::from_millis(100);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-/// What the breaker publishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BreakerStatus {
-    pub state: BreakerState,
-    /// Failed attempts since the last success.
-    pub consecutive_failures: u32,
-    /// How many times the breaker has opened since the process started.
-    pub times_opened: u64,
-    /// When the first failed attempt since the last success started; `None` while attempts
-    /// succeed.
-    pub failing_since: Option<Instant>,
-}
-
-impl Default for BreakerStatus {
-    fn default() -> Self {
-        Self {
-            state: BreakerState::Closed,
-            consecutive_failures: 0,
-            times_opened: 0,
-            failing_since: None,
-        }
-    }
-}
 
 pub struct CircuitBreaker {
     threshold: u32,
@@ -123,7 +94,7 @@ impl CircuitBreaker {
     pub fn on_success(&mut self) {
         let status = self.status.borrow().clone();
         if status.state != BreakerState::Closed {
-            crate::metrics::metrics().stage_restarted(crate::metrics::Stage::Forwarder);
+            crate::telemetry::metrics().stage_restarted(crate::telemetry::Stage::Forwarder);
             let outage = self.outage_started.map(|t| t.elapsed()).unwrap_or_default();
             info!(
                 outage = ?Duration::from_millis(outage.as_millis() as u64),

@@ -36,7 +36,7 @@ use crate::sink::batch::{self, Batch, Prepared};
 use crate::sink::{
     Committed, MongoSink, SinkError, SinkOffset, STAGING_COMMITTED, STAGING_NOT_APPLIED,
 };
-use crate::status::{ForwardStatus, LastError};
+use crate::telemetry::{ForwardStatus, LastError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -234,14 +234,14 @@ async fn commit_loop(
             match outcome {
                 Ok((outcome, next_staged)) => {
                     breaker.on_success();
-                    let m = crate::metrics::metrics();
+                    let m = crate::telemetry::metrics();
                     m.batch_commit_seconds
                         .observe(started.elapsed().as_secs_f64());
                     if let Committed::Written { documents } = outcome {
                         m.documents_written.inc_by(documents as u64);
                         m.batches_committed.inc();
                     }
-                    let lag = crate::metrics::seconds_since(batch.last_timestamp);
+                    let lag = crate::telemetry::metrics::seconds_since(batch.last_timestamp);
                     if let Some(lag) = lag {
                         m.end_to_end_lag_seconds.set(lag);
                     }

@@ -3,35 +3,31 @@
 //! `binlog --(source: ingester)--> WAL (sdl-wal) --(forward + sink)--> MongoDB`
 //!
 //! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
-//! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
-//! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint,
-//! [`health`] what `/readyz` answers and which stage is stuck, [`build_info`] what the binary is,
-//! [`tls`] the checks of the TLS files, [`messages`] how errors are printed, [`walcli`] the
-//! `sdl wal` inspection commands and [`cli`] the command line itself (its man pages, completions
-//! and version line are generated from it). Data moves one way; no stage reaches back. The library
-//! exists so that the binlog decoder can be driven from binlog files and fuzzers as well as from
-//! the `sdl` binary.
+//! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle:
+//! start-up phases, preflight checks, the source identity check, health, the admin endpoint),
+//! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`telemetry`] what the stages
+//! publish about themselves (status and metrics; it reads no stage back), [`shutdown`] the stop
+//! signal every stage listens to, [`build_info`] what the binary is, [`tls`] the checks of the TLS
+//! files, [`redact`] how secrets are kept out of messages, [`messages`] how errors are printed,
+//! [`walcli`] the `sdl wal` inspection commands and [`cli`] the command line itself (its man
+//! pages, completions and version line are generated from it). Data moves one way; no stage
+//! reaches back. The library exists so that the binlog decoder can be driven from binlog files
+//! and fuzzers as well as from the `sdl` binary.
 
-pub mod admin;
 pub mod breaker;
 pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod event;
 pub mod forward;
-pub mod health;
-pub mod identity;
 pub mod messages;
-pub mod metrics;
-pub mod preflight;
 pub mod redact;
 pub mod service;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
-pub mod status;
+pub mod telemetry;
 pub mod tls;
-pub mod wal_dir;
 pub mod walcli;
 pub mod walrecover;
 
@@ -43,7 +39,7 @@ pub enum ExitCode {
     /// The configuration (or the command line) is wrong.
     Config = 2,
     /// The binlog sdl needs is no longer on the source, or the source's history no longer
-    /// contains what was relayed (`crate::identity`): restarting will not help.
+    /// contains what was relayed (`crate::service::identity`): restarting will not help.
     BinlogUnavailable = 3,
     /// The source's history does not contain sdl's position (sdl is ahead of it: a lossy
     /// failover, a restored server): restarting will not help.

@@ -45,8 +45,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match command {
-        Command::Run { config } => runtime.block_on(service::run(&config)),
-        Command::Check { config } => runtime.block_on(service::check(&config)),
+        Command::Run { config } => runtime.block_on(service::run(&config)).map_err(Into::into),
+        Command::Check { config } => runtime
+            .block_on(service::check(&config))
+            .map_err(Into::into),
         _ => unreachable!("the other commands are run by cli::run_offline or above"),
     };
     // Don't wait for blocking tasks (e.g. a stuck fsync) after the decision to exit.

@@ -499,9 +499,9 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
                         // The endpoint answers at most MAX_RECORDS_PER_REQUEST records a request.
                         let mut start = from;
                         while start <= to {
-                            let end = to.min(
-                                start.saturating_add(crate::admin::MAX_RECORDS_PER_REQUEST - 1),
-                            );
+                            let end = to.min(start.saturating_add(
+                                crate::service::admin::MAX_RECORDS_PER_REQUEST - 1,
+                            ));
                             source.stream_lines(
                                 &format!("/wal/dump?from={start}&to={end}"),
                                 |line| {
@@ -589,7 +589,7 @@ fn open(target: &WalTarget) -> anyhow::Result<(Source, String)> {
             Some(addr) => Ok(Source::Remote {
                 addr,
                 // The service's token, kept in its WAL directory; /wal/show and /wal/dump need it.
-                token: crate::admin::read_token(&dir),
+                token: crate::service::admin::read_token(&dir),
             }),
             None => Err(anyhow::anyhow!(
                 "{}; if sdl is running with this WAL, pass --config (or --admin HOST:PORT) so this command can ask its admin endpoint",

@@ -11,11 +11,11 @@ const RULES: &str = include_str!("../deploy/prometheus/sdl-alerts.yml");
 
 /// Every series name in sdl's `/metrics` answer, as the admin endpoint renders it.
 fn exported_series() -> BTreeSet<String> {
-    let text = sdl::metrics::metrics().render(
+    let text = sdl::telemetry::metrics().render(
         None,
-        &sdl::status::IngestState::Starting,
-        &sdl::breaker::BreakerStatus::default(),
-        &sdl::health::StuckReport::default(),
+        &sdl::telemetry::IngestState::Starting,
+        &sdl::telemetry::BreakerStatus::default(),
+        &sdl::telemetry::StuckReport::default(),
     );
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())

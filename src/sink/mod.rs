@@ -546,7 +546,7 @@ impl MongoSink {
 
     /// For each GTID of a MariaDB `position` (the offset's), where the first change of that
     /// transaction was read (`meta.file`, `meta.pos` of its document `<source>/<gtid>:0`), when
-    /// MongoDB has that document: the landmarks of `crate::identity`.
+    /// MongoDB has that document: the landmarks of `crate::service::identity`.
     pub async fn last_change_locations(
         &self,
         position: &str,

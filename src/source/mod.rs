@@ -53,7 +53,7 @@ use crate::config::{ColumnNames, SourceConfig, StartFrom, TlsMode, WalConfig};
 use crate::event::{Change, SourceTransaction, Table, Value};
 use crate::redact::redact_url;
 use crate::shutdown::stopped;
-use crate::status::{IngestState, IngestStatus, LastError};
+use crate::telemetry::{IngestState, IngestStatus, LastError};
 pub use decode::FragmentLimits;
 use decode::{DecodeError, TransactionAssembler};
 use gtid::{Position, ResumePoint};
@@ -861,9 +861,9 @@ async fn ingest(
             Err(e) if e.is_transient() => {
                 let reconnect_delay = next_delay(&mut backoff);
                 warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
-                let m = crate::metrics::metrics();
+                let m = crate::telemetry::metrics();
                 m.source_reconnects.inc();
-                m.stage_restarted(crate::metrics::Stage::Ingester);
+                m.stage_restarted(crate::telemetry::Stage::Ingester);
                 m.source_lost();
                 set_reconnecting(state, &e, reconnect_delay);
                 if wait_or_shutdown(shutdown, reconnect_delay).await {
@@ -1028,7 +1028,7 @@ async fn follow(
             }
             Some(Err(e)) => break Err(stream_error(cfg.server_id, assembler.position(), e)),
             Some(Ok(event)) => {
-                let m = crate::metrics::metrics();
+                let m = crate::telemetry::metrics();
                 m.binlog_events.inc();
                 let header = event.header();
                 m.source_event(
@@ -1065,7 +1065,7 @@ async fn follow(
                         break Err(e);
                     }
                 }
-                let m = crate::metrics::metrics();
+                let m = crate::telemetry::metrics();
                 if transaction.ends_transaction {
                     m.binlog_transactions.inc();
                 }
@@ -1429,7 +1429,7 @@ async fn flush(
                 // Told as soon as it lands, not when the next group starts: the forwarder
                 // must not wait for more binlog events to see this one.
                 appended.send_replace(last);
-                let m = crate::metrics::metrics();
+                let m = crate::telemetry::metrics();
                 m.wal_appends.inc();
                 m.wal_appended_records.inc_by(count);
             })

@@ -19,9 +19,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::breaker::{BreakerState, BreakerStatus};
-use crate::health::StuckReport;
-use crate::status::IngestState;
+use super::{BreakerState, BreakerStatus, IngestState, StuckReport};
 
 pub struct Metrics {
     registry: Registry,
@@ -33,7 +31,7 @@ pub struct Metrics {
     newest_event_unix: AtomicU64,
     /// A heartbeat came after the newest event: the source had nothing more to send.
     caught_up: AtomicBool,
-    /// Heartbeats received from the source (proof that the stream works; see `crate::health`).
+    /// Heartbeats received from the source (proof that the stream works; see `crate::service::health`).
     heartbeats: AtomicU64,
     pub source_reconnects: Counter,
     stage_restarts: Family<StageLabel, Counter>,

@@ -2,7 +2,7 @@
 //!
 //! Each stage publishes its state on a watch channel; nothing here is read back by the stages.
 //! Error messages are redacted (no password from a URL) before they are published. Each stage's
-//! report carries `stuck_since`/`stuck_seconds` (see `crate::health`): set only while the stage is
+//! report carries `stuck_since`/`stuck_seconds` (see `crate::service::health`): set only while the stage is
 //! stuck, `stuck_seconds` 0 otherwise.
 
 use std::fmt::Display;
@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::breaker::{BreakerState, BreakerStatus};
+use super::{BreakerState, BreakerStatus, Health, SinkReach, Stuck};
 
 /// The ingester's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -132,7 +132,7 @@ pub struct IngestReport {
     pub stuck: StuckFields,
 }
 
-/// Whether a stage is stuck (`crate::health`): since when it has been failing at `stuck_position`,
+/// Whether a stage is stuck (`crate::service::health`): since when it has been failing at `stuck_position`,
 /// and for how many seconds (0 when it is not stuck).
 #[derive(Debug, Clone, Serialize)]
 pub struct StuckFields {
@@ -141,8 +141,8 @@ pub struct StuckFields {
     pub stuck_position: Option<String>,
 }
 
-impl From<Option<&crate::health::Stuck>> for StuckFields {
-    fn from(stuck: Option<&crate::health::Stuck>) -> Self {
+impl From<Option<&Stuck>> for StuckFields {
+    fn from(stuck: Option<&Stuck>) -> Self {
         Self {
             stuck_since: stuck.map(|s| s.since_wall.clone()),
             stuck_seconds: stuck.map_or(0.0, |s| s.seconds()),
@@ -171,7 +171,7 @@ pub struct StatusReport {
     pub forwarder: ForwardReport,
     pub breaker: BreakerReport,
     /// MongoDB as the health probe sees it.
-    pub sink: crate::health::SinkReach,
+    pub sink: SinkReach,
     pub wal: sdl_wal::WalStats,
     /// The version, commit and WAL record format of this sdl.
     pub build: crate::build_info::BuildInfo,
@@ -181,11 +181,11 @@ impl StatusReport {
     pub fn new(
         ingest: IngestStatus,
         forward: ForwardStatus,
-        breaker: &crate::breaker::BreakerStatus,
-        health: &crate::health::Health,
+        breaker: &BreakerStatus,
+        health: &Health,
         wal: sdl_wal::WalStats,
     ) -> Self {
-        use crate::metrics::{metrics, Stage};
+        use super::metrics::{metrics, Stage};
         let m = metrics();
         Self {
             source: SourceReport {

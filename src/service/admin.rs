@@ -144,10 +144,10 @@ type Wals = Wal<SourceTransaction>;
 /// Where `/status` reads the stages' published states.
 #[derive(Clone)]
 pub struct StatusSources {
-    pub ingest: watch::Receiver<crate::status::IngestStatus>,
-    pub forward: watch::Receiver<crate::status::ForwardStatus>,
-    pub breaker: watch::Receiver<crate::breaker::BreakerStatus>,
-    pub health: crate::health::HealthSources,
+    pub ingest: watch::Receiver<crate::telemetry::IngestStatus>,
+    pub forward: watch::Receiver<crate::telemetry::ForwardStatus>,
+    pub breaker: watch::Receiver<crate::telemetry::BreakerStatus>,
+    pub health: crate::service::health::HealthSources,
 }
 
 #[derive(Clone)]
@@ -318,7 +318,7 @@ async fn status_report(State(AppState { wal, status, .. }): State<AppState>) -> 
     let breaker = status.breaker.borrow().clone();
     let health = status.health.now();
     answer(wal, move |w| {
-        Ok(crate::status::StatusReport::new(
+        Ok(crate::telemetry::status::StatusReport::new(
             ingest,
             forward,
             &breaker,
@@ -337,7 +337,7 @@ async fn metrics_text(State(AppState { wal, status, .. }): State<AppState>) -> R
         .await
         .ok()
         .flatten();
-    let text = crate::metrics::metrics().render(stats.as_ref(), &ingest, &breaker, &stuck);
+    let text = crate::telemetry::metrics().render(stats.as_ref(), &ingest, &breaker, &stuck);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -348,16 +348,20 @@ async fn metrics_text(State(AppState { wal, status, .. }): State<AppState>) -> R
         .into_response()
 }
 
-/// Ready: see `crate::health::not_ready_reasons` (start-up done, the ingester following, MongoDB
+/// Ready: see `crate::service::health::not_ready_reasons` (start-up done, the ingester following, MongoDB
 /// answering, no failed forwarder attempt, no stuck stage). Otherwise 503 with every reason, so a
 /// load balancer or an alert can tell "catching up" from "broken".
 async fn readyz(State(AppState { status, .. }): State<AppState>) -> Response {
     let ingest = status.ingest.borrow().state.clone();
     let breaker_status = status.breaker.borrow().clone();
-    let breaker = crate::status::BreakerReport::from(&breaker_status);
+    let breaker = crate::telemetry::status::BreakerReport::from(&breaker_status);
     let health = status.health.now();
-    let reasons =
-        crate::health::not_ready_reasons(&ingest, &breaker_status, &health.sink, &health.stuck);
+    let reasons = crate::service::health::not_ready_reasons(
+        &ingest,
+        &breaker_status,
+        &health.sink,
+        &health.stuck,
+    );
     let ready = reasons.is_empty();
     let body = Json(serde_json::json!({
         "ready": ready,

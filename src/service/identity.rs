@@ -22,8 +22,24 @@
 //!   changes: a duplicate `_id` counts as applied only when the stored document has the same
 //!   content hash (`crate::sink`), else forwarding stops.
 
-use crate::source::gtid::{Position, ResumePoint};
+use crate::source::gtid::{GtidParseError, Position, ResumePoint};
 use crate::source::Flavor;
+
+/// A position sdl has relayed under this source.name: where it is kept ("the WAL", "MongoDB's
+/// offset"), its text as stored, and that text parsed once for the source's flavor.
+#[derive(Debug)]
+pub struct RelayedPosition {
+    pub what: &'static str,
+    pub text: String,
+    pub parsed: Result<ResumePoint, GtidParseError>,
+}
+
+impl RelayedPosition {
+    pub fn parse(flavor: Flavor, what: &'static str, text: String) -> Self {
+        let parsed = ResumePoint::parse(flavor, &text);
+        Self { what, text, parsed }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -173,28 +189,28 @@ pub fn not_contained(current: &Position, relayed: &Position) -> Option<String> {
     }
 }
 
-/// Checks each relayed position (`(what, text)`: "the WAL", "MongoDB's offset") against the
-/// source's `current` position.
+/// Checks each relayed position ("the WAL", "MongoDB's offset") against the source's `current`
+/// position.
 pub fn check(
     flavor: Flavor,
     source_name: &str,
     current: &Position,
-    relayed: &[(&'static str, String)],
+    relayed: &[&RelayedPosition],
 ) -> Result<(), Box<HistoryError>> {
-    for (what, text) in relayed {
-        if text.trim().is_empty() {
+    for relayed in relayed {
+        if relayed.text.trim().is_empty() {
             continue;
         }
         // A position this flavor cannot parse is reported where it is used; here it is not
         // evidence of another history.
-        let Ok(point) = ResumePoint::parse(flavor, text) else {
+        let Ok(point) = &relayed.parsed else {
             continue;
         };
         if let Some(detail) = not_contained(current, &point.position) {
             return Err(Box::new(HistoryError::NotContained {
                 source_name: source_name.to_string(),
-                relayed_what: what,
-                relayed: text.clone(),
+                relayed_what: relayed.what,
+                relayed: relayed.text.clone(),
                 variable: position_variable(flavor),
                 current: current.to_string(),
                 detail,
@@ -264,7 +280,11 @@ mod tests {
             Flavor::Mariadb,
             "orders",
             &maria("0-1-2"),
-            &[("the WAL", "0-1-7; partial 0-1-8:500".into())],
+            &[&RelayedPosition::parse(
+                Flavor::Mariadb,
+                "the WAL",
+                "0-1-7; partial 0-1-8:500".into(),
+            )],
         )
         .unwrap_err()
         .to_string();

@@ -23,15 +23,15 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::breaker::{BreakerState, BreakerStatus};
 use crate::config::SinkConfig;
 use crate::event::SourceTransaction;
-use crate::metrics::Stage;
-use crate::status::{ForwardStatus, IngestState, IngestStatus};
+use crate::telemetry::{
+    BreakerState, BreakerStatus, ForwardStatus, Health, IngestState, IngestStatus, SinkReach,
+    Stage, Stuck, StuckReport,
+};
 
 /// How often the health probe pings MongoDB.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,62 +40,6 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often stuck stages are looked for (besides every state change).
 const STUCK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-
-/// MongoDB as the health probe sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum SinkReach {
-    /// No answer yet (start-up).
-    Unknown,
-    Reachable,
-    /// No answer since `since` (RFC 3339, UTC), the start of the first failed ping.
-    Unreachable {
-        since: String,
-        error: String,
-    },
-}
-
-/// A stage found stuck.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stuck {
-    /// The start of the first failed attempt at this position.
-    pub since: Instant,
-    /// The same, as RFC 3339 (UTC).
-    pub since_wall: String,
-    /// Where the stage is stuck.
-    pub position: String,
-    /// The latest error.
-    pub error: String,
-}
-
-impl Stuck {
-    pub fn seconds(&self) -> f64 {
-        self.since.elapsed().as_secs_f64()
-    }
-}
-
-/// Which stages are stuck (`None`: not stuck).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StuckReport {
-    pub ingest: Option<Stuck>,
-    pub forwarder: Option<Stuck>,
-}
-
-impl StuckReport {
-    pub fn get(&self, stage: Stage) -> Option<&Stuck> {
-        match stage {
-            Stage::Ingester => self.ingest.as_ref(),
-            Stage::Forwarder => self.forwarder.as_ref(),
-        }
-    }
-}
-
-/// Both health states at one moment.
-#[derive(Debug, Clone)]
-pub struct Health {
-    pub sink: SinkReach,
-    pub stuck: StuckReport,
-}
 
 /// Where the admin endpoint reads the health states.
 #[derive(Clone)]
@@ -365,7 +309,7 @@ pub async fn watch_stages(
         // heartbeat arrives.
         let state = watched.ingest.borrow_and_update().state.clone();
         let position = ingest_position(&wal);
-        let heartbeats = crate::metrics::metrics().source_heartbeats();
+        let heartbeats = crate::telemetry::metrics().source_heartbeats();
         if ingest
             .as_ref()
             .is_some_and(|e| e.position != position || heartbeats > e.heartbeats)
