@@ -6,9 +6,9 @@
 //! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle),
 //! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint,
 //! [`health`] what `/readyz` answers and which stage is stuck, [`build_info`] what the binary is,
-//! [`tls`] the checks of the TLS files, [`messages`] how errors are printed, [`walcli`] the
-//! `sdl wal` inspection commands and [`cli`] the command line itself (its man pages, completions
-//! and version line are generated from it). Data moves one way; no stage reaches back. The library
+//! [`tls`] the checks of the TLS files, [`messages`] how errors are printed, [`wal_view`] the
+//! WAL as `sdl wal` and the admin endpoint show it, and [`cli`] the command line itself (the
+//! commands; its man pages, completions and version line are generated from it). Data moves one way; no stage reaches back. The library
 //! exists so that the binlog decoder can be driven from binlog files and fuzzers as well as from
 //! the `sdl` binary.
 
@@ -32,8 +32,7 @@ pub mod source;
 pub mod status;
 pub mod tls;
 pub mod wal_dir;
-pub mod walcli;
-pub mod walrecover;
+pub mod wal_view;
 
 /// Process exit codes (documented in docs/operations.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

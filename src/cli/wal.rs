@@ -1,9 +1,9 @@
 //! `sdl wal ...`: the operator's read-only view of the WAL, and `sdl wal recover` (the one command
-//! that changes it: see `walrecover.rs`).
+//! that changes it: see `recover.rs`).
 //!
 //! Every inspection command works on the WAL directory of a stopped service (opened directly) and on a
 //! running one (sled holds an exclusive lock, so the command asks the service's admin endpoint,
-//! which answers with the very same functions below). Output is a human-readable table, or JSON
+//! which answers with the very same functions: `crate::wal_view`). Output is a human-readable table, or JSON
 //! with `--json`; records are shown as the change documents MongoDB will hold (relaxed extended
 //! JSON, the shape of docs/change-document.md). Reading never changes records (opening a stopped
 //! WAL applies the metadata repairs and format upgrade `sdl run` would, sdl_wal's header, and says
@@ -14,14 +14,20 @@ use std::path::PathBuf;
 
 use std::io::Write;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
-use sdl_wal::{Record, Stored, Wal, WalStats};
-use serde::{Deserialize, Serialize};
+use sdl_wal::Wal;
 
+use super::admin_client::AdminClient;
+use super::table::{print_list, print_stats};
 use crate::config::Config;
-use crate::event::{Change, SourceTransaction};
-use crate::messages::wal_range;
+use crate::event::SourceTransaction;
+use crate::messages::{self, wal_range};
+use crate::wal_view::{
+    dump, is_wal_dir, list, read_token, show, stats, verify, ListEntry, ShowRecord, StatsView,
+    VerifyReport, MAX_RECORDS_PER_REQUEST,
+};
+use crate::{redact, ExitCode};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum WalCommand {
@@ -83,237 +89,6 @@ pub struct WalTarget {
     pub json: bool,
 }
 
-/// One line of `sdl wal list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ListEntry {
-    pub seq: u64,
-    pub acked: bool,
-    pub bytes: u64,
-    pub gtid: Option<String>,
-    /// The source commit time (RFC 3339, UTC).
-    pub time: Option<String>,
-    pub rows: usize,
-    pub statements: usize,
-    pub tables: Vec<String>,
-    /// Set instead of the fields above when the record is damaged.
-    pub error: Option<String>,
-}
-
-/// `sdl wal show`: a record and its summary.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShowRecord {
-    pub entry: ListEntry,
-    pub transaction: Option<TransactionView>,
-}
-
-/// A record as `sdl wal show` prints it: where it leaves the source position, which part of its
-/// transaction it holds, and its changes as the change documents MongoDB holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TransactionView {
-    pub gtid: String,
-    /// The source commit time (RFC 3339, UTC).
-    pub time: String,
-    pub position_after: String,
-    pub first_change: u64,
-    pub ends_transaction: bool,
-    /// The change documents, in relaxed extended JSON (docs/change-document.md).
-    pub documents: Vec<serde_json::Value>,
-}
-
-/// The change documents of a record exactly as the sink writes them for `source` (`source.name`:
-/// it is part of each `_id`), in relaxed extended JSON (`{"$date": ...}` for `ts`, plain numbers,
-/// `{"$binary": ...}` for bytes).
-pub fn change_documents(source: &str, t: &SourceTransaction) -> Vec<serde_json::Value> {
-    crate::sink::document::transaction_documents(source, t)
-        .into_iter()
-        .map(|d| bson::Bson::Document(d).into_relaxed_extjson())
-        .collect()
-}
-
-fn commit_time(unix_seconds: u32) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(unix_seconds)),
-    )
-    .to_string()
-}
-
-impl TransactionView {
-    fn new(source: &str, t: &SourceTransaction) -> Self {
-        TransactionView {
-            gtid: t.gtid.clone(),
-            time: commit_time(t.timestamp),
-            position_after: t.position_after.clone(),
-            first_change: t.first_change,
-            ends_transaction: t.ends_transaction,
-            documents: change_documents(source, t),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Damaged {
-    pub seq: u64,
-    pub error: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VerifyReport {
-    pub checked_from: Option<u64>,
-    pub checked_to: u64,
-    pub damaged: Vec<Damaged>,
-}
-
-/// `sdl wal stats`: the WAL's summary and the record format this sdl reads and writes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatsView {
-    #[serde(flatten)]
-    pub stats: WalStats,
-    /// The WAL record format version (`SourceTransaction::FORMAT_VERSION`) of the sdl that
-    /// answered; `None` from an older sdl's admin endpoint.
-    #[serde(default)]
-    pub wal_format: Option<u16>,
-}
-
-pub fn stats(wal: &Wal<SourceTransaction>) -> anyhow::Result<StatsView> {
-    Ok(StatsView {
-        stats: wal.stats()?,
-        wal_format: Some(SourceTransaction::FORMAT_VERSION),
-    })
-}
-
-fn entry(
-    seq: u64,
-    acked: u64,
-    result: Result<Option<Stored<SourceTransaction>>, sdl_wal::WalError>,
-) -> Option<(ListEntry, Option<SourceTransaction>)> {
-    match result {
-        Ok(None) => None,
-        Ok(Some(stored)) => {
-            let t = &stored.record;
-            let mut tables: Vec<String> = Vec::new();
-            let mut rows = 0;
-            let mut statements = 0;
-            for change in &t.changes {
-                match change {
-                    Change::Row(r) => {
-                        rows += 1;
-                        let name = format!("{}.{}", r.table.database, r.table.name);
-                        if !tables.contains(&name) {
-                            tables.push(name);
-                        }
-                    }
-                    Change::Statement(_) => statements += 1,
-                }
-            }
-            Some((
-                ListEntry {
-                    seq,
-                    acked: seq <= acked,
-                    bytes: stored.frame_len as u64,
-                    gtid: Some(t.gtid.clone()),
-                    time: Some(commit_time(t.timestamp)),
-                    rows,
-                    statements,
-                    tables,
-                    error: None,
-                },
-                Some(stored.record),
-            ))
-        }
-        Err(e) => Some((
-            ListEntry {
-                seq,
-                acked: seq <= acked,
-                bytes: 0,
-                gtid: None,
-                time: None,
-                rows: 0,
-                statements: 0,
-                tables: Vec::new(),
-                error: Some(e.to_string()),
-            },
-            None,
-        )),
-    }
-}
-
-pub fn list(
-    wal: &Wal<SourceTransaction>,
-    from: Option<u64>,
-    limit: u64,
-) -> anyhow::Result<Vec<ListEntry>> {
-    let acked = wal.acked()?;
-    let last = wal.last_seq()?;
-    let first = wal.first_seq()?.unwrap_or(last + 1);
-    let from = from.unwrap_or(first).max(first);
-    let to = last.min(from.saturating_add(limit).saturating_sub(1));
-    Ok((from..=to)
-        .filter_map(|seq| entry(seq, acked, wal.get(seq)).map(|(e, _)| e))
-        .collect())
-}
-
-/// Record `seq`, its changes shown as the documents `source` (`source.name`) writes.
-pub fn show(wal: &Wal<SourceTransaction>, seq: u64, source: &str) -> anyhow::Result<ShowRecord> {
-    let acked = wal.acked()?;
-    match entry(seq, acked, wal.get(seq)) {
-        Some((entry, transaction)) => Ok(ShowRecord {
-            entry,
-            transaction: transaction.map(|t| TransactionView::new(source, &t)),
-        }),
-        None => bail!(
-            "no WAL record {seq}: the WAL holds {}",
-            wal_range(wal.first_seq()?, wal.last_seq()?)
-        ),
-    }
-}
-
-pub fn verify(wal: &Wal<SourceTransaction>) -> anyhow::Result<VerifyReport> {
-    Ok(VerifyReport {
-        checked_from: wal.first_seq()?,
-        checked_to: wal.last_seq()?,
-        damaged: wal
-            .verify()?
-            .into_iter()
-            .map(|(seq, e)| Damaged {
-                seq,
-                error: e.to_string(),
-            })
-            .collect(),
-    })
-}
-
-/// The change documents of records `from..=to` as JSON lines (relaxed extended JSON, one change
-/// document per line; a damaged record gives `{"seq": N, "error": "..."}`), handed to `emit` one
-/// by one so that a large range is never held in memory.
-pub fn dump(
-    wal: &Wal<SourceTransaction>,
-    from: u64,
-    to: u64,
-    source: &str,
-    mut emit: impl FnMut(String) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    // Records beyond the last one do not exist: no need to look them up one by one.
-    let to = to.min(wal.last_seq()?);
-    for seq in from..=to {
-        match wal.get(seq) {
-            Ok(None) => {}
-            Ok(Some(stored)) => {
-                for document in change_documents(source, &stored.record) {
-                    emit(document.to_string())?;
-                }
-            }
-            Err(e) => emit(serde_json::json!({ "seq": seq, "error": e.to_string() }).to_string())?,
-        }
-    }
-    Ok(())
-}
-
-/// Whether `dir` holds a WAL: sled's `conf` and `db` files, which every WAL directory has from
-/// its creation on. Inspection never creates a WAL, so anything else is refused.
-pub fn is_wal_dir(dir: &std::path::Path) -> bool {
-    dir.join("conf").is_file() && dir.join("db").is_file()
-}
-
 /// Refuses a `--dir`/`wal.dir` that is not a WAL, naming what it is.
 fn check_wal_dir(dir: &std::path::Path, from_config: bool) -> anyhow::Result<()> {
     let key = if from_config {
@@ -342,8 +117,28 @@ fn check_wal_dir(dir: &std::path::Path, from_config: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Runs a `sdl wal` command and returns the process exit code.
-pub fn run(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
+/// Runs a `sdl wal` command and returns the process exit code; an error is printed as
+/// `sdl: error: ...` with exit code 2 for a wrong command line or config, else 1.
+pub fn run(target: WalTarget, command: WalCommand) -> u8 {
+    match run_to_stdout(target, command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!(
+                "sdl: error: {}",
+                redact::redact_error(&messages::error_chain(&error))
+            );
+            let usage = error.downcast_ref::<UsageError>().is_some()
+                || error.downcast_ref::<crate::config::ConfigError>().is_some();
+            if usage {
+                ExitCode::Config as u8
+            } else {
+                ExitCode::Failure as u8
+            }
+        }
+    }
+}
+
+fn run_to_stdout(target: WalTarget, command: WalCommand) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     match run_to(target, command, &mut out).and_then(|code| {
         out.flush()?;
@@ -368,7 +163,7 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
         let Some(config) = &target.config else {
             bail!(UsageError("`sdl wal recover` needs --config FILE: it reads MongoDB's offset and checks the source, besides the WAL directory".into()));
         };
-        return crate::walrecover::run(config);
+        return super::recover::run(config);
     }
     if let WalCommand::Dump {
         from: Some(from),
@@ -495,14 +290,12 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
                         printed += 1;
                         Ok(())
                     })?,
-                    Source::Remote { .. } => {
+                    Source::Remote(client) => {
                         // The endpoint answers at most MAX_RECORDS_PER_REQUEST records a request.
                         let mut start = from;
                         while start <= to {
-                            let end = to.min(
-                                start.saturating_add(crate::admin::MAX_RECORDS_PER_REQUEST - 1),
-                            );
-                            source.stream_lines(
+                            let end = to.min(start.saturating_add(MAX_RECORDS_PER_REQUEST - 1));
+                            client.stream_lines(
                                 &format!("/wal/dump?from={start}&to={end}"),
                                 |line| {
                                     writeln!(out, "{line}")?;
@@ -563,12 +356,12 @@ fn open(target: &WalTarget) -> anyhow::Result<(Source, String)> {
         (None, None) => match &target.admin {
             Some(addr) => {
                 return Ok((
-                    Source::Remote {
+                    Source::Remote(AdminClient {
                         addr: addr.clone(),
                         token: Err(anyhow::anyhow!(
                             "no admin token: with --admin alone sdl cannot read it; add --config FILE (or --dir DIR) so it reads admin.token from the WAL directory"
                         )),
-                    },
+                    }),
                     String::new(),
                 ))
             }
@@ -586,11 +379,11 @@ fn open(target: &WalTarget) -> anyhow::Result<(Source, String)> {
             Ok(Source::Local(wal))
         }
         Err(open_error) => match admin {
-            Some(addr) => Ok(Source::Remote {
+            Some(addr) => Ok(Source::Remote(AdminClient {
                 addr,
                 // The service's token, kept in its WAL directory; /wal/show and /wal/dump need it.
-                token: crate::admin::read_token(&dir),
-            }),
+                token: read_token(&dir),
+            })),
             None => Err(anyhow::anyhow!(
                 "{}; if sdl is running with this WAL, pass --config (or --admin HOST:PORT) so this command can ask its admin endpoint",
                 crate::messages::wal_open_error(&open_error)
@@ -602,61 +395,12 @@ fn open(target: &WalTarget) -> anyhow::Result<(Source, String)> {
 
 enum Source {
     Local(Wal<SourceTransaction>),
-    Remote {
-        addr: String,
-        token: anyhow::Result<String>,
-    },
+    Remote(AdminClient),
 }
 
 impl Source {
-    /// GET `path` from the running service: the response, or an error with its answer (a 401
-    /// says where the token is; a token that could not be read says why).
-    fn call(
-        &self,
-        addr: &str,
-        token: &anyhow::Result<String>,
-        path: &str,
-    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
-        let url = format!("http://{addr}{path}");
-        let mut request = ureq::get(&url).config().http_status_as_error(false).build();
-        if let Ok(token) = token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let mut response = request.call().with_context(|| {
-            format!(
-                "the WAL is locked by a running sdl and its admin endpoint {url} did not answer"
-            )
-        })?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.body_mut().read_to_string().unwrap_or_default();
-            let mut error = anyhow::anyhow!("{url} answered {status}: {}", body.trim());
-            if let Err(e) = token {
-                error = error.context(format!("{e:#}"));
-            }
-            return Err(error);
-        }
-        Ok(response)
-    }
-
-    /// Each line of a streamed answer, as it arrives.
-    fn stream_lines(
-        &self,
-        path: &str,
-        mut emit: impl FnMut(String) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        use std::io::BufRead;
-        let Source::Remote { addr, token } = self else {
-            unreachable!("only asked of a running service")
-        };
-        let mut response = self.call(addr, token, path)?;
-        let reader = std::io::BufReader::new(response.body_mut().as_reader());
-        for line in reader.lines() {
-            emit(line.with_context(|| format!("reading {path} from the admin endpoint"))?)?;
-        }
-        Ok(())
-    }
-
+    /// `path`'s answer from the running service, or `local` on the WAL opened directly (the
+    /// function the service answers `path` with).
     fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -664,73 +408,7 @@ impl Source {
     ) -> anyhow::Result<T> {
         match self {
             Source::Local(wal) => local(wal),
-            Source::Remote { addr, token } => {
-                let mut response = self.call(addr, token, path)?;
-                let body = response.body_mut().read_to_string()?;
-                serde_json::from_str(&body)
-                    .with_context(|| format!("unexpected answer from http://{addr}{path}: {body}"))
-            }
+            Source::Remote(client) => client.get(path),
         }
     }
-}
-
-fn print_stats(out: &mut impl Write, view: &StatsView) -> std::io::Result<()> {
-    let s = &view.stats;
-    let rows = [
-        ("wal id", s.wal_id.clone()),
-        (
-            "wal format version",
-            view.wal_format.map_or("-".into(), |v| v.to_string()),
-        ),
-        (
-            "first sequence",
-            s.first_seq.map_or("-".into(), |v| v.to_string()),
-        ),
-        ("last sequence", s.last_seq.to_string()),
-        ("acknowledged", s.acked_seq.to_string()),
-        ("records", s.records.to_string()),
-        ("unacknowledged records", s.unacked_records.to_string()),
-        ("bytes", s.bytes.to_string()),
-        ("unacknowledged bytes", s.unacked_bytes.to_string()),
-        (
-            "oldest unacknowledged age",
-            s.oldest_unacked_age_ms
-                .map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
-        ),
-        (
-            "ingest position",
-            s.ingest_position.clone().unwrap_or_else(|| "-".into()),
-        ),
-        ("disk usage (bytes)", s.disk_bytes.to_string()),
-    ];
-    for (k, v) in rows {
-        writeln!(out, "{k:<26} {v}")?;
-    }
-    Ok(())
-}
-
-fn print_list(out: &mut impl Write, entries: &[ListEntry]) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:>10}  {:<5}  {:<24}  {:<20}  {:>6}  {:>4}  {:>9}  tables",
-        "seq", "acked", "gtid", "time (UTC)", "rows", "ddl", "bytes"
-    )?;
-    for e in entries {
-        match &e.error {
-            Some(err) => writeln!(out, "{:>10}  {:<5}  DAMAGED: {err}", e.seq, e.acked)?,
-            None => writeln!(
-                out,
-                "{:>10}  {:<5}  {:<24}  {:<20}  {:>6}  {:>4}  {:>9}  {}",
-                e.seq,
-                e.acked,
-                e.gtid.as_deref().unwrap_or("-"),
-                e.time.as_deref().unwrap_or("-"),
-                e.rows,
-                e.statements,
-                e.bytes,
-                e.tables.join(",")
-            )?,
-        }
-    }
-    Ok(())
 }
