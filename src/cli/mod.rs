@@ -12,7 +12,7 @@
 //!
 //! `sdl wal` is [`wal`] (`sdl wal recover`: `recover.rs`), which reads a stopped service's WAL
 //! directly and asks a running one through `admin_client.rs`; both show the WAL through
-//! `crate::wal_view`, and `table.rs` prints its tables. `sdl run` and `sdl check` are the
+//! `crate::wal_view`, and `print.rs` writes what it prints. `sdl run` and `sdl check` are the
 //! service's (src/main.rs starts them).
 
 use std::io::Write;
@@ -26,8 +26,8 @@ use crate::config::Config;
 use crate::ExitCode;
 
 mod admin_client;
+mod print;
 mod recover;
-mod table;
 pub mod wal;
 
 /// The commented example configuration: every key with its default (deploy/sdl.toml).

@@ -19,7 +19,7 @@ use clap::Subcommand;
 use sdl_wal::Wal;
 
 use super::admin_client::AdminClient;
-use super::table::{print_list, print_stats};
+use super::print::{print_list, print_show, print_stats, print_verify};
 use crate::config::Config;
 use crate::event::SourceTransaction;
 use crate::messages::{self, wal_range};
@@ -220,28 +220,7 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
             } else {
-                print_list(out, std::slice::from_ref(&record.entry))?;
-                if let Some(t) = &record.transaction {
-                    writeln!(out, "\nposition after: {}", t.position_after)?;
-                    if t.first_change > 0 || !t.ends_transaction {
-                        writeln!(
-                            out,
-                            "fragment of transaction {}: changes {}..{}{}",
-                            t.gtid,
-                            t.first_change,
-                            t.first_change + t.documents.len() as u64,
-                            if t.ends_transaction {
-                                " (its last)"
-                            } else {
-                                " (more follow)"
-                            }
-                        )?;
-                    }
-                    writeln!(out, "change documents, as MongoDB holds them:")?;
-                    for document in &t.documents {
-                        writeln!(out, "{}", serde_json::to_string_pretty(document)?)?;
-                    }
-                }
+                print_show(out, &record)?;
             }
             Ok(if record.entry.error.is_some() { 1 } else { 0 })
         }
@@ -249,24 +228,8 @@ fn run_to(target: WalTarget, command: WalCommand, out: &mut impl Write) -> anyho
             let report: VerifyReport = source.get("/wal/verify", verify)?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-            } else if report.damaged.is_empty() {
-                match report.checked_from {
-                    Some(first) if first <= report.checked_to => writeln!(
-                        out,
-                        "ok: records {first} to {} verified, none damaged",
-                        report.checked_to
-                    )?,
-                    _ => writeln!(
-                        out,
-                        "ok: the WAL holds {}",
-                        wal_range(None, report.checked_to)
-                    )?,
-                }
             } else {
-                for d in &report.damaged {
-                    writeln!(out, "DAMAGED record {}: {}", d.seq, d.error)?;
-                }
-                writeln!(out, "{} damaged record(s)", report.damaged.len())?;
+                print_verify(out, &report)?;
             }
             Ok(if report.damaged.is_empty() { 0 } else { 1 })
         }
