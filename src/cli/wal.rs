@@ -1,14 +1,15 @@
 //! `sdl wal ...`: the operator's read-only view of the WAL, and `sdl wal recover` (the one command
 //! that changes it: see `recover.rs`).
 //!
-//! Every inspection command works on the WAL directory of a stopped service (opened directly) and on a
-//! running one (sled holds an exclusive lock, so the command asks the service's admin endpoint,
-//! which answers with the very same functions: `crate::wal_view`). Output is a human-readable table, or JSON
-//! with `--json`; records are shown as the change documents MongoDB will hold (relaxed extended
-//! JSON, the shape of docs/change-document.md). Reading never changes records (opening a stopped
-//! WAL applies the metadata repairs and format upgrade `sdl run` would, sdl_wal's header, and says
-//! so on stderr), and a directory that does not hold a WAL is refused, never turned into one. Output into a pipe closed early
-//! (`| head`) ends the command quietly with exit 0.
+//! Every inspection command works on the WAL directory of a stopped service (opened directly) and
+//! on a running one (sled holds an exclusive lock, so the command asks the service's admin
+//! endpoint, which answers with the very same functions: `crate::wal_view`). Output is a
+//! human-readable table, or JSON with `--json`; records are shown as the change documents MongoDB
+//! will hold (relaxed extended JSON, the shape of docs/change-document.md). Reading never changes
+//! records (opening a stopped WAL applies the metadata repairs and format upgrade `sdl run` would,
+//! sdl_wal's header, and says so on stderr), and a directory that does not hold a WAL is refused,
+//! never turned into one. Output into a pipe closed early (`| head`) ends the command quietly with
+//! exit 0.
 
 use std::path::PathBuf;
 

@@ -8,6 +8,10 @@
 //! the range, so no setting can make a stage busy-loop (`wal.prune_interval = "0s"`) or overflow a
 //! deadline (`wal.group_commit_delay = "1000000years"`). Byte sizes are a plain integer of bytes or
 //! a number with a unit (see [`byte_size`]). Nothing here touches the network.
+//!
+//! Here: the sections' types, their defaults, loading and validation; the ranges and their check
+//! in `bounds.rs`, the TLS keys' checks in `tls_files.rs`, how a TOML syntax error is printed in
+//! `toml_error.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
