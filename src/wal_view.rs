@@ -1,6 +1,6 @@
-//! The WAL as an operator reads it, shared by `sdl wal` (src/cli/wal.rs, on a stopped service's
-//! directory) and the admin endpoint (src/admin.rs, for a running one), so that both answer with
-//! the very same functions: stats, a list of records, one record, a verification and a dump.
+//! The WAL as an operator reads it, shared by `sdl wal` (`crate::cli::wal`, on a stopped service's
+//! directory) and the service's admin endpoint (for a running one), so that both answer with the
+//! very same functions: stats, a list of records, one record, a verification and a dump.
 //!
 //! Records are shown as the change documents MongoDB will hold (relaxed extended JSON, the shape of
 //! docs/change-document.md, written by the sink's own document writer). Reading never changes
@@ -269,4 +269,113 @@ pub fn dump(
 /// its creation on. Inspection never creates a WAL, so anything else is refused.
 pub fn is_wal_dir(dir: &Path) -> bool {
     dir.join("conf").is_file() && dir.join("db").is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::StatementChange;
+
+    fn ddl(n: u64) -> SourceTransaction {
+        SourceTransaction {
+            gtid: format!("0-1-{n}"),
+            timestamp: 7,
+            position_after: format!("0-1-{n}"),
+            first_change: 0,
+            ends_transaction: true,
+            changes: vec![Change::Statement(StatementChange {
+                database: "shop".into(),
+                statement: format!("CREATE TABLE t{n} (id INT PRIMARY KEY)"),
+                file: "bin.000001".into(),
+                pos: 4 + n,
+            })],
+        }
+    }
+
+    #[test]
+    fn an_empty_wal_lists_nothing_and_says_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_wal_dir(dir.path()));
+        let wal = Wal::<SourceTransaction>::open(dir.path()).unwrap();
+        assert!(is_wal_dir(dir.path()));
+        assert!(list(&wal, None, 50).unwrap().is_empty());
+        let missing = show(&wal, 1, "default").unwrap_err().to_string();
+        assert_eq!(
+            missing,
+            "no WAL record 1: the WAL holds no records (the next one will be 1)"
+        );
+        let report = verify(&wal).unwrap();
+        assert_eq!((report.checked_from, report.checked_to), (None, 0));
+        assert!(report.damaged.is_empty());
+        let mut lines = Vec::new();
+        dump(&wal, 1, u64::MAX, "default", |l| {
+            lines.push(l);
+            Ok(())
+        })
+        .unwrap();
+        assert!(lines.is_empty());
+    }
+
+    #[test]
+    fn records_are_listed_shown_and_dumped_as_change_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::<SourceTransaction>::open(dir.path()).unwrap();
+        for n in 1..=3 {
+            wal.append(&[ddl(n)], format!("0-1-{n}").as_bytes())
+                .unwrap();
+        }
+        wal.acknowledge(1).unwrap();
+
+        let listed = list(&wal, None, 2).unwrap();
+        let summary: Vec<_> = listed
+            .iter()
+            .map(|e| (e.seq, e.acked, e.gtid.as_deref(), e.statements, e.rows))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, true, Some("0-1-1"), 1, 0),
+                (2, false, Some("0-1-2"), 1, 0)
+            ]
+        );
+        assert_eq!(listed[0].time.as_deref(), Some("1970-01-01T00:00:07Z"));
+        // `from` below the first record starts at the first; a limit past the last stops there.
+        assert_eq!(list(&wal, Some(0), 1).unwrap()[0].seq, 1);
+        assert_eq!(list(&wal, Some(3), 50).unwrap().len(), 1);
+
+        let shown = show(&wal, 2, "src1").unwrap();
+        let t = shown.transaction.unwrap();
+        assert_eq!((t.gtid.as_str(), t.documents.len()), ("0-1-2", 1));
+        assert_eq!(t.documents, change_documents("src1", &ddl(2)));
+
+        let mut lines = Vec::new();
+        dump(&wal, 2, u64::MAX, "src1", |l| {
+            lines.push(l);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], change_documents("src1", &ddl(2))[0].to_string());
+
+        let stats = stats(&wal).unwrap();
+        assert_eq!(stats.wal_format, Some(SourceTransaction::FORMAT_VERSION));
+        assert_eq!((stats.stats.last_seq, stats.stats.acked_seq), (3, 1));
+        let report = verify(&wal).unwrap();
+        assert_eq!((report.checked_from, report.checked_to), (Some(1), 3));
+    }
+
+    #[test]
+    fn the_token_is_read_trimmed_and_a_missing_one_says_who_may_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = read_token(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!(
+                "cannot read the admin token file {}: ",
+                token_path(dir.path()).display()
+            )) && error.ends_with("or root"),
+            "{error}"
+        );
+        std::fs::write(dir.path().join(TOKEN_FILE), "abc\n").unwrap();
+        assert_eq!(read_token(dir.path()).unwrap(), "abc");
+    }
 }
