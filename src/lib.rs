@@ -7,9 +7,9 @@
 //! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`admin`] the local admin endpoint,
 //! [`health`] what `/readyz` answers and which stage is stuck, [`build_info`] what the binary is,
 //! [`tls`] the checks of the TLS files, [`messages`] how errors are printed, [`wal_view`] the
-//! WAL as `sdl wal` and the admin endpoint show it, and [`cli`] the command line itself (the
-//! commands; its man pages, completions and version line are generated from it). Data moves one way; no stage reaches back. The library
-//! exists so that the binlog decoder can be driven from binlog files and fuzzers as well as from
+//! WAL as `sdl wal` and the admin endpoint show it, and [`cli`] the command line (its man pages,
+//! completions and version line are generated from it). Data moves one way; no stage reaches back.
+//! The library exists so that the binlog decoder can be driven from binlog files and fuzzers as well as from
 //! the `sdl` binary.
 
 pub mod admin;
