@@ -9,8 +9,8 @@
 //! [`tls`] the checks of the TLS files, [`messages`] how errors are printed, [`wal_view`] the
 //! WAL as `sdl wal` and the admin endpoint show it, and [`cli`] the command line (its man pages,
 //! completions and version line are generated from it). Data moves one way; no stage reaches back.
-//! The library exists so that the binlog decoder can be driven from binlog files and fuzzers as well as from
-//! the `sdl` binary.
+//! The library exists so that the binlog decoder can be driven from binlog files and fuzzers as
+//! well as from the `sdl` binary.
 
 pub mod admin;
 pub mod breaker;
