@@ -4,6 +4,14 @@
 
 use serde::Serialize;
 
+use crate::event::SourceTransaction;
+
+/// The git commit the binary was built from (build.rs), or `unknown` outside a git checkout.
+pub const GIT_COMMIT: &str = env!("SDL_GIT_COMMIT");
+
+/// The WAL record format this build reads and writes (written into every WAL frame).
+pub const WAL_FORMAT: u16 = <SourceTransaction as sdl_wal::Record>::FORMAT_VERSION;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildInfo {
     pub version: &'static str,
@@ -17,7 +25,7 @@ pub struct BuildInfo {
 pub fn build_info() -> BuildInfo {
     BuildInfo {
         version: env!("CARGO_PKG_VERSION"),
-        commit: Some(crate::cli::GIT_COMMIT).filter(|c| *c != "unknown"),
-        wal_format: crate::cli::WAL_FORMAT,
+        commit: Some(GIT_COMMIT).filter(|c| *c != "unknown"),
+        wal_format: WAL_FORMAT,
     }
 }

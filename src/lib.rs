@@ -9,7 +9,7 @@
 //! publish about themselves (status and metrics; it reads no stage back), [`shutdown`] the stop
 //! signal every stage listens to, [`build_info`] what the binary is, [`tls`] the checks of the TLS
 //! files, [`redact`] how secrets are kept out of messages, [`messages`] how errors are printed,
-//! [`walcli`] the `sdl wal` inspection commands and [`cli`] the command line itself (its man
+//! [`wal_view`] the WAL as `sdl wal` and the admin endpoint show it, and [`cli`] the command line itself (its man
 //! pages, completions and version line are generated from it). Data moves one way; no stage
 //! reaches back. The library exists so that the binlog decoder can be driven from binlog files
 //! and fuzzers as well as from the `sdl` binary.
@@ -28,8 +28,7 @@ pub mod sink;
 pub mod source;
 pub mod telemetry;
 pub mod tls;
-pub mod walcli;
-pub mod walrecover;
+pub mod wal_view;
 
 /// Process exit codes (documented in docs/operations.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

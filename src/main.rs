@@ -1,8 +1,8 @@
 //! sdl: a durable MySQL/MariaDB → MongoDB change relay (the command line, defined in
-//! src/cli.rs; the stages live in the library, src/lib.rs).
+//! src/cli/; the stages live in the library, src/lib.rs).
 
 use sdl::cli::{self, Command};
-use sdl::{messages, redact, service, walcli, ExitCode};
+use sdl::{messages, redact, service, ExitCode};
 
 // sdl allocates and frees many small values per row change on two threads at once; jemalloc
 // does that with less CPU and returns freed memory to the system (docs/decisions.md).
@@ -15,22 +15,7 @@ fn main() -> std::process::ExitCode {
         Err(command) => *command,
     };
     if let Command::Wal { target, command } = command {
-        return match walcli::run(target, command) {
-            Ok(code) => std::process::ExitCode::from(code),
-            Err(error) => {
-                eprintln!(
-                    "sdl: error: {}",
-                    redact::redact_error(&messages::error_chain(&error))
-                );
-                let usage = error.downcast_ref::<walcli::UsageError>().is_some()
-                    || error.downcast_ref::<sdl::config::ConfigError>().is_some();
-                std::process::ExitCode::from(if usage {
-                    ExitCode::Config
-                } else {
-                    ExitCode::Failure
-                } as u8)
-            }
-        };
+        return std::process::ExitCode::from(cli::wal::run(target, command));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

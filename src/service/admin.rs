@@ -40,19 +40,7 @@ use tracing::{debug, warn};
 
 use crate::config::AdminConfig;
 use crate::event::SourceTransaction;
-use crate::walcli;
-
-/// The most records one `/wal/dump` or `/wal/list` request covers; `sdl wal dump` asks for a larger
-/// range in pieces of this size.
-pub const MAX_RECORDS_PER_REQUEST: u64 = 10_000;
-
-/// The token file's name, in the WAL directory.
-pub const TOKEN_FILE: &str = "admin.token";
-
-/// Where the admin token of the service whose WAL is `wal_dir` is kept.
-pub fn token_path(wal_dir: &FsPath) -> PathBuf {
-    wal_dir.join(TOKEN_FILE)
-}
+use crate::wal_view::{self, token_path, MAX_RECORDS_PER_REQUEST, TOKEN_FILE};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot prepare the admin token file {path}: {source}. sdl keeps it in wal.dir, which must be writable by sdl's user")]
@@ -118,18 +106,6 @@ pub fn ensure_token(wal_dir: &FsPath) -> Result<(String, Vec<String>), TokenErro
 /// 64 hex digits (what [`ensure_token`] writes).
 fn is_token(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// The token `sdl wal` sends to a running service whose WAL is `wal_dir`.
-pub fn read_token(wal_dir: &FsPath) -> anyhow::Result<String> {
-    let path = token_path(wal_dir);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the admin token file {}: {e}. Run this command as the service's user (e.g. `sudo -u sdl sdl wal ...`) or root",
-            path.display()
-        )
-    })?;
-    Ok(text.trim().to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -378,7 +354,7 @@ async fn readyz(State(AppState { status, .. }): State<AppState>) -> Response {
 }
 
 async fn wal_stats(State(AppState { wal, .. }): State<AppState>) -> Response {
-    answer(wal, walcli::stats).await
+    answer(wal, wal_view::stats).await
 }
 
 #[derive(Deserialize)]
@@ -395,7 +371,7 @@ async fn wal_list(
     if limit > MAX_RECORDS_PER_REQUEST {
         return too_many(&format!("limit={limit}"), limit);
     }
-    answer(wal, move |w| walcli::list(w, q.from, limit)).await
+    answer(wal, move |w| wal_view::list(w, q.from, limit)).await
 }
 
 async fn wal_show(
@@ -407,11 +383,11 @@ async fn wal_show(
         return refused;
     }
     let source_name = state.source_name.clone();
-    answer(state.wal, move |w| walcli::show(w, seq, &source_name)).await
+    answer(state.wal, move |w| wal_view::show(w, seq, &source_name)).await
 }
 
 async fn wal_verify(State(AppState { wal, .. }): State<AppState>) -> Response {
-    answer(wal, walcli::verify).await
+    answer(wal, wal_view::verify).await
 }
 
 #[derive(Deserialize)]
@@ -437,7 +413,7 @@ async fn wal_dump(
     let (lines, body) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(8);
     let (wal, source_name) = (state.wal, state.source_name);
     tokio::task::spawn_blocking(move || {
-        let sent = walcli::dump(&wal, q.from, q.to, &source_name, |line| {
+        let sent = wal_view::dump(&wal, q.from, q.to, &source_name, |line| {
             lines
                 .blocking_send(Ok(line + "\n"))
                 .map_err(|_| anyhow::anyhow!("the client went away"))
@@ -460,6 +436,7 @@ async fn wal_dump(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal_view::read_token;
     use std::os::unix::fs::PermissionsExt;
 
     fn mode(path: &FsPath) -> u32 {

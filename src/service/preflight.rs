@@ -127,7 +127,7 @@ fn wal_dir(dir: &std::path::Path) -> (Check, bool) {
                 false,
             );
         }
-        if !crate::walcli::is_wal_dir(dir) {
+        if !crate::wal_view::is_wal_dir(dir) {
             return (
                 Check::pass(
                     NAME,

@@ -9,6 +9,11 @@
 //! the commented example configuration (deploy/sdl.toml, embedded at build time so it cannot
 //! drift), and `sdl config check FILE` validates a configuration without connecting to anything
 //! (exit 0, or exit 2 with the problem and its fix).
+//!
+//! `sdl wal` is [`wal`] (`sdl wal recover`: `recover.rs`), which reads a stopped service's WAL
+//! directly and asks a running one through `admin_client.rs`; both show the WAL through
+//! `crate::wal_view`, and `print.rs` writes what it prints. `sdl run` and `sdl check` are the
+//! service's (src/main.rs starts them).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,18 +21,17 @@ use std::sync::OnceLock;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::build_info::{GIT_COMMIT, WAL_FORMAT};
 use crate::config::Config;
-use crate::event::SourceTransaction;
-use crate::{walcli, ExitCode};
+use crate::ExitCode;
+
+mod admin_client;
+mod print;
+mod recover;
+pub mod wal;
 
 /// The commented example configuration: every key with its default (deploy/sdl.toml).
-pub const EXAMPLE_CONFIG: &str = include_str!("../deploy/sdl.toml");
-
-/// The git commit the binary was built from (build.rs), or `unknown` outside a git checkout.
-pub const GIT_COMMIT: &str = env!("SDL_GIT_COMMIT");
-
-/// The WAL record format this build reads and writes (written into every WAL frame).
-pub const WAL_FORMAT: u16 = <SourceTransaction as sdl_wal::Record>::FORMAT_VERSION;
+pub const EXAMPLE_CONFIG: &str = include_str!("../../deploy/sdl.toml");
 
 /// What `sdl --version` prints after the program name, e.g.
 /// `0.1.0 (commit 1a2b3c4d5e6f, WAL format 4)`.
@@ -71,9 +75,9 @@ pub enum Command {
     /// admin endpoint).
     Wal {
         #[command(flatten)]
-        target: walcli::WalTarget,
+        target: wal::WalTarget,
         #[command(subcommand)]
-        command: walcli::WalCommand,
+        command: wal::WalCommand,
     },
     /// Print the commented example configuration (every key with its default) to edit:
     /// `sdl init > /etc/sdl/sdl.toml`. The same as `sdl config example`.
