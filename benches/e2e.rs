@@ -39,7 +39,7 @@
 //!    committed, and to the last.
 
 // The integration tests' harness: the benchmarks use a few of its helpers.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../tests/it/support/mod.rs"]
 mod common;
 mod support;

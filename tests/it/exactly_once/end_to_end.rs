@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support;
-use crate::support::workload::{assert_exactly_once, create_tables, Workload};
-use crate::support::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
+use crate::support::workload::Workload;
+use crate::support::{wait_until, Relay};
 use mongodb::bson::{doc, Document};
 
 const ROW_CHANGES: u64 = 10_000;
@@ -15,26 +14,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_arrives_exactly_once() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
     // With start = "current", changes count once sdl has resolved and saved its position.
-    sdl.wait_following().await;
+    let mut relay = Relay::builder().workload_tables().following().await;
+    let mut conn = relay.conn().await;
 
     let mut workload = Workload::new(42);
     workload.run(&mut conn, ROW_CHANGES).await;
-    wait_for_offset(
-        &mongo,
-        &mariadb.gtid_binlog_pos().await,
-        DRAIN_TIMEOUT,
-        &sdl,
-    )
-    .await;
+    relay.wait_caught_up(DRAIN_TIMEOUT).await;
 
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    relay.assert_exactly_once(workload.row_changes).await;
+    let sdl = &mut relay.sdl;
     assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
     assert!(sdl.terminate(Duration::from_secs(30)).success());
     eprintln!(
@@ -45,16 +34,17 @@ async fn workload_arrives_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    // Start from the beginning of the binlog: the DDL above is relayed too.
-    let mut sdl = Sdl::new(&mariadb, &mongo, "earliest");
-    sdl.start();
+    // Start from the beginning of the binlog: the tables' DDL is relayed too.
+    let mut relay = Relay::builder()
+        .workload_tables()
+        .start_from("earliest")
+        .stopped()
+        .await;
+    relay.sdl.start();
 
     // The workload keeps writing until both restarts are done, so they happen mid-stream.
     let keep_going = Arc::new(AtomicBool::new(true));
-    let workload_conn = mariadb.root_conn().await;
+    let workload_conn = relay.conn().await;
     let workload = tokio::spawn({
         let keep_going = keep_going.clone();
         async move {
@@ -67,8 +57,7 @@ async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
         }
     });
 
-    let db = mongo.db().await;
-    let changes = db.collection::<Document>("row_changes");
+    let changes = relay.mongo.db().await.collection::<Document>("row_changes");
     let count = || async { changes.count_documents(doc! {}).await.unwrap() };
 
     // SIGTERM once documents are flowing: a clean exit (0) within the shutdown timeout.
@@ -80,13 +69,13 @@ async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
         (count().await > 500).then_some(())
     })
     .await;
-    let status = sdl.terminate(Duration::from_secs(30));
+    let status = relay.sdl.terminate(Duration::from_secs(30));
     assert!(
         status.success(),
         "SIGTERM exit status {status}:\n{}",
-        sdl.logs()
+        relay.sdl.logs()
     );
-    sdl.start();
+    relay.sdl.start();
 
     // SIGKILL at a later point, mid-stream.
     let seen = count().await;
@@ -95,20 +84,15 @@ async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
         (count().await > seen + 2000).then_some(())
     })
     .await;
-    sdl.kill();
-    sdl.start();
+    relay.sdl.kill();
+    relay.sdl.start();
     keep_going.store(false, Ordering::SeqCst);
 
     let workload = workload.await.unwrap();
-    wait_for_offset(
-        &mongo,
-        &mariadb.gtid_binlog_pos().await,
-        DRAIN_TIMEOUT,
-        &sdl,
-    )
-    .await;
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
-    let ddl = support::change_documents(&mongo)
+    relay.wait_caught_up(DRAIN_TIMEOUT).await;
+    relay.assert_exactly_once(workload.row_changes).await;
+    let ddl = relay
+        .documents()
         .await
         .into_iter()
         .filter(|d| d.get_str("op") == Ok("ddl"))
@@ -117,7 +101,7 @@ async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
         ddl >= 4,
         "CREATE statements are relayed as ddl documents (found {ddl})"
     );
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     eprintln!(
         "{} row changes in {} transactions arrived exactly once across a SIGTERM and a SIGKILL restart",
         workload.row_changes, workload.transactions
@@ -130,17 +114,12 @@ async fn restarts_during_the_workload_lose_and_duplicate_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_order_and_partial_row_images_are_kept() {
     use mysql_async::prelude::Queryable;
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    conn.query_drop(
-        "CREATE DATABASE IF NOT EXISTS app; \
-         CREATE TABLE app.keyed (a INT, b VARCHAR(10), c INT, d INT, PRIMARY KEY (b, a))",
-    )
-    .await
-    .unwrap();
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    let mut relay = Relay::builder()
+        .sql(&["CREATE DATABASE IF NOT EXISTS app; \
+                CREATE TABLE app.keyed (a INT, b VARCHAR(10), c INT, d INT, PRIMARY KEY (b, a))"])
+        .following()
+        .await;
+    let mut conn = relay.conn().await;
 
     conn.query_drop("INSERT INTO app.keyed VALUES (1, 'x', 10, NULL)")
         .await
@@ -152,14 +131,8 @@ async fn key_order_and_partial_row_images_are_kept() {
     )
     .await
     .unwrap();
-    wait_for_offset(
-        &mongo,
-        &mariadb.gtid_binlog_pos().await,
-        DRAIN_TIMEOUT,
-        &sdl,
-    )
-    .await;
-    let documents = support::change_documents(&mongo).await;
+    relay.wait_caught_up(DRAIN_TIMEOUT).await;
+    let documents = relay.documents().await;
     let rows: Vec<&Document> = documents
         .iter()
         .filter(|d| d.get_str("op") != Ok("ddl"))
@@ -189,5 +162,5 @@ async fn key_order_and_partial_row_images_are_kept() {
     assert_eq!(update.get_document("after").unwrap(), &doc! { "c": 11_i64 });
     // The key comes from the before image when the after image lacks it.
     assert_eq!(pk(update), doc! { "b": "x", "a": 1_i64 });
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }

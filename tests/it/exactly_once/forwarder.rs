@@ -7,11 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support;
-use crate::support::workload::{assert_exactly_once, create_tables, Workload};
-use crate::support::{
-    start_servers_with_killable_mongo, wait_for_offset, wait_until, MariaDb, Mongo, Rng, Sdl,
-};
+use crate::support::workload::Workload;
+use crate::support::{wait_for_offset, wait_until, MariaDb, Mongo, Relay, Rng, Sdl};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
@@ -72,11 +69,6 @@ async fn staging_entries(mongo: &Mongo) -> Vec<Document> {
         .unwrap()
 }
 
-/// Waits until sdl has saved its starting position and follows the binlog.
-async fn wait_following(sdl: &Sdl) {
-    sdl.wait_following().await;
-}
-
 /// Starts a workload that keeps writing until `keep_going` turns false (and at least `target`
 /// row changes), pausing `pause` after every `chunk` row changes to hold a steady rate.
 fn spawn_workload(
@@ -107,36 +99,28 @@ fn spawn_workload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_outage_of_90_seconds_under_load_loses_and_duplicates_nothing() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = Relay::builder()
+        .workload_tables()
+        .sink_toml("transactions = \"on\"\nretry_max_delay = \"5s\"\nconnect_timeout = \"2s\"")
+        .following()
+        .await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new_with(
-        &mariadb,
-        &mongo,
-        "current",
-        "transactions = \"on\"\nretry_max_delay = \"5s\"\nconnect_timeout = \"2s\"",
-    );
-    sdl.start();
-    wait_following(&sdl).await;
+    }
 
     let keep_going = Arc::new(AtomicBool::new(true));
     let workload = spawn_workload(
-        &mariadb,
+        &relay.mariadb,
         Workload::new(90),
         0,
         keep_going.clone(),
         Some((40, Duration::from_millis(100))),
     );
-    wait_until("documents flowing", DRAIN_TIMEOUT, || async {
-        (count(&mongo, "row_changes", doc! {}).await > 200).then_some(())
-    })
-    .await;
+    relay.wait_documents_over(200, DRAIN_TIMEOUT).await;
 
-    mongo.kill();
+    relay.mongo.kill();
     let outage_started = Instant::now();
-    let wal_dir = sdl.wal_dir();
+    let wal_dir = relay.sdl.wal_dir();
     let wal_size = || {
         std::fs::read_dir(&wal_dir)
             .unwrap()
@@ -145,21 +129,25 @@ async fn mongodb_outage_of_90_seconds_under_load_loses_and_duplicates_nothing() 
             .sum::<u64>()
     };
     wait_until("the breaker to open", Duration::from_secs(60), || async {
-        sdl.logs().contains("circuit breaker open").then_some(())
+        relay
+            .sdl
+            .logs()
+            .contains("circuit breaker open")
+            .then_some(())
     })
     .await;
-    let position_at_open = mariadb.gtid_binlog_pos().await;
+    let position_at_open = relay.mariadb.gtid_binlog_pos().await;
     let size_at_open = wal_size();
     // The outage itself: MongoDB stays down for 90 s while the workload keeps writing.
     let outage = Duration::from_secs(90);
     tokio::time::sleep(outage.saturating_sub(outage_started.elapsed())).await;
     assert!(
-        sdl.is_running(),
+        relay.sdl.is_running(),
         "sdl exited during the outage:\n{}",
-        sdl.logs()
+        relay.sdl.logs()
     );
     assert_ne!(
-        mariadb.gtid_binlog_pos().await,
+        relay.mariadb.gtid_binlog_pos().await,
         position_at_open,
         "the workload kept writing"
     );
@@ -167,25 +155,23 @@ async fn mongodb_outage_of_90_seconds_under_load_loses_and_duplicates_nothing() 
         wal_size() > size_at_open,
         "the ingester kept writing into the WAL during the outage (WAL files did not grow)"
     );
-    mongo.restart().await;
+    relay.mongo.restart().await;
     let outage_length = outage_started.elapsed();
 
     wait_until("the breaker to close", DRAIN_TIMEOUT, || async {
-        sdl.logs().contains("circuit breaker closed").then_some(())
+        relay
+            .sdl
+            .logs()
+            .contains("circuit breaker closed")
+            .then_some(())
     })
     .await;
     keep_going.store(false, Ordering::SeqCst);
     let workload = workload.await.unwrap();
-    wait_for_offset(
-        &mongo,
-        &mariadb.gtid_binlog_pos().await,
-        DRAIN_TIMEOUT,
-        &sdl,
-    )
-    .await;
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    relay.wait_caught_up(DRAIN_TIMEOUT).await;
+    relay.assert_exactly_once(workload.row_changes).await;
 
-    let logs = sdl.logs();
+    let logs = relay.sdl.logs();
     for (transition, times) in [
         ("circuit breaker open", 1),
         ("circuit breaker half-open", 1),
@@ -197,8 +183,8 @@ async fn mongodb_outage_of_90_seconds_under_load_loses_and_duplicates_nothing() 
             "`{transition}` is logged once per outage:\n{logs}"
         );
     }
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    let (acked, last) = wal_cursors(&sdl);
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    let (acked, last) = wal_cursors(&relay.sdl);
     assert_eq!(acked, last, "the WAL drained");
     eprintln!(
         "{} row changes in {} transactions arrived exactly once across a MongoDB outage of {:?}",
@@ -208,15 +194,15 @@ async fn mongodb_outage_of_90_seconds_under_load_loses_and_duplicates_nothing() 
 
 /// SIGKILLs sdl `kills` times at random moments while it forwards under load; checks
 /// exactly-once (workload paused, WAL drained) after every `check_every` kills.
-async fn kills_during_forwarding(extra_sink_toml: &str, mongo: Mongo, seed: u64) {
+async fn kills_during_forwarding(extra_sink_toml: &str, mongo_args: &[&str], seed: u64) {
     const KILLS: usize = 20;
     const CHECK_EVERY: usize = 10;
-    let mariadb = MariaDb::start().await;
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new_with(&mariadb, &mongo, "current", extra_sink_toml);
-    sdl.start();
-    wait_following(&sdl).await;
+    let mut relay = Relay::builder()
+        .mongo_args(mongo_args)
+        .workload_tables()
+        .sink_toml(extra_sink_toml)
+        .following()
+        .await;
 
     let mut rng = Rng::new(seed);
     let mut workload = Workload::new(seed);
@@ -224,7 +210,7 @@ async fn kills_during_forwarding(extra_sink_toml: &str, mongo: Mongo, seed: u64)
     while kills < KILLS {
         let keep_going = Arc::new(AtomicBool::new(true));
         let running = spawn_workload(
-            &mariadb,
+            &relay.mariadb,
             workload,
             0,
             keep_going.clone(),
@@ -232,30 +218,29 @@ async fn kills_during_forwarding(extra_sink_toml: &str, mongo: Mongo, seed: u64)
         );
         for _ in 0..CHECK_EVERY {
             // Kill only while sdl is forwarding: after MongoDB's offset has moved.
-            let seen = offset_seq(&mongo).await;
+            let seen = offset_seq(&relay.mongo).await;
             wait_until("sdl forwarding", DRAIN_TIMEOUT, || async {
-                (offset_seq(&mongo).await > seen).then_some(())
+                (offset_seq(&relay.mongo).await > seen).then_some(())
             })
             .await;
-            assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
+            assert!(relay.sdl.is_running(), "sdl exited:\n{}", relay.sdl.logs());
             // A random moment inside the forwarding.
             tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
-            sdl.kill();
+            relay.sdl.kill();
             kills += 1;
-            sdl.start();
+            relay.sdl.start();
         }
         keep_going.store(false, Ordering::SeqCst);
         workload = running.await.unwrap();
-        wait_for_offset(
-            &mongo,
-            &mariadb.gtid_binlog_pos().await,
-            DRAIN_TIMEOUT,
-            &sdl,
-        )
-        .await;
-        assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+        relay.wait_caught_up(DRAIN_TIMEOUT).await;
+        relay.assert_exactly_once(workload.row_changes).await;
         assert_eq!(
-            count(&mongo, "row_changes_staging", doc! { "status": "pending" }).await,
+            count(
+                &relay.mongo,
+                "row_changes_staging",
+                doc! { "status": "pending" }
+            )
+            .await,
             0,
             "every staging entry is settled once the WAL is drained"
         );
@@ -264,8 +249,8 @@ async fn kills_during_forwarding(extra_sink_toml: &str, mongo: Mongo, seed: u64)
             workload.row_changes
         );
     }
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    let logs = sdl.logs();
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    let logs = relay.sdl.logs();
     assert!(!logs.contains("ERROR"), "no errors:\n{logs}");
     eprintln!(
         "restarts that found a batch left pending: {}; that found MongoDB ahead of the WAL cursor: {}",
@@ -276,85 +261,65 @@ async fn kills_during_forwarding(extra_sink_toml: &str, mongo: Mongo, seed: u64)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_with_transactions_keeps_exactly_once() {
-    let mongo = Mongo::start().await;
-    kills_during_forwarding(
-        "transactions = \"on\"\nbatch_max_documents = 100",
-        mongo,
-        11,
-    )
-    .await;
+    kills_during_forwarding("transactions = \"on\"\nbatch_max_documents = 100", &[], 11).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_without_transactions_keeps_exactly_once() {
     // A standalone server: "auto" must choose the idempotent path by itself.
-    let mongo = Mongo::start_with(&["--standalone"]).await;
-    kills_during_forwarding("batch_max_documents = 100", mongo, 12).await;
+    kills_during_forwarding("batch_max_documents = 100", &["--standalone"], 12).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_server_without_transactions_gets_every_change_once() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start_with(&["--standalone"]));
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new_with(&mariadb, &mongo, "current", "transactions = \"off\"");
-    sdl.start();
-    wait_following(&sdl).await;
+    let mut relay = Relay::builder()
+        .mongo_args(&["--standalone"])
+        .workload_tables()
+        .sink_toml("transactions = \"off\"")
+        .following()
+        .await;
+    let mut conn = relay.conn().await;
     let mut workload = Workload::new(5);
     workload.run(&mut conn, 3000).await;
-    wait_for_offset(
-        &mongo,
-        &mariadb.gtid_binlog_pos().await,
-        DRAIN_TIMEOUT,
-        &sdl,
-    )
-    .await;
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
-    let staging = staging_entries(&mongo).await;
+    relay.wait_caught_up(DRAIN_TIMEOUT).await;
+    relay.assert_exactly_once(workload.row_changes).await;
+    let staging = staging_entries(&relay.mongo).await;
     assert!(!staging.is_empty());
     for entry in &staging {
         assert_eq!(entry.get_str("status"), Ok("committed"), "{entry}");
         assert_eq!(entry.get_str("mode"), Ok("idempotent"), "{entry}");
     }
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new_with(
-        &mariadb,
-        &mongo,
-        "earliest",
-        "transactions = \"on\"\nstaging_ttl = \"3days\"",
-    );
+    let mut relay = Relay::builder()
+        .workload_tables()
+        .start_from("earliest")
+        .sink_toml("transactions = \"on\"\nstaging_ttl = \"3days\"")
+        .stopped()
+        .await;
+    let mut conn = relay.conn().await;
     let mut workload = Workload::new(3);
     workload.run(&mut conn, 500).await;
 
     // The test hook: sdl exits right after writing the first batch's staging entry.
-    sdl.set_env("SDL_TEST_EXIT_AFTER_STAGING", "1");
-    sdl.start();
-    let status = sdl.wait_exit(DRAIN_TIMEOUT);
-    assert_eq!(status.code(), Some(97), "{}", sdl.logs());
-    let pending = staging_entries(&mongo).await;
+    relay.sdl.set_env("SDL_TEST_EXIT_AFTER_STAGING", "1");
+    relay.sdl.start();
+    let status = relay.sdl.wait_exit(DRAIN_TIMEOUT);
+    assert_eq!(status.code(), Some(97), "{}", relay.sdl.logs());
+    let pending = staging_entries(&relay.mongo).await;
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].get_str("status"), Ok("pending"));
-    assert_eq!(count(&mongo, "row_changes", doc! {}).await, 0);
+    assert_eq!(count(&relay.mongo, "row_changes", doc! {}).await, 0);
     let pending_id = pending[0].get_str("_id").unwrap().to_string();
 
-    sdl.remove_env("SDL_TEST_EXIT_AFTER_STAGING");
-    sdl.start();
-    wait_for_offset(
-        &mongo,
-        &mariadb.gtid_binlog_pos().await,
-        DRAIN_TIMEOUT,
-        &sdl,
-    )
-    .await;
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
-    let logs = sdl.logs();
+    relay.sdl.remove_env("SDL_TEST_EXIT_AFTER_STAGING");
+    relay.sdl.start();
+    relay.wait_caught_up(DRAIN_TIMEOUT).await;
+    relay.assert_exactly_once(workload.row_changes).await;
+    let logs = relay.sdl.logs();
     assert!(
         logs.contains("staging: reconciled a batch left pending by an earlier run: not applied"),
         "{logs}"
@@ -363,7 +328,8 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
         logs.contains(&pending_id),
         "the report names the entry:\n{logs}"
     );
-    let staging = mongo
+    let staging = relay
+        .mongo
         .db()
         .await
         .collection::<Document>("row_changes_staging");
@@ -387,14 +353,20 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
         "{reconciled}"
     );
     assert_eq!(
-        count(&mongo, "row_changes_staging", doc! { "status": "pending" }).await,
+        count(
+            &relay.mongo,
+            "row_changes_staging",
+            doc! { "status": "pending" }
+        )
+        .await,
         0
     );
 
     // A pending entry whose batch the offset covers (committed, staging mark lost) is reported
     // as committed.
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    let offset = mongo
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    let offset = relay
+        .mongo
         .db()
         .await
         .collection::<Document>("binlog_offsets")
@@ -411,13 +383,14 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
         })
         .await
         .unwrap();
-    sdl.start();
+    relay.sdl.start();
     wait_until("the covered entry reconciled", DRAIN_TIMEOUT, || async {
         let d = staging.find_one(doc! { "_id": "covered" }).await.unwrap()?;
         (d.get_str("status") == Ok("committed")).then_some(())
     })
     .await;
-    assert!(sdl
+    assert!(relay
+        .sdl
         .logs()
         .contains("applied before the restart: the offset covers it"));
 
@@ -448,7 +421,8 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
             .any(|i| i.get_document("key").unwrap().contains_key("status")),
         "{indexes:?}"
     );
-    let change_indexes: Vec<String> = mongo
+    let change_indexes: Vec<String> = relay
+        .mongo
         .db()
         .await
         .collection::<Document>("row_changes")
@@ -461,39 +435,34 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
             "{change_indexes:?}"
         );
     }
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_over_16_mib_stops_forwarding_with_nothing_acknowledged_past_it() {
-    let (mariadb, mongo) = tokio::join!(
-        MariaDb::start_with(&["--max-allowed-packet=64M"]),
-        Mongo::start()
-    );
-    let mut conn = mariadb.root_conn().await;
-    conn.query_drop("CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB")
-        .await
-        .unwrap();
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    wait_following(&sdl).await;
+    let mut relay = Relay::builder()
+        .mariadb_args(&["--max-allowed-packet=64M"])
+        .sql(&["CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB"])
+        .following()
+        .await;
+    let mut conn = relay.conn().await;
 
     conn.query_drop("INSERT INTO app.blobs VALUES (1, 'small')")
         .await
         .unwrap();
-    let before_big = mariadb.gtid_binlog_pos().await;
+    let before_big = relay.mariadb.gtid_binlog_pos().await;
     conn.query_drop("INSERT INTO app.blobs VALUES (2, REPEAT('x', 17 * 1024 * 1024))")
         .await
         .unwrap();
-    let big_gtid = mariadb.gtid_binlog_pos().await;
+    let big_gtid = relay.mariadb.gtid_binlog_pos().await;
     conn.query_drop("INSERT INTO app.blobs VALUES (3, 'after')")
         .await
         .unwrap();
 
     // A definite error: sdl stops by itself (it does not spin), exit code 1.
-    let status = sdl.wait_exit(DRAIN_TIMEOUT);
-    assert_eq!(status.code(), Some(1), "{}", sdl.logs());
-    let logs = sdl.logs();
+    let status = relay.sdl.wait_exit(DRAIN_TIMEOUT);
+    assert_eq!(status.code(), Some(1), "{}", relay.sdl.logs());
+    let logs = relay.sdl.logs();
     let error = logs
         .lines()
         .find(|l| l.starts_with("sdl: error:"))
@@ -514,14 +483,16 @@ async fn change_over_16_mib_stops_forwarding_with_nothing_acknowledged_past_it()
     );
 
     // Everything before the big change is in MongoDB; nothing at or after it.
-    let ids: Vec<i64> = support::change_documents(&mongo)
+    let ids: Vec<i64> = relay
+        .documents()
         .await
         .iter()
         .filter(|d| d.get_str("op") == Ok("insert"))
         .map(|d| d.get_document("after").unwrap().get_i64("id").unwrap())
         .collect();
     assert_eq!(ids, vec![1]);
-    let offset = mongo
+    let offset = relay
+        .mongo
         .db()
         .await
         .collection::<Document>("binlog_offsets")
@@ -530,16 +501,20 @@ async fn change_over_16_mib_stops_forwarding_with_nothing_acknowledged_past_it()
         .unwrap()
         .unwrap();
     assert_eq!(offset.get_str("gtid"), Ok(before_big.as_str()));
-    let (acked, last) = wal_cursors(&sdl);
+    let (acked, last) = wal_cursors(&relay.sdl);
     assert!(
         acked < last,
         "the big change is still unacknowledged in the WAL"
     );
 
     // Starting again stops again at the same place.
-    sdl.start();
-    assert_eq!(sdl.wait_exit(DRAIN_TIMEOUT).code(), Some(1));
-    assert_eq!(wal_cursors(&sdl).0, acked, "nothing acknowledged past it");
+    relay.sdl.start();
+    assert_eq!(relay.sdl.wait_exit(DRAIN_TIMEOUT).code(), Some(1));
+    assert_eq!(
+        wal_cursors(&relay.sdl).0,
+        acked,
+        "nothing acknowledged past it"
+    );
 }
 
 /// A restart while MongoDB is down (systemd restarting sdl during an outage, say): with a WAL that
@@ -547,41 +522,31 @@ async fn change_over_16_mib_stops_forwarding_with_nothing_acknowledged_past_it()
 /// is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdl_starts_during_a_mongodb_outage_and_catches_up_after_it() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = Relay::builder()
+        .workload_tables()
+        .sink_toml("retry_max_delay = \"1s\"\nconnect_timeout = \"1s\"")
+        .following()
+        .await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new_with(
-        &mariadb,
-        &mongo,
-        "current",
-        "retry_max_delay = \"1s\"\nconnect_timeout = \"1s\"",
-    );
-    sdl.start();
-    wait_following(&sdl).await;
+    }
+    let mut conn = relay.conn().await;
     let mut workload = Workload::new(31);
     workload.run(&mut conn, 500).await;
-    wait_for_offset(
-        &mongo,
-        &mariadb.gtid_binlog_pos().await,
-        DRAIN_TIMEOUT,
-        &sdl,
-    )
-    .await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    relay.wait_caught_up(DRAIN_TIMEOUT).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 
-    mongo.kill();
+    relay.mongo.kill();
     workload.run(&mut conn, 1500).await;
-    let position = mariadb.gtid_binlog_pos().await;
-    sdl.start();
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    relay.sdl.start();
     // Once it follows, its admin endpoint is up and `sdl wal stats` asks it rather than opening
     // the WAL (which would take sled's lock from under a starting sdl).
     wait_until("sdl following again", DRAIN_TIMEOUT, || async {
-        (sdl.logs().matches("following the binlog").count() >= 2).then_some(())
+        (relay.sdl.logs().matches("following the binlog").count() >= 2).then_some(())
     })
     .await;
-    let config = sdl.config_path.display().to_string();
+    let config = relay.sdl.config_path.display().to_string();
     let ingest_position = || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdl"))
             .args(["wal", "stats", "--json", "--config", &config])
@@ -594,21 +559,22 @@ async fn sdl_starts_during_a_mongodb_outage_and_catches_up_after_it() {
     // The WAL fills while MongoDB is down; sdl must stay up meanwhile.
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while ingest_position() != position.as_str() {
-        assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
+        assert!(relay.sdl.is_running(), "sdl exited:\n{}", relay.sdl.logs());
         assert!(
             Instant::now() < deadline,
             "the WAL did not reach {position}:\n{}",
-            sdl.logs()
+            relay.sdl.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
-    assert!(sdl
+    assert!(relay.sdl.is_running(), "sdl exited:\n{}", relay.sdl.logs());
+    assert!(relay
+        .sdl
         .logs()
         .contains("MongoDB is not reachable: following the binlog into the WAL meanwhile"));
 
-    mongo.restart().await;
-    wait_for_offset(&mongo, &position, DRAIN_TIMEOUT, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    relay.mongo.restart().await;
+    wait_for_offset(&relay.mongo, &position, DRAIN_TIMEOUT, &relay.sdl).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    relay.assert_exactly_once(workload.row_changes).await;
 }

@@ -6,10 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::workload::assert_exactly_once_in;
-use crate::support::{
-    start_servers_with_killable_mongo, wait_for_offset, wait_until, MariaDb, Mongo, Sdl,
-};
+use crate::support::{wait_until, Relay, RelayBuilder, Sdl};
 use bson::{doc, Document};
 use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
@@ -17,16 +14,13 @@ use serde_json::Value as Json;
 const TIMEOUT: Duration = Duration::from_secs(240);
 const BATCH_DOCUMENTS: usize = 500;
 
-fn settings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-    let mut all = vec![("sink", "batch_max_documents = 500")];
-    all.extend_from_slice(extra);
-    all
-}
-
-async fn create_table(conn: &mut mysql_async::Conn) {
-    conn.query_drop("CREATE TABLE app.big (id INT PRIMARY KEY, v VARCHAR(200), n BIGINT)")
-        .await
-        .unwrap();
+/// A relay into `app.big` with sink batches of [`BATCH_DOCUMENTS`]; exactly once is checked
+/// document by document on `app.big`.
+fn big_table_relay() -> RelayBuilder {
+    Relay::builder()
+        .sql(&["CREATE TABLE app.big (id INT PRIMARY KEY, v VARCHAR(200), n BIGINT)"])
+        .compare("big", "id")
+        .setting("sink", "batch_max_documents = 500")
 }
 
 /// One transaction of `rows` inserts, then updates of every fifth row, an update of one row's
@@ -96,36 +90,25 @@ fn wal_records(sdl: &Sdl) -> Vec<Json> {
         .collect()
 }
 
-/// Exactly once, document by document: as many row change documents as the source made, each
-/// `_id` once and equal to `<source>/<gtid>:<row>`, each transaction's ordinals without a gap, and
-/// `app.big` rebuilt from the documents equal to `SELECT *`.
-async fn assert_exactly_once(mariadb: &MariaDb, mongo: &Mongo, expected_changes: u64) {
-    assert_exactly_once_in(mariadb, mongo, expected_changes, &[("big", "id")]).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_transaction_travels_in_bounded_records_and_resumes_from_a_partial_offset() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    create_table(&mut conn).await;
-    let mut sdl = Sdl::with_settings(&mariadb, &mongo, "current", &settings(&[]));
-    sdl.start();
-    sdl.wait_following().await;
+    let mut relay = big_table_relay().following().await;
+    let mut conn = relay.conn().await;
 
     conn.query_drop("INSERT INTO app.big VALUES (-1, 'before', 1)")
         .await
         .unwrap();
-    let position_before = mariadb.gtid_binlog_pos().await;
+    let position_before = relay.mariadb.gtid_binlog_pos().await;
     let rows = 20_000;
     let gtid = large_transaction(&mut conn, 1, rows).await;
     let expected = 1 + changes_of_large_transaction(rows);
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    assert_exactly_once(&mariadb, &mongo, expected).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    relay.assert_exactly_once(expected).await;
 
     // In the WAL the transaction is a run of bounded records, ordinals continuing from one to
     // the next, only the last one ending it.
-    let fragments: Vec<Json> = wal_records(&sdl)
+    let fragments: Vec<Json> = wal_records(&relay.sdl)
         .into_iter()
         .filter(|r| r["gtid"] == gtid.as_str())
         .collect();
@@ -155,7 +138,7 @@ async fn a_large_transaction_travels_in_bounded_records_and_resumes_from_a_parti
 
     // The WAL is lost after MongoDB received only part of the transaction: MongoDB's offset says
     // where inside it to resume, and a new WAL starts there.
-    let db = mongo.db().await;
+    let db = relay.mongo.db().await;
     let saved = 7_777;
     let partial = format!("{position_before}; partial {gtid}:{saved}");
     db.collection::<Document>("binlog_offsets")
@@ -172,11 +155,11 @@ async fn a_large_transaction_travels_in_bounded_records_and_resumes_from_a_parti
         .unwrap()
         .deleted_count;
     assert_eq!(removed, changes - saved);
-    std::fs::remove_dir_all(sdl.wal_dir()).unwrap();
-    sdl.start();
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    let logs = sdl.logs();
+    std::fs::remove_dir_all(relay.sdl.wal_dir()).unwrap();
+    relay.sdl.start();
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    let logs = relay.sdl.logs();
     assert!(
         logs.contains("continuing from MongoDB's position"),
         "{logs}"
@@ -185,44 +168,41 @@ async fn a_large_transaction_travels_in_bounded_records_and_resumes_from_a_parti
         logs.contains("resuming inside a large transaction"),
         "{logs}"
     );
-    assert_exactly_once(&mariadb, &mongo, expected).await;
+    relay.assert_exactly_once(expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_inside_a_large_transaction_neither_loses_nor_repeats_a_change() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
-        return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_table(&mut conn).await;
     // With MongoDB down, the WAL fills to wal.max_bytes partway through the transaction and the
     // ingester pauses there: the WAL then ends inside it.
-    let mut sdl = Sdl::with_settings(
-        &mariadb,
-        &mongo,
-        "current",
-        &settings(&[
+    let mut relay = big_table_relay()
+        .settings(&[
             ("wal", "max_bytes = 1048576"),
             ("sink", "connect_timeout = \"1s\""),
-        ]),
-    );
-    sdl.start();
-    sdl.wait_following().await;
-    mongo.kill();
+        ])
+        .following()
+        .await;
+    if !relay.can_kill_mongo() {
+        return;
+    }
+    let mut conn = relay.conn().await;
+    relay.mongo.kill();
     let rows = 30_000;
     let gtid = large_transaction(&mut conn, 1, rows).await;
     wait_until(
         "the ingester to pause inside the transaction",
         TIMEOUT,
         || async {
-            sdl.logs()
+            relay
+                .sdl
+                .logs()
                 .contains("WAL full (wal.max_bytes): pausing")
                 .then_some(())
         },
     )
     .await;
-    sdl.kill();
-    let records = wal_records(&sdl);
+    relay.sdl.kill();
+    let records = wal_records(&relay.sdl);
     let last = records.last().unwrap();
     assert_eq!(last["gtid"], gtid.as_str());
     assert_eq!(
@@ -230,10 +210,15 @@ async fn a_restart_inside_a_large_transaction_neither_loses_nor_repeats_a_change
         "the WAL should end inside the transaction"
     );
 
-    mongo.restart().await;
-    sdl.start();
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    assert!(sdl.logs().contains("resuming inside a large transaction"));
-    assert_exactly_once(&mariadb, &mongo, changes_of_large_transaction(rows)).await;
+    relay.mongo.restart().await;
+    relay.sdl.start();
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay
+        .sdl
+        .logs()
+        .contains("resuming inside a large transaction"));
+    relay
+        .assert_exactly_once(changes_of_large_transaction(rows))
+        .await;
 }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::support::proxy::{Mode, Proxy};
-use crate::support::workload::{assert_exactly_once, create_tables, Workload};
-use crate::support::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl, SDL_PASSWORD};
+use crate::support::proxy::Mode;
+use crate::support::workload::Workload;
+use crate::support::{wait_until, Relay, SDL_PASSWORD};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -16,23 +16,17 @@ fn count(logs: &str, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_network_cuts_are_survived_exactly_once() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let proxy = Proxy::start(mariadb.port).await;
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let url = format!("url = \"{}\"", mariadb.sdl_url_via(proxy.port));
-    let mut sdl = Sdl::with_settings(
-        &mariadb,
-        &mongo,
-        "current",
-        &[
-            ("source", &url),
+    let mut relay = Relay::builder()
+        .workload_tables()
+        .source_via_proxy()
+        .settings(&[
             ("source", "heartbeat_interval = \"300ms\""),
             ("source", "connect_timeout = \"2s\""),
-        ],
-    );
-    sdl.start();
-    sdl.wait_following().await;
+        ])
+        .following()
+        .await;
+    let proxy = relay.source_proxy();
+    let mut conn = relay.conn().await;
 
     // Writes happen before, during and after each cut.
     let mut workload = Workload::new(77);
@@ -47,20 +41,24 @@ async fn source_network_cuts_are_survived_exactly_once() {
     proxy.set(Mode::Blackhole);
     workload.run(&mut conn, write(1000)).await;
     wait_until("the dead connection to be noticed", TIMEOUT, || async {
-        sdl.logs()
+        relay
+            .sdl
+            .logs()
             .contains("the connection is presumed dead")
             .then_some(())
     })
     .await;
     wait_until("a failed reconnection attempt", TIMEOUT, || async {
-        sdl.logs()
+        relay
+            .sdl
+            .logs()
             .contains("source not reachable, retrying")
             .then_some(())
     })
     .await;
     // /status shows it, as the last error, with the password in source.url hidden.
     let status = wait_until("the failed attempt on /status", TIMEOUT, || async {
-        let status = sdl.status();
+        let status = relay.sdl.status();
         let message = status["ingest"]["last_error"]["message"].as_str()?;
         message
             .contains("cannot reach the source")
@@ -76,7 +74,7 @@ async fn source_network_cuts_are_survived_exactly_once() {
     proxy.set(Mode::Pass);
     workload.run(&mut conn, write(1000)).await;
     wait_until("the stream to resume", TIMEOUT, || async {
-        (count(&sdl.logs(), "following the binlog") >= 2).then_some(())
+        (count(&relay.sdl.logs(), "following the binlog") >= 2).then_some(())
     })
     .await;
 
@@ -84,30 +82,34 @@ async fn source_network_cuts_are_survived_exactly_once() {
     proxy.set(Mode::Drop);
     workload.run(&mut conn, write(1000)).await;
     wait_until("the closed stream to be noticed", TIMEOUT, || async {
-        (count(&sdl.logs(), "binlog stream lost") >= 2).then_some(())
+        (count(&relay.sdl.logs(), "binlog stream lost") >= 2).then_some(())
     })
     .await;
     proxy.set(Mode::Pass);
     workload.run(&mut conn, write(1000)).await;
     wait_until("the stream to resume again", TIMEOUT, || async {
-        (count(&sdl.logs(), "following the binlog") >= 3).then_some(())
+        (count(&relay.sdl.logs(), "following the binlog") >= 3).then_some(())
     })
     .await;
 
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    relay.assert_exactly_once(workload.row_changes).await;
 
     // Each lost stream is one restart of the ingester, on /metrics and /status; the last error is
     // kept, without the password in source.url.
-    let lost = count(&sdl.logs(), "binlog stream lost");
-    assert!(lost >= 2, "{}", sdl.logs());
-    let restarts = sdl.metric("sdl_stage_restarts_total{stage=\"ingester\"}");
+    let lost = count(&relay.sdl.logs(), "binlog stream lost");
+    assert!(lost >= 2, "{}", relay.sdl.logs());
+    let restarts = relay
+        .sdl
+        .metric("sdl_stage_restarts_total{stage=\"ingester\"}");
     assert_eq!(restarts, lost as f64);
     assert_eq!(
-        sdl.metric("sdl_stage_restarts_total{stage=\"forwarder\"}"),
+        relay
+            .sdl
+            .metric("sdl_stage_restarts_total{stage=\"forwarder\"}"),
         0.0
     );
-    let status = sdl.status();
+    let status = relay.sdl.status();
     assert_eq!(status["ingest"]["restarts"], lost, "{status}");
     assert_eq!(status["ingest"]["state"], "following", "{status}");
     assert!(
@@ -115,6 +117,6 @@ async fn source_network_cuts_are_survived_exactly_once() {
         "{status}"
     );
     assert!(status["forwarder"]["last_error"].is_null(), "{status}");
-    assert!(sdl.is_running(), "{}", sdl.logs());
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.is_running(), "{}", relay.sdl.logs());
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }

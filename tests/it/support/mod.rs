@@ -6,11 +6,16 @@
 //!   `--sync-on-commit`), or the real MongoDB named by `SDL_TEST_MONGODB_URI` (each test then uses
 //!   a database of its own).
 //! - [`Sdl`]: the sdl binary under test, run as a child process with a generated config.
+//! - [`Relay`]: all three for one test, with its tables, the common waits and the exactly-once
+//!   assertion.
 //!
 //! Every server and process is stopped and its files removed when its handle is dropped.
 
 pub mod proxy;
+pub mod relay;
 pub mod workload;
+
+pub use relay::{Relay, RelayBuilder};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -1,11 +1,10 @@
 //! A reproducible mixed workload over three tables, counting the row changes it commits.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mysql_async::prelude::Queryable;
 
-use super::{change_documents, rebuild_table, select_table, MariaDb, Mongo, Rng};
+use super::Rng;
 
 /// The tables and the primary-key column each is keyed by.
 pub const TABLES: [(&str, &str); 3] = [("accounts", "id"), ("orders", "id"), ("events", "id")];
@@ -241,55 +240,5 @@ impl Workload {
             format!("DELETE FROM app.orders WHERE id IN ({})", list.join(",")),
         )
         .await
-    }
-}
-
-/// Checks exactly-once delivery document by document: the number of row change documents equals
-/// the row changes committed, every `_id` is `<source>/<gtid>:<row>`, and every table rebuilt from the
-/// documents equals `SELECT *` on the source.
-pub async fn assert_exactly_once(mariadb: &MariaDb, mongo: &Mongo, expected_row_changes: u64) {
-    assert_exactly_once_in(mariadb, mongo, expected_row_changes, &TABLES).await;
-}
-
-/// [`assert_exactly_once`] for the tables `app.<table>` keyed by `<key>` in `tables`.
-pub async fn assert_exactly_once_in(
-    mariadb: &MariaDb,
-    mongo: &Mongo,
-    expected_row_changes: u64,
-    tables: &[(&str, &str)],
-) {
-    let docs = change_documents(mongo).await;
-    let row_docs: Vec<_> = docs
-        .iter()
-        .filter(|d| matches!(d.get_str("op"), Ok("insert" | "update" | "delete")))
-        .cloned()
-        .collect();
-    assert_eq!(
-        row_docs.len() as u64,
-        expected_row_changes,
-        "row change documents in MongoDB vs row changes committed in MariaDB"
-    );
-    let mut per_gtid: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for d in &docs {
-        let meta = d.get_document("meta").unwrap();
-        let gtid = meta.get_str("gtid").unwrap();
-        let row = meta.get_i64("row").unwrap();
-        let source = meta.get_str("source").unwrap();
-        assert_eq!(d.get_str("_id").unwrap(), format!("{source}/{gtid}:{row}"));
-        per_gtid.entry(gtid.to_string()).or_default().push(row);
-    }
-    for (gtid, mut rows) in per_gtid {
-        rows.sort_unstable();
-        let expected: Vec<i64> = (0..rows.len() as i64).collect();
-        assert_eq!(rows, expected, "ordinals of transaction {gtid} have a gap");
-    }
-    let mut conn = mariadb.root_conn().await;
-    for &(table, key) in tables {
-        let source = select_table(&mut conn, &format!("app.{table}"), key).await;
-        let rebuilt = rebuild_table(&row_docs, "app", table, key);
-        assert_eq!(source.len(), rebuilt.len(), "row count of app.{table}");
-        for (k, row) in &source {
-            assert_eq!(Some(row), rebuilt.get(k), "app.{table} row {key}={k}");
-        }
     }
 }

@@ -6,10 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support;
-use crate::support::workload::{assert_exactly_once, create_tables, Workload};
-use crate::support::{
-    start_servers_with_killable_mongo, wait_for_offset, wait_until, MariaDb, Mongo, Sdl,
-};
+use crate::support::workload::Workload;
+use crate::support::{wait_for_offset, wait_until, Relay, Sdl};
 use serde_json::Value as Json;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -80,19 +78,15 @@ impl sdl_wal::Record for Opaque {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_commands_work_on_a_running_and_a_stopped_service() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    let mut relay = Relay::builder().workload_tables().following().await;
+    let mut conn = relay.conn().await;
     let mut workload = Workload::new(3);
     workload.run(&mut conn, 300).await;
-    let position = mariadb.gtid_binlog_pos().await;
-    wait_for_offset(&mongo, &position, TIMEOUT, &sdl).await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_for_offset(&relay.mongo, &position, TIMEOUT, &relay.sdl).await;
 
     // Running: the WAL is locked, so the command goes through the admin endpoint.
-    let config = sdl.config_path.display().to_string();
+    let config = relay.sdl.config_path.display().to_string();
     let running = stats(&["--config", &config]);
     assert_eq!(running["last_seq"], workload.transactions);
     assert_eq!(running["acked_seq"], workload.transactions);
@@ -121,7 +115,7 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
     assert_eq!(code, 0, "{stdout}");
 
     // The same service's status, metrics and readiness.
-    let status = sdl.status();
+    let status = relay.sdl.status();
     assert_eq!(status["source"]["position"], position.as_str(), "{status}");
     assert!(status["source"]["lag_seconds"].is_f64(), "{status}");
     let forwarder = &status["forwarder"];
@@ -144,7 +138,7 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
     assert_eq!(status["wal"]["unacked_records"], 0);
     assert!(status["wal"]["oldest_unacked_age_ms"].is_null(), "{status}");
 
-    let get = |path: &str| sdl.admin_get(path);
+    let get = |path: &str| relay.sdl.admin_get(path);
     let (code, metrics) = get("/metrics");
     assert_eq!(code, 200);
     let value = |name: &str| -> f64 {
@@ -181,10 +175,10 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
     assert_eq!(get("/readyz").0, 200);
     assert_eq!(get("/healthz"), (200, "ok".to_string()));
 
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 
     // Stopped: opened directly from the directory.
-    let wal_dir = sdl.wal_dir().display().to_string();
+    let wal_dir = relay.sdl.wal_dir().display().to_string();
     let stopped = stats(&["--dir", &wal_dir]);
     assert_eq!(stopped["last_seq"], running["last_seq"]);
     assert_eq!(stopped["wal_id"], running["wal_id"]);
@@ -214,10 +208,8 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sdl_on_the_same_wal_is_refused() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut first = Sdl::new(&mariadb, &mongo, "current");
-    first.start();
-    first.wait_following().await;
+    let mut relay = Relay::builder().following().await;
+    let first = &mut relay.sdl;
     let (code, stderr) =
         support::run_sdl(&["run", "--config", &first.config_path.display().to_string()]);
     assert_eq!(code, Some(1), "{stderr}");
@@ -230,69 +222,64 @@ async fn a_second_sdl_on_the_same_wal_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_prunes_acknowledged_records_only() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::with_settings(
-        &mariadb,
-        &mongo,
-        "current",
-        &[
+    let mut relay = Relay::builder()
+        .workload_tables()
+        .settings(&[
             ("wal", "retain_acked_bytes = 0"),
             ("wal", "prune_interval = \"100ms\""),
-        ],
-    );
-    sdl.start();
-    sdl.wait_following().await;
+        ])
+        .following()
+        .await;
+    let mut conn = relay.conn().await;
     let mut workload = Workload::new(5);
     workload.run(&mut conn, 500).await;
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
+    relay.wait_caught_up(TIMEOUT).await;
     wait_until("a prune", TIMEOUT, || async {
-        sdl.logs()
+        relay
+            .sdl
+            .logs()
             .contains("pruned acknowledged WAL records")
             .then_some(())
     })
     .await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    let s = stats(&["--dir", &sdl.wal_dir().display().to_string()]);
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    let s = stats(&["--dir", &relay.sdl.wal_dir().display().to_string()]);
     assert_eq!(s["unacked_records"], 0);
     assert_ne!(s["first_seq"], 1, "acknowledged records were pruned: {s}");
     assert_eq!(s["last_seq"], workload.transactions);
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    relay.assert_exactly_once(workload.row_changes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
-        return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::with_settings(
-        &mariadb,
-        &mongo,
-        "current",
-        &[
+    let mut relay = Relay::builder()
+        .workload_tables()
+        .settings(&[
             ("wal", "max_bytes = 1048576"),
             ("sink", "connect_timeout = \"1s\""),
             ("wal", "retain_acked_bytes = 0"),
             ("wal", "prune_interval = \"100ms\""),
-        ],
-    );
-    sdl.start();
-    sdl.wait_following().await;
-    mongo.kill();
+        ])
+        .following()
+        .await;
+    if !relay.can_kill_mongo() {
+        return;
+    }
+    let mut conn = relay.conn().await;
+    relay.mongo.kill();
     let mut workload = Workload::new(11);
     // Several times wal.max_bytes, so that the pause comes well before the end of the workload
     // (ingest may overshoot the limit by a group commit or two).
     workload.run(&mut conn, 36_000).await;
     wait_until("the ingester to pause", TIMEOUT, || async {
-        sdl.logs()
+        relay
+            .sdl
+            .logs()
             .contains("WAL full (wal.max_bytes): pausing")
             .then_some(())
     })
     .await;
-    let config = sdl.config_path.display().to_string();
+    let config = relay.sdl.config_path.display().to_string();
     let paused = stats(&["--config", &config]);
     assert!(
         paused["unacked_bytes"].as_u64().unwrap() >= 1_048_576,
@@ -304,19 +291,19 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
     );
     assert_ne!(
         paused["ingest_position"],
-        mariadb.gtid_binlog_pos().await.as_str(),
+        relay.mariadb.gtid_binlog_pos().await.as_str(),
         "ingest did not pause"
     );
     // The pause and the outage are visible on /status.
-    let status = sdl.status();
+    let status = relay.sdl.status();
     assert_eq!(status["ingest"]["state"], "paused_wal_full", "{status}");
     assert_eq!(status["ingest"]["max_bytes"], 1_048_576);
     assert_eq!(status["source"]["position"], paused["ingest_position"]);
     wait_until("the circuit breaker to open", TIMEOUT, || async {
-        (sdl.status()["breaker"]["state"] == "open").then_some(())
+        (relay.sdl.status()["breaker"]["state"] == "open").then_some(())
     })
     .await;
-    let status = sdl.status();
+    let status = relay.sdl.status();
     let outage = &status["forwarder"];
     assert!(outage["lag_seconds"].as_f64().unwrap() > 0.0, "{status}");
     assert!(
@@ -328,10 +315,10 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
     assert!(outage["last_error"]["at"].is_string(), "{status}");
     assert_eq!(outage["restarts"], 0, "{status}");
 
-    mongo.restart().await;
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert!(sdl.logs().contains("WAL has space again: resuming"));
-    let status = sdl.status();
+    relay.mongo.restart().await;
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.logs().contains("WAL has space again: resuming"));
+    let status = relay.sdl.status();
     assert_eq!(status["ingest"]["state"], "following", "{status}");
     assert_eq!(status["breaker"]["state"], "closed", "{status}");
     assert_eq!(status["wal"]["unacked_records"], 0, "{status}");
@@ -341,50 +328,52 @@ async fn a_full_wal_pauses_ingest_while_mongodb_is_down_and_loses_nothing() {
     assert!(opened >= 1, "{status}");
     assert_eq!(forwarder["restarts"], opened, "{status}");
     assert_eq!(
-        sdl.metric("sdl_stage_restarts_total{stage=\"forwarder\"}"),
+        relay
+            .sdl
+            .metric("sdl_stage_restarts_total{stage=\"forwarder\"}"),
         opened as f64
     );
     assert_eq!(forwarder["lag_seconds"], 0.0, "{status}");
     assert_eq!(
         forwarder["committed_position"],
-        mariadb.gtid_binlog_pos().await.as_str()
+        relay.mariadb.gtid_binlog_pos().await.as_str()
     );
     assert_eq!(forwarder["committed_seq"], status["wal"]["last_seq"]);
     assert!(forwarder["last_error"]["message"].is_string(), "{status}");
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    relay.assert_exactly_once(workload.row_changes).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_unacknowledged_record_is_read_again_and_another_format_is_refused() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = Relay::builder().workload_tables().following().await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    }
+    let mut conn = relay.conn().await;
     let mut workload = Workload::new(21);
     workload.run(&mut conn, 300).await;
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
+    relay.wait_caught_up(TIMEOUT).await;
 
     // With MongoDB down, more transactions wait in the WAL, unacknowledged.
-    mongo.kill();
+    relay.mongo.kill();
     workload.run(&mut conn, 600).await;
-    let position = mariadb.gtid_binlog_pos().await;
-    stop_once_the_wal_holds(&mut sdl, &position).await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    stop_once_the_wal_holds(&mut relay.sdl, &position).await;
 
-    let s = stats(&["--dir", &sdl.wal_dir().display().to_string()]);
+    let s = stats(&["--dir", &relay.sdl.wal_dir().display().to_string()]);
     let damaged = s["acked_seq"].as_u64().unwrap() + 2;
     assert!(damaged < s["last_seq"].as_u64().unwrap());
-    mongo.restart().await;
+    relay.mongo.restart().await;
 
     // A record in another release's format (an upgrade or downgrade across a WAL format change
     // while records waited) is not discarded as damage: sdl stops and says what to do.
-    let version = set_format_version(&sdl, damaged, 99);
-    let (code, stderr) =
-        support::run_sdl(&["run", "--config", &sdl.config_path.display().to_string()]);
+    let version = set_format_version(&relay.sdl, damaged, 99);
+    let (code, stderr) = support::run_sdl(&[
+        "run",
+        "--config",
+        &relay.sdl.config_path.display().to_string(),
+    ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -392,26 +381,30 @@ async fn a_damaged_unacknowledged_record_is_read_again_and_another_format_is_ref
         )) && stderr.contains("move the WAL directory aside"),
         "{stderr}"
     );
-    set_format_version(&sdl, damaged, version);
+    set_format_version(&relay.sdl, damaged, version);
 
-    damage_record(&sdl, damaged, 0x40);
-    let (code, stdout, _) = sdl_wal(&["verify", "--dir", &sdl.wal_dir().display().to_string()]);
+    damage_record(&relay.sdl, damaged, 0x40);
+    let (code, stdout, _) = sdl_wal(&[
+        "verify",
+        "--dir",
+        &relay.sdl.wal_dir().display().to_string(),
+    ]);
     assert_eq!(code, 1, "verify must fail on a damaged record: {stdout}");
     assert!(
         stdout.contains(&format!("DAMAGED record {damaged}: CRC mismatch")),
         "{stdout}"
     );
 
-    sdl.start();
-    wait_for_offset(&mongo, &position, TIMEOUT, &sdl).await;
+    relay.sdl.start();
+    wait_for_offset(&relay.mongo, &position, TIMEOUT, &relay.sdl).await;
     assert!(
-        sdl.logs().contains("repaired the WAL")
-            && sdl.logs().contains(&format!("damaged_seq={damaged}")),
+        relay.sdl.logs().contains("repaired the WAL")
+            && relay.sdl.logs().contains(&format!("damaged_seq={damaged}")),
         "{}",
-        sdl.logs()
+        relay.sdl.logs()
     );
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    relay.assert_exactly_once(workload.row_changes).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 /// A small tmpfs for the WAL, unmounted on drop.
@@ -447,25 +440,21 @@ impl Drop for SmallDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_ingest_cleanly_and_a_restart_resumes() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    {
-        use mysql_async::prelude::Queryable;
-        conn.query_drop("CREATE TABLE app.blobs (id INT PRIMARY KEY, body LONGTEXT NOT NULL)")
-            .await
-            .unwrap();
-    }
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    let Some(disk) = SmallDisk::mount(sdl.wal_dir(), "8M") else {
+    let mut relay = Relay::builder()
+        .sql(&["CREATE TABLE app.blobs (id INT PRIMARY KEY, body LONGTEXT NOT NULL)"])
+        .stopped()
+        .await;
+    let mut conn = relay.conn().await;
+    let Some(disk) = SmallDisk::mount(relay.sdl.wal_dir(), "8M") else {
         panic!("mounting a tmpfs needs root (CI runs as root): cannot test a full disk");
     };
-    std::fs::write(sdl.wal_dir().join("filler"), vec![0u8; 2 << 20]).unwrap();
-    sdl.start();
-    sdl.wait_following().await;
+    std::fs::write(relay.sdl.wal_dir().join("filler"), vec![0u8; 2 << 20]).unwrap();
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
     let mut rows = 0u64;
     {
         use mysql_async::prelude::Queryable;
-        while sdl.is_running() && rows < 2000 {
+        while relay.sdl.is_running() && rows < 2000 {
             rows += 1;
             conn.query_drop(format!(
                 "INSERT INTO app.blobs VALUES ({rows}, REPEAT('{}', 20000))",
@@ -475,21 +464,21 @@ async fn a_full_disk_stops_ingest_cleanly_and_a_restart_resumes() {
             .unwrap();
         }
     }
-    let status = sdl.wait_exit(TIMEOUT);
-    assert_eq!(status.code(), Some(1), "{}", sdl.logs());
+    let status = relay.sdl.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(1), "{}", relay.sdl.logs());
     assert!(
-        sdl.logs().contains("the disk holding the WAL"),
+        relay.sdl.logs().contains("the disk holding the WAL"),
         "{}",
-        sdl.logs()
+        relay.sdl.logs()
     );
-    assert!(sdl.logs().contains("is full"));
+    assert!(relay.sdl.logs().contains("is full"));
 
     // More space (the volume grown), then a restart: everything arrives exactly once.
     disk.grow("512M");
-    std::fs::remove_file(sdl.wal_dir().join("filler")).unwrap();
-    sdl.start();
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    let docs = support::change_documents(&mongo).await;
+    std::fs::remove_file(relay.sdl.wal_dir().join("filler")).unwrap();
+    relay.sdl.start();
+    relay.wait_caught_up(TIMEOUT).await;
+    let docs = relay.documents().await;
     let inserts = docs
         .iter()
         .filter(|d| d.get_str("op") == Ok("insert"))
@@ -501,35 +490,32 @@ async fn a_full_disk_stops_ingest_cleanly_and_a_restart_resumes() {
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (1..=rows as i64).collect::<Vec<_>>());
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_record_whose_binlog_was_purged_stops_sdl_naming_it() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = Relay::builder().workload_tables().following().await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
-    mongo.kill();
+    }
+    let mut conn = relay.conn().await;
+    relay.mongo.kill();
     let mut workload = Workload::new(31);
     workload.run(&mut conn, 300).await;
-    let position = mariadb.gtid_binlog_pos().await;
-    stop_once_the_wal_holds(&mut sdl, &position).await;
-    damage_record(&sdl, 3, 0x01);
-    mariadb.purge_old_binlogs().await;
-    mongo.restart().await;
-    sdl.start();
-    let status = sdl.wait_exit(Duration::from_secs(40));
-    assert_eq!(status.code(), Some(3), "{}", sdl.logs());
-    let logs = sdl.logs();
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    stop_once_the_wal_holds(&mut relay.sdl, &position).await;
+    damage_record(&relay.sdl, 3, 0x01);
+    relay.mariadb.purge_old_binlogs().await;
+    relay.mongo.restart().await;
+    relay.sdl.start();
+    let status = relay.sdl.wait_exit(Duration::from_secs(40));
+    assert_eq!(status.code(), Some(3), "{}", relay.sdl.logs());
+    let logs = relay.sdl.logs();
     assert!(logs.contains("WAL record 3 is damaged"), "{logs}");
     assert!(logs.contains("no longer has the binlog"), "{logs}");
     assert!(logs.contains("restore the source's binlog files"), "{logs}");
     // Nothing was discarded: the WAL still holds the damaged record and everything after it.
-    let s = stats(&["--dir", &sdl.wal_dir().display().to_string()]);
+    let s = stats(&["--dir", &relay.sdl.wal_dir().display().to_string()]);
     assert_eq!(s["last_seq"], workload.transactions);
 }

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use crate::support::workload::{assert_exactly_once, create_tables, Workload};
-use crate::support::{
-    start_servers_with_killable_mongo, wait_for_offset, wait_until, MariaDb, Mongo, Sdl,
-};
+use crate::support::workload::Workload;
+use crate::support::{wait_until, Relay, Sdl};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -69,19 +67,6 @@ fn damage_metas(sdl: &Sdl, keys: &[&[u8]]) {
     wait_unlocked(sdl);
 }
 
-/// Runs the workload until it has made `rows` row changes in all, and waits until MongoDB's offset names the source's position.
-async fn relay(
-    mariadb: &MariaDb,
-    mongo: &Mongo,
-    sdl: &Sdl,
-    conn: &mut mysql_async::Conn,
-    workload: &mut Workload,
-    rows: u64,
-) {
-    workload.run(conn, rows).await;
-    wait_for_offset(mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, sdl).await;
-}
-
 fn stats(sdl: &Sdl) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdl"))
         .args(["wal", "stats", "--json", "--dir"])
@@ -102,26 +87,24 @@ fn stats(sdl: &Sdl) -> serde_json::Value {
 /// it from the source, which left the WAL behind MongoDB's offset ("sink ahead") for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_record_mongodb_already_has_behind_a_lagging_cursor_is_not_repaired() {
-    let Some((mariadb, mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = Relay::builder().workload_tables().following().await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    }
+    let mut conn = relay.conn().await;
     let mut workload = Workload::new(41);
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 300).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    workload.run(&mut conn, 300).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 
     // The cursor as a crash between the MongoDB commit and the WAL flush leaves it.
-    let s = stats(&sdl);
+    let s = stats(&relay.sdl);
     let acked = s["acked_seq"].as_u64().unwrap();
     assert_eq!(acked, s["last_seq"].as_u64().unwrap());
     assert!(acked > 10, "too few records: {s}");
     let lagging = acked - 5;
     {
-        let wal = open_raw(&sdl);
+        let wal = open_raw(&relay.sdl);
         wal.overwrite_raw_value(
             b"m/acked",
             Some(&sdl_wal::encode_meta(
@@ -131,21 +114,22 @@ async fn a_damaged_record_mongodb_already_has_behind_a_lagging_cursor_is_not_rep
         )
         .unwrap();
     }
-    damage_record(&sdl, lagging + 2);
-    wait_unlocked(&sdl);
+    damage_record(&relay.sdl, lagging + 2);
+    wait_unlocked(&relay.sdl);
 
-    sdl.start();
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 600).await;
-    let logs = sdl.logs();
+    relay.sdl.start();
+    workload.run(&mut conn, 600).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    let logs = relay.sdl.logs();
     assert!(
         !logs.contains("repaired the WAL") && !logs.contains("beyond this WAL's last sequence"),
         "{logs}"
     );
     assert!(logs.contains("catching the cursor up"), "{logs}");
-    assert!(sdl.is_running(), "{logs}");
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
-    let status = sdl.terminate(Duration::from_secs(30));
-    assert!(status.success(), "{status:?}: {}", sdl.logs());
+    assert!(relay.sdl.is_running(), "{logs}");
+    relay.assert_exactly_once(workload.row_changes).await;
+    let status = relay.sdl.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}: {}", relay.sdl.logs());
 }
 
 /// Damaged metadata that can be rebuilt soundly (acknowledged cursor, ingest position, group index
@@ -153,32 +137,31 @@ async fn a_damaged_record_mongodb_already_has_behind_a_lagging_cursor_is_not_rep
 /// reports each at open, rebuilds it, and relays everything exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_wal_metadata_is_rebuilt_at_start_and_the_relay_stays_exactly_once() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = Relay::builder().workload_tables().following().await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    }
+    let mut conn = relay.conn().await;
     let mut workload = Workload::new(43);
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 300).await;
+    workload.run(&mut conn, 300).await;
+    relay.wait_caught_up(TIMEOUT).await;
 
     // More transactions wait in the WAL, unacknowledged, while MongoDB is down.
-    mongo.kill();
+    relay.mongo.kill();
     workload.run(&mut conn, 600).await;
-    let position = mariadb.gtid_binlog_pos().await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
     wait_until("the WAL to hold every transaction", TIMEOUT, || async {
-        (sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str())).then_some(())
+        (relay.sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str()))
+            .then_some(())
     })
     .await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    let s = stats(&sdl);
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    let s = stats(&relay.sdl);
     assert!(s["last_seq"].as_u64() > s["acked_seq"].as_u64(), "{s}");
     let last = s["last_seq"].as_u64().unwrap();
 
     damage_metas(
-        &sdl,
+        &relay.sdl,
         &[
             b"m/acked",
             b"m/ingest_position",
@@ -187,10 +170,11 @@ async fn damaged_wal_metadata_is_rebuilt_at_start_and_the_relay_stays_exactly_on
         ],
     );
 
-    mongo.restart().await;
-    sdl.start();
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 900).await;
-    let logs = sdl.logs();
+    relay.mongo.restart().await;
+    relay.sdl.start();
+    workload.run(&mut conn, 900).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    let logs = relay.sdl.logs();
     for key in [
         "m/acked",
         "m/ingest_position",
@@ -202,9 +186,9 @@ async fn damaged_wal_metadata_is_rebuilt_at_start_and_the_relay_stays_exactly_on
             "{key}: {logs}"
         );
     }
-    assert!(sdl.is_running(), "{logs}");
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.is_running(), "{logs}");
+    relay.assert_exactly_once(workload.row_changes).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 /// Runs `sdl <args>` to completion: (exit code, stdout, stderr).
@@ -249,30 +233,29 @@ fn moved_aside(sdl: &Sdl) -> Vec<std::path::PathBuf> {
 /// exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdl_wal_recover_resumes_from_mongodbs_offset_exactly_once() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = Relay::builder().workload_tables().following().await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    let config = sdl.config_path.display().to_string();
-    sdl.start();
-    sdl.wait_following().await;
+    }
+    let mut conn = relay.conn().await;
+    let config = relay.sdl.config_path.display().to_string();
     let mut workload = Workload::new(47);
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 300).await;
+    workload.run(&mut conn, 300).await;
+    relay.wait_caught_up(TIMEOUT).await;
 
     // Transactions wait in the WAL, unacknowledged, while MongoDB is down; then the WAL's files
     // are damaged.
-    mongo.kill();
+    relay.mongo.kill();
     workload.run(&mut conn, 600).await;
-    let position = mariadb.gtid_binlog_pos().await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
     wait_until("the WAL to hold every transaction", TIMEOUT, || async {
-        (sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str())).then_some(())
+        (relay.sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str()))
+            .then_some(())
     })
     .await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    mongo.restart().await;
-    damage_sled_conf(&sdl);
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    relay.mongo.restart().await;
+    damage_sled_conf(&relay.sdl);
 
     let (code, _, stderr) = sdl_cmd(&["run", "--config", &config]);
     assert_eq!(code, Some(1), "{stderr}");
@@ -284,15 +267,16 @@ async fn sdl_wal_recover_resumes_from_mongodbs_offset_exactly_once() {
     let (code, stdout, stderr) = sdl_cmd(&["wal", "recover", "--config", &config]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("starts at MongoDB's offset"), "{stdout}");
-    assert_eq!(moved_aside(&sdl).len(), 1, "{stdout}");
+    assert_eq!(moved_aside(&relay.sdl).len(), 1, "{stdout}");
 
-    sdl.start();
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 900).await;
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    relay.sdl.start();
+    workload.run(&mut conn, 900).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    relay.assert_exactly_once(workload.row_changes).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 
     // Metadata that cannot be rebuilt (the WAL id MongoDB's offset names the WAL by).
-    damage_metas(&sdl, &[b"m/wal_id"]);
+    damage_metas(&relay.sdl, &[b"m/wal_id"]);
     let (code, _, stderr) = sdl_cmd(&["run", "--config", &config]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
@@ -301,39 +285,38 @@ async fn sdl_wal_recover_resumes_from_mongodbs_offset_exactly_once() {
     );
     let (code, stdout, stderr) = sdl_cmd(&["wal", "recover", "--config", &config]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert_eq!(moved_aside(&sdl).len(), 2, "{stdout}");
-    sdl.start();
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 1200).await;
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
+    assert_eq!(moved_aside(&relay.sdl).len(), 2, "{stdout}");
+    relay.sdl.start();
+    workload.run(&mut conn, 1200).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    relay.assert_exactly_once(workload.row_changes).await;
 
     // A running sdl is never pulled from under.
     let (code, _, stderr) = sdl_cmd(&["wal", "recover", "--config", &config]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("in use by a running sdl"), "{stderr}");
-    assert_eq!(moved_aside(&sdl).len(), 2);
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert_eq!(moved_aside(&relay.sdl).len(), 2);
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 /// `sdl wal recover` checks that the source still has the binlog from MongoDB's offset: when it
 /// was purged, the command refuses (exit 3) and leaves the WAL directory where it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdl_wal_recover_refuses_when_the_source_purged_the_binlog_from_the_offset() {
-    let Some((mariadb, mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = Relay::builder().workload_tables().following().await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    let config = sdl.config_path.display().to_string();
-    sdl.start();
-    sdl.wait_following().await;
+    }
+    let mut conn = relay.conn().await;
+    let config = relay.sdl.config_path.display().to_string();
     let mut workload = Workload::new(53);
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 100).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    workload.run(&mut conn, 100).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     // MongoDB's offset falls in binlogs the source then purges.
     workload.run(&mut conn, 200).await;
-    mariadb.purge_old_binlogs().await;
-    damage_sled_conf(&sdl);
+    relay.mariadb.purge_old_binlogs().await;
+    damage_sled_conf(&relay.sdl);
 
     let (code, stdout, stderr) = sdl_cmd(&["wal", "recover", "--config", &config]);
     assert_eq!(code, Some(3), "{stdout}{stderr}");
@@ -341,8 +324,8 @@ async fn sdl_wal_recover_refuses_when_the_source_purged_the_binlog_from_the_offs
         stderr.contains("no longer has the binlog from MongoDB's offset"),
         "{stderr}"
     );
-    assert!(moved_aside(&sdl).is_empty());
-    assert!(sdl.wal_dir().join("conf").exists());
+    assert!(moved_aside(&relay.sdl).is_empty());
+    assert!(relay.sdl.wal_dir().join("conf").exists());
 }
 
 /// With MongoDB unreachable at start-up, nobody can say whether a damaged unacknowledged record is
@@ -350,29 +333,28 @@ async fn sdl_wal_recover_refuses_when_the_source_purged_the_binlog_from_the_offs
 /// MongoDB answers, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_record_is_not_repaired_while_mongodb_cannot_say_whether_it_holds_it() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = Relay::builder().workload_tables().following().await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    let config = sdl.config_path.display().to_string();
-    sdl.start();
-    sdl.wait_following().await;
+    }
+    let mut conn = relay.conn().await;
+    let config = relay.sdl.config_path.display().to_string();
     let mut workload = Workload::new(59);
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 200).await;
-    mongo.kill();
+    workload.run(&mut conn, 200).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    relay.mongo.kill();
     workload.run(&mut conn, 400).await;
-    let position = mariadb.gtid_binlog_pos().await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
     wait_until("the WAL to hold every transaction", TIMEOUT, || async {
-        (sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str())).then_some(())
+        (relay.sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str()))
+            .then_some(())
     })
     .await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    let s = stats(&sdl);
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    let s = stats(&relay.sdl);
     let damaged = s["acked_seq"].as_u64().unwrap() + 1;
     assert!(damaged <= s["last_seq"].as_u64().unwrap(), "{s}");
-    damage_record(&sdl, damaged);
+    damage_record(&relay.sdl, damaged);
 
     let (code, _, stderr) = sdl_cmd(&["run", "--config", &config]);
     assert_eq!(code, Some(1), "{stderr}");
@@ -382,15 +364,20 @@ async fn a_damaged_record_is_not_repaired_while_mongodb_cannot_say_whether_it_ho
         "{stderr}"
     );
     assert_eq!(
-        stats(&sdl)["last_seq"],
+        stats(&relay.sdl)["last_seq"],
         s["last_seq"],
         "nothing was discarded"
     );
 
-    mongo.restart().await;
-    sdl.start();
-    relay(&mariadb, &mongo, &sdl, &mut conn, &mut workload, 600).await;
-    assert!(sdl.logs().contains("repaired the WAL"), "{}", sdl.logs());
-    assert_exactly_once(&mariadb, &mongo, workload.row_changes).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    relay.mongo.restart().await;
+    relay.sdl.start();
+    workload.run(&mut conn, 600).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(
+        relay.sdl.logs().contains("repaired the WAL"),
+        "{}",
+        relay.sdl.logs()
+    );
+    relay.assert_exactly_once(workload.row_changes).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
