@@ -6,10 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::proxy::{Mode, Proxy};
-use crate::support::{
-    start_servers_with_killable_mongo, wait_for_offset, wait_until, MariaDb, Mongo, Sdl,
-};
+use crate::support::proxy::Mode;
+use crate::support::{wait_until, Relay, RelayBuilder, Sdl};
 use mysql_async::prelude::Queryable;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,15 +27,12 @@ fn try_get(sdl: &Sdl, path: &str) -> Option<(u16, String)> {
     ))
 }
 
-async fn create_table(mariadb: &MariaDb) -> mysql_async::Conn {
-    let mut conn = mariadb.root_conn().await;
-    conn.query_drop("CREATE DATABASE IF NOT EXISTS h")
-        .await
-        .unwrap();
-    conn.query_drop("CREATE TABLE h.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20))")
-        .await
-        .unwrap();
-    conn
+/// A relay with the table `h.t` that [`insert_rows`] writes to.
+fn relay_with_table() -> RelayBuilder {
+    Relay::builder().sql(&[
+        "CREATE DATABASE IF NOT EXISTS h",
+        "CREATE TABLE h.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20))",
+    ])
 }
 
 async fn insert_rows(conn: &mut mysql_async::Conn, n: usize) {
@@ -78,28 +73,24 @@ fn stuck_lines(logs: &str, stage: &str) -> usize {
 /// measured one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_a_killed_mongodb_within_seconds_and_the_outage_is_logged_truly() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
-        return;
-    };
-    let mut conn = create_table(&mariadb).await;
     // The default sink.connect_timeout (10 s, the driver's server-selection timeout); the
     // breaker opens at the first failure so that its outage is logged.
-    let mut sdl = Sdl::new_with(
-        &mariadb,
-        &mongo,
-        "current",
-        "breaker_failures = 1\nretry_max_delay = \"1s\"",
-    );
-    sdl.start();
-    sdl.wait_following().await;
-    wait_ready(&sdl, "sdl ready").await;
+    let mut relay = relay_with_table()
+        .sink_toml("breaker_failures = 1\nretry_max_delay = \"1s\"")
+        .following()
+        .await;
+    if !relay.can_kill_mongo() {
+        return;
+    }
+    let mut conn = relay.conn().await;
+    wait_ready(&relay.sdl, "sdl ready").await;
 
-    mongo.kill();
+    relay.mongo.kill();
     let killed = Instant::now();
     // Changes waiting while MongoDB is away: the forwarder tries to commit them.
     insert_rows(&mut conn, 5).await;
     let (code, body) = wait_until("/readyz to turn red", Duration::from_secs(5), || async {
-        try_get(&sdl, "/readyz").filter(|(code, _)| *code != 200)
+        try_get(&relay.sdl, "/readyz").filter(|(code, _)| *code != 200)
     })
     .await;
     assert_eq!(code, 503, "{body}");
@@ -108,23 +99,23 @@ async fn readiness_follows_a_killed_mongodb_within_seconds_and_the_outage_is_log
 
     // Keep MongoDB away until a commit attempt has failed and the breaker opened.
     wait_until("the circuit breaker to open", TIMEOUT, || async {
-        (sdl.status()["breaker"]["state"] == "open").then_some(())
+        (relay.sdl.status()["breaker"]["state"] == "open").then_some(())
     })
     .await;
-    mongo.restart().await;
+    relay.mongo.restart().await;
     let breaker_closed = "circuit breaker closed";
     let probe_back = "MongoDB answers the health probe again";
     wait_until("MongoDB back for the probe", TIMEOUT, || async {
-        sdl.logs().contains(probe_back).then_some(())
+        relay.sdl.logs().contains(probe_back).then_some(())
     })
     .await;
     let probe_measured = killed.elapsed().as_secs_f64();
     wait_until("the breaker to close", TIMEOUT, || async {
-        sdl.logs().contains(breaker_closed).then_some(())
+        relay.sdl.logs().contains(breaker_closed).then_some(())
     })
     .await;
     let breaker_measured = killed.elapsed().as_secs_f64();
-    let logs = sdl.logs();
+    let logs = relay.sdl.logs();
     let breaker_logged = logged_outage(&logs, breaker_closed).expect("breaker outage logged");
     let probe_logged = logged_outage(&logs, probe_back).expect("probe outage logged");
     eprintln!(
@@ -138,9 +129,9 @@ async fn readiness_follows_a_killed_mongodb_within_seconds_and_the_outage_is_log
         (probe_logged - probe_measured).abs() <= 2.0,
         "probe logged {probe_logged} s, measured {probe_measured} s:\n{logs}"
     );
-    wait_ready(&sdl, "sdl ready again after the outage").await;
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    wait_ready(&relay.sdl, "sdl ready again after the outage").await;
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 /// Waits for the admin endpoint to answer and checks what it says while start-up waits for a
@@ -175,47 +166,40 @@ async fn admin_answers_during_start_up(sdl: &mut Sdl) -> String {
 /// the admin endpoint answers at once, not after the start-up's two 10 s connect timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoint_answers_at_once_when_sdl_starts_during_a_mongodb_outage() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
+    let mut relay = relay_with_table().following().await;
+    if !relay.can_kill_mongo() {
         return;
-    };
-    let mut conn = create_table(&mariadb).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    }
+    let mut conn = relay.conn().await;
     insert_rows(&mut conn, 3).await;
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 
-    mongo.kill();
-    let readyz = admin_answers_during_start_up(&mut sdl).await;
+    relay.mongo.kill();
+    let readyz = admin_answers_during_start_up(&mut relay.sdl).await;
     assert!(readyz.contains("starting"), "{readyz}");
     // Once the checks are done, it follows the binlog and says MongoDB is why it is not ready.
     wait_until("sdl following during the outage", TIMEOUT, || async {
-        (sdl.logs().matches("following the binlog").count() >= 2).then_some(())
+        (relay.sdl.logs().matches("following the binlog").count() >= 2).then_some(())
     })
     .await;
-    let (code, body) = try_get(&sdl, "/readyz").unwrap();
+    let (code, body) = try_get(&relay.sdl, "/readyz").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("MongoDB does not answer"), "{body}");
-    mongo.restart().await;
-    wait_ready(&sdl, "sdl ready once MongoDB is back").await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    relay.mongo.restart().await;
+    wait_ready(&relay.sdl, "sdl ready once MongoDB is back").await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 /// sdl started while the source does not answer (a cut network): the admin endpoint answers at
 /// once, while the start-up checks wait for their connect timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoint_answers_at_once_when_sdl_starts_during_a_source_outage() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let proxy = Proxy::start(mariadb.port).await;
-    let url = format!("url = \"{}\"", mariadb.sdl_url_via(proxy.port));
-    let mut sdl = Sdl::with_settings(&mariadb, &mongo, "current", &[("source", &url)]);
-    sdl.start();
-    sdl.wait_following().await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    let mut relay = Relay::builder().source_via_proxy().following().await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 
-    proxy.set(Mode::Blackhole);
-    let readyz = admin_answers_during_start_up(&mut sdl).await;
+    relay.source_proxy().set(Mode::Blackhole);
+    let readyz = admin_answers_during_start_up(&mut relay.sdl).await;
     assert!(readyz.contains("starting"), "{readyz}");
 }
 
@@ -224,36 +208,32 @@ async fn admin_endpoint_answers_at_once_when_sdl_starts_during_a_source_outage()
 /// on; MongoDB back: cleared, and every change arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarder_stuck_on_an_unreachable_mongodb_is_reported_once_and_clears() {
-    let Some((mariadb, mut mongo)) = start_servers_with_killable_mongo().await else {
-        return;
-    };
-    let mut conn = create_table(&mariadb).await;
-    let mut sdl = Sdl::with_settings(
-        &mariadb,
-        &mongo,
-        "current",
-        &[
+    let mut relay = relay_with_table()
+        .settings(&[
             ("service", "stuck_after = \"3s\""),
             ("sink", "connect_timeout = \"1s\""),
             ("sink", "retry_max_delay = \"1s\""),
-        ],
-    );
-    sdl.start();
-    sdl.wait_following().await;
-    wait_ready(&sdl, "sdl ready").await;
+        ])
+        .following()
+        .await;
+    if !relay.can_kill_mongo() {
+        return;
+    }
+    let mut conn = relay.conn().await;
+    wait_ready(&relay.sdl, "sdl ready").await;
     let series = "sdl_stage_stuck_seconds{stage=\"forwarder\"}";
-    assert_eq!(sdl.metric(series), 0.0);
+    assert_eq!(relay.sdl.metric(series), 0.0);
 
-    mongo.kill();
+    relay.mongo.kill();
     insert_rows(&mut conn, 5).await;
     wait_until("the forwarder reported stuck", TIMEOUT, || async {
-        (sdl.metric(series) > 0.0).then_some(())
+        (relay.sdl.metric(series) > 0.0).then_some(())
     })
     .await;
-    let (code, body) = try_get(&sdl, "/readyz").unwrap();
+    let (code, body) = try_get(&relay.sdl, "/readyz").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("forwarder stuck for"), "{body}");
-    let status = sdl.status();
+    let status = relay.sdl.status();
     assert!(status["forwarder"]["stuck_since"].is_string(), "{status}");
     assert!(
         status["forwarder"]["stuck_position"]
@@ -265,13 +245,13 @@ async fn a_forwarder_stuck_on_an_unreachable_mongodb_is_reported_once_and_clears
     // Stuck for a while longer: still one ERROR, and the forwarder keeps trying.
     let failures = status["breaker"]["consecutive_failures"].as_u64().unwrap();
     wait_until("stuck for twice stuck_after", TIMEOUT, || async {
-        let status = sdl.status();
+        let status = relay.sdl.status();
         (status["forwarder"]["stuck_seconds"].as_f64()? > 6.0
             && status["breaker"]["consecutive_failures"].as_u64()? > failures)
             .then_some(())
     })
     .await;
-    let logs = sdl.logs();
+    let logs = relay.sdl.logs();
     assert_eq!(stuck_lines(&logs, "forwarder"), 1, "{logs}");
     let line = logs.lines().find(|l| l.contains("stage stuck")).unwrap();
     eprintln!("{line}");
@@ -280,20 +260,20 @@ async fn a_forwarder_stuck_on_an_unreachable_mongodb_is_reported_once_and_clears
         "{line}"
     );
 
-    mongo.restart().await;
+    relay.mongo.restart().await;
     wait_until("the forwarder no longer stuck", TIMEOUT, || async {
-        (sdl.metric(series) == 0.0).then_some(())
+        (relay.sdl.metric(series) == 0.0).then_some(())
     })
     .await;
     assert!(
-        sdl.logs().contains("stage no longer stuck"),
+        relay.sdl.logs().contains("stage no longer stuck"),
         "{}",
-        sdl.logs()
+        relay.sdl.logs()
     );
-    assert!(sdl.status()["forwarder"]["stuck_since"].is_null());
-    wait_ready(&sdl, "sdl ready again").await;
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.status()["forwarder"]["stuck_since"].is_null());
+    wait_ready(&relay.sdl, "sdl ready again").await;
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 /// The source refusing connections for longer than service.stuck_after: the ingester is stuck at
@@ -301,35 +281,28 @@ async fn a_forwarder_stuck_on_an_unreachable_mongodb_is_reported_once_and_clears
 /// cleared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingester_stuck_on_an_unreachable_source_is_reported_once_and_clears() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let proxy = Proxy::start(mariadb.port).await;
-    let url = format!("url = \"{}\"", mariadb.sdl_url_via(proxy.port));
-    let mut sdl = Sdl::with_settings(
-        &mariadb,
-        &mongo,
-        "current",
-        &[
-            ("source", &url),
+    let mut relay = Relay::builder()
+        .source_via_proxy()
+        .settings(&[
             ("source", "heartbeat_interval = \"300ms\""),
             ("source", "connect_timeout = \"1s\""),
             ("service", "stuck_after = \"3s\""),
-        ],
-    );
-    sdl.start();
-    sdl.wait_following().await;
-    wait_ready(&sdl, "sdl ready").await;
+        ])
+        .following()
+        .await;
+    wait_ready(&relay.sdl, "sdl ready").await;
     let series = "sdl_stage_stuck_seconds{stage=\"ingester\"}";
-    assert_eq!(sdl.metric(series), 0.0);
+    assert_eq!(relay.sdl.metric(series), 0.0);
 
-    proxy.set(Mode::Drop);
+    relay.source_proxy().set(Mode::Drop);
     wait_until("the ingester reported stuck", TIMEOUT, || async {
-        (sdl.metric(series) > 0.0).then_some(())
+        (relay.sdl.metric(series) > 0.0).then_some(())
     })
     .await;
-    let (code, body) = try_get(&sdl, "/readyz").unwrap();
+    let (code, body) = try_get(&relay.sdl, "/readyz").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("ingester stuck for"), "{body}");
-    let status = sdl.status();
+    let status = relay.sdl.status();
     assert!(
         status["ingest"]["stuck_seconds"].as_f64().unwrap() > 0.0,
         "{status}"
@@ -341,22 +314,22 @@ async fn an_ingester_stuck_on_an_unreachable_source_is_reported_once_and_clears(
         "{status}"
     );
     wait_until("stuck for twice stuck_after", TIMEOUT, || async {
-        (sdl.status()["ingest"]["stuck_seconds"].as_f64()? > 6.0).then_some(())
+        (relay.sdl.status()["ingest"]["stuck_seconds"].as_f64()? > 6.0).then_some(())
     })
     .await;
-    let logs = sdl.logs();
+    let logs = relay.sdl.logs();
     assert_eq!(stuck_lines(&logs, "ingester"), 1, "{logs}");
 
-    proxy.set(Mode::Pass);
+    relay.source_proxy().set(Mode::Pass);
     wait_until("the ingester no longer stuck", TIMEOUT, || async {
-        (sdl.metric(series) == 0.0).then_some(())
+        (relay.sdl.metric(series) == 0.0).then_some(())
     })
     .await;
     assert!(
-        sdl.logs().contains("stage no longer stuck"),
+        relay.sdl.logs().contains("stage no longer stuck"),
         "{}",
-        sdl.logs()
+        relay.sdl.logs()
     );
-    wait_ready(&sdl, "sdl ready again").await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    wait_ready(&relay.sdl, "sdl ready again").await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }

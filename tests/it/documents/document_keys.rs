@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::support::{change_documents, wait_for_offset, MariaDb, Mongo, Sdl};
+use crate::support::{wait_for_offset, Relay};
 use mongodb::bson::{doc, Bson, Document};
 use mysql_async::prelude::Queryable;
 use sdl::event::{Change, Json, SourceTransaction, Value};
@@ -73,18 +73,15 @@ fn same(a: &Bson, b: &Bson) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_keys_and_column_names_mongodb_cannot_take_arrive_escaped_and_round_trip() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
     // MariaDB allows `$` and `.` in column names (never NUL, never the empty name).
-    conn.query_drop(
-        "CREATE TABLE app.odd (`$x` INT, `a.b` VARCHAR(10), `50%` INT, `ключ` INT, doc JSON, \
-         PRIMARY KEY (`$x`, `a.b`))",
-    )
-    .await
-    .unwrap();
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    let mut relay = Relay::builder()
+        .sql(&[
+            "CREATE TABLE app.odd (`$x` INT, `a.b` VARCHAR(10), `50%` INT, `ключ` INT, doc JSON, \
+               PRIMARY KEY (`$x`, `a.b`))",
+        ])
+        .following()
+        .await;
+    let mut conn = relay.conn().await;
 
     // (id, JSON text as MariaDB stores it, the document sdl must write)
     let rows: Vec<(i64, &str, Bson)> = vec![
@@ -125,10 +122,10 @@ async fn json_keys_and_column_names_mongodb_cannot_take_arrive_escaped_and_round
     conn.query_drop("UPDATE app.odd SET `50%` = 9 WHERE `$x` = 2")
         .await
         .unwrap();
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert!(sdl.is_running(), "sdl stopped: {}", sdl.logs());
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.is_running(), "sdl stopped: {}", relay.sdl.logs());
 
-    let docs = change_documents(&mongo).await;
+    let docs = relay.documents().await;
     let inserts: Vec<&Document> = docs
         .iter()
         .filter(|d| d.get_str("op").unwrap() == "insert")
@@ -196,9 +193,9 @@ async fn json_keys_and_column_names_mongodb_cannot_take_arrive_escaped_and_round
         9
     );
     assert!(
-        !sdl.logs().contains("not JSON sdl can represent"),
+        !relay.sdl.logs().contains("not JSON sdl can represent"),
         "a value fell back to text: {}",
-        sdl.logs()
+        relay.sdl.logs()
     );
 }
 
@@ -281,35 +278,33 @@ async fn relay_a_mysql_json_change(json: &Json) -> Bson {
         "the decoder reads the value exactly"
     );
 
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    conn.query_drop("CREATE TABLE app.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    let mut relay = Relay::builder()
+        .sql(&["CREATE TABLE app.t (id INT PRIMARY KEY)"])
+        .following()
+        .await;
+    let mut conn = relay.conn().await;
     conn.query_drop("INSERT INTO app.t VALUES (1)")
         .await
         .unwrap();
-    let position = mariadb.gtid_binlog_pos().await;
-    wait_for_offset(&mongo, &position, TIMEOUT, &sdl).await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_for_offset(&relay.mongo, &position, TIMEOUT, &relay.sdl).await;
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 
     // Into the WAL as the ingester writes records: after everything read so far.
     transaction.position_after = position.clone();
     {
-        let wal = sdl_wal::Wal::<SourceTransaction>::open(sdl.wal_dir()).expect("open sdl's WAL");
+        let wal =
+            sdl_wal::Wal::<SourceTransaction>::open(relay.sdl.wal_dir()).expect("open sdl's WAL");
         wal.append(&[transaction], position.as_bytes()).unwrap();
     }
-    sdl.start();
+    relay.sdl.start();
     conn.query_drop("INSERT INTO app.t VALUES (2)")
         .await
         .unwrap();
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    assert!(sdl.is_running(), "sdl stopped: {}", sdl.logs());
+    relay.wait_caught_up(TIMEOUT).await;
+    assert!(relay.sdl.is_running(), "sdl stopped: {}", relay.sdl.logs());
 
-    let docs = change_documents(&mongo).await;
+    let docs = relay.documents().await;
     let table = |d: &Document| {
         let meta = d.get_document("meta").unwrap();
         format!(

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{change_documents, wait_for_offset, MariaDb, Mongo, Sdl};
+use crate::support::Relay;
 use mongodb::bson::{doc, Bson, Document};
 use mysql_async::prelude::Queryable;
 
@@ -38,11 +38,11 @@ fn same(a: &Bson, b: &Bson) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_json_columns_become_exact_documents() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    conn.query_drop("CREATE TABLE app.docs (id INT PRIMARY KEY, doc JSON, note TEXT)")
-        .await
-        .unwrap();
+    let relay = Relay::builder()
+        .sql(&["CREATE TABLE app.docs (id INT PRIMARY KEY, doc JSON, note TEXT)"])
+        .following()
+        .await;
+    let mut conn = relay.conn().await;
     // What sdl relies on: `doc JSON` is a check constraint `json_valid(`doc`)`.
     let clauses: Vec<String> = conn
         .query(
@@ -52,10 +52,6 @@ async fn mariadb_json_columns_become_exact_documents() {
         .await
         .unwrap();
     assert_eq!(clauses, vec!["json_valid(`doc`)".to_string()]);
-
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
 
     let rows: &[(i64, Option<&str>, Option<&str>)] = &[
         (
@@ -118,8 +114,8 @@ async fn mariadb_json_columns_become_exact_documents() {
     .await
     .unwrap();
 
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    let docs = change_documents(&mongo).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    let docs = relay.documents().await;
     let mut inserts: HashMap<i64, Document> = HashMap::new();
     let mut update = None;
     for d in &docs {
@@ -205,7 +201,7 @@ async fn mariadb_json_columns_become_exact_documents() {
     }
     // Row 9's value does not fit a document: sdl says so instead of changing it silently.
     assert!(
-        sdl.logs().contains("duplicate key"),
+        relay.sdl.logs().contains("duplicate key"),
         "no warning for the duplicate-key value"
     );
 
@@ -225,23 +221,20 @@ async fn mariadb_json_columns_become_exact_documents() {
 /// dropped, never altered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_that_became_json_since_keeps_non_json_values_as_text() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    for statement in [
-        "CREATE TABLE app.late (id INT PRIMARY KEY, doc LONGTEXT)",
-        "INSERT INTO app.late VALUES (1, '{\"a\": 1.50}'), (2, 'not json')",
-        "DELETE FROM app.late WHERE id = 2",
-        "ALTER TABLE app.late MODIFY doc JSON",
-    ] {
-        conn.query_drop(statement)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
+    let mut relay = Relay::builder()
+        .sql(&[
+            "CREATE TABLE app.late (id INT PRIMARY KEY, doc LONGTEXT)",
+            "INSERT INTO app.late VALUES (1, '{\"a\": 1.50}'), (2, 'not json')",
+            "DELETE FROM app.late WHERE id = 2",
+            "ALTER TABLE app.late MODIFY doc JSON",
+        ])
+        .start_from("earliest")
+        .stopped()
+        .await;
     // Only now does sdl read these rows: information_schema already says `doc` is JSON.
-    let mut sdl = Sdl::new(&mariadb, &mongo, "earliest");
-    sdl.start();
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    let docs = change_documents(&mongo).await;
+    relay.sdl.start();
+    relay.wait_caught_up(TIMEOUT).await;
+    let docs = relay.documents().await;
     let mut inserts: HashMap<i64, Document> = HashMap::new();
     for d in &docs {
         if d.get_str("op").unwrap() == "insert" {
@@ -255,9 +248,11 @@ async fn a_column_that_became_json_since_keeps_non_json_values_as_text() {
     ));
     assert!(same(inserts[&2].get("doc").unwrap(), &s("not json")));
     assert!(
-        sdl.logs()
+        relay
+            .sdl
+            .logs()
             .contains("app.late column `doc` is a JSON column but this value is not JSON"),
         "no warning for the non-JSON value: {}",
-        sdl.logs()
+        relay.sdl.logs()
     );
 }

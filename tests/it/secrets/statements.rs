@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{change_documents, wait_for_offset, MariaDb, Mongo, Sdl};
+use crate::support::Relay;
 use mysql_async::prelude::Queryable;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -110,19 +110,17 @@ fn assert_no_secret_in_files(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_in_user_and_replication_statements_are_redacted_everywhere() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
-    let mut conn = mariadb.root_conn().await;
+    let mut relay = Relay::builder().following().await;
+    let mut conn = relay.conn().await;
     for (statement, _) in STATEMENTS {
         conn.query_drop(*statement)
             .await
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
+    relay.wait_caught_up(TIMEOUT).await;
 
-    let statements: Vec<String> = change_documents(&mongo)
+    let statements: Vec<String> = relay
+        .documents()
         .await
         .iter()
         .filter(|d| d.get_str("op").unwrap() == "ddl")
@@ -130,14 +128,14 @@ async fn passwords_in_user_and_replication_statements_are_redacted_everywhere() 
         .collect();
     let expected: Vec<&str> = STATEMENTS.iter().filter_map(|(_, ddl)| *ddl).collect();
     assert_eq!(statements, expected);
-    assert_no_secret("/status", &sdl.status().to_string());
+    assert_no_secret("/status", &relay.sdl.status().to_string());
 
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    assert_no_secret("sdl's logs", &sdl.logs());
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    assert_no_secret("sdl's logs", &relay.sdl.logs());
     let dump = Command::new(env!("CARGO_BIN_EXE_sdl"))
         .args(["wal", "dump", "--from", "1", "--to", "1000"])
         .arg("--dir")
-        .arg(sdl.wal_dir())
+        .arg(relay.sdl.wal_dir())
         .output()
         .unwrap();
     let dump_text = String::from_utf8_lossy(&dump.stdout);
@@ -151,5 +149,5 @@ async fn passwords_in_user_and_replication_statements_are_redacted_everywhere() 
         "the WAL no longer holds the statements: {dump_text}"
     );
     assert_no_secret("sdl wal dump", &dump_text);
-    assert_no_secret_in_files(&sdl.wal_dir());
+    assert_no_secret_in_files(&relay.sdl.wal_dir());
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{change_documents, wait_for_offset, MariaDb, Mongo, Sdl};
+use crate::support::Relay;
 use mongodb::bson::{doc, Bson};
 use mysql_async::prelude::Queryable;
 
@@ -13,34 +13,22 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn information_schema_names_rows_under_minimal_metadata() {
-    let (mariadb, mongo) = tokio::join!(
-        MariaDb::start_with(&["--binlog-row-metadata=MINIMAL"]),
-        Mongo::start()
-    );
-    let mut conn = mariadb.root_conn().await;
-    conn.query_drop(
-        "CREATE TABLE app.m (id INT PRIMARY KEY, name VARCHAR(20) CHARSET latin1, \
-         e ENUM('x','it''s'), s SET('a','b','c'))",
-    )
-    .await
-    .unwrap();
-    let sdl_fixture = Sdl::new(&mariadb, &mongo, "current");
-    let config = std::fs::read_to_string(&sdl_fixture.config_path)
-        .unwrap()
-        .replace(
-            "[source]\n",
-            "[source]\ncolumn_names = \"information_schema\"\n",
-        );
-    std::fs::write(&sdl_fixture.config_path, config).unwrap();
-    let mut sdl = sdl_fixture;
-    sdl.start();
-    sdl.wait_following().await;
+    let mut relay = Relay::builder()
+        .mariadb_args(&["--binlog-row-metadata=MINIMAL"])
+        .sql(&[
+            "CREATE TABLE app.m (id INT PRIMARY KEY, name VARCHAR(20) CHARSET latin1, \
+                e ENUM('x','it''s'), s SET('a','b','c'))",
+        ])
+        .setting("source", "column_names = \"information_schema\"")
+        .following()
+        .await;
+    let mut conn = relay.conn().await;
 
     conn.query_drop("INSERT INTO app.m VALUES (1, 'café', 'it''s', 'a,c')")
         .await
         .unwrap();
     // The fallback is racy by design: the first row must be named before the ALTER runs.
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
+    relay.wait_caught_up(TIMEOUT).await;
     conn.query_drop("ALTER TABLE app.m RENAME COLUMN name TO title, ADD COLUMN n INT DEFAULT 4")
         .await
         .unwrap();
@@ -48,8 +36,9 @@ async fn information_schema_names_rows_under_minimal_metadata() {
         .await
         .unwrap();
 
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    let inserts: Vec<_> = change_documents(&mongo)
+    relay.wait_caught_up(TIMEOUT).await;
+    let inserts: Vec<_> = relay
+        .documents()
         .await
         .into_iter()
         .filter(|d| d.get_str("op").unwrap() == "insert")
@@ -74,5 +63,5 @@ async fn information_schema_names_rows_under_minimal_metadata() {
         inserts[1].get_document("after").unwrap(),
         &doc! { "id": 2i64, "title": "é", "e": "x", "s": Bson::Array(vec![]), "n": 4i64 }
     );
-    assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
+    assert!(relay.sdl.is_running(), "sdl exited:\n{}", relay.sdl.logs());
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{change_documents, wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
+use crate::support::{wait_until, Relay};
 use mongodb::bson::Bson;
 use mysql_async::prelude::Queryable;
 
@@ -61,17 +61,14 @@ fn expected_value(phase: usize, column: &str, id: i64) -> Bson {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alters_amid_writes_are_reflected_from_the_next_row_on() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    conn.query_drop(
-        "CREATE TABLE app.evolving (id INT PRIMARY KEY, k INT NOT NULL, \
-         a VARCHAR(10) DEFAULT 'a', b INT DEFAULT 2)",
-    )
-    .await
-    .unwrap();
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    let mut relay = Relay::builder()
+        .sql(&[
+            "CREATE TABLE app.evolving (id INT PRIMARY KEY, k INT NOT NULL, \
+               a VARCHAR(10) DEFAULT 'a', b INT DEFAULT 2)",
+        ])
+        .following()
+        .await;
+    let mut conn = relay.conn().await;
 
     // The writer inserts (id, k = 10 * id) until told to stop; the ALTERs run between its rows.
     let written = Arc::new(AtomicU64::new(0));
@@ -79,7 +76,7 @@ async fn alters_amid_writes_are_reflected_from_the_next_row_on() {
     let writer = tokio::spawn({
         let written = written.clone();
         let keep_going = keep_going.clone();
-        let mut conn = mariadb.root_conn().await;
+        let mut conn = relay.mariadb.root_conn().await;
         async move {
             let mut id = 0i64;
             while keep_going.load(Ordering::SeqCst) {
@@ -114,8 +111,8 @@ async fn alters_amid_writes_are_reflected_from_the_next_row_on() {
     keep_going.store(false, Ordering::SeqCst);
     let rows = writer.await.unwrap();
 
-    wait_for_offset(&mongo, &mariadb.gtid_binlog_pos().await, TIMEOUT, &sdl).await;
-    let docs = change_documents(&mongo).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    let docs = relay.documents().await;
     let mut phase = 0;
     let mut rows_per_phase = vec![0; PHASES.len()];
     let mut seen = 0;
@@ -159,5 +156,5 @@ async fn alters_amid_writes_are_reflected_from_the_next_row_on() {
         rows_per_phase.iter().all(|&n| n >= 10),
         "rows per phase: {rows_per_phase:?}"
     );
-    assert!(sdl.is_running(), "sdl exited:\n{}", sdl.logs());
+    assert!(relay.sdl.is_running(), "sdl exited:\n{}", relay.sdl.logs());
 }
