@@ -498,24 +498,18 @@ fn fraction(rng: &mut Rng, fsp: u32) -> String {
     format!(".{digits}")
 }
 
-/// `YYYY-MM-DD hh:mm:ss` of a Unix time, in UTC (civil-from-days, H. Hinnant's algorithm).
+/// `YYYY-MM-DD hh:mm:ss` of a Unix time, in UTC (the calendar arithmetic is the `time` crate's).
 fn utc_datetime(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let at = time::OffsetDateTime::from_unix_timestamp(epoch as i64)
+        .unwrap_or_else(|e| panic!("{epoch} is not a Unix time: {e}"));
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
     )
 }
 
