@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support;
-use crate::support::workload::{create_tables, Workload};
-use crate::support::{free_port, wait_for_offset, MariaDb, Mongo, Sdl};
+use crate::support::workload::Workload;
+use crate::support::{free_port, wait_for_offset, MariaDb, Mongo, Relay, Sdl};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -48,21 +48,17 @@ fn sdl_wal(args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    create_tables(&mut conn).await;
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
+    let mut relay = Relay::builder().workload_tables().following().await;
+    let mut conn = relay.conn().await;
     let mut workload = Workload::new(12);
     workload.run(&mut conn, 40).await;
-    let position = mariadb.gtid_binlog_pos().await;
-    wait_for_offset(&mongo, &position, TIMEOUT, &sdl).await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_for_offset(&relay.mongo, &position, TIMEOUT, &relay.sdl).await;
     let records = workload.transactions;
-    let addr = sdl.admin_addr();
+    let addr = relay.sdl.admin_addr();
 
     // The token: 0600 in the WAL directory.
-    let token_file = sdl.wal_dir().join("admin.token");
+    let token_file = relay.sdl.wal_dir().join("admin.token");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", token_file.display());
     let token = std::fs::read_to_string(&token_file)
@@ -122,13 +118,13 @@ async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
     let (code, body) = get(&addr, "/wal/dump?from=1&to=10000", Some(&token));
     assert_eq!(code, 200, "{body}");
     assert_eq!(transactions_in(&body).len() as u64, records, "{body}");
-    let in_mongodb = support::change_documents(&mongo).await.len();
+    let in_mongodb = relay.documents().await.len();
     assert_eq!(body.lines().count(), in_mongodb, "{body}");
     let (code, body) = get(&addr, "/wal/list?limit=10001", None);
     assert_eq!(code, 400, "{body}");
 
     // The CLI reads the token through --config, and asks for a large range in pieces.
-    let config = sdl.config_path.display().to_string();
+    let config = relay.sdl.config_path.display().to_string();
     let (code, stdout, stderr) = sdl_wal(&["show", "2", "--config", &config]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("position after:"), "{stdout}");
@@ -138,13 +134,13 @@ async fn row_contents_need_the_admin_token_and_dumps_are_bounded() {
     assert_eq!(transactions_in(&stdout).len() as u64, records, "{stdout}");
     assert_eq!(stdout.lines().count(), in_mongodb, "{stdout}");
     // ... and through --admin with the WAL directory.
-    let wal_dir = sdl.wal_dir().display().to_string();
+    let wal_dir = relay.sdl.wal_dir().display().to_string();
     let (code, _, stderr) = sdl_wal(&["show", "2", "--dir", &wal_dir, "--admin", &addr]);
     assert_eq!(code, 0, "{stderr}");
 
     // Kept across restarts.
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    sdl.start();
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    relay.sdl.start();
     support::wait_until("the restarted sdl's admin endpoint", TIMEOUT, || async {
         ureq::get(&format!("http://{addr}/healthz"))
             .call()

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use crate::support::{MariaDb, Mongo, Sdl};
+use crate::support::Relay;
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -13,19 +13,18 @@ fn mode(path: &std::path::Path) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_wal_directory_is_made_private_with_a_warning() {
-    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut sdl = Sdl::new(&mariadb, &mongo, "current");
-    std::fs::create_dir(sdl.wal_dir()).unwrap();
-    std::fs::set_permissions(sdl.wal_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    sdl.start();
-    sdl.wait_following().await;
-    assert_eq!(mode(&sdl.wal_dir()), 0o700);
-    let logs = sdl.logs();
+    let mut relay = Relay::builder().stopped().await;
+    std::fs::create_dir(relay.sdl.wal_dir()).unwrap();
+    std::fs::set_permissions(relay.sdl.wal_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+    assert_eq!(mode(&relay.sdl.wal_dir()), 0o700);
+    let logs = relay.sdl.logs();
     assert!(
         logs.contains("WARN") && logs.contains("was open to other users (mode 755): set to 0700"),
         "{logs}"
     );
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
 /// sdl runs as `nobody` on a WAL directory root owns and others can read: it cannot make it
