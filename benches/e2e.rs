@@ -38,7 +38,9 @@
 //!    stopped, MongoDB started again, and sdl C started: time to /readyz 200, to the first batch
 //!    committed, and to the last.
 
-#[path = "../tests/common/mod.rs"]
+// The integration tests' harness: the benchmarks use a few of its helpers.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/support/mod.rs"]
 mod common;
 mod support;
 

@@ -24,7 +24,9 @@
 //! the insert_many alone, and with sdl's bookkeeping (offset findAndModify, staging writes) added
 //! (both into collections with sdl's indexes).
 
-#[path = "../tests/common/mod.rs"]
+// The integration tests' harness: the benchmarks use a few of its helpers.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/support/mod.rs"]
 mod common;
 mod support;
 

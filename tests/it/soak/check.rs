@@ -1,0 +1,632 @@
+//! The soak's final check: MongoDB against the source, by two independent routes.
+//!
+//! 1. **The binlog, read by MariaDB's own `mariadb-binlog`** (not by sdl's decoder, not from its
+//!    WAL): every transaction's GTID, its row events (`### INSERT/UPDATE/DELETE` lines of
+//!    `--base64-output=decode-rows -v`) and its DDL statements. The change documents must match
+//!    it transaction by transaction: as many row documents as row events, the DDL statements word
+//!    for word, ordinals `0..n` with `_id` = `<meta.source>/<gtid>:<ordinal>`, no binlog event stored twice.
+//! 2. **The tables themselves**: every table rebuilt by replaying the change documents in commit
+//!    order (the ALTERs' DDL documents applied to the rows already there) must equal `SELECT *`
+//!    on MariaDB, value for value.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use mongodb::bson::{Bson, Document};
+use mysql_async::prelude::Queryable;
+
+use crate::soak::schema::{self, Effect, Kind};
+
+/// What the binlog holds, per GTID.
+#[derive(Default)]
+pub struct Binlog {
+    /// GTID → (row events, DDL statements), for transactions with either.
+    pub transactions: BTreeMap<String, (u64, Vec<String>)>,
+    /// (table, op) → row events, for `app` tables.
+    pub ops: BTreeMap<(String, &'static str), u64>,
+    pub rows: u64,
+    pub app_rows: u64,
+    pub statements: u64,
+}
+
+/// Reads binlog `files` (in the datadir) with `mariadb-binlog`.
+pub fn read_binlog(datadir: &Path, files: &[String]) -> Binlog {
+    let mut child = Command::new("mariadb-binlog")
+        .args(["--no-defaults", "--base64-output=decode-rows", "-v"])
+        .args(files.iter().map(|f| datadir.join(f)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mariadb-binlog (Debian's mariadb-client-core)");
+    let binlog = parse_binlog(BufReader::new(child.stdout.take().unwrap()));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mariadb-binlog failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    binlog
+}
+
+/// Parses `mariadb-binlog --base64-output=decode-rows -v` output.
+fn parse_binlog(output: impl BufRead) -> Binlog {
+    let mut binlog = Binlog::default();
+    let mut gtid = String::new();
+    // Inside a Query event: the statement's lines so far.
+    let mut query: Option<Vec<String>> = None;
+    // Row values print as the bytes they are (latin1, binary): not always UTF-8.
+    for line in output.split(b'\n') {
+        let line = String::from_utf8_lossy(&line.expect("mariadb-binlog output")).into_owned();
+        if let Some(lines) = query.as_mut() {
+            // Session context the tool prints before the statement, one line each.
+            let context = ["SET ", "use `", "/*!", "/*M!", "DELIMITER"]
+                .iter()
+                .any(|p| line.starts_with(p));
+            let ends = line.ends_with("/*!*/;");
+            if !context {
+                lines.push(line.trim_end_matches("/*!*/;").to_string());
+            }
+            if ends && !context || line == "/*!*/;" {
+                let statement = lines.join("\n").trim_end().to_string();
+                query = None;
+                let control = matches!(
+                    statement.as_str(),
+                    "BEGIN" | "COMMIT" | "ROLLBACK" | "START TRANSACTION"
+                ) || statement.starts_with("SAVEPOINT")
+                    || statement.starts_with("ROLLBACK TO")
+                    || statement.starts_with("RELEASE SAVEPOINT");
+                if !control && !statement.is_empty() {
+                    binlog.statements += 1;
+                    binlog
+                        .transactions
+                        .entry(gtid.clone())
+                        .or_default()
+                        .1
+                        .push(statement);
+                }
+            }
+            continue;
+        }
+        if line.starts_with('#') && !line.starts_with("###") {
+            if let Some(at) = line.find("\tGTID ") {
+                gtid = line[at + 6..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            } else if line.contains("\tQuery\t") {
+                query = Some(Vec::new());
+            }
+            continue;
+        }
+        let row = [
+            ("### INSERT INTO ", "insert"),
+            ("### UPDATE ", "update"),
+            ("### DELETE FROM ", "delete"),
+        ]
+        .into_iter()
+        .find_map(|(prefix, op)| line.strip_prefix(prefix).map(|table| (table, op)));
+        if let Some((table, op)) = row {
+            binlog.rows += 1;
+            binlog.transactions.entry(gtid.clone()).or_default().0 += 1;
+            if let Some(table) = table.strip_prefix("`app`.`") {
+                let table = table.trim_end_matches('`').to_string();
+                *binlog.ops.entry((table, op)).or_default() += 1;
+                binlog.app_rows += 1;
+            }
+        }
+    }
+    binlog
+}
+
+/// What the check found; `problems` is empty when MongoDB matches the source.
+#[derive(Default)]
+pub struct Findings {
+    pub problems: Vec<String>,
+    pub row_documents: u64,
+    pub ddl_documents: u64,
+    pub alter_documents: u64,
+    pub rows_compared: u64,
+    pub values_compared: u64,
+}
+
+impl Findings {
+    fn problem(&mut self, text: String) {
+        if self.problems.len() < 200 {
+            self.problems.push(text);
+        } else if self.problems.len() == 200 {
+            self.problems.push("(more problems not listed)".into());
+        }
+    }
+}
+
+fn meta(d: &Document) -> &Document {
+    d.get_document("meta").expect("meta")
+}
+
+/// Checks the change documents (in commit order) against the binlog.
+pub fn against_binlog(docs: &[Document], binlog: &Binlog, findings: &mut Findings) {
+    let mut per_gtid: BTreeMap<String, (u64, Vec<String>, Vec<i64>)> = BTreeMap::new();
+    let mut events = BTreeSet::new();
+    let mut ops: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for d in docs {
+        let m = meta(d);
+        let gtid = m.get_str("gtid").unwrap_or_default().to_string();
+        let row = m.get_i64("row").unwrap_or(-1);
+        let id = d.get_str("_id").unwrap_or_default();
+        let source = m.get_str("source").unwrap_or_default();
+        if source.is_empty() || id != format!("{source}/{gtid}:{row}") {
+            findings.problem(format!(
+                "_id {id} is not <meta.source>/<gtid>:<ordinal> of {d}"
+            ));
+        }
+        let event = (
+            m.get_str("file").unwrap_or_default().to_string(),
+            m.get_i64("pos").unwrap_or(-1),
+            row,
+        );
+        if !events.insert(event.clone()) {
+            findings.problem(format!("binlog event {event:?} stored twice: {d}"));
+        }
+        let entry = per_gtid.entry(gtid).or_default();
+        entry.2.push(row);
+        match d.get_str("op").unwrap_or_default() {
+            op @ ("insert" | "update" | "delete") => {
+                findings.row_documents += 1;
+                entry.0 += 1;
+                if m.get_str("db") == Ok("app") {
+                    let op = match op {
+                        "insert" => "insert",
+                        "update" => "update",
+                        _ => "delete",
+                    };
+                    let table = m.get_str("tbl").unwrap_or_default().to_string();
+                    *ops.entry((table, op)).or_default() += 1;
+                }
+            }
+            "ddl" => {
+                findings.ddl_documents += 1;
+                let statement = d.get_str("statement").unwrap_or_default().to_string();
+                if statement.starts_with("ALTER TABLE") {
+                    findings.alter_documents += 1;
+                }
+                entry.1.push(statement);
+            }
+            other => findings.problem(format!("unknown op {other}: {d}")),
+        }
+    }
+    for (gtid, (rows, statements, mut ordinals)) in per_gtid.clone() {
+        ordinals.sort_unstable();
+        let expected: Vec<i64> = (0..ordinals.len() as i64).collect();
+        if ordinals != expected {
+            findings.problem(format!(
+                "transaction {gtid}: ordinals {:?}… are not 0..{}",
+                &ordinals[..ordinals.len().min(10)],
+                ordinals.len()
+            ));
+        }
+        match binlog.transactions.get(&gtid) {
+            None => findings.problem(format!(
+                "transaction {gtid} is in MongoDB ({rows} rows, {statements:?}) but not in the binlog"
+            )),
+            Some((binlog_rows, binlog_statements)) => {
+                if *binlog_rows != rows {
+                    findings.problem(format!(
+                        "transaction {gtid}: {rows} row documents, {binlog_rows} row events in the binlog"
+                    ));
+                }
+                // Passwords in statement text are redacted before the WAL (docs/operations.md,
+                // "Secrets in statements"; every form is checked in tests/statement_secrets.rs):
+                // the binlog's text is compared after the same documented redaction, word for
+                // word otherwise.
+                let binlog_statements: Vec<String> = binlog_statements
+                    .iter()
+                    .map(|s| sdl::redact::redact_statement(s).into_owned())
+                    .collect();
+                if binlog_statements != statements {
+                    findings.problem(format!(
+                        "transaction {gtid}: DDL documents {statements:?}, binlog {binlog_statements:?}"
+                    ));
+                }
+            }
+        }
+    }
+    for (gtid, (rows, statements)) in &binlog.transactions {
+        if !per_gtid.contains_key(gtid) {
+            findings.problem(format!(
+                "transaction {gtid} ({rows} row events, {statements:?}) is in the binlog but not in MongoDB"
+            ));
+        }
+    }
+    if ops != binlog.ops {
+        findings.problem(format!(
+            "row documents per (table, op) {ops:?} differ from the binlog's {:?}",
+            binlog.ops
+        ));
+    }
+    if findings.row_documents != binlog.rows {
+        findings.problem(format!(
+            "{} row documents, {} row events in the binlog",
+            findings.row_documents, binlog.rows
+        ));
+    }
+    if findings.ddl_documents != binlog.statements {
+        findings.problem(format!(
+            "{} DDL documents, {} DDL statements in the binlog",
+            findings.ddl_documents, binlog.statements
+        ));
+    }
+}
+
+/// A table rebuilt from change documents: canonical id → column → value.
+type Rebuilt = BTreeMap<String, BTreeMap<String, Bson>>;
+
+fn id_text(v: Option<&Bson>) -> String {
+    match v {
+        Some(Bson::Int64(i)) => i.to_string(),
+        other => format!("bad id {other:?}"),
+    }
+}
+
+/// Replays the `app` change documents into tables, applying each ALTER's effect on the rows
+/// already there when its DDL document comes.
+pub fn rebuild(docs: &[Document], findings: &mut Findings) -> BTreeMap<String, Rebuilt> {
+    let alters: BTreeMap<&str, schema::Alter> = schema::alters()
+        .into_iter()
+        .map(|a| (a.statement, a))
+        .collect();
+    let mut tables: BTreeMap<String, Rebuilt> = schema::tables()
+        .iter()
+        .map(|t| (t.name.to_string(), Rebuilt::new()))
+        .collect();
+    let image = |d: &Document, which: &str| -> BTreeMap<String, Bson> {
+        d.get_document(which)
+            .map(|i| i.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    for d in docs {
+        let m = meta(d);
+        let op = d.get_str("op").unwrap_or_default();
+        if op == "ddl" {
+            if let Some(alter) = alters.get(d.get_str("statement").unwrap_or_default()) {
+                let rows = tables.get_mut(alter.table).unwrap();
+                for row in rows.values_mut() {
+                    match &alter.effect {
+                        Effect::Add { column, default } => {
+                            row.insert(column.name.to_string(), default.clone());
+                        }
+                        Effect::Drop { column } => {
+                            row.remove(*column);
+                        }
+                        Effect::Retype { .. } => {}
+                    }
+                }
+            }
+            continue;
+        }
+        if m.get_str("db") != Ok("app") {
+            continue;
+        }
+        let table = m.get_str("tbl").unwrap_or_default();
+        let Some(rows) = tables.get_mut(table) else {
+            findings.problem(format!("change of an unknown table: {d}"));
+            continue;
+        };
+        if op == "update" || op == "delete" {
+            let before = image(d, "before");
+            let key = id_text(before.get("id"));
+            match rows.remove(&key) {
+                None => findings.problem(format!("{op} of a row not there: {d}")),
+                Some(old) if old != before => findings.problem(format!(
+                    "app.{table} id {key}: before image {before:?} differs from the row rebuilt so far {old:?}"
+                )),
+                Some(_) => {}
+            }
+        }
+        if op == "insert" || op == "update" {
+            let after = image(d, "after");
+            let key = id_text(after.get("id"));
+            if rows.insert(key.clone(), after).is_some() {
+                findings.problem(format!(
+                    "app.{table} id {key}: {op} over an existing row: {d}"
+                ));
+            }
+        }
+    }
+    tables
+}
+
+/// Compares every rebuilt table with `SELECT *` on MariaDB, value for value.
+pub async fn against_tables(
+    conn: &mut mysql_async::Conn,
+    rebuilt: &BTreeMap<String, Rebuilt>,
+    findings: &mut Findings,
+) {
+    let mut kinds: BTreeMap<(&str, &str), Kind> = BTreeMap::new();
+    for table in schema::tables() {
+        kinds.insert(
+            (table.name, "id"),
+            Kind::Int {
+                bits: 64,
+                unsigned: false,
+            },
+        );
+        for c in table.columns {
+            kinds.insert((table.name, c.name), c.kind);
+        }
+    }
+    for alter in schema::alters() {
+        if let Effect::Add { column, .. } = alter.effect {
+            kinds.insert((alter.table, column.name), column.kind);
+        }
+    }
+    conn.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    for (table, rows) in rebuilt {
+        let columns: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'app' AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (table,),
+            )
+            .await
+            .unwrap();
+        let column_kinds: Vec<Kind> = columns
+            .iter()
+            .map(|c| kinds[&(table.as_str(), c.as_str())])
+            .collect();
+        let select: Vec<String> = columns
+            .iter()
+            .zip(&column_kinds)
+            .map(|(c, k)| match k {
+                Kind::Json => format!("JSON_COMPACT(`{c}`)"),
+                _ => format!("`{c}`"),
+            })
+            .collect();
+        let source: Vec<mysql_async::Row> = conn
+            .exec(format!("SELECT {} FROM app.{table}", select.join(", ")), ())
+            .await
+            .unwrap();
+        let mut seen = BTreeSet::new();
+        for row in source {
+            let values = row.unwrap();
+            let id = schema::source_text(column_kinds[0], &values[0]);
+            seen.insert(id.clone());
+            let Some(doc_row) = rows.get(&id) else {
+                findings.problem(format!("app.{table} id {id} is in MariaDB, not in MongoDB"));
+                continue;
+            };
+            findings.rows_compared += 1;
+            let doc_columns: BTreeSet<&str> = doc_row.keys().map(String::as_str).collect();
+            let source_columns: BTreeSet<&str> = columns.iter().map(String::as_str).collect();
+            if doc_columns != source_columns {
+                findings.problem(format!(
+                    "app.{table} id {id}: columns {doc_columns:?} rebuilt, {source_columns:?} in MariaDB"
+                ));
+            }
+            for ((name, kind), value) in columns.iter().zip(&column_kinds).zip(&values) {
+                findings.values_compared += 1;
+                let want = schema::source_text(*kind, value);
+                let got = doc_row
+                    .get(name)
+                    .map(|v| schema::document_text(*kind, v))
+                    .unwrap_or_else(|| "(missing)".into());
+                if want != got {
+                    findings.problem(format!(
+                        "app.{table} id {id} column {name}: MariaDB {want:?}, MongoDB {got:?}"
+                    ));
+                }
+            }
+        }
+        for id in rows.keys().filter(|id| !seen.contains(*id)) {
+            findings.problem(format!("app.{table} id {id} is in MongoDB, not in MariaDB"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::doc;
+
+    use super::*;
+
+    fn change(
+        gtid: &str,
+        row: i64,
+        pos: i64,
+        op: &str,
+        before: Option<i64>,
+        after: Option<i64>,
+    ) -> Document {
+        let mut d = doc! {
+            "_id": format!("soak/{gtid}:{row}"),
+            "op": op,
+            "meta": { "source": "soak", "db": "app", "tbl": "ints", "gtid": gtid, "file": "mariadb-bin.000001", "pos": pos, "row": row },
+        };
+        if let Some(id) = before {
+            d.insert("before", doc! { "id": id, "i": 1_i64 });
+        }
+        if let Some(id) = after {
+            d.insert("after", doc! { "id": id, "i": 1_i64 });
+        }
+        d
+    }
+
+    fn binlog(transactions: &[(&str, u64)]) -> Binlog {
+        let mut b = Binlog::default();
+        for (gtid, rows) in transactions {
+            b.transactions.insert(gtid.to_string(), (*rows, Vec::new()));
+            b.rows += rows;
+        }
+        b
+    }
+
+    fn problems(docs: &[Document], binlog: &Binlog) -> Vec<String> {
+        let mut findings = Findings::default();
+        let mut binlog_ops = BTreeMap::new();
+        for d in docs {
+            let op = match d.get_str("op").unwrap() {
+                "insert" => "insert",
+                "update" => "update",
+                _ => "delete",
+            };
+            *binlog_ops.entry(("ints".to_string(), op)).or_default() += 1;
+        }
+        let binlog = Binlog {
+            ops: binlog_ops,
+            transactions: binlog.transactions.clone(),
+            rows: binlog.rows,
+            ..Default::default()
+        };
+        against_binlog(docs, &binlog, &mut findings);
+        rebuild(docs, &mut findings);
+        findings.problems
+    }
+
+    /// Real `mariadb-binlog` output (MariaDB 10.11), shortened.
+    const TOOL_OUTPUT: &str = r#"# at 456
+#261126  4:13:20 server id 1  end_log_pos 499 CRC32 0xe476cea9 	GTID 0-1-2 ddl
+/*M!100001 SET @@session.gtid_seq_no=2*//*!*/;
+# at 499
+#261126  4:13:20 server id 1  end_log_pos 621 CRC32 0xb77ae65f 	Query	thread_id=5	exec_time=0	error_code=0	xid=7
+use `app`/*!*/;
+SET TIMESTAMP=1795666400/*!*/;
+CREATE TABLE app.m (id INT PRIMARY KEY, j JSON)
+/*!*/;
+# at 1274
+#261126  4:13:24 server id 1  end_log_pos 1316 CRC32 0x813b4141 	GTID 0-1-5 cid=12 trans
+/*M!100001 SET @@session.gtid_seq_no=5*//*!*/;
+START TRANSACTION
+/*!*/;
+#261126  4:13:24 server id 1  end_log_pos 1384 CRC32 0x57da5529 	Annotate_rows:
+#Q> INSERT INTO b SELECT seq, seq FROM seq_1_to_2
+#261126  4:13:24 server id 1  end_log_pos 1441 CRC32 0x7ef282b2 	Table_map: `app`.`b` mapped to number 24
+#261126  4:13:24 server id 1  end_log_pos 1513 CRC32 0xd271c564 	Write_rows: table id 24 flags: STMT_END_F
+### INSERT INTO `app`.`b`
+### SET
+###   @1=1
+### INSERT INTO `app`.`b`
+### SET
+###   @1=2
+#261126  4:13:24 server id 1  end_log_pos 1758 CRC32 0xf739422b 	Update_rows: table id 24 flags: STMT_END_F
+### UPDATE `app`.`b`
+### WHERE
+###   @1=1
+### SET
+###   @1=11
+#261126  4:13:24 server id 1  end_log_pos 1981 CRC32 0xd0240966 	Delete_rows: table id 24 flags: STMT_END_F
+### DELETE FROM `app`.`b`
+### WHERE
+###   @1=2
+# Number of rows: 1
+#261126  4:13:24 server id 1  end_log_pos 2012 CRC32 0x32d8eaad 	Xid = 20
+COMMIT/*!*/;
+# at 2012
+#261126  4:13:24 server id 1  end_log_pos 2054 CRC32 0x31f36802 	GTID 0-1-8 ddl
+/*M!100001 SET @@session.gtid_seq_no=8*//*!*/;
+# at 2054
+#261126  4:13:24 server id 1  end_log_pos 2173 CRC32 0x84fc4410 	Query	thread_id=8	exec_time=0	error_code=0	xid=21
+SET TIMESTAMP=1795666404/*!*/;
+ALTER TABLE app.b ADD COLUMN x INT DEFAULT 5
+/*!*/;
+DELIMITER ;
+# End of log file
+"#;
+
+    #[test]
+    fn binlog_output_is_parsed() {
+        let b = parse_binlog(TOOL_OUTPUT.as_bytes());
+        assert_eq!(b.rows, 4);
+        assert_eq!(b.app_rows, 4);
+        assert_eq!(b.statements, 2);
+        assert_eq!(
+            b.transactions["0-1-2"],
+            (
+                0,
+                vec!["CREATE TABLE app.m (id INT PRIMARY KEY, j JSON)".to_string()]
+            )
+        );
+        assert_eq!(b.transactions["0-1-5"], (4, Vec::new()));
+        assert_eq!(
+            b.transactions["0-1-8"],
+            (
+                0,
+                vec!["ALTER TABLE app.b ADD COLUMN x INT DEFAULT 5".to_string()]
+            )
+        );
+        let ops: Vec<_> = b
+            .ops
+            .iter()
+            .map(|((t, op), n)| (t.as_str(), *op, *n))
+            .collect();
+        assert_eq!(
+            ops,
+            [("b", "delete", 1), ("b", "insert", 2), ("b", "update", 1)]
+        );
+    }
+
+    #[test]
+    fn matching_documents_pass() {
+        let docs = [
+            change("0-1-5", 0, 100, "insert", None, Some(1)),
+            change("0-1-5", 1, 100, "insert", None, Some(2)),
+            change("0-1-6", 0, 200, "update", Some(1), Some(3)),
+        ];
+        assert_eq!(
+            problems(&docs, &binlog(&[("0-1-5", 2), ("0-1-6", 1)])),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_lost_change_is_found() {
+        let docs = [change("0-1-5", 0, 100, "insert", None, Some(1))];
+        let found = problems(&docs, &binlog(&[("0-1-5", 2)]));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("1 row documents, 2 row events")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_transaction_is_found() {
+        let docs = [change("0-1-5", 0, 100, "insert", None, Some(1))];
+        let found = problems(&docs, &binlog(&[("0-1-5", 1), ("0-1-6", 1)]));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("0-1-6") && p.contains("not in MongoDB")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_change_stored_twice_is_found() {
+        // The same binlog event under two ordinals (a duplicate a unique _id cannot catch).
+        let docs = [
+            change("0-1-5", 0, 100, "insert", None, Some(1)),
+            change("0-1-5", 1, 100, "insert", None, Some(2)),
+            change("0-1-5", 1, 100, "insert", None, Some(2)),
+        ];
+        let found = problems(&docs, &binlog(&[("0-1-5", 2)]));
+        assert!(
+            found.iter().any(|p| p.contains("stored twice")),
+            "{found:?}"
+        );
+        assert!(found.iter().any(|p| p.contains("ordinals")), "{found:?}");
+    }
+
+    #[test]
+    fn an_update_of_a_row_never_inserted_is_found() {
+        let docs = [change("0-1-6", 0, 200, "update", Some(9), Some(3))];
+        let found = problems(&docs, &binlog(&[("0-1-6", 1)]));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("update of a row not there")),
+            "{found:?}"
+        );
+    }
+}

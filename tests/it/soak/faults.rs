@@ -1,0 +1,281 @@
+//! The soak's fault injector: at random moments (seeded), one fault at a time, each followed by a
+//! check that sdl recovered by itself (MongoDB's offset reaches the source position taken when
+//! the fault ended) within a bound.
+//!
+//! Faults come in shuffled decks holding every kind once, so a run of any length injects each
+//! kind at least once (the first deck is always completed) and a long run each kind many times.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{doc, Document};
+
+use crate::support::proxy::{Mode, Proxy};
+use crate::support::{wait_until, MariaDb, Mongo, Rng, Sdl};
+
+/// How long sdl may take to catch up after a fault ends (it may have a 200,000-row transaction
+/// to forward, or wait out a dead transaction's 60 s lifetime).
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    SdlKill,
+    SdlTerm,
+    MongoOutage,
+    MariaDbRestart,
+    SourceDrop,
+    SourceBlackhole,
+    SinkDrop,
+    SinkBlackhole,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.pad(match self {
+            Fault::SdlKill => "SIGKILL of sdl + restart",
+            Fault::SdlTerm => "SIGTERM of sdl (exit 0) + restart",
+            Fault::MongoOutage => "MongoDB killed, restarted later",
+            Fault::MariaDbRestart => "MariaDB restarted",
+            Fault::SourceDrop => "network to MariaDB refused (drop)",
+            Fault::SourceBlackhole => "network to MariaDB cut (blackhole)",
+            Fault::SinkDrop => "network to MongoDB refused (drop)",
+            Fault::SinkBlackhole => "network to MongoDB cut (blackhole)",
+        })
+    }
+}
+
+const ALL: [Fault; 8] = [
+    Fault::SdlKill,
+    Fault::SdlTerm,
+    Fault::MongoOutage,
+    Fault::MariaDbRestart,
+    Fault::SourceDrop,
+    Fault::SourceBlackhole,
+    Fault::SinkDrop,
+    Fault::SinkBlackhole,
+];
+
+/// Ranges (seconds) the random durations are drawn from.
+pub struct Timing {
+    pub mongo_outage: (u64, u64),
+    pub cut: (u64, u64),
+    pub mariadb_down: (u64, u64),
+    pub gap: (u64, u64),
+}
+
+impl Timing {
+    /// The CI run (a few minutes) scales the outages down; a long run uses the real lengths.
+    pub fn for_run(seconds: u64) -> Self {
+        if seconds < 600 {
+            Self {
+                mongo_outage: (20, 30),
+                cut: (4, 10),
+                mariadb_down: (0, 3),
+                gap: (2, 6),
+            }
+        } else {
+            Self {
+                mongo_outage: (30, 120),
+                cut: (5, 60),
+                mariadb_down: (0, 10),
+                gap: (5, 30),
+            }
+        }
+    }
+}
+
+/// The servers, the proxies in front of them and sdl.
+pub struct Rig {
+    pub mariadb: MariaDb,
+    pub mongo: Mongo,
+    pub sdl: Sdl,
+    pub source_proxy: Proxy,
+    /// None when the MongoDB of `SDL_TEST_MONGODB_URI` is not on this machine.
+    pub sink_proxy: Option<Proxy>,
+}
+
+#[derive(Default)]
+pub struct FaultLog {
+    /// Per kind: how many, total time the fault lasted, longest recovery after it.
+    pub kinds: BTreeMap<Fault, (u32, Duration, Duration)>,
+    pub skipped: Vec<String>,
+    /// How many kinds this run can inject (fewer with a MongoDB that is not on this machine).
+    pub expected_kinds: usize,
+}
+
+fn between(rng: &mut Rng, (low, high): (u64, u64)) -> Duration {
+    Duration::from_millis(low * 1000 + rng.below((high - low) * 1000 + 1))
+}
+
+/// `position` (MariaDB `domain-server-seq`, comma-separated) is at or past `target` in every
+/// domain of `target`.
+pub fn covers(position: &str, target: &str) -> bool {
+    let parse = |p: &str| -> BTreeMap<String, u64> {
+        p.split(',')
+            .filter(|g| !g.trim().is_empty())
+            .filter_map(|g| {
+                let mut parts = g.trim().splitn(3, '-');
+                let domain = parts.next()?.to_string();
+                let _server = parts.next()?;
+                Some((domain, parts.next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let have = parse(position);
+    parse(target)
+        .iter()
+        .all(|(domain, seq)| have.get(domain).is_some_and(|s| s >= seq))
+}
+
+/// Waits until sdl has caught up with the source position of now; returns how long it took.
+async fn recovery(rig: &Rig, offsets: &mongodb::Collection<Document>, fault: Fault) -> Duration {
+    let target = rig.mariadb.gtid_binlog_pos().await;
+    let started = Instant::now();
+    let what = format!("sdl to recover after `{fault}`: MongoDB's offset to reach {target}");
+    wait_until(&what, RECOVERY_TIMEOUT, || async {
+        let logs = rig.sdl.logs();
+        if let Some(line) = logs.lines().find(|l| l.starts_with("sdl: error:")) {
+            panic!("sdl stopped after `{fault}`: {line}\n{logs}");
+        }
+        let offset = offsets.find_one(doc! { "_id": "default" }).await.ok()??;
+        covers(offset.get_str("gtid").ok()?, &target).then_some(())
+    })
+    .await;
+    started.elapsed()
+}
+
+/// Injects faults until `duration` has passed (and at least one of each kind), while
+/// `writer_alive` says the workload is still running.
+pub async fn run(
+    rig: &mut Rig,
+    rng: &mut Rng,
+    duration: Duration,
+    timing: &Timing,
+    writer_alive: impl Fn() -> bool,
+) -> FaultLog {
+    let mut log = FaultLog::default();
+    let external = rig.mongo.is_external();
+    if external {
+        log.skipped.push(
+            "MongoDB is SDL_TEST_MONGODB_URI's: its outage is a refused network (proxy) instead of a kill".into(),
+        );
+    }
+    if rig.sink_proxy.is_none() {
+        log.skipped.push(
+            "SDL_TEST_MONGODB_URI names a MongoDB not on loopback: no network faults towards it"
+                .into(),
+        );
+    }
+    let offsets = rig
+        .mongo
+        .db()
+        .await
+        .collection::<Document>("binlog_offsets");
+    let started = Instant::now();
+    let mut first_deck = true;
+    'decks: loop {
+        let mut deck: Vec<Fault> = ALL
+            .into_iter()
+            .filter(|f| {
+                rig.sink_proxy.is_some()
+                    || !matches!(
+                        f,
+                        Fault::SinkDrop | Fault::SinkBlackhole | Fault::MongoOutage
+                    )
+            })
+            .collect();
+        log.expected_kinds = deck.len();
+        for i in (1..deck.len()).rev() {
+            deck.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for fault in deck {
+            if !first_deck && started.elapsed() >= duration {
+                break 'decks;
+            }
+            // A random moment: pacing between faults, not a wait for a condition.
+            tokio::time::sleep(between(rng, timing.gap)).await;
+            assert!(writer_alive(), "the writer stopped during the soak");
+            assert!(
+                rig.sdl.is_running(),
+                "sdl exited by itself before `{fault}`:\n{}",
+                rig.sdl.logs()
+            );
+            let at = started.elapsed();
+            let lasted = inject(rig, rng, timing, fault).await;
+            eprintln!(
+                "soak: {:>6.1}s  {fault} ({:.1}s)",
+                at.as_secs_f64(),
+                lasted.as_secs_f64()
+            );
+            let recovered = recovery(rig, &offsets, fault).await;
+            assert!(
+                rig.sdl.is_running(),
+                "sdl exited after `{fault}`:\n{}",
+                rig.sdl.logs()
+            );
+            let entry = log.kinds.entry(fault).or_default();
+            entry.0 += 1;
+            entry.1 += lasted;
+            entry.2 = entry.2.max(recovered);
+        }
+        first_deck = false;
+    }
+    log
+}
+
+/// Injects one fault and ends it; returns how long it lasted.
+async fn inject(rig: &mut Rig, rng: &mut Rng, timing: &Timing, fault: Fault) -> Duration {
+    let started = Instant::now();
+    match fault {
+        Fault::SdlKill => {
+            rig.sdl.kill();
+            rig.sdl.start();
+        }
+        Fault::SdlTerm => {
+            let status = rig.sdl.terminate(Duration::from_secs(60));
+            assert!(
+                status.success(),
+                "SIGTERM: sdl exited with {status}:\n{}",
+                rig.sdl.logs()
+            );
+            rig.sdl.start();
+        }
+        Fault::MongoOutage => {
+            let outage = between(rng, timing.mongo_outage);
+            if rig.mongo.is_external() {
+                let proxy = rig.sink_proxy.as_ref().unwrap();
+                proxy.set(Mode::Drop);
+                // The outage itself.
+                tokio::time::sleep(outage).await;
+                proxy.set(Mode::Pass);
+            } else {
+                rig.mongo.kill();
+                // The outage itself.
+                tokio::time::sleep(outage).await;
+                rig.mongo.restart().await;
+            }
+        }
+        Fault::MariaDbRestart => {
+            rig.mariadb.stop();
+            // The time the server stays down.
+            tokio::time::sleep(between(rng, timing.mariadb_down)).await;
+            rig.mariadb.restart().await;
+        }
+        Fault::SourceDrop | Fault::SourceBlackhole | Fault::SinkDrop | Fault::SinkBlackhole => {
+            let proxy = match fault {
+                Fault::SourceDrop | Fault::SourceBlackhole => &rig.source_proxy,
+                _ => rig.sink_proxy.as_ref().unwrap(),
+            };
+            let mode = match fault {
+                Fault::SourceDrop | Fault::SinkDrop => Mode::Drop,
+                _ => Mode::Blackhole,
+            };
+            proxy.set(mode);
+            // The cut itself.
+            tokio::time::sleep(between(rng, timing.cut)).await;
+            proxy.set(Mode::Pass);
+        }
+    }
+    started.elapsed()
+}
