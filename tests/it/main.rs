@@ -21,5 +21,6 @@ mod proxy;
 mod secrets;
 mod soak;
 mod source;
+mod structure;
 mod tls;
 mod wal;
