@@ -270,7 +270,7 @@ async fn run_stages(
         .await
         .map_err(source_failure)?;
     info!(
-        flavor = %crate::messages::flavor_name(flavor),
+        flavor = %flavor.name(),
         "source connected and configured for row-based CDC"
     );
 

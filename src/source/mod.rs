@@ -31,6 +31,7 @@
 pub mod binlog_file;
 pub mod charset;
 pub mod decode;
+mod flavor;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gtid;
@@ -56,13 +57,8 @@ use crate::shutdown::stopped;
 use crate::status::{IngestState, IngestStatus, LastError};
 pub use decode::FragmentLimits;
 use decode::{DecodeError, TransactionAssembler};
+pub use flavor::Flavor;
 use gtid::{Position, ResumePoint};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
-    Mariadb,
-    Mysql,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -190,6 +186,21 @@ fn classify_connect_error(
     }
 }
 
+/// What to check when the source refuses the login: the user in `source.url` and the password
+/// where it came from (the environment wins over `source.password_file`, which wins over the URL).
+fn source_credentials(cfg: &crate::config::SourceConfig) -> String {
+    if std::env::var_os("SDL_SOURCE_PASSWORD").is_some() {
+        "the user in source.url and the password in the environment variable SDL_SOURCE_PASSWORD (it overrides source.password_file and the URL's password)".into()
+    } else if let Some(file) = &cfg.password_file {
+        format!(
+            "the user in source.url and the password in source.password_file ({}), which is used instead of any password in the URL",
+            file.display()
+        )
+    } else {
+        "the user and password in source.url".into()
+    }
+}
+
 /// The fix for a TLS failure that will not go away by retrying (a certificate the CA does not
 /// vouch for, a wrong host name, a server without TLS, a client certificate the server refuses);
 /// `None` for anything else, including a connection cut during the handshake.
@@ -276,7 +287,7 @@ async fn login_now(cfg: &SourceConfig) -> Result<Conn, SourceError> {
     };
     Conn::new(builder)
         .await
-        .map_err(|e| classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e))
+        .map_err(|e| classify_connect_error(&cfg.url, source_credentials(cfg), e))
 }
 
 fn opts_builder(cfg: &SourceConfig) -> Result<(Opts, OptsBuilder), SourceError> {
@@ -329,9 +340,9 @@ async fn connect_for_stream(
             // source's host, not the loopback address the client connects to.
             builder = builder.ssl_opts(ssl_opts(cfg, &host));
         }
-        let mut conn = Conn::new(builder).await.map_err(|e| {
-            classify_connect_error(&cfg.url, crate::messages::source_credentials(cfg), e)
-        })?;
+        let mut conn = Conn::new(builder)
+            .await
+            .map_err(|e| classify_connect_error(&cfg.url, source_credentials(cfg), e))?;
         let flavor = check_settings(&mut conn, cfg.column_names).await?;
         Ok((conn, flavor, Some(relay)))
     })
@@ -603,7 +614,7 @@ async fn open_stream(
         (_, position) => {
             return Err(SourceError::Setting {
                 setting: "source flavor",
-                actual: crate::messages::flavor_name(flavor).to_string(),
+                actual: flavor.name().to_string(),
                 required: "the flavor that wrote the WAL position",
                 fix: match position {
                     Position::Mariadb(_) => "The WAL holds a MariaDB position but the source is MySQL: point source.url at the original server, or use a new WAL directory.",
