@@ -19,6 +19,8 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod identity;
 pub mod messages;
