@@ -1,0 +1,361 @@
+//! The stream loop: connect, resume from the WAL's position, follow the binlog, reconnect.
+//!
+//! Guarantees: the stream always resumes from the position saved in the WAL (never from what was
+//! read but not saved), so a transaction half-read when the connection dropped is read again
+//! from its start; transient failures are retried with backoff (100 ms doubling to 30 s, with
+//! jitter), forever, and published as `reconnecting`; a definite failure stops the ingester. The
+//! connection is presumed dead after three heartbeat intervals of silence, measured byte by byte
+//! through the [`relay`](super::relay), so an event still arriving is never cut.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::Conn;
+use sdl_wal::Wal;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::connect::{connect, connect_for_stream};
+use super::decode::{self, FragmentLimits, TransactionAssembler};
+use super::group_commit::{
+    finish_append, flush, pause_while_wal_full, sleep_until_opt, PendingGroup,
+};
+use super::gtid::ResumePoint;
+use super::schema::{load_schema, JsonColumns};
+use super::start::explain_unavailable;
+use super::stream::{open_stream, stream_error};
+use super::{relay, Flavor, SourceError};
+use crate::config::{ColumnNames, SourceConfig, WalConfig};
+use crate::event::{Change, SourceTransaction};
+use crate::shutdown::stopped;
+use crate::status::{IngestState, IngestStatus, LastError};
+
+/// The event a source sends when it has had nothing newer to send for a heartbeat period.
+const HEARTBEAT_EVENT: u8 = 0x1b;
+
+/// Runs the ingester until `shutdown` turns true or a definite error occurs.
+///
+/// `appended` is told the WAL's last sequence number after every flushed append.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    cfg: SourceConfig,
+    wal_cfg: WalConfig,
+    fragments: FragmentLimits,
+    wal: Wal<SourceTransaction>,
+    first_conn: Option<(Conn, Flavor)>,
+    appended: watch::Sender<u64>,
+    state: watch::Sender<IngestStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let result = ingest(
+        cfg,
+        wal_cfg,
+        fragments,
+        wal,
+        first_conn,
+        Arc::new(appended),
+        &state,
+        &mut shutdown,
+    )
+    .await;
+    state.send_modify(|s| {
+        s.state = IngestState::Stopped;
+        if let Err(e) = &result {
+            s.last_error = Some(LastError::now(e));
+        }
+    });
+    result
+}
+
+/// Publishes the ingester's new state; returns the previous one.
+pub(super) fn set_state(state: &watch::Sender<IngestStatus>, new: IngestState) -> IngestState {
+    let mut previous = new;
+    state.send_modify(|s| std::mem::swap(&mut s.state, &mut previous));
+    previous
+}
+
+/// Publishes a transient failure: the state turns `reconnecting` and the error is kept as the last
+/// one.
+fn set_reconnecting(state: &watch::Sender<IngestStatus>, error: &SourceError, retry_in: Duration) {
+    let last = LastError::now(error);
+    state.send_modify(|s| {
+        s.state = IngestState::Reconnecting {
+            error: last.message.clone(),
+            retry_in_ms: retry_in.as_millis() as u64,
+        };
+        s.last_error = Some(last);
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ingest(
+    cfg: SourceConfig,
+    wal_cfg: WalConfig,
+    fragments: FragmentLimits,
+    wal: Wal<SourceTransaction>,
+    first_conn: Option<(Conn, Flavor)>,
+    appended: Arc<watch::Sender<u64>>,
+    state: &watch::Sender<IngestStatus>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let mut backoff = reconnect_backoff();
+    if let Some((conn, _)) = first_conn {
+        // The connection that checked the source at start-up is not the stream's: the stream
+        // runs through a relay that measures its liveness byte by byte (relay.rs).
+        let _ = conn.disconnect().await;
+    }
+    loop {
+        let (conn, flavor, relay) = match connect_for_stream(&cfg).await {
+            Ok(c) => {
+                // The source answers again: the next outage starts its backoff afresh.
+                backoff = reconnect_backoff();
+                c
+            }
+            Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
+                let reconnect_delay = next_delay(&mut backoff);
+                warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
+                set_reconnecting(state, &e, reconnect_delay);
+                if wait_or_shutdown(shutdown, reconnect_delay).await {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let saved = wal.ingest_position()?.ok_or_else(|| SourceError::Query {
+            query: "WAL ingest position".into(),
+            detail: "the WAL has no ingest position; it must be seeded before the ingester runs"
+                .into(),
+        })?;
+        let resume = ResumePoint::parse(flavor, &String::from_utf8_lossy(&saved))?;
+        info!(position = %resume, "following the binlog");
+        set_state(
+            state,
+            IngestState::Following {
+                position: resume.to_string(),
+            },
+        );
+        match follow(
+            &cfg, &wal_cfg, fragments, &wal, conn, relay, flavor, resume, &appended, state,
+            shutdown,
+        )
+        .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                let reconnect_delay = next_delay(&mut backoff);
+                warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
+                let m = crate::metrics::metrics();
+                m.source_reconnects.inc();
+                m.stage_restarted(crate::metrics::Stage::Ingester);
+                m.source_lost();
+                set_reconnecting(state, &e, reconnect_delay);
+                if wait_or_shutdown(shutdown, reconnect_delay).await {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(explain_unavailable(&cfg, flavor, e).await),
+        }
+    }
+}
+
+/// Pauses between reconnection attempts: from 100 ms, doubling, with jitter, up to 30 s, for as
+/// long as the source stays away (`backon`, as the forwarder's circuit breaker).
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn next_delay(backoff: &mut backon::ExponentialBackoff) -> Duration {
+    // Built without a limit on attempts, the iterator never ends.
+    backoff.next().unwrap_or(Duration::from_secs(30))
+}
+
+/// Returns true when shutdown was requested during the wait.
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => *shutdown.borrow(),
+        _ = stopped(shutdown) => true,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    cfg: &SourceConfig,
+    wal_cfg: &WalConfig,
+    fragments: FragmentLimits,
+    wal: &Wal<SourceTransaction>,
+    conn: Conn,
+    relay: Option<relay::Relay>,
+    flavor: Flavor,
+    resume: ResumePoint,
+    appended: &Arc<watch::Sender<u64>>,
+    state: &watch::Sender<IngestStatus>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let mut stream = open_stream(conn, flavor, cfg, &resume.position).await?;
+    // Liveness: the source sends a heartbeat after each heartbeat interval without events, but
+    // none inside an event, which may take long to arrive over a slow link. So the connection is
+    // presumed dead after three intervals of *silence*: no byte from the source (as the relay
+    // sees them) since sdl started waiting for the next event. Without a relay (a socket URL),
+    // whole events are timed.
+    let dead_after = cfg.heartbeat_interval * 3;
+    let mut waiting_since = Instant::now();
+    let mut still_waiting = false;
+    let mut assembler =
+        TransactionAssembler::new(resume.position.clone()).with_fragments(fragments);
+    if let Some(partial) = resume.partial.clone() {
+        info!(
+            gtid = %partial.gtid,
+            saved_changes = partial.saved_changes,
+            "resuming inside a large transaction: its changes the WAL already holds are read again and dropped"
+        );
+        assembler.resume_inside(partial);
+    }
+    // A second connection for information_schema lookups (source.column_names), opened on demand.
+    let mut schema_conn: Option<Conn> = None;
+    // MariaDB JSON columns per table (docs/change-document.md, "JSON (MariaDB)").
+    let mut json_columns = JsonColumns::default();
+    let mut group = PendingGroup::default();
+    let result = loop {
+        if !still_waiting {
+            waiting_since = Instant::now();
+        }
+        still_waiting = false;
+        let silent_since = relay
+            .as_ref()
+            .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
+        let deadline = group.deadline();
+        let next = tokio::select! {
+            biased;
+            _ = stopped(shutdown) => break Ok(()),
+            _ = sleep_until_opt(deadline) => {
+                if let Err(e) = flush(wal, &mut group, appended).await {
+                    break Err(e);
+                }
+                match pause_while_wal_full(wal, &mut group, wal_cfg.max_bytes, state, shutdown).await {
+                    Ok(false) => {}
+                    Ok(true) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(silent_since + dead_after) => {
+                // Bytes may have arrived since: an event still arriving is not silence. The
+                // stream's read is cancel-safe (mysql_async keeps a partly read packet in the
+                // stream), so waiting again loses nothing.
+                let silent_since = relay
+                    .as_ref()
+                    .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
+                if silent_since.elapsed() < dead_after {
+                    still_waiting = true;
+                    continue;
+                }
+                break Err(SourceError::Transient(format!(
+                    "nothing from the source for {dead_after:?} (3 x source.heartbeat_interval): the connection is presumed dead"
+                )));
+            }
+            next = stream.next() => next,
+        };
+        let event = match next {
+            None => {
+                break Err(SourceError::Transient(
+                    "the source closed the binlog stream".into(),
+                ))
+            }
+            Some(Err(e)) => break Err(stream_error(cfg.server_id, assembler.position(), e)),
+            Some(Ok(event)) => {
+                let m = crate::metrics::metrics();
+                m.binlog_events.inc();
+                let header = event.header();
+                m.source_event(
+                    header.timestamp(),
+                    header.event_type_raw() == HEARTBEAT_EVENT,
+                );
+                event
+            }
+        };
+        if cfg.column_names == ColumnNames::InformationSchema {
+            if let Some((database, table)) = decode::table_without_names(&event) {
+                if !assembler.has_schema(&database, &table) {
+                    if schema_conn.is_none() {
+                        match connect(cfg).await {
+                            Ok((conn, _)) => schema_conn = Some(conn),
+                            Err(e) => break Err(SourceError::Transient(e.to_string())),
+                        }
+                    }
+                    let conn = schema_conn.as_mut().expect("connected above");
+                    match load_schema(conn, &database, &table).await {
+                        Ok(schema) => assembler.provide_schema(database, table, schema),
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+        }
+        match assembler.feed(&event) {
+            Ok(Some(mut transaction)) => {
+                if flavor == Flavor::Mariadb {
+                    if let Err(e) = json_columns
+                        .apply(cfg, &mut schema_conn, &mut transaction)
+                        .await
+                    {
+                        break Err(e);
+                    }
+                }
+                let m = crate::metrics::metrics();
+                if transaction.ends_transaction {
+                    m.binlog_transactions.inc();
+                }
+                m.binlog_rows.inc_by(
+                    transaction
+                        .changes
+                        .iter()
+                        .filter(|c| matches!(c, Change::Row(_)))
+                        .count() as u64,
+                );
+                if transaction
+                    .changes
+                    .iter()
+                    .any(|c| matches!(c, Change::Statement(_)))
+                {
+                    // Any DDL may have changed any table: look the schemas up again.
+                    assembler.forget_schemas();
+                    json_columns.forget();
+                }
+                if group.add(transaction, wal_cfg) {
+                    if let Err(e) = flush(wal, &mut group, appended).await {
+                        break Err(e);
+                    }
+                    match pause_while_wal_full(wal, &mut group, wal_cfg.max_bytes, state, shutdown)
+                        .await
+                    {
+                        Ok(false) => {}
+                        Ok(true) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => break Err(SourceError::Decode(e)),
+        }
+    };
+    // Whatever happened, complete transactions already read are saved before returning; a
+    // half-read transaction is dropped and read again from the saved position.
+    let landed = finish_append(&mut group).await;
+    let saved = if group.failed() {
+        Ok(())
+    } else {
+        flush(wal, &mut group, appended).await
+    };
+    let last_landed = finish_append(&mut group).await;
+    let _ = stream.close().await;
+    result.and(landed).and(saved).and(last_landed)
+}
