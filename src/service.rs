@@ -346,13 +346,15 @@ async fn run_stages(
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq().map_err(|e| fail(e.into()))?);
 
     let mut ingester = tokio::spawn(source::run(
-        config.source.clone(),
-        config.wal.clone(),
-        fragment_limits(&config.sink),
-        wal.clone(),
+        source::Ingester {
+            source: config.source.clone(),
+            wal_config: config.wal.clone(),
+            fragments: fragment_limits(&config.sink),
+            wal: wal.clone(),
+            appended: appended_tx,
+            state: ingest_tx,
+        },
         Some((conn, flavor)),
-        appended_tx,
-        ingest_tx,
         shutdown_rx.clone(),
     ));
     let mut forwarder = tokio::spawn(forward::run(

@@ -9,7 +9,6 @@
 //! written; a full disk is [`SourceError::DiskFull`]. While the WAL's unacknowledged data is at
 //! `wal.max_bytes`, the binlog is not read (the source keeps it).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sdl_wal::Wal;
@@ -75,7 +74,7 @@ pub(super) async fn sleep_until_opt(deadline: Option<Instant>) {
 pub(super) async fn flush(
     wal: &Wal<SourceTransaction>,
     group: &mut PendingGroup,
-    appended: &Arc<watch::Sender<u64>>,
+    appended: &watch::Sender<u64>,
 ) -> Result<(), SourceError> {
     group.deadline = None;
     finish_append(group).await?;

@@ -7,7 +7,6 @@
 //! connection is presumed dead after three heartbeat intervals of silence, measured byte by byte
 //! through the [`relay`](super::relay), so an event still arriving is never cut.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -35,32 +34,30 @@ use crate::status::{IngestState, IngestStatus, LastError};
 /// The event a source sends when it has had nothing newer to send for a heartbeat period.
 const HEARTBEAT_EVENT: u8 = 0x1b;
 
+/// What the ingester reads, where it writes and where it publishes: the context of the stream
+/// loop, shared by every reconnection.
+pub struct Ingester {
+    pub source: SourceConfig,
+    pub wal_config: WalConfig,
+    /// The most a WAL record of one transaction holds (one sink batch).
+    pub fragments: FragmentLimits,
+    pub wal: Wal<SourceTransaction>,
+    /// Told the WAL's last sequence number after every flushed append.
+    pub appended: watch::Sender<u64>,
+    /// The ingester's state, published for `/status` and `/readyz`.
+    pub state: watch::Sender<IngestStatus>,
+}
+
 /// Runs the ingester until `shutdown` turns true or a definite error occurs.
 ///
-/// `appended` is told the WAL's last sequence number after every flushed append.
-#[allow(clippy::too_many_arguments)]
+/// `first_conn` is the connection that checked the source at start-up, if still open.
 pub async fn run(
-    cfg: SourceConfig,
-    wal_cfg: WalConfig,
-    fragments: FragmentLimits,
-    wal: Wal<SourceTransaction>,
+    ingester: Ingester,
     first_conn: Option<(Conn, Flavor)>,
-    appended: watch::Sender<u64>,
-    state: watch::Sender<IngestStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let result = ingest(
-        cfg,
-        wal_cfg,
-        fragments,
-        wal,
-        first_conn,
-        Arc::new(appended),
-        &state,
-        &mut shutdown,
-    )
-    .await;
-    state.send_modify(|s| {
+    let result = ingester.ingest(first_conn, &mut shutdown).await;
+    ingester.state.send_modify(|s| {
         s.state = IngestState::Stopped;
         if let Err(e) = &result {
             s.last_error = Some(LastError::now(e));
@@ -89,75 +86,256 @@ fn set_reconnecting(state: &watch::Sender<IngestStatus>, error: &SourceError, re
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn ingest(
-    cfg: SourceConfig,
-    wal_cfg: WalConfig,
-    fragments: FragmentLimits,
-    wal: Wal<SourceTransaction>,
-    first_conn: Option<(Conn, Flavor)>,
-    appended: Arc<watch::Sender<u64>>,
-    state: &watch::Sender<IngestStatus>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), SourceError> {
-    let mut backoff = reconnect_backoff();
-    if let Some((conn, _)) = first_conn {
-        // The connection that checked the source at start-up is not the stream's: the stream
-        // runs through a relay that measures its liveness byte by byte (relay.rs).
-        let _ = conn.disconnect().await;
-    }
-    loop {
-        let (conn, flavor, relay) = match connect_for_stream(&cfg).await {
-            Ok(c) => {
-                // The source answers again: the next outage starts its backoff afresh.
-                backoff = reconnect_backoff();
-                c
-            }
-            Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
-                let reconnect_delay = next_delay(&mut backoff);
-                warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
-                set_reconnecting(state, &e, reconnect_delay);
-                if wait_or_shutdown(shutdown, reconnect_delay).await {
-                    return Ok(());
-                }
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let saved = wal.ingest_position()?.ok_or_else(|| SourceError::Query {
-            query: "WAL ingest position".into(),
-            detail: "the WAL has no ingest position; it must be seeded before the ingester runs"
-                .into(),
-        })?;
-        let resume = ResumePoint::parse(flavor, &String::from_utf8_lossy(&saved))?;
-        info!(position = %resume, "following the binlog");
-        set_state(
+impl Ingester {
+    async fn ingest(
+        &self,
+        first_conn: Option<(Conn, Flavor)>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SourceError> {
+        let Self {
+            source: cfg,
+            wal,
             state,
-            IngestState::Following {
-                position: resume.to_string(),
-            },
-        );
-        match follow(
-            &cfg, &wal_cfg, fragments, &wal, conn, relay, flavor, resume, &appended, state,
-            shutdown,
-        )
-        .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() => {
-                let reconnect_delay = next_delay(&mut backoff);
-                warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
-                let m = crate::metrics::metrics();
-                m.source_reconnects.inc();
-                m.stage_restarted(crate::metrics::Stage::Ingester);
-                m.source_lost();
-                set_reconnecting(state, &e, reconnect_delay);
-                if wait_or_shutdown(shutdown, reconnect_delay).await {
-                    return Ok(());
+            ..
+        } = self;
+        let mut backoff = reconnect_backoff();
+        if let Some((conn, _)) = first_conn {
+            // The connection that checked the source at start-up is not the stream's: the stream
+            // runs through a relay that measures its liveness byte by byte (relay.rs).
+            let _ = conn.disconnect().await;
+        }
+        loop {
+            let (conn, flavor, relay) = match connect_for_stream(cfg).await {
+                Ok(c) => {
+                    // The source answers again: the next outage starts its backoff afresh.
+                    backoff = reconnect_backoff();
+                    c
+                }
+                Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
+                    let reconnect_delay = next_delay(&mut backoff);
+                    warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
+                    set_reconnecting(state, &e, reconnect_delay);
+                    if wait_or_shutdown(shutdown, reconnect_delay).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let saved = wal.ingest_position()?.ok_or_else(|| SourceError::Query {
+                query: "WAL ingest position".into(),
+                detail:
+                    "the WAL has no ingest position; it must be seeded before the ingester runs"
+                        .into(),
+            })?;
+            let resume = ResumePoint::parse(flavor, &String::from_utf8_lossy(&saved))?;
+            info!(position = %resume, "following the binlog");
+            set_state(
+                state,
+                IngestState::Following {
+                    position: resume.to_string(),
+                },
+            );
+            match self.follow(conn, relay, flavor, resume, shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() => {
+                    let reconnect_delay = next_delay(&mut backoff);
+                    warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
+                    let m = crate::metrics::metrics();
+                    m.source_reconnects.inc();
+                    m.stage_restarted(crate::metrics::Stage::Ingester);
+                    m.source_lost();
+                    set_reconnecting(state, &e, reconnect_delay);
+                    if wait_or_shutdown(shutdown, reconnect_delay).await {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(explain_unavailable(cfg, flavor, e).await),
+            }
+        }
+    }
+
+    /// Reads the binlog from `resume` and appends what it reads to the WAL until shutdown or an
+    /// error; whatever happens, complete transactions already read are saved before it returns.
+    async fn follow(
+        &self,
+        conn: Conn,
+        relay: Option<relay::Relay>,
+        flavor: Flavor,
+        resume: ResumePoint,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SourceError> {
+        let Self {
+            source: cfg,
+            wal_config: wal_cfg,
+            fragments,
+            wal,
+            appended,
+            state,
+        } = self;
+        let mut stream = open_stream(conn, flavor, cfg, &resume.position).await?;
+        // Liveness: the source sends a heartbeat after each heartbeat interval without events, but
+        // none inside an event, which may take long to arrive over a slow link. So the connection is
+        // presumed dead after three intervals of *silence*: no byte from the source (as the relay
+        // sees them) since sdl started waiting for the next event. Without a relay (a socket URL),
+        // whole events are timed.
+        let dead_after = cfg.heartbeat_interval * 3;
+        let mut waiting_since = Instant::now();
+        let mut still_waiting = false;
+        let mut assembler =
+            TransactionAssembler::new(resume.position.clone()).with_fragments(*fragments);
+        if let Some(partial) = resume.partial.clone() {
+            info!(
+                gtid = %partial.gtid,
+                saved_changes = partial.saved_changes,
+                "resuming inside a large transaction: its changes the WAL already holds are read again and dropped"
+            );
+            assembler.resume_inside(partial);
+        }
+        // A second connection for information_schema lookups (source.column_names), opened on demand.
+        let mut schema_conn: Option<Conn> = None;
+        // MariaDB JSON columns per table (docs/change-document.md, "JSON (MariaDB)").
+        let mut json_columns = JsonColumns::default();
+        let mut group = PendingGroup::default();
+        let result = loop {
+            if !still_waiting {
+                waiting_since = Instant::now();
+            }
+            still_waiting = false;
+            let silent_since = relay
+                .as_ref()
+                .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
+            let deadline = group.deadline();
+            let next = tokio::select! {
+                biased;
+                _ = stopped(shutdown) => break Ok(()),
+                _ = sleep_until_opt(deadline) => {
+                    if let Err(e) = flush(wal, &mut group, appended).await {
+                        break Err(e);
+                    }
+                    match pause_while_wal_full(wal, &mut group, wal_cfg.max_bytes, state, shutdown).await {
+                        Ok(false) => {}
+                        Ok(true) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(silent_since + dead_after) => {
+                    // Bytes may have arrived since: an event still arriving is not silence. The
+                    // stream's read is cancel-safe (mysql_async keeps a partly read packet in the
+                    // stream), so waiting again loses nothing.
+                    let silent_since = relay
+                        .as_ref()
+                        .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
+                    if silent_since.elapsed() < dead_after {
+                        still_waiting = true;
+                        continue;
+                    }
+                    break Err(SourceError::Transient(format!(
+                        "nothing from the source for {dead_after:?} (3 x source.heartbeat_interval): the connection is presumed dead"
+                    )));
+                }
+                next = stream.next() => next,
+            };
+            let event = match next {
+                None => {
+                    break Err(SourceError::Transient(
+                        "the source closed the binlog stream".into(),
+                    ))
+                }
+                Some(Err(e)) => break Err(stream_error(cfg.server_id, assembler.position(), e)),
+                Some(Ok(event)) => {
+                    let m = crate::metrics::metrics();
+                    m.binlog_events.inc();
+                    let header = event.header();
+                    m.source_event(
+                        header.timestamp(),
+                        header.event_type_raw() == HEARTBEAT_EVENT,
+                    );
+                    event
+                }
+            };
+            if cfg.column_names == ColumnNames::InformationSchema {
+                if let Some((database, table)) = decode::table_without_names(&event) {
+                    if !assembler.has_schema(&database, &table) {
+                        if schema_conn.is_none() {
+                            match connect(cfg).await {
+                                Ok((conn, _)) => schema_conn = Some(conn),
+                                Err(e) => break Err(SourceError::Transient(e.to_string())),
+                            }
+                        }
+                        let conn = schema_conn.as_mut().expect("connected above");
+                        match load_schema(conn, &database, &table).await {
+                            Ok(schema) => assembler.provide_schema(database, table, schema),
+                            Err(e) => break Err(e),
+                        }
+                    }
                 }
             }
-            Err(e) => return Err(explain_unavailable(&cfg, flavor, e).await),
-        }
+            match assembler.feed(&event) {
+                Ok(Some(mut transaction)) => {
+                    if flavor == Flavor::Mariadb {
+                        if let Err(e) = json_columns
+                            .apply(cfg, &mut schema_conn, &mut transaction)
+                            .await
+                        {
+                            break Err(e);
+                        }
+                    }
+                    let m = crate::metrics::metrics();
+                    if transaction.ends_transaction {
+                        m.binlog_transactions.inc();
+                    }
+                    m.binlog_rows.inc_by(
+                        transaction
+                            .changes
+                            .iter()
+                            .filter(|c| matches!(c, Change::Row(_)))
+                            .count() as u64,
+                    );
+                    if transaction
+                        .changes
+                        .iter()
+                        .any(|c| matches!(c, Change::Statement(_)))
+                    {
+                        // Any DDL may have changed any table: look the schemas up again.
+                        assembler.forget_schemas();
+                        json_columns.forget();
+                    }
+                    if group.add(transaction, wal_cfg) {
+                        if let Err(e) = flush(wal, &mut group, appended).await {
+                            break Err(e);
+                        }
+                        match pause_while_wal_full(
+                            wal,
+                            &mut group,
+                            wal_cfg.max_bytes,
+                            state,
+                            shutdown,
+                        )
+                        .await
+                        {
+                            Ok(false) => {}
+                            Ok(true) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => break Err(SourceError::Decode(e)),
+            }
+        };
+        // Whatever happened, complete transactions already read are saved before returning; a
+        // half-read transaction is dropped and read again from the saved position.
+        let landed = finish_append(&mut group).await;
+        let saved = if group.failed() {
+            Ok(())
+        } else {
+            flush(wal, &mut group, appended).await
+        };
+        let last_landed = finish_append(&mut group).await;
+        let _ = stream.close().await;
+        result.and(landed).and(saved).and(last_landed)
     }
 }
 
@@ -185,177 +363,4 @@ async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, delay: Duration)
         _ = tokio::time::sleep(delay) => *shutdown.borrow(),
         _ = stopped(shutdown) => true,
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn follow(
-    cfg: &SourceConfig,
-    wal_cfg: &WalConfig,
-    fragments: FragmentLimits,
-    wal: &Wal<SourceTransaction>,
-    conn: Conn,
-    relay: Option<relay::Relay>,
-    flavor: Flavor,
-    resume: ResumePoint,
-    appended: &Arc<watch::Sender<u64>>,
-    state: &watch::Sender<IngestStatus>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), SourceError> {
-    let mut stream = open_stream(conn, flavor, cfg, &resume.position).await?;
-    // Liveness: the source sends a heartbeat after each heartbeat interval without events, but
-    // none inside an event, which may take long to arrive over a slow link. So the connection is
-    // presumed dead after three intervals of *silence*: no byte from the source (as the relay
-    // sees them) since sdl started waiting for the next event. Without a relay (a socket URL),
-    // whole events are timed.
-    let dead_after = cfg.heartbeat_interval * 3;
-    let mut waiting_since = Instant::now();
-    let mut still_waiting = false;
-    let mut assembler =
-        TransactionAssembler::new(resume.position.clone()).with_fragments(fragments);
-    if let Some(partial) = resume.partial.clone() {
-        info!(
-            gtid = %partial.gtid,
-            saved_changes = partial.saved_changes,
-            "resuming inside a large transaction: its changes the WAL already holds are read again and dropped"
-        );
-        assembler.resume_inside(partial);
-    }
-    // A second connection for information_schema lookups (source.column_names), opened on demand.
-    let mut schema_conn: Option<Conn> = None;
-    // MariaDB JSON columns per table (docs/change-document.md, "JSON (MariaDB)").
-    let mut json_columns = JsonColumns::default();
-    let mut group = PendingGroup::default();
-    let result = loop {
-        if !still_waiting {
-            waiting_since = Instant::now();
-        }
-        still_waiting = false;
-        let silent_since = relay
-            .as_ref()
-            .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
-        let deadline = group.deadline();
-        let next = tokio::select! {
-            biased;
-            _ = stopped(shutdown) => break Ok(()),
-            _ = sleep_until_opt(deadline) => {
-                if let Err(e) = flush(wal, &mut group, appended).await {
-                    break Err(e);
-                }
-                match pause_while_wal_full(wal, &mut group, wal_cfg.max_bytes, state, shutdown).await {
-                    Ok(false) => {}
-                    Ok(true) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
-                continue;
-            }
-            _ = tokio::time::sleep_until(silent_since + dead_after) => {
-                // Bytes may have arrived since: an event still arriving is not silence. The
-                // stream's read is cancel-safe (mysql_async keeps a partly read packet in the
-                // stream), so waiting again loses nothing.
-                let silent_since = relay
-                    .as_ref()
-                    .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
-                if silent_since.elapsed() < dead_after {
-                    still_waiting = true;
-                    continue;
-                }
-                break Err(SourceError::Transient(format!(
-                    "nothing from the source for {dead_after:?} (3 x source.heartbeat_interval): the connection is presumed dead"
-                )));
-            }
-            next = stream.next() => next,
-        };
-        let event = match next {
-            None => {
-                break Err(SourceError::Transient(
-                    "the source closed the binlog stream".into(),
-                ))
-            }
-            Some(Err(e)) => break Err(stream_error(cfg.server_id, assembler.position(), e)),
-            Some(Ok(event)) => {
-                let m = crate::metrics::metrics();
-                m.binlog_events.inc();
-                let header = event.header();
-                m.source_event(
-                    header.timestamp(),
-                    header.event_type_raw() == HEARTBEAT_EVENT,
-                );
-                event
-            }
-        };
-        if cfg.column_names == ColumnNames::InformationSchema {
-            if let Some((database, table)) = decode::table_without_names(&event) {
-                if !assembler.has_schema(&database, &table) {
-                    if schema_conn.is_none() {
-                        match connect(cfg).await {
-                            Ok((conn, _)) => schema_conn = Some(conn),
-                            Err(e) => break Err(SourceError::Transient(e.to_string())),
-                        }
-                    }
-                    let conn = schema_conn.as_mut().expect("connected above");
-                    match load_schema(conn, &database, &table).await {
-                        Ok(schema) => assembler.provide_schema(database, table, schema),
-                        Err(e) => break Err(e),
-                    }
-                }
-            }
-        }
-        match assembler.feed(&event) {
-            Ok(Some(mut transaction)) => {
-                if flavor == Flavor::Mariadb {
-                    if let Err(e) = json_columns
-                        .apply(cfg, &mut schema_conn, &mut transaction)
-                        .await
-                    {
-                        break Err(e);
-                    }
-                }
-                let m = crate::metrics::metrics();
-                if transaction.ends_transaction {
-                    m.binlog_transactions.inc();
-                }
-                m.binlog_rows.inc_by(
-                    transaction
-                        .changes
-                        .iter()
-                        .filter(|c| matches!(c, Change::Row(_)))
-                        .count() as u64,
-                );
-                if transaction
-                    .changes
-                    .iter()
-                    .any(|c| matches!(c, Change::Statement(_)))
-                {
-                    // Any DDL may have changed any table: look the schemas up again.
-                    assembler.forget_schemas();
-                    json_columns.forget();
-                }
-                if group.add(transaction, wal_cfg) {
-                    if let Err(e) = flush(wal, &mut group, appended).await {
-                        break Err(e);
-                    }
-                    match pause_while_wal_full(wal, &mut group, wal_cfg.max_bytes, state, shutdown)
-                        .await
-                    {
-                        Ok(false) => {}
-                        Ok(true) => break Ok(()),
-                        Err(e) => break Err(e),
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(e) => break Err(SourceError::Decode(e)),
-        }
-    };
-    // Whatever happened, complete transactions already read are saved before returning; a
-    // half-read transaction is dropped and read again from the saved position.
-    let landed = finish_append(&mut group).await;
-    let saved = if group.failed() {
-        Ok(())
-    } else {
-        flush(wal, &mut group, appended).await
-    };
-    let last_landed = finish_append(&mut group).await;
-    let _ = stream.close().await;
-    result.and(landed).and(saved).and(last_landed)
 }

@@ -49,6 +49,6 @@ pub use connect::{connect, encryption, login};
 pub use decode::FragmentLimits;
 pub use error::SourceError;
 pub use flavor::Flavor;
-pub use ingest::run;
+pub use ingest::{run, Ingester};
 pub use settings::{settings_findings, SettingFinding};
 pub use start::{binlog_available, resolve_start};
