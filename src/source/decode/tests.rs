@@ -15,6 +15,19 @@ fn base64_round_trips_opaque_json_bytes() {
 }
 
 #[test]
+fn opaque_json_data_decodes_whatever_mysql_common_encodes() {
+    use base64::prelude::{Engine as _, BASE64_STANDARD};
+    let bytes: Vec<u8> = (0..=255u8).rev().chain(0..=255).collect();
+    for len in [0, 1, 2, 3, 4, 5, 63, 64, 65, 512] {
+        let data = &bytes[..len];
+        assert_eq!(
+            base64_decode(&BASE64_STANDARD.encode(data)).as_deref(),
+            Some(data)
+        );
+    }
+}
+
+#[test]
 fn row_changes_logged_as_statements_are_told_from_ddl() {
     for dml in [
         "INSERT INTO t VALUES (1)",

@@ -4,6 +4,7 @@
 //! the TABLE_MAP metadata, ENUM and SET by their names, JSON structured with exact numbers,
 //! BINARY(n) padded back to its length, a signed MEDIUMINT sign-extended, YEAR 0000 kept as 0.
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use mysql_async::binlog::jsonb::{JsonContainer, JsonDom, JsonNumber, JsonScalar};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
@@ -178,34 +179,10 @@ fn json_from_dom(dom: JsonDom) -> Json {
     }
 }
 
-/// Standard base64 with padding (the form `mysql_common` prints opaque JSON values in).
+/// The bytes of an opaque JSON value's data. `mysql_common` prints them with the `base64` crate's
+/// standard engine (padded), so the same engine decodes them exactly; anything else is `None`.
 pub(super) fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let sextet = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for chunk in bytes.chunks_exact(4) {
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | sextet(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let group = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&group[..3 - pad.min(2)]);
-    }
-    Some(out)
+    BASE64_STANDARD.decode(text).ok()
 }
 
 fn convert_bytes(column_type: ColumnType, collation: u16, bytes: Vec<u8>) -> Result<Value, String> {
