@@ -16,13 +16,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::connect::{connect, connect_for_stream};
-use super::decode::{self, FragmentLimits, TransactionAssembler};
+use super::connect::connect_for_stream;
+use super::decode::{FragmentLimits, TransactionAssembler};
 use super::group_commit::{
     finish_append, flush, pause_while_wal_full, sleep_until_opt, PendingGroup,
 };
 use super::gtid::ResumePoint;
-use super::schema::{load_schema, JsonColumns};
+use super::schema::{provide_missing_schema, JsonColumns};
 use super::start::explain_unavailable;
 use super::stream::{open_stream, stream_error};
 use super::{relay, Flavor, SourceError};
@@ -171,7 +171,7 @@ impl Ingester {
             fragments,
             wal,
             appended,
-            state,
+            ..
         } = self;
         let mut stream = open_stream(conn, flavor, cfg, &resume.position).await?;
         // Liveness: the source sends a heartbeat after each heartbeat interval without events, but
@@ -210,10 +210,7 @@ impl Ingester {
                 biased;
                 _ = stopped(shutdown) => break Ok(()),
                 _ = sleep_until_opt(deadline) => {
-                    if let Err(e) = flush(wal, &mut group, appended).await {
-                        break Err(e);
-                    }
-                    match pause_while_wal_full(wal, &mut group, wal_cfg.max_bytes, state, shutdown).await {
+                    match self.commit_group(&mut group, shutdown).await {
                         Ok(false) => {}
                         Ok(true) => break Ok(()),
                         Err(e) => break Err(e),
@@ -256,20 +253,10 @@ impl Ingester {
                 }
             };
             if cfg.column_names == ColumnNames::InformationSchema {
-                if let Some((database, table)) = decode::table_without_names(&event) {
-                    if !assembler.has_schema(&database, &table) {
-                        if schema_conn.is_none() {
-                            match connect(cfg).await {
-                                Ok((conn, _)) => schema_conn = Some(conn),
-                                Err(e) => break Err(SourceError::Transient(e.to_string())),
-                            }
-                        }
-                        let conn = schema_conn.as_mut().expect("connected above");
-                        match load_schema(conn, &database, &table).await {
-                            Ok(schema) => assembler.provide_schema(database, table, schema),
-                            Err(e) => break Err(e),
-                        }
-                    }
+                if let Err(e) =
+                    provide_missing_schema(cfg, &event, &mut assembler, &mut schema_conn).await
+                {
+                    break Err(e);
                 }
             }
             match assembler.feed(&event) {
@@ -282,17 +269,7 @@ impl Ingester {
                             break Err(e);
                         }
                     }
-                    let m = crate::metrics::metrics();
-                    if transaction.ends_transaction {
-                        m.binlog_transactions.inc();
-                    }
-                    m.binlog_rows.inc_by(
-                        transaction
-                            .changes
-                            .iter()
-                            .filter(|c| matches!(c, Change::Row(_)))
-                            .count() as u64,
-                    );
+                    count_read(&transaction);
                     if transaction
                         .changes
                         .iter()
@@ -303,18 +280,7 @@ impl Ingester {
                         json_columns.forget();
                     }
                     if group.add(transaction, wal_cfg) {
-                        if let Err(e) = flush(wal, &mut group, appended).await {
-                            break Err(e);
-                        }
-                        match pause_while_wal_full(
-                            wal,
-                            &mut group,
-                            wal_cfg.max_bytes,
-                            state,
-                            shutdown,
-                        )
-                        .await
-                        {
+                        match self.commit_group(&mut group, shutdown).await {
                             Ok(false) => {}
                             Ok(true) => break Ok(()),
                             Err(e) => break Err(e),
@@ -336,6 +302,24 @@ impl Ingester {
         let last_landed = finish_append(&mut group).await;
         let _ = stream.close().await;
         result.and(landed).and(saved).and(last_landed)
+    }
+
+    /// Starts the group commit of the transactions read so far, then waits while the WAL is full
+    /// (backpressure). Returns true when shutdown was requested while waiting.
+    async fn commit_group(
+        &self,
+        group: &mut PendingGroup,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, SourceError> {
+        flush(&self.wal, group, &self.appended).await?;
+        pause_while_wal_full(
+            &self.wal,
+            group,
+            self.wal_config.max_bytes,
+            &self.state,
+            shutdown,
+        )
+        .await
     }
 }
 
@@ -363,4 +347,20 @@ async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, delay: Duration)
         _ = tokio::time::sleep(delay) => *shutdown.borrow(),
         _ = stopped(shutdown) => true,
     }
+}
+
+/// Publishes a transaction (or a fragment of one) read from the binlog: its rows, and the
+/// transaction when this is its end.
+fn count_read(transaction: &SourceTransaction) {
+    let m = crate::metrics::metrics();
+    if transaction.ends_transaction {
+        m.binlog_transactions.inc();
+    }
+    m.binlog_rows.inc_by(
+        transaction
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Row(_)))
+            .count() as u64,
+    );
 }

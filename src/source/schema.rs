@@ -10,13 +10,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use mysql_async::binlog::events::Event;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tracing::warn;
 
 use super::connect::connect;
+use super::decode::{self, TransactionAssembler};
 use super::error::{query_error, TRANSIENT_SERVER_ERRORS};
-use super::{decode, json_text, SourceError};
+use super::{json_text, SourceError};
 use crate::config::SourceConfig;
 use crate::event::{Change, SourceTransaction, Table, Value};
 
@@ -223,10 +225,37 @@ fn json_valid_column(clause: &str) -> Option<String> {
     Some(name)
 }
 
+/// For `source.column_names = "information_schema"`: when `event` is a TABLE_MAP without column
+/// names for a table the assembler has no schema of, looks the table up (on `schema_conn`, opened
+/// on demand) and provides its schema to the assembler.
+pub(super) async fn provide_missing_schema(
+    cfg: &SourceConfig,
+    event: &Event,
+    assembler: &mut TransactionAssembler,
+    schema_conn: &mut Option<Conn>,
+) -> Result<(), SourceError> {
+    let Some((database, table)) = decode::table_without_names(event) else {
+        return Ok(());
+    };
+    if assembler.has_schema(&database, &table) {
+        return Ok(());
+    }
+    if schema_conn.is_none() {
+        match connect(cfg).await {
+            Ok((conn, _)) => *schema_conn = Some(conn),
+            Err(e) => return Err(SourceError::Transient(e.to_string())),
+        }
+    }
+    let conn = schema_conn.as_mut().expect("connected above");
+    let schema = load_schema(conn, &database, &table).await?;
+    assembler.provide_schema(database, table, schema);
+    Ok(())
+}
+
 /// Column names, ENUM/SET members and primary key of `database.table` from information_schema, for
 /// TABLE_MAPs without names. Racy by nature: this is the schema now, not when the row was written;
 /// the assembler refuses a table whose column count or ENUM/SET positions no longer match.
-pub(super) async fn load_schema(
+async fn load_schema(
     conn: &mut Conn,
     database: &str,
     table: &str,
