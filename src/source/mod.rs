@@ -27,6 +27,19 @@
 //! # Assumptions
 //! The source runs with `log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL` and
 //! `binlog_row_metadata=FULL` (checked at connect), and with GTIDs (MySQL `gtid_mode=ON`).
+//!
+//! # Layout
+//! Each part states its own guarantees at its top:
+//! - `ingest`: the stream loop ([`run`], [`Ingester`]): connect, resume from the WAL's position,
+//!   follow, reconnect; `group_commit`: appends to the WAL in groups, and backpressure;
+//! - `connect`: login, TLS and the relay connection; `settings`: the server settings sdl needs;
+//!   `start`: `source.start` resolved, binlog availability; `stream`: the binlog stream request
+//!   and what its errors mean; `error`: [`SourceError`], transient or definite;
+//! - [`decode`]: binlog events into whole transactions (no network); `schema`: the
+//!   information_schema lookups and their bounded caches; [`gtid`]: positions; [`relay`]: byte
+//!   liveness; [`binlog_file`]: decoding binlog files without a server; [`charset`] and
+//!   [`json_text`]: exact strings and MariaDB JSON text; `flavor`: MariaDB or MySQL ([`Flavor`]).
+
 pub mod binlog_file;
 pub mod charset;
 mod connect;
