@@ -1,5 +1,5 @@
 //! Connecting to the source: the login, within `source.connect_timeout`; TLS (`source.tls`); and
-//! the binlog stream's connection through the loopback [`relay`](super::relay).
+//! the binlog stream's connection through the loopback [`relay`].
 //!
 //! Guarantees: a server that accepts TCP but never answers is unreachable like one that refuses
 //! (the login and the settings check together must answer within the timeout); a refused login

@@ -5,7 +5,7 @@
 //! from its start; transient failures are retried with backoff (100 ms doubling to 30 s, with
 //! jitter), forever, and published as `reconnecting`; a definite failure stops the ingester. The
 //! connection is presumed dead after three heartbeat intervals of silence, measured byte by byte
-//! through the [`relay`](super::relay), so an event still arriving is never cut.
+//! through the [`relay`], so an event still arriving is never cut.
 
 use std::time::Duration;
 

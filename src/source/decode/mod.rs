@@ -83,7 +83,7 @@ pub struct DecodeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmentLimits {
     pub max_changes: usize,
-    /// Measured with [`Change::approximate_size`].
+    /// Measured with [`Change::approximate_size`](crate::event::Change::approximate_size).
     pub max_bytes: usize,
 }
 

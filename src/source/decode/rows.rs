@@ -1,7 +1,7 @@
 //! Row events: WRITE/UPDATE/DELETE_ROWS decoded with their TABLE_MAP into row changes.
 //!
 //! Guarantee: malformed row data is an error, never a panic: the rows are decoded with the
-//! TABLE_MAP's validated [`ColumnDecoder`](super::table_map)s, and a panic inside `mysql_common`'s
+//! TABLE_MAP's validated [`ColumnDecoder`](super::table_map::ColumnDecoder)s, and a panic inside `mysql_common`'s
 //! value decoder is caught and reported as a [`DecodeError`] naming the table.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -101,7 +101,7 @@ impl TransactionAssembler {
 /// A row's image before and after the change (each present when the event type has it).
 type RowImages = (Option<Vec<Value>>, Option<Vec<Value>>);
 
-/// Decodes every row of a rows event with the TABLE_MAP's precomputed [`ColumnDecoder`]s: the
+/// Decodes every row of a rows event with the TABLE_MAP's precomputed [`ColumnDecoder`](super::table_map::ColumnDecoder)s: the
 /// layout `mysql_common`'s `RowsEventRows` reads (for each row the before image, then the after
 /// image, each a null bitmap over the columns present and their values), the values themselves
 /// decoded by `mysql_common`'s `BinlogValue`.
