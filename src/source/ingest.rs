@@ -174,11 +174,11 @@ impl Ingester {
             ..
         } = self;
         let mut stream = open_stream(conn, flavor, cfg, &resume.position).await?;
-        // Liveness: the source sends a heartbeat after each heartbeat interval without events, but
-        // none inside an event, which may take long to arrive over a slow link. So the connection is
-        // presumed dead after three intervals of *silence*: no byte from the source (as the relay
-        // sees them) since sdl started waiting for the next event. Without a relay (a socket URL),
-        // whole events are timed.
+        // Liveness: the source sends a heartbeat after each heartbeat interval without events,
+        // but none inside an event, which may take long to arrive over a slow link. So the
+        // connection is presumed dead after three intervals of *silence*: no byte from the source
+        // (as the relay sees them) since sdl started waiting for the next event. Without a relay
+        // (a socket URL), whole events are timed.
         let dead_after = cfg.heartbeat_interval * 3;
         let mut waiting_since = Instant::now();
         let mut still_waiting = false;
@@ -192,7 +192,8 @@ impl Ingester {
             );
             assembler.resume_inside(partial);
         }
-        // A second connection for information_schema lookups (source.column_names), opened on demand.
+        // A second connection for information_schema lookups (source.column_names), opened on
+        // demand.
         let mut schema_conn: Option<Conn> = None;
         // MariaDB JSON columns per table (docs/change-document.md, "JSON (MariaDB)").
         let mut json_columns = JsonColumns::default();

@@ -2,8 +2,8 @@
 //! mode; MySQL: `COM_BINLOG_DUMP_GTID` with the GTID set), with heartbeats every
 //! `source.heartbeat_interval`; and what its errors mean.
 //!
-//! Guarantees: each kind of error 1236 is its own definite error ([`SourceError::BinlogUnavailable`]
-//! for purged binlogs, [`SourceError::SourceDiverged`] for a position the source's history lacks,
+//! Guarantees: each kind of error 1236 is its own definite error
+//! ([`SourceError::BinlogUnavailable`] for purged binlogs, [`SourceError::SourceDiverged`] for a position the source's history lacks,
 //! [`SourceError::DuplicateServerId`], [`SourceError::BinlogReadFailed`] for the rest); a packet
 //! beyond the 1 GiB a replica accepts is [`SourceError::EventTooLarge`]; a WAL position of the
 //! other flavor is refused; anything else (network, server restart) is transient.
@@ -170,7 +170,8 @@ pub(super) fn stream_error(
     }
 }
 
-/// The client's packet limit was exceeded (only possible beyond 1 GiB, see `connect::opts_builder`).
+/// The client's packet limit was exceeded (only possible beyond 1 GiB, see
+/// `connect::opts_builder`).
 fn is_packet_too_large(e: &mysql_async::Error) -> bool {
     use mysql_async::{DriverError, IoError};
     match e {

@@ -119,7 +119,8 @@ impl TransactionAssembler {
         self.resume_partial = Some(partial);
     }
 
-    /// Provides names for a table whose TABLE_MAPs carry none (see [`table_without_names`](super::table_without_names)).
+    /// Provides names for a table whose TABLE_MAPs carry none (see
+    /// [`table_without_names`](super::table_without_names)).
     /// At most [`MAX_CACHED_SCHEMAS`] are kept: when a new one would exceed that, the cache is
     /// emptied and refilled on demand (each table is then looked up again when its rows next
     /// arrive), so memory stays bounded whatever the number of tables.

@@ -1,8 +1,8 @@
 //! Row events: WRITE/UPDATE/DELETE_ROWS decoded with their TABLE_MAP into row changes.
 //!
 //! Guarantee: malformed row data is an error, never a panic: the rows are decoded with the
-//! TABLE_MAP's validated [`ColumnDecoder`](super::table_map::ColumnDecoder)s, and a panic inside `mysql_common`'s
-//! value decoder is caught and reported as a [`DecodeError`] naming the table.
+//! TABLE_MAP's validated [`ColumnDecoder`]s, and a panic inside `mysql_common`'s value decoder is
+//! caught and reported as a [`DecodeError`] naming the table.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -11,6 +11,8 @@ use mysql_async::binlog::value::BinlogValue;
 use mysql_common::io::ParseBuf;
 
 use super::assembler::TransactionAssembler;
+#[cfg(doc)]
+use super::table_map::ColumnDecoder;
 use super::table_map::TableInfo;
 use super::value::{convert_value, ColumnInfo};
 use super::{event_type_name, panic_text, AssemblerMode, DecodeError};
@@ -101,7 +103,7 @@ impl TransactionAssembler {
 /// A row's image before and after the change (each present when the event type has it).
 type RowImages = (Option<Vec<Value>>, Option<Vec<Value>>);
 
-/// Decodes every row of a rows event with the TABLE_MAP's precomputed [`ColumnDecoder`](super::table_map::ColumnDecoder)s: the
+/// Decodes every row of a rows event with the TABLE_MAP's precomputed [`ColumnDecoder`]s: the
 /// layout `mysql_common`'s `RowsEventRows` reads (for each row the before image, then the after
 /// image, each a null bitmap over the columns present and their values), the values themselves
 /// decoded by `mysql_common`'s `BinlogValue`.
