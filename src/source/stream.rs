@@ -3,10 +3,11 @@
 //! `source.heartbeat_interval`; and what its errors mean.
 //!
 //! Guarantees: each kind of error 1236 is its own definite error
-//! ([`SourceError::BinlogUnavailable`] for purged binlogs, [`SourceError::SourceDiverged`] for a position the source's history lacks,
-//! [`SourceError::DuplicateServerId`], [`SourceError::BinlogReadFailed`] for the rest); a packet
-//! beyond the 1 GiB a replica accepts is [`SourceError::EventTooLarge`]; a WAL position of the
-//! other flavor is refused; anything else (network, server restart) is transient.
+//! ([`SourceError::BinlogUnavailable`] for purged binlogs, [`SourceError::SourceDiverged`] for a
+//! position the source's history lacks, [`SourceError::DuplicateServerId`],
+//! [`SourceError::BinlogReadFailed`] for the rest); a packet beyond the 1 GiB a replica accepts is
+//! [`SourceError::EventTooLarge`]; a WAL position of the other flavor is refused; anything else
+//! (network, server restart) is transient.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
