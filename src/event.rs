@@ -16,7 +16,8 @@
 //! with it, and a record stores each distinct table and binlog file name once (the wire form in
 //! [`wire`]). Row images are values in the table's column order.
 //!
-//! Any change to the serialized shape (the wire form) must bump [`SourceTransaction::FORMAT_VERSION`].
+//! Any change to the serialized shape (the wire form) must bump `SourceTransaction`'s
+//! [`Record::FORMAT_VERSION`](sdl_wal::Record::FORMAT_VERSION).
 
 use std::sync::Arc;
 

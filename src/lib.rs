@@ -20,6 +20,8 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod messages;
 pub mod redact;
 pub mod service;

@@ -203,29 +203,6 @@ pub fn wal_open_error(error: &sdl_wal::WalError) -> String {
     }
 }
 
-/// What to check when the source refuses the login: the user in `source.url` and the password
-/// where it came from (the environment wins over `source.password_file`, which wins over the URL).
-pub fn source_credentials(cfg: &crate::config::SourceConfig) -> String {
-    if std::env::var_os("SDL_SOURCE_PASSWORD").is_some() {
-        "the user in source.url and the password in the environment variable SDL_SOURCE_PASSWORD (it overrides source.password_file and the URL's password)".into()
-    } else if let Some(file) = &cfg.password_file {
-        format!(
-            "the user in source.url and the password in source.password_file ({}), which is used instead of any password in the URL",
-            file.display()
-        )
-    } else {
-        "the user and password in source.url".into()
-    }
-}
-
-/// The source's flavor as its vendor writes it (`MariaDB`, `MySQL`), for messages and logs.
-pub fn flavor_name(flavor: crate::source::Flavor) -> &'static str {
-    match flavor {
-        crate::source::Flavor::Mariadb => "MariaDB",
-        crate::source::Flavor::Mysql => "MySQL",
-    }
-}
-
 /// `source.start` as written in the config (`current`, `earliest` or the GTID position).
 pub fn start_text(start: &crate::config::StartFrom) -> &str {
     match start {

@@ -1,7 +1,7 @@
 //! Arbitrary bytes as a row event (and the TABLE_MAP that describes it) through the binlog file
 //! reader, the TransactionAssembler and the BSON conversion: an error is fine; a panic that
 //! escapes sdl, an abort, a hang or a runaway allocation is a bug. See sdl::source::fuzzing for
-//! how the input is shaped.
+//! how the input is shaped (sdl::fuzzing runs it).
 //!
 //! sdl catches a panic inside mysql_common's decoders and reports it as a decode error (its last
 //! line of defence; the checks before it are what the fuzzer hardens). libfuzzer-sys installs a
@@ -23,5 +23,5 @@ fuzz_target!(|data: &[u8]| {
             std::panic::set_hook(Box::new(|_| {}));
         }
     });
-    let _ = sdl::source::fuzzing::decode_row_event_input(data);
+    let _ = sdl::fuzzing::decode_row_event_input(data);
 });

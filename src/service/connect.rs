@@ -66,7 +66,7 @@ pub(super) async fn connect(
 ) -> Result<Connections, RunError> {
     let (conn, flavor) = source::connect(&config.source).await?;
     info!(
-        flavor = %crate::messages::flavor_name(flavor),
+        flavor = %flavor.name(),
         "source connected and configured for row-based CDC"
     );
     let sink = match MongoSink::connect(&config.sink, &config.source.name).await {

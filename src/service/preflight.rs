@@ -252,10 +252,7 @@ async fn source_checks(config: &Config, wal_in_use: bool) -> Vec<Check> {
     checks.push(source_encryption(&mut conn, cfg).await);
     match source::settings_findings(&mut conn, cfg.column_names).await {
         Ok((flavor, findings)) => {
-            checks.push(Check::pass(
-                "source: flavor",
-                crate::messages::flavor_name(flavor),
-            ));
+            checks.push(Check::pass("source: flavor", flavor.name()));
             for f in findings {
                 let name = format!("source: {}", f.setting);
                 checks.push(if f.ok {

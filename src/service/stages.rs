@@ -92,13 +92,15 @@ fn spawn_stages(
     let Connections { conn, flavor, sink } = connections;
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq()?);
     let ingester = tokio::spawn(source::run(
-        config.source.clone(),
-        config.wal.clone(),
-        fragment_limits(&config.sink),
-        wal.clone(),
+        source::Ingester {
+            source: config.source.clone(),
+            wal_config: config.wal.clone(),
+            fragments: fragment_limits(&config.sink),
+            wal: wal.clone(),
+            appended: appended_tx,
+            state: publishers.ingest,
+        },
         Some((conn, flavor)),
-        appended_tx,
-        publishers.ingest,
         shutdown_rx.clone(),
     ));
     let forwarder = tokio::spawn(forward::run(

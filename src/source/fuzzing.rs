@@ -1,14 +1,13 @@
-//! Fuzzing support (used by `fuzz/` and tests/fuzz_smoke.rs; not part of the relay).
+//! Fuzzing and test inputs for the binlog decoder (used by `crate::fuzzing`, `fuzz/` and tests;
+//! not part of the relay).
 //!
-//! [`decode_row_event_input`] turns arbitrary bytes into a small MySQL 8 binlog: a TABLE_MAP whose
+//! [`binlog_from_bytes`] turns arbitrary bytes into a small MySQL 8 binlog: a TABLE_MAP whose
 //! column types, type metadata, charsets and signedness are chosen by the input (with column names
 //! and ENUM/SET members, as `binlog_row_metadata=FULL` writes them), then a WRITE/UPDATE/DELETE
-//! rows event whose row data is the rest of the input, then an XID. It decodes that binlog exactly
-//! as a file is decoded and converts the result to change documents. The property under test: this
-//! never panics, never aborts, never hangs; it returns documents or an error.
-
-use super::binlog_file::decode_file;
-use crate::sink::document::transaction_documents;
+//! rows event whose row data is the rest of the input, then an XID. `crate::fuzzing` decodes it
+//! exactly as a file is decoded and converts the result to change documents (that harness drives
+//! the sink's document writer too, so it lives above both stages). [`binlog_with_tables`] builds a
+//! binlog touching many tables, for tests of the decoder's per-table memory.
 
 /// FORMAT_DESCRIPTION_EVENT of a MySQL 8.0.40 binlog (CRC32 checksums).
 const FDE: &[u8] = &[
@@ -176,16 +175,6 @@ pub fn binlog_from_bytes(data: &[u8]) -> Vec<u8> {
     frame(&mut binlog, kind, &rows);
     frame(&mut binlog, 16, &7u64.to_le_bytes());
     binlog
-}
-
-/// Decodes the binlog built from `data` and converts it to documents; returns how many.
-pub fn decode_row_event_input(data: &[u8]) -> Result<usize, String> {
-    let binlog = binlog_from_bytes(data);
-    let transactions = decode_file("fuzz.000001", &binlog)?;
-    Ok(transactions
-        .iter()
-        .map(|t| transaction_documents("fuzz", t).len())
-        .sum())
 }
 
 /// A binlog of `tables` single-row transactions, each on its own table (`db.t<i>`, table id

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::flavor::Flavor;
+
 #[derive(Debug, thiserror::Error)]
 #[error("`{text}` is not a valid {flavor} GTID position: {reason}")]
 pub struct GtidParseError {
@@ -266,10 +268,10 @@ pub enum Position {
 }
 
 impl Position {
-    pub fn parse(flavor: super::Flavor, text: &str) -> Result<Self, GtidParseError> {
+    pub fn parse(flavor: Flavor, text: &str) -> Result<Self, GtidParseError> {
         match flavor {
-            super::Flavor::Mariadb => MariadbPosition::parse(text).map(Position::Mariadb),
-            super::Flavor::Mysql => MysqlGtidSet::parse(text).map(Position::Mysql),
+            Flavor::Mariadb => MariadbPosition::parse(text).map(Position::Mariadb),
+            Flavor::Mysql => MysqlGtidSet::parse(text).map(Position::Mysql),
         }
     }
 }
@@ -314,16 +316,13 @@ impl ResumePoint {
         }
     }
 
-    pub fn parse(flavor: super::Flavor, text: &str) -> Result<Self, GtidParseError> {
+    pub fn parse(flavor: Flavor, text: &str) -> Result<Self, GtidParseError> {
         let Some((position, partial)) = text.split_once(PARTIAL_MARKER) else {
             return Ok(Self::at(Position::parse(flavor, text)?));
         };
         let err = |reason: &str| GtidParseError {
             text: text.to_string(),
-            flavor: match flavor {
-                super::Flavor::Mariadb => "MariaDB",
-                super::Flavor::Mysql => "MySQL",
-            },
+            flavor: flavor.name(),
             reason: reason.to_string(),
         };
         let (gtid, saved) = partial
@@ -444,7 +443,6 @@ mod tests {
 
     #[test]
     fn resume_points_round_trip_with_and_without_a_partial_transaction() {
-        use crate::source::Flavor;
         for text in [
             "0-1-41,1-2-7",
             "0-1-41; partial 0-1-42:5000",

@@ -2,7 +2,7 @@
 //! decodable binlog for a well-formed input, and a few thousand pseudo-random inputs neither
 //! panic nor abort (the long runs are `cargo fuzz run row_events`, see fuzz/README.md).
 
-use sdl::source::fuzzing::decode_row_event_input;
+use sdl::fuzzing::decode_row_event_input;
 
 #[test]
 fn a_well_formed_row_event_decodes_to_one_document() {

@@ -1,0 +1,367 @@
+//! The stream loop: connect, resume from the WAL's position, follow the binlog, reconnect.
+//!
+//! Guarantees: the stream always resumes from the position saved in the WAL (never from what was
+//! read but not saved), so a transaction half-read when the connection dropped is read again
+//! from its start; transient failures are retried with backoff (100 ms doubling to 30 s, with
+//! jitter), forever, and published as `reconnecting`; a definite failure stops the ingester. The
+//! connection is presumed dead after three heartbeat intervals of silence, measured byte by byte
+//! through the [`relay`], so an event still arriving is never cut.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::Conn;
+use sdl_wal::Wal;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::connect::connect_for_stream;
+use super::decode::{FragmentLimits, TransactionAssembler};
+use super::group_commit::{
+    finish_append, flush, pause_while_wal_full, sleep_until_opt, PendingGroup,
+};
+use super::gtid::ResumePoint;
+use super::schema::{provide_missing_schema, JsonColumns};
+use super::start::explain_unavailable;
+use super::stream::{open_stream, stream_error};
+use super::{relay, Flavor, SourceError};
+use crate::config::{ColumnNames, SourceConfig, WalConfig};
+use crate::event::{Change, SourceTransaction};
+use crate::shutdown::stopped;
+use crate::telemetry::{IngestState, IngestStatus, LastError};
+
+/// The event a source sends when it has had nothing newer to send for a heartbeat period.
+const HEARTBEAT_EVENT: u8 = 0x1b;
+
+/// What the ingester reads, where it writes and where it publishes: the context of the stream
+/// loop, shared by every reconnection.
+pub struct Ingester {
+    pub source: SourceConfig,
+    pub wal_config: WalConfig,
+    /// The most a WAL record of one transaction holds (one sink batch).
+    pub fragments: FragmentLimits,
+    pub wal: Wal<SourceTransaction>,
+    /// Told the WAL's last sequence number after every flushed append.
+    pub appended: watch::Sender<u64>,
+    /// The ingester's state, published for `/status` and `/readyz`.
+    pub state: watch::Sender<IngestStatus>,
+}
+
+/// Runs the ingester until `shutdown` turns true or a definite error occurs.
+///
+/// `first_conn` is the connection that checked the source at start-up, if still open.
+pub async fn run(
+    ingester: Ingester,
+    first_conn: Option<(Conn, Flavor)>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let result = ingester.ingest(first_conn, &mut shutdown).await;
+    ingester.state.send_modify(|s| {
+        s.state = IngestState::Stopped;
+        if let Err(e) = &result {
+            s.last_error = Some(LastError::now(e));
+        }
+    });
+    result
+}
+
+/// Publishes the ingester's new state; returns the previous one.
+pub(super) fn set_state(state: &watch::Sender<IngestStatus>, new: IngestState) -> IngestState {
+    let mut previous = new;
+    state.send_modify(|s| std::mem::swap(&mut s.state, &mut previous));
+    previous
+}
+
+/// Publishes a transient failure: the state turns `reconnecting` and the error is kept as the last
+/// one.
+fn set_reconnecting(state: &watch::Sender<IngestStatus>, error: &SourceError, retry_in: Duration) {
+    let last = LastError::now(error);
+    state.send_modify(|s| {
+        s.state = IngestState::Reconnecting {
+            error: last.message.clone(),
+            retry_in_ms: retry_in.as_millis() as u64,
+        };
+        s.last_error = Some(last);
+    });
+}
+
+impl Ingester {
+    async fn ingest(
+        &self,
+        first_conn: Option<(Conn, Flavor)>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SourceError> {
+        let Self {
+            source: cfg,
+            wal,
+            state,
+            ..
+        } = self;
+        let mut backoff = reconnect_backoff();
+        if let Some((conn, _)) = first_conn {
+            // The connection that checked the source at start-up is not the stream's: the stream
+            // runs through a relay that measures its liveness byte by byte (relay.rs).
+            let _ = conn.disconnect().await;
+        }
+        loop {
+            let (conn, flavor, relay) = match connect_for_stream(cfg).await {
+                Ok(c) => {
+                    // The source answers again: the next outage starts its backoff afresh.
+                    backoff = reconnect_backoff();
+                    c
+                }
+                Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
+                    let reconnect_delay = next_delay(&mut backoff);
+                    warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
+                    set_reconnecting(state, &e, reconnect_delay);
+                    if wait_or_shutdown(shutdown, reconnect_delay).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let saved = wal.ingest_position()?.ok_or_else(|| SourceError::Query {
+                query: "WAL ingest position".into(),
+                detail:
+                    "the WAL has no ingest position; it must be seeded before the ingester runs"
+                        .into(),
+            })?;
+            let resume = ResumePoint::parse(flavor, &String::from_utf8_lossy(&saved))?;
+            info!(position = %resume, "following the binlog");
+            set_state(
+                state,
+                IngestState::Following {
+                    position: resume.to_string(),
+                },
+            );
+            match self.follow(conn, relay, flavor, resume, shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() => {
+                    let reconnect_delay = next_delay(&mut backoff);
+                    warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
+                    let m = crate::telemetry::metrics();
+                    m.source_reconnects.inc();
+                    m.stage_restarted(crate::telemetry::Stage::Ingester);
+                    m.source_lost();
+                    set_reconnecting(state, &e, reconnect_delay);
+                    if wait_or_shutdown(shutdown, reconnect_delay).await {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(explain_unavailable(cfg, flavor, e).await),
+            }
+        }
+    }
+
+    /// Reads the binlog from `resume` and appends what it reads to the WAL until shutdown or an
+    /// error; whatever happens, complete transactions already read are saved before it returns.
+    async fn follow(
+        &self,
+        conn: Conn,
+        relay: Option<relay::Relay>,
+        flavor: Flavor,
+        resume: ResumePoint,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SourceError> {
+        let Self {
+            source: cfg,
+            wal_config: wal_cfg,
+            fragments,
+            wal,
+            appended,
+            ..
+        } = self;
+        let mut stream = open_stream(conn, flavor, cfg, &resume.position).await?;
+        // Liveness: the source sends a heartbeat after each heartbeat interval without events,
+        // but none inside an event, which may take long to arrive over a slow link. So the
+        // connection is presumed dead after three intervals of *silence*: no byte from the source
+        // (as the relay sees them) since sdl started waiting for the next event. Without a relay
+        // (a socket URL), whole events are timed.
+        let dead_after = cfg.heartbeat_interval * 3;
+        let mut waiting_since = Instant::now();
+        let mut still_waiting = false;
+        let mut assembler =
+            TransactionAssembler::new(resume.position.clone()).with_fragments(*fragments);
+        if let Some(partial) = resume.partial.clone() {
+            info!(
+                gtid = %partial.gtid,
+                saved_changes = partial.saved_changes,
+                "resuming inside a large transaction: its changes the WAL already holds are read again and dropped"
+            );
+            assembler.resume_inside(partial);
+        }
+        // A second connection for information_schema lookups (source.column_names), opened on
+        // demand.
+        let mut schema_conn: Option<Conn> = None;
+        // MariaDB JSON columns per table (docs/change-document.md, "JSON (MariaDB)").
+        let mut json_columns = JsonColumns::default();
+        let mut group = PendingGroup::default();
+        let result = loop {
+            if !still_waiting {
+                waiting_since = Instant::now();
+            }
+            still_waiting = false;
+            let silent_since = relay
+                .as_ref()
+                .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
+            let deadline = group.deadline();
+            let next = tokio::select! {
+                biased;
+                _ = stopped(shutdown) => break Ok(()),
+                _ = sleep_until_opt(deadline) => {
+                    match self.commit_group(&mut group, shutdown).await {
+                        Ok(false) => {}
+                        Ok(true) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(silent_since + dead_after) => {
+                    // Bytes may have arrived since: an event still arriving is not silence. The
+                    // stream's read is cancel-safe (mysql_async keeps a partly read packet in the
+                    // stream), so waiting again loses nothing.
+                    let silent_since = relay
+                        .as_ref()
+                        .map_or(waiting_since, |r| r.last_byte().max(waiting_since));
+                    if silent_since.elapsed() < dead_after {
+                        still_waiting = true;
+                        continue;
+                    }
+                    break Err(SourceError::Transient(format!(
+                        "nothing from the source for {dead_after:?} (3 x source.heartbeat_interval): the connection is presumed dead"
+                    )));
+                }
+                next = stream.next() => next,
+            };
+            let event = match next {
+                None => {
+                    break Err(SourceError::Transient(
+                        "the source closed the binlog stream".into(),
+                    ))
+                }
+                Some(Err(e)) => break Err(stream_error(cfg.server_id, assembler.position(), e)),
+                Some(Ok(event)) => {
+                    let m = crate::telemetry::metrics();
+                    m.binlog_events.inc();
+                    let header = event.header();
+                    m.source_event(
+                        header.timestamp(),
+                        header.event_type_raw() == HEARTBEAT_EVENT,
+                    );
+                    event
+                }
+            };
+            if cfg.column_names == ColumnNames::InformationSchema {
+                if let Err(e) =
+                    provide_missing_schema(cfg, &event, &mut assembler, &mut schema_conn).await
+                {
+                    break Err(e);
+                }
+            }
+            match assembler.feed(&event) {
+                Ok(Some(mut transaction)) => {
+                    if flavor == Flavor::Mariadb {
+                        if let Err(e) = json_columns
+                            .apply(cfg, &mut schema_conn, &mut transaction)
+                            .await
+                        {
+                            break Err(e);
+                        }
+                    }
+                    count_read(&transaction);
+                    if transaction
+                        .changes
+                        .iter()
+                        .any(|c| matches!(c, Change::Statement(_)))
+                    {
+                        // Any DDL may have changed any table: look the schemas up again.
+                        assembler.forget_schemas();
+                        json_columns.forget();
+                    }
+                    if group.add(transaction, wal_cfg) {
+                        match self.commit_group(&mut group, shutdown).await {
+                            Ok(false) => {}
+                            Ok(true) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => break Err(SourceError::Decode(e)),
+            }
+        };
+        // Whatever happened, complete transactions already read are saved before returning; a
+        // half-read transaction is dropped and read again from the saved position.
+        let landed = finish_append(&mut group).await;
+        let saved = if group.failed() {
+            Ok(())
+        } else {
+            flush(wal, &mut group, appended).await
+        };
+        let last_landed = finish_append(&mut group).await;
+        let _ = stream.close().await;
+        result.and(landed).and(saved).and(last_landed)
+    }
+
+    /// Starts the group commit of the transactions read so far, then waits while the WAL is full
+    /// (backpressure). Returns true when shutdown was requested while waiting.
+    async fn commit_group(
+        &self,
+        group: &mut PendingGroup,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, SourceError> {
+        flush(&self.wal, group, &self.appended).await?;
+        pause_while_wal_full(
+            &self.wal,
+            group,
+            self.wal_config.max_bytes,
+            &self.state,
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Pauses between reconnection attempts: from 100 ms, doubling, with jitter, up to 30 s, for as
+/// long as the source stays away (`backon`, as the forwarder's circuit breaker).
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn next_delay(backoff: &mut backon::ExponentialBackoff) -> Duration {
+    // Built without a limit on attempts, the iterator never ends.
+    backoff.next().unwrap_or(Duration::from_secs(30))
+}
+
+/// Returns true when shutdown was requested during the wait.
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => *shutdown.borrow(),
+        _ = stopped(shutdown) => true,
+    }
+}
+
+/// Publishes a transaction (or a fragment of one) read from the binlog: its rows, and the
+/// transaction when this is its end.
+fn count_read(transaction: &SourceTransaction) {
+    let m = crate::telemetry::metrics();
+    if transaction.ends_transaction {
+        m.binlog_transactions.inc();
+    }
+    m.binlog_rows.inc_by(
+        transaction
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Row(_)))
+            .count() as u64,
+    );
+}
