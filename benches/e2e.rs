@@ -544,7 +544,7 @@ async fn raw_decode(mariadb: &MariaDb, from: &str, rows: u64, decoder: Decoder) 
         .unwrap();
     let mut decoded = 0u64;
     let mut values = 0usize;
-    let position = sdl::source::gtid::Position::parse(sdl::source::Flavor::Mariadb, from).unwrap();
+    let position = sdl::gtid::Position::parse(sdl::flavor::Flavor::Mariadb, from).unwrap();
     let mut assembler = sdl::source::decode::TransactionAssembler::new(position);
     while decoded < rows {
         let event = tokio::time::timeout(Duration::from_secs(60), stream.next())

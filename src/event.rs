@@ -6,7 +6,7 @@
 //! holds a whole large transaction in memory: each fragment carries the ordinal of its first change
 //! and whether it ends the transaction, and a fragment that does not end it carries as its position
 //! the position *before* the transaction plus how many of its changes are saved (a
-//! `source::gtid::ResumePoint`), so that a restart reads the transaction again and drops what the
+//! `gtid::ResumePoint`), so that a restart reads the transaction again and drops what the
 //! WAL already holds. Values are kept in a lossless,
 //! source-shaped form ([`Value`]); turning them into BSON is the sink's job, so a change of the BSON
 //! mapping never requires rewriting the WAL.
@@ -34,7 +34,7 @@ pub struct SourceTransaction {
     pub timestamp: u32,
     /// Where to resume after this record: the GTID position after the transaction (MariaDB
     /// `gtid_slave_pos` form or a MySQL GTID set) when this record ends it; otherwise the position
-    /// before it with the partial transaction (`source::gtid::ResumePoint` text form).
+    /// before it with the partial transaction (`gtid::ResumePoint` text form).
     pub position_after: String,
     /// The ordinal, within the whole transaction, of `changes[0]` (0 unless this is a later
     /// fragment).

@@ -19,9 +19,11 @@ pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod flavor;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gtid;
 pub mod messages;
 pub mod redact;
 pub mod service;

@@ -19,8 +19,9 @@ use sdl_wal::Wal;
 
 use crate::config::Config;
 use crate::event::SourceTransaction;
+use crate::gtid::ResumePoint;
 use crate::sink::MongoSink;
-use crate::source::{self, gtid::ResumePoint};
+use crate::source;
 use crate::ExitCode;
 
 /// Runs the command; returns the process exit code (errors print as `sdl: error: ...`, exit 1).

@@ -157,7 +157,7 @@ impl<'de> Deserialize<'de> for StartFrom {
             other => {
                 // A GTID position of either flavor (the source's flavor is learnt at connect),
                 // or the partial form MongoDB's offset document holds.
-                use crate::source::{gtid, Flavor};
+                use crate::{flavor::Flavor, gtid};
                 let valid = gtid::MariadbPosition::parse(other).is_ok()
                     || gtid::MysqlGtidSet::parse(other).is_ok()
                     || [Flavor::Mariadb, Flavor::Mysql]

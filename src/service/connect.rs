@@ -18,9 +18,10 @@ use super::preflight::{self, SinkDown, Verdict};
 use super::RunError;
 use crate::config::Config;
 use crate::event::SourceTransaction;
+use crate::flavor::Flavor;
 use crate::forward;
 use crate::sink::MongoSink;
-use crate::source::{self, Flavor};
+use crate::source;
 
 /// The connections start-up made, handed to the stages.
 pub(super) struct Connections {

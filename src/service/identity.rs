@@ -22,8 +22,8 @@
 //!   changes: a duplicate `_id` counts as applied only when the stored document has the same
 //!   content hash (`crate::sink`), else forwarding stops.
 
-use crate::source::gtid::{GtidParseError, Position, ResumePoint};
-use crate::source::Flavor;
+use crate::flavor::Flavor;
+use crate::gtid::{GtidParseError, Position, ResumePoint};
 
 /// A position sdl has relayed under this source.name: where it is kept ("the WAL", "MongoDB's
 /// offset"), its text as stored, and that text parsed once for the source's flavor.
@@ -133,8 +133,8 @@ pub async fn check_landmarks(
 /// Whether `BINLOG_GTID_POS` at a transaction's event (`found`) names that transaction (`gtid`).
 pub fn landmark_matches(gtid: &str, found: &str) -> bool {
     let (Ok(wanted), Ok(found)) = (
-        crate::source::gtid::MariadbPosition::parse(gtid),
-        crate::source::gtid::MariadbPosition::parse(found),
+        crate::gtid::MariadbPosition::parse(gtid),
+        crate::gtid::MariadbPosition::parse(found),
     ) else {
         return false;
     };

@@ -12,7 +12,9 @@ use tracing::warn;
 
 use super::RunError;
 use crate::event::SourceTransaction;
-use crate::source::{self, gtid::ResumePoint, Flavor, SourceError};
+use crate::flavor::Flavor;
+use crate::gtid::ResumePoint;
+use crate::source::{self, SourceError};
 use crate::ExitCode;
 
 pub(super) async fn repair_damaged_records(

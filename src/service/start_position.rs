@@ -21,8 +21,10 @@ use super::identity::{self, Landmark, RelayedPosition};
 use super::RunError;
 use crate::config::{Config, StartFrom};
 use crate::event::SourceTransaction;
+use crate::flavor::Flavor;
+use crate::gtid::ResumePoint;
 use crate::sink::{MongoSink, SinkError};
-use crate::source::{self, gtid::ResumePoint, Flavor, SourceError};
+use crate::source::{self, SourceError};
 
 /// What has been relayed under this source.name, read once at start-up.
 pub(super) struct Relayed {

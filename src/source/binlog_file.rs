@@ -17,8 +17,8 @@ use mysql_async::binlog::{BinlogChecksumAlg, BinlogVersion, EventType};
 use mysql_common::binlog::EventStreamReader;
 
 use super::decode::{AssemblerMode, TransactionAssembler, MAX_EVENT_SIZE};
-use super::gtid::{MysqlGtidSet, Position};
 use crate::event::SourceTransaction;
+use crate::gtid::{MysqlGtidSet, Position};
 
 const MAGIC: [u8; 4] = [0xfe, b'b', b'i', b'n'];
 const HEADER_LEN: usize = 19;

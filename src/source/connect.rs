@@ -14,8 +14,9 @@ use mysql_async::{ClientIdentity, Conn, Opts, OptsBuilder, SslOpts};
 
 use super::error::query_error;
 use super::settings::check_settings;
-use super::{decode, relay, Flavor, SourceError};
+use super::{decode, relay, SourceError};
 use crate::config::{SourceConfig, TlsMode};
+use crate::flavor::Flavor;
 use crate::redact::redact_url;
 
 /// MySQL error codes that make a connection attempt definitely fail.

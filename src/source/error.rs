@@ -4,7 +4,7 @@
 //! says what to do). Every variant of [`SourceError`] but `Transient` is definite.
 
 use super::decode::DecodeError;
-use super::gtid;
+use crate::gtid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

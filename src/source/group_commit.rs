@@ -16,7 +16,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::ingest::set_state;
 use super::SourceError;
 use crate::config::WalConfig;
 use crate::event::SourceTransaction;
@@ -189,4 +188,11 @@ async fn wait_for_wal_space(
             _ = stopped(shutdown) => return true,
         }
     }
+}
+
+/// Publishes the ingester's new state; returns the previous one.
+pub(super) fn set_state(state: &watch::Sender<IngestStatus>, new: IngestState) -> IngestState {
+    let mut previous = new;
+    state.send_modify(|s| std::mem::swap(&mut s.state, &mut previous));
+    previous
 }

@@ -19,15 +19,16 @@ use tracing::{info, warn};
 use super::connect::connect_for_stream;
 use super::decode::{FragmentLimits, TransactionAssembler};
 use super::group_commit::{
-    finish_append, flush, pause_while_wal_full, sleep_until_opt, PendingGroup,
+    finish_append, flush, pause_while_wal_full, set_state, sleep_until_opt, PendingGroup,
 };
-use super::gtid::ResumePoint;
 use super::schema::{provide_missing_schema, JsonColumns};
 use super::start::explain_unavailable;
 use super::stream::{open_stream, stream_error};
-use super::{relay, Flavor, SourceError};
+use super::{relay, SourceError};
 use crate::config::{ColumnNames, SourceConfig, WalConfig};
 use crate::event::{Change, SourceTransaction};
+use crate::flavor::Flavor;
+use crate::gtid::ResumePoint;
 use crate::shutdown::stopped;
 use crate::telemetry::{IngestState, IngestStatus, LastError};
 
@@ -64,13 +65,6 @@ pub async fn run(
         }
     });
     result
-}
-
-/// Publishes the ingester's new state; returns the previous one.
-pub(super) fn set_state(state: &watch::Sender<IngestStatus>, new: IngestState) -> IngestState {
-    let mut previous = new;
-    state.send_modify(|s| std::mem::swap(&mut s.state, &mut previous));
-    previous
 }
 
 /// Publishes a transient failure: the state turns `reconnecting` and the error is kept as the last

@@ -36,20 +36,23 @@
 //!   `start`: `source.start` resolved, binlog availability; `stream`: the binlog stream request
 //!   and what its errors mean; `error`: [`SourceError`], transient or definite;
 //! - [`decode`]: binlog events into whole transactions (no network); `schema`: the
-//!   information_schema lookups and their bounded caches; [`gtid`]: positions; [`relay`]: byte
-//!   liveness; [`binlog_file`]: decoding binlog files without a server; [`charset`] and
-//!   [`json_text`]: exact strings and MariaDB JSON text; `flavor`: MariaDB or MySQL ([`Flavor`]).
+//!   information_schema lookups and their bounded caches; [`relay`]: byte liveness;
+//!   [`binlog_file`]: decoding binlog files without a server; [`charset`] and [`json_text`]: exact
+//!   strings and MariaDB JSON text.
+//!
+//! Positions ([`crate::gtid`]) and the server family ([`crate::flavor`]) are the vocabulary the
+//! config, the service and the command line share with the ingester, so they live below it.
 
 pub mod binlog_file;
 pub mod charset;
 mod connect;
 pub mod decode;
 mod error;
-mod flavor;
+
 #[doc(hidden)]
 pub mod fuzzing;
 mod group_commit;
-pub mod gtid;
+
 mod ingest;
 pub mod json_text;
 pub mod relay;
@@ -61,7 +64,7 @@ mod stream;
 pub use connect::{connect, encryption, login};
 pub use decode::FragmentLimits;
 pub use error::SourceError;
-pub use flavor::Flavor;
+
 pub use ingest::{run, Ingester};
 pub use settings::{settings_findings, SettingFinding};
 pub use start::{binlog_available, resolve_start};

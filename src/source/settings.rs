@@ -11,8 +11,9 @@ use mysql_async::Conn;
 use tracing::warn;
 
 use super::error::query_error;
-use super::{Flavor, SourceError};
+use super::SourceError;
 use crate::config::ColumnNames;
+use crate::flavor::Flavor;
 
 async fn global_variables(conn: &mut Conn) -> Result<Vec<(String, String)>, SourceError> {
     let query =

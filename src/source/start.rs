@@ -9,10 +9,11 @@ use mysql_async::Conn;
 
 use super::connect::connect;
 use super::error::query_error;
-use super::gtid::Position;
 use super::stream::{open_stream, stream_error};
-use super::{Flavor, SourceError};
+use super::SourceError;
 use crate::config::{SourceConfig, StartFrom};
+use crate::flavor::Flavor;
+use crate::gtid::Position;
 
 async fn query_string(conn: &mut Conn, query: &str) -> Result<String, SourceError> {
     conn.query_first::<Option<String>, _>(query)

@@ -14,9 +14,10 @@ use mysql_async::{BinlogStreamRequest, Conn};
 
 use super::connect::{ER_ACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED};
 use super::error::query_error;
-use super::gtid::Position;
-use super::{Flavor, SourceError};
+use super::SourceError;
 use crate::config::SourceConfig;
+use crate::flavor::Flavor;
+use crate::gtid::Position;
 
 /// "Got fatal error from master when reading data from binary log": purged binlogs, a position
 /// the source's history lacks, another replica with the same server id, ... told apart by the

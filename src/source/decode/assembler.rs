@@ -11,14 +11,14 @@ use std::sync::Arc;
 use mysql_async::binlog::events::{Event, EventData, GtidEvent, RotateEvent};
 use mysql_async::binlog::EventType;
 
-use super::gtid::{
-    MariadbGtid, MariadbPosition, MysqlGtidSet, PartialTransaction, Position, ResumePoint,
-};
 use super::mariadb::{mariadb_event, parse_mariadb_gtid};
 use super::payload::{inner_events, InnerEvent};
 use super::table_map::{table_info, TableInfo, TableSchema};
 use super::{event_type_name, panic_text, shorten, AssemblerMode, DecodeError, FragmentLimits};
 use crate::event::{Change, SourceTransaction};
+use crate::gtid::{
+    MariadbGtid, MariadbPosition, MysqlGtidSet, PartialTransaction, Position, ResumePoint,
+};
 
 /// The most provided table schemas kept (see [`TransactionAssembler::provide_schema`]).
 pub const MAX_CACHED_SCHEMAS: usize = 4096;
@@ -220,9 +220,13 @@ impl TransactionAssembler {
 
         match raw_type {
             mariadb_event::GTID => {
-                let gtid = parse_mariadb_gtid(event.data(), header.server_id())
+                let (gtid, standalone) = parse_mariadb_gtid(event.data(), header.server_id())
+                    .and_then(|parsed| parsed.transaction())
                     .map_err(|reason| self.error(event, "MARIADB_GTID", reason))?;
-                return self.begin_mariadb(event, gtid).map(|()| None);
+                let step = PositionStep::Mariadb(gtid);
+                return self
+                    .begin(event, gtid.to_string(), standalone, step)
+                    .map(|()| None);
             }
             mariadb_event::ANNOTATE_ROWS
             | mariadb_event::BINLOG_CHECKPOINT

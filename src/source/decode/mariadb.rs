@@ -2,11 +2,7 @@
 //! that begins each MariaDB transaction (its flags tell a standalone DDL from a transaction, and
 //! an XA transaction, which sdl refuses).
 
-use mysql_async::binlog::events::Event;
-
-use super::assembler::{PositionStep, TransactionAssembler};
-use super::gtid::MariadbGtid;
-use super::DecodeError;
+use crate::gtid::MariadbGtid;
 
 /// MariaDB event types that `mysql_common` does not know.
 pub(super) mod mariadb_event {
@@ -55,27 +51,16 @@ pub(super) fn parse_mariadb_gtid(body: &[u8], server_id: u32) -> Result<ParsedMa
     })
 }
 
-impl TransactionAssembler {
-    pub(super) fn begin_mariadb(
-        &mut self,
-        event: &Event,
-        parsed: ParsedMariadbGtid,
-    ) -> Result<(), DecodeError> {
-        if parsed.flags & (FL_PREPARED_XA | FL_COMPLETED_XA) != 0 {
-            return Err(self.error(
-                event,
-                "MARIADB_GTID",
-                format!(
-                    "transaction {} is an XA transaction, which sdl does not support",
-                    parsed.gtid
-                ),
+impl ParsedMariadbGtid {
+    /// The transaction this GTID event begins: its GTID and whether it is a standalone statement
+    /// (DDL). An XA transaction, which sdl does not support, is refused with the reason.
+    pub(super) fn transaction(self) -> Result<(MariadbGtid, bool), String> {
+        if self.flags & (FL_PREPARED_XA | FL_COMPLETED_XA) != 0 {
+            return Err(format!(
+                "transaction {} is an XA transaction, which sdl does not support",
+                self.gtid
             ));
         }
-        self.begin(
-            event,
-            parsed.gtid.to_string(),
-            parsed.flags & FL_STANDALONE != 0,
-            PositionStep::Mariadb(parsed.gtid),
-        )
+        Ok((self.gtid, self.flags & FL_STANDALONE != 0))
     }
 }

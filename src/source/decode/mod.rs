@@ -65,7 +65,7 @@ pub use value::{convert_value, ColumnInfo};
 
 use mysql_async::binlog::EventType;
 
-use super::{charset, gtid};
+use super::charset;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot decode binlog event {event_type} at {file}:{pos}{table}: {reason}")]

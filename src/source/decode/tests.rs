@@ -1,8 +1,8 @@
 use super::assembler::TransactionAssembler;
-use super::gtid::{MysqlGtidSet, Position};
 use super::statement::{is_savepoint, statement_row_change};
 use super::value::base64_decode;
 use super::{AssemblerMode, TableSchema, MAX_CACHED_SCHEMAS};
+use crate::gtid::{MysqlGtidSet, Position};
 
 #[test]
 fn base64_round_trips_opaque_json_bytes() {

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use sdl::event::{Change, SourceTransaction};
+use sdl::gtid::{MysqlGtidSet, Position};
 use sdl::source::binlog_file::{decode_file, BinlogFileReader};
 use sdl::source::decode::{AssemblerMode, TransactionAssembler};
-use sdl::source::gtid::{MysqlGtidSet, Position};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/binlogs")

@@ -1,4 +1,6 @@
-//! GTID positions: where the ingester is in the source's history.
+//! GTID positions: where the ingester is in the source's history. Shared vocabulary below every
+//! stage: `source.start` is checked against it when the config is read, the ingester advances it,
+//! the service and `sdl wal recover` compare the WAL's and MongoDB's positions with it.
 //!
 //! MariaDB positions are one `domain-server-seq` per replication domain (the `gtid_slave_pos` form);
 //! MySQL positions are GTID sets (`uuid[:tag]:1-5:7,...`). A position always means "everything up
@@ -7,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::flavor::Flavor;
+use crate::flavor::Flavor;
 
 #[derive(Debug, thiserror::Error)]
 #[error("`{text}` is not a valid {flavor} GTID position: {reason}")]
