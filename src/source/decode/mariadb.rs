@@ -64,3 +64,46 @@ impl ParsedMariadbGtid {
         Ok((self.gtid, self.flags & FL_STANDALONE != 0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gtid_body(seq: u64, domain: u32, flags: u8) -> Vec<u8> {
+        let mut body = seq.to_le_bytes().to_vec();
+        body.extend(domain.to_le_bytes());
+        body.push(flags);
+        if flags & FL_GROUP_COMMIT_ID != 0 {
+            body.extend(7u64.to_le_bytes());
+        }
+        body
+    }
+
+    #[test]
+    fn a_gtid_event_begins_a_transaction_or_a_standalone_statement_and_xa_is_refused() {
+        let (gtid, standalone) = parse_mariadb_gtid(&gtid_body(42, 3, 0), 9)
+            .unwrap()
+            .transaction()
+            .unwrap();
+        assert_eq!(gtid.to_string(), "3-9-42");
+        assert!(!standalone);
+
+        let (_, standalone) =
+            parse_mariadb_gtid(&gtid_body(43, 3, FL_STANDALONE | FL_GROUP_COMMIT_ID), 9)
+                .unwrap()
+                .transaction()
+                .unwrap();
+        assert!(standalone);
+
+        for xa in [FL_PREPARED_XA, FL_COMPLETED_XA] {
+            let refused = parse_mariadb_gtid(&gtid_body(44, 0, xa), 1)
+                .unwrap()
+                .transaction();
+            assert_eq!(
+                refused.unwrap_err(),
+                "transaction 0-1-44 is an XA transaction, which sdl does not support"
+            );
+        }
+        assert!(parse_mariadb_gtid(&gtid_body(45, 0, FL_GROUP_COMMIT_ID)[..13], 1).is_err());
+    }
+}
