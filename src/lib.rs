@@ -13,7 +13,7 @@
 //! the `sdl` binary.
 
 pub mod admin;
-pub mod breaker;
+pub use forward::breaker;
 pub mod build_info;
 pub mod cli;
 pub mod config;

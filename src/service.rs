@@ -355,16 +355,20 @@ async fn run_stages(
         ingest_tx,
         shutdown_rx.clone(),
     ));
-    let mut forwarder = tokio::spawn(forward::run(
+    let mut forwarder = tokio::spawn(forward::run(forward::Forwarder {
         sink,
-        config.source.name.clone(),
-        wal.clone(),
-        config.sink.clone(),
-        appended_rx,
-        shutdown_rx,
-        breaker_tx,
-        forward_tx,
-    ));
+        connect: crate::sink::MongoConnect {
+            cfg: config.sink.clone(),
+            source_name: config.source.name.clone(),
+        },
+        source_name: config.source.name.clone(),
+        wal: wal.clone(),
+        cfg: config.sink.clone(),
+        appended: appended_rx,
+        shutdown: shutdown_rx,
+        breaker: breaker_tx,
+        status: forward_tx,
+    }));
 
     let retention = tokio::spawn(prune_periodically(
         wal.clone(),

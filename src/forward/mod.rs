@@ -25,23 +25,27 @@
 //!   usually at hand when a commit starts (its staging entry is then written inside the current
 //!   transaction). The WAL acknowledgement runs beside the next commit.
 
+pub mod breaker;
+mod sink;
+
+pub use sink::{
+    Committed, Connect, PendingBatch, Prepared, Sink, SinkFault, SinkOffset, WalBatch,
+    STAGING_COMMITTED, STAGING_NOT_APPLIED,
+};
+
 use sdl_wal::{Stored, Wal};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::breaker::{BreakerStatus, CircuitBreaker};
 use crate::config::SinkConfig;
 use crate::event::SourceTransaction;
-use crate::sink::batch::{self, Batch, Prepared};
-use crate::sink::{
-    Committed, MongoSink, SinkError, SinkOffset, STAGING_COMMITTED, STAGING_NOT_APPLIED,
-};
 use crate::status::{ForwardStatus, LastError};
+use breaker::{BreakerStatus, CircuitBreaker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Sink(SinkFailure),
     #[error(transparent)]
     Wal(#[from] sdl_wal::WalError),
     #[error("the sink's offset names WAL sequence {sink_seq}, beyond this WAL's last sequence {wal_last} (same WAL id {wal_id}): the WAL directory was restored from an older backup. Restore the newest copy of the WAL directory, or run `sdl wal recover --config FILE` to move this WAL aside and resume from the sink's GTID position")]
@@ -59,48 +63,91 @@ impl ForwardError {
     }
 }
 
+impl<E: SinkFault> From<E> for ForwardError {
+    fn from(e: E) -> Self {
+        ForwardError::Sink(SinkFailure(Box::new(e)))
+    }
+}
+
+/// A sink's error, whatever the sink: displays (and chains) exactly as the sink's own error.
+#[derive(Debug)]
+pub struct SinkFailure(Box<dyn SinkFault>);
+
+impl SinkFailure {
+    pub fn is_transient(&self) -> bool {
+        self.0.is_transient()
+    }
+
+    /// The sink's own error, when it is a `T`.
+    pub fn downcast_ref<T: SinkFault>(&self) -> Option<&T> {
+        (&*self.0 as &dyn std::error::Error).downcast_ref()
+    }
+}
+
+impl std::fmt::Display for SinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for SinkFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Everything the forwarder runs with.
+pub struct Forwarder<S: Sink, C: Connect<S>> {
+    /// The sink, when the service connected it already; else `connect` makes one.
+    pub sink: Option<S>,
+    pub connect: C,
+    /// `source.name`, in every change `_id`.
+    pub source_name: String,
+    pub wal: Wal<SourceTransaction>,
+    pub cfg: SinkConfig,
+    /// The ingester's last appended sequence; closed when the ingester is gone.
+    pub appended: watch::Receiver<u64>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Where the breaker's state is published.
+    pub breaker: watch::Sender<BreakerStatus>,
+    /// Where what the sink has committed, and the last failure, are published.
+    pub status: watch::Sender<ForwardStatus>,
+}
+
 /// Runs until `shutdown` turns true (after finishing the commit in flight) or a definite error.
 /// The breaker's state is published on `breaker`, what MongoDB has committed and the last
 /// failure on `status`.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    sink: Option<MongoSink>,
-    source_name: String,
-    wal: Wal<SourceTransaction>,
-    cfg: SinkConfig,
-    appended: watch::Receiver<u64>,
-    mut shutdown: watch::Receiver<bool>,
-    breaker: watch::Sender<BreakerStatus>,
-    status: watch::Sender<ForwardStatus>,
-) -> Result<(), ForwardError> {
-    let result = forward(
-        sink,
-        &source_name,
-        wal,
-        cfg,
-        appended,
-        &mut shutdown,
-        breaker,
-        &status,
-    )
-    .await;
+pub async fn run<S: Sink, C: Connect<S>>(forwarder: Forwarder<S, C>) -> Result<(), ForwardError> {
+    let status = forwarder.status.clone();
+    let result = forward(forwarder).await;
     if let Err(e) = &result {
         status.send_modify(|s| s.last_error = Some(LastError::now(e)));
     }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    sink: Option<MongoSink>,
-    source_name: &str,
-    wal: Wal<SourceTransaction>,
-    cfg: SinkConfig,
-    appended: watch::Receiver<u64>,
-    shutdown: &mut watch::Receiver<bool>,
-    breaker: watch::Sender<BreakerStatus>,
-    status: &watch::Sender<ForwardStatus>,
+/// Publishes the end of an outage (the breaker closed again).
+fn on_success(breaker: &mut CircuitBreaker) {
+    if breaker.on_success() {
+        crate::metrics::metrics().stage_restarted(crate::metrics::Stage::Forwarder);
+    }
+}
+
+async fn forward<S: Sink, C: Connect<S>>(
+    Forwarder {
+        sink,
+        mut connect,
+        source_name,
+        wal,
+        cfg,
+        appended,
+        mut shutdown,
+        breaker,
+        status,
+    }: Forwarder<S, C>,
 ) -> Result<(), ForwardError> {
+    let shutdown = &mut shutdown;
+    let status = &status;
     let mut breaker = CircuitBreaker::new(cfg.breaker_failures, cfg.retry_max_delay, breaker);
     // Connecting and the start-up reconciliation wait out an unreachable MongoDB like commits do.
     let mut connected = sink;
@@ -109,7 +156,7 @@ async fn forward(
         let attempt = async {
             let sink = match connected.take() {
                 Some(sink) => sink,
-                None => MongoSink::connect(&cfg, source_name).await?,
+                None => connect.connect().await?,
             };
             let offset = reconcile_with_sink(&sink, &wal).await?;
             reconcile_staging(&sink, &wal).await?;
@@ -117,7 +164,7 @@ async fn forward(
         };
         match attempt.await {
             Ok(ready) => {
-                breaker.on_success();
+                on_success(&mut breaker);
                 break ready;
             }
             Err(e) if e.is_transient() => {
@@ -139,8 +186,8 @@ async fn forward(
     });
 
     let (ready_tx, ready) = mpsc::channel(2);
-    let producer = tokio::spawn(produce(
-        std::sync::Arc::from(source_name),
+    let producer = tokio::spawn(produce::<S>(
+        std::sync::Arc::from(source_name.as_str()),
         wal.clone(),
         cfg.clone(),
         wal.acked()? + 1,
@@ -150,20 +197,21 @@ async fn forward(
     ));
     let _abort_producer = AbortOnDrop(producer);
     let (ack_tx, ack_rx) = watch::channel(wal.acked()?);
-    let (ack_failed_tx, mut ack_failed) = mpsc::channel(1);
+    let (ack_failed_tx, ack_failed) = mpsc::channel(1);
     let acknowledger = tokio::spawn(acknowledge(wal.clone(), ack_rx, ack_failed_tx));
 
-    let result = commit_loop(
-        &sink,
-        &wal.id(),
+    let mut commits = CommitLoop {
+        sink: &sink,
+        wal_id: wal.id(),
         ready,
-        &mut breaker,
-        &ack_tx,
-        &mut ack_failed,
+        breaker: &mut breaker,
+        acked: &ack_tx,
+        ack_failed,
         shutdown,
         status,
-    )
-    .await;
+    };
+    let result = commits.run().await;
+    let mut ack_failed = commits.ack_failed;
     // Let the acknowledger write the last committed sequence before returning.
     drop(ack_tx);
     acknowledger.await.expect("acknowledger panicked");
@@ -174,106 +222,112 @@ async fn forward(
     }
 }
 
-/// Commits the prepared batches one after the other; hands each committed sequence to the
-/// acknowledger.
-#[allow(clippy::too_many_arguments)]
-async fn commit_loop(
-    sink: &MongoSink,
-    wal_id: &str,
-    mut ready: mpsc::Receiver<Result<Batch, ForwardError>>,
-    breaker: &mut CircuitBreaker,
-    acked: &watch::Sender<u64>,
-    ack_failed: &mut mpsc::Receiver<ForwardError>,
-    shutdown: &mut watch::Receiver<bool>,
-    status: &watch::Sender<ForwardStatus>,
-) -> Result<(), ForwardError> {
-    // The batch received after the current one, if it was ready; its staging entry is written in
-    // the current batch's transaction.
-    let mut following: Option<Batch> = None;
-    let mut stop_after: Option<ForwardError> = None;
-    let mut staged = None;
-    loop {
-        if let Some(e) = stop_after.take() {
-            return Err(e);
-        }
-        let batch = match following.take() {
-            Some(batch) => batch,
-            None => {
-                let next = tokio::select! {
-                    next = ready.recv() => next,
-                    _ = crate::shutdown::stopped(shutdown) => return Ok(()),
-                    // The acknowledger stops early only on a WAL error.
-                    Some(e) = ack_failed.recv() => return Err(e),
-                };
-                match next {
-                    // The producer is done: shutdown, or the ingester is gone and the WAL drained.
-                    None => return Ok(()),
-                    Some(Err(e)) => return Err(e),
-                    Some(Ok(batch)) => batch,
-                }
-            }
-        };
-        match ready.try_recv() {
-            Ok(Ok(next)) => following = Some(next),
-            // A definite error after this batch: commit this one first.
-            Ok(Err(e)) => stop_after = Some(e),
-            Err(_) => {}
-        }
+/// The commit loop's state: the sink, the batches the producer prepared, and where it publishes.
+struct CommitLoop<'a, S: Sink> {
+    sink: &'a S,
+    wal_id: String,
+    ready: mpsc::Receiver<Result<S::Batch, ForwardError>>,
+    breaker: &'a mut CircuitBreaker,
+    /// The acknowledger's input: the last committed sequence.
+    acked: &'a watch::Sender<u64>,
+    ack_failed: mpsc::Receiver<ForwardError>,
+    shutdown: &'a mut watch::Receiver<bool>,
+    status: &'a watch::Sender<ForwardStatus>,
+}
+
+impl<S: Sink> CommitLoop<'_, S> {
+    /// Commits the prepared batches one after the other; hands each committed sequence to the
+    /// acknowledger.
+    async fn run(&mut self) -> Result<(), ForwardError> {
+        // The batch received after the current one, if it was ready; its staging entry is written in
+        // the current batch's transaction.
+        let mut following: Option<S::Batch> = None;
+        let mut stop_after: Option<ForwardError> = None;
+        let mut staged = None;
         loop {
-            breaker.before_attempt();
-            let started = std::time::Instant::now();
-            let outcome = tokio::select! {
-                outcome = sink.commit(wal_id, &batch, staged.take(), following.as_ref()) => outcome,
-                _ = crate::shutdown::stopped(shutdown) => {
-                    // Dropping the commit aborts its transaction (or, if it landed, the offset
-                    // check recognises the batch after restart): nothing is lost or doubled.
-                    info!(from = batch.first_seq, to = batch.last_seq, "shutdown: abandoning the batch in flight");
-                    return Ok(());
+            if let Some(e) = stop_after.take() {
+                return Err(e);
+            }
+            let batch = match following.take() {
+                Some(batch) => batch,
+                None => {
+                    let next = tokio::select! {
+                        next = self.ready.recv() => next,
+                        _ = crate::shutdown::stopped(self.shutdown) => return Ok(()),
+                        // The acknowledger stops early only on a WAL error.
+                        Some(e) = self.ack_failed.recv() => return Err(e),
+                    };
+                    match next {
+                        // The producer is done: shutdown, or the ingester is gone and the WAL drained.
+                        None => return Ok(()),
+                        Some(Err(e)) => return Err(e),
+                        Some(Ok(batch)) => batch,
+                    }
                 }
             };
-            match outcome {
-                Ok((outcome, next_staged)) => {
-                    breaker.on_success();
-                    let m = crate::metrics::metrics();
-                    m.batch_commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    if let Committed::Written { documents } = outcome {
-                        m.documents_written.inc_by(documents as u64);
-                        m.batches_committed.inc();
-                    }
-                    let lag = crate::metrics::seconds_since(batch.last_timestamp);
-                    if let Some(lag) = lag {
-                        m.end_to_end_lag_seconds.set(lag);
-                    }
-                    status.send_modify(|s| {
-                        s.committed_seq = batch.last_seq;
-                        s.committed_gtid = Some(batch.last_gtid.clone());
-                        s.committed_position = Some(batch.position_after.clone());
-                        s.committed_at = Some(
-                            humantime::format_rfc3339_millis(std::time::SystemTime::now())
-                                .to_string(),
-                        );
-                        s.end_to_end_lag_seconds = lag;
-                    });
-                    staged = next_staged;
-                    if let Committed::AlreadyApplied = outcome {
-                        info!(
-                            from = batch.first_seq,
-                            to = batch.last_seq,
-                            "batch was already applied in MongoDB; acknowledging"
-                        );
-                    }
-                    acked.send_replace(batch.last_seq);
-                    break;
-                }
-                Err(e) if e.is_transient() => {
-                    status.send_modify(|s| s.last_error = Some(LastError::now(&e)));
-                    let delay = breaker.on_failure(&e);
-                    if pause_unless_stopped(delay, shutdown).await {
+            match self.ready.try_recv() {
+                Ok(Ok(next)) => following = Some(next),
+                // A definite error after this batch: commit this one first.
+                Ok(Err(e)) => stop_after = Some(e),
+                Err(_) => {}
+            }
+            loop {
+                self.breaker.before_attempt();
+                let started = std::time::Instant::now();
+                let outcome = tokio::select! {
+                    outcome = self.sink.commit(&self.wal_id, &batch, staged.take(), following.as_ref()) => outcome,
+                    _ = crate::shutdown::stopped(self.shutdown) => {
+                        // Dropping the commit aborts its transaction (or, if it landed, the offset
+                        // check recognises the batch after restart): nothing is lost or doubled.
+                        info!(from = batch.first_seq(), to = batch.last_seq(), "shutdown: abandoning the batch in flight");
                         return Ok(());
                     }
+                };
+                match outcome {
+                    Ok((outcome, next_staged)) => {
+                        on_success(self.breaker);
+                        let m = crate::metrics::metrics();
+                        m.batch_commit_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        if let Committed::Written { documents } = outcome {
+                            m.documents_written.inc_by(documents as u64);
+                            m.batches_committed.inc();
+                        }
+                        let lag = crate::metrics::seconds_since(batch.last_timestamp());
+                        if let Some(lag) = lag {
+                            m.end_to_end_lag_seconds.set(lag);
+                        }
+                        self.status.send_modify(|s| {
+                            s.committed_seq = batch.last_seq();
+                            s.committed_gtid = Some(batch.last_gtid().to_string());
+                            s.committed_position = Some(batch.position_after().to_string());
+                            s.committed_at = Some(
+                                humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                                    .to_string(),
+                            );
+                            s.end_to_end_lag_seconds = lag;
+                        });
+                        staged = next_staged;
+                        if let Committed::AlreadyApplied = outcome {
+                            info!(
+                                from = batch.first_seq(),
+                                to = batch.last_seq(),
+                                "batch was already applied in MongoDB; acknowledging"
+                            );
+                        }
+                        self.acked.send_replace(batch.last_seq());
+                        break;
+                    }
+                    Err(e) if e.is_transient() => {
+                        self.status
+                            .send_modify(|s| s.last_error = Some(LastError::now(&e)));
+                        let delay = self.breaker.on_failure(&e);
+                        if pause_unless_stopped(delay, self.shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -331,14 +385,14 @@ impl Drop for AbortOnDrop {
 /// Reads and converts batches from `next` on, handing each to the commit loop; stops after a
 /// definite error (sent last), on shutdown, or when the ingester is gone and the WAL is drained.
 /// Each record is read and decoded once: what a batch does not take waits for the next one.
-async fn produce(
+async fn produce<S: Sink>(
     source: std::sync::Arc<str>,
     wal: Wal<SourceTransaction>,
     cfg: SinkConfig,
     next: u64,
     mut appended: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
-    ready: mpsc::Sender<Result<Batch, ForwardError>>,
+    ready: mpsc::Sender<Result<S::Batch, ForwardError>>,
 ) {
     let (max_docs, max_bytes) = (cfg.batch_max_documents, cfg.batch_max_bytes);
     // Records read but not yet in a batch (a read may bring more than one batch takes).
@@ -385,10 +439,7 @@ async fn produce(
         let records = std::mem::take(&mut buffer);
         let source = source.clone();
         let (prepared, records) = tokio::task::spawn_blocking(move || {
-            (
-                batch::prepare(&source, &records, max_docs, max_bytes),
-                records,
-            )
+            (S::prepare(&source, &records, max_docs, max_bytes), records)
         })
         .await
         .expect("batch preparation panicked");
@@ -398,7 +449,7 @@ async fn produce(
             Prepared::Stop(e) => (None, Some(e)),
         };
         if let Some(b) = batch {
-            let last = b.last_seq;
+            let last = b.last_seq();
             buffer = records.into_iter().filter(|s| s.seq > last).collect();
             if ready.send(Ok(b)).await.is_err() {
                 return;
@@ -428,8 +479,8 @@ async fn read_records(
 
 /// Returns the sink's offset, as read. Also run at start-up before the WAL's repair (service.rs),
 /// so that a damaged record MongoDB already holds is acknowledged rather than read again.
-pub(crate) async fn reconcile_with_sink(
-    sink: &MongoSink,
+pub async fn reconcile_with_sink<S: Sink>(
+    sink: &S,
     wal: &Wal<SourceTransaction>,
 ) -> Result<Option<SinkOffset>, ForwardError> {
     let Some(offset) = sink.offset().await? else {
@@ -461,10 +512,10 @@ pub(crate) async fn reconcile_with_sink(
 /// A batch an sdl with `<gtid>:<ordinal>` ids left half-written (transactions off) holds documents with the old
 /// `<gtid>:<ordinal>` ids; the replay writes them with `<source>/<gtid>:<ordinal>` ids. The old
 /// copies of the same changes are removed first, so each change stays in MongoDB once.
-async fn remove_legacy_copies(
-    sink: &MongoSink,
+async fn remove_legacy_copies<S: Sink>(
+    sink: &S,
     wal: &Wal<SourceTransaction>,
-    p: &crate::sink::PendingBatch,
+    p: &PendingBatch,
     acked: u64,
     last: u64,
 ) -> Result<(), ForwardError> {
@@ -491,15 +542,15 @@ async fn remove_legacy_copies(
         next = last_read + 1;
         let source = sink.source_name().to_string();
         let prepared = tokio::task::spawn_blocking(move || {
-            batch::prepare(&source, &records, usize::MAX, usize::MAX)
+            S::prepare(&source, &records, usize::MAX, usize::MAX)
         })
         .await
         .expect("batch preparation panicked");
-        let documents = match prepared {
-            Prepared::Batch(b) | Prepared::BatchThenStop(b, _) => b.documents,
+        let batch = match prepared {
+            Prepared::Batch(b) | Prepared::BatchThenStop(b, _) => b,
             Prepared::Stop(_) => continue,
         };
-        let (r, k) = sink.remove_legacy_copies(&documents).await?;
+        let (r, k) = sink.remove_legacy_copies(&batch).await?;
         removed += r;
         kept += k;
     }
@@ -514,8 +565,8 @@ async fn remove_legacy_copies(
 
 /// Settles staging entries an earlier run left "pending" (it stopped between staging a batch and
 /// committing it), and reports each one.
-async fn reconcile_staging(
-    sink: &MongoSink,
+async fn reconcile_staging<S: Sink>(
+    sink: &S,
     wal: &Wal<SourceTransaction>,
 ) -> Result<(), ForwardError> {
     let pending = sink.pending_batches().await?;
@@ -525,9 +576,9 @@ async fn reconcile_staging(
     let offset = sink.offset().await?;
     let (wal_id, acked, last) = (wal.id(), wal.acked()?, wal.last_seq()?);
     for p in &pending {
-        if let Some(lsid) = &p.session {
+        if p.session.is_some() {
             // The dead run's transaction may still be open and hold locks: end it first.
-            sink.kill_session(lsid).await;
+            sink.end_pending_transaction(p).await;
         }
         let covered = offset
             .as_ref()
