@@ -27,6 +27,8 @@
 
 pub mod breaker;
 mod sink;
+#[cfg(test)]
+mod tests;
 
 pub use sink::{
     Committed, Connect, PendingBatch, Prepared, Sink, SinkFault, SinkOffset, WalBatch,
