@@ -335,7 +335,7 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
     workload.run(&mut conn, 500).await;
 
     // The test hook: sdl exits right after writing the first batch's staging entry.
-    sdl.set_env("SDL_TEST_EXIT_AFTER_STAGING", "1");
+    sdl.set_env("FAILPOINTS", "sdl-exit-after-staging=return");
     sdl.start();
     let status = sdl.wait_exit(DRAIN_TIMEOUT);
     assert_eq!(status.code(), Some(97), "{}", sdl.logs());
@@ -345,7 +345,7 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
     assert_eq!(count(&mongo, "row_changes", doc! {}).await, 0);
     let pending_id = pending[0].get_str("_id").unwrap().to_string();
 
-    sdl.remove_env("SDL_TEST_EXIT_AFTER_STAGING");
+    sdl.remove_env("FAILPOINTS");
     sdl.start();
     wait_for_offset(
         &mongo,

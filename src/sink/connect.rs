@@ -6,10 +6,7 @@ use mongodb::options::{ClientOptions, IndexOptions, Tls, TlsOptions, WriteConcer
 use mongodb::{Client, IndexModel};
 
 use super::error::{classify_connect_error, error_code, is_dns_failure, operation_error};
-use super::{
-    MongoSink, SinkError, CHANGES_COLLECTION, EXIT_AFTER_STAGING_ENV, OFFSETS_COLLECTION,
-    STAGING_COLLECTION,
-};
+use super::{MongoSink, SinkError, CHANGES_COLLECTION, OFFSETS_COLLECTION, STAGING_COLLECTION};
 use crate::config::{SinkConfig, TlsMode, TransactionMode};
 use crate::redact::{redact_error, redact_url};
 
@@ -184,7 +181,6 @@ impl MongoSink {
             source_name: source_name.to_string(),
             transactions,
             staging_ttl: cfg.staging_ttl,
-            exit_after_staging: std::env::var_os(EXIT_AFTER_STAGING_ENV).is_some_and(|v| v == "1"),
         };
         sink.ensure_indexes().await?;
         Ok(sink)

@@ -34,10 +34,12 @@
 //!   (auth, validation, oversize, a change conflict: the forwarder stops).
 //!
 //! # Test hook
-//! `SDL_TEST_EXIT_AFTER_STAGING=1` in the environment makes the process exit (code 97) right
-//! after the first batch's staging entry is written and before its commit, leaving a pending
-//! entry behind exactly as a crash at that point would. It exists for the staging reconciliation
-//! test; nothing else sets it.
+//! The fail point [`EXIT_AFTER_STAGING_FAILPOINT`] (the `fail` crate), set to `return` (the
+//! environment's `FAILPOINTS=sdl-exit-after-staging=return`), makes the process exit (code 97)
+//! right after the first batch's staging entry is written and before its commit, leaving a
+//! pending entry behind exactly as a crash at that point would. It exists for the staging
+//! reconciliation tests. Fail points are compiled in only in test builds (`fail`'s `failpoints`
+//! feature, a dev-dependency): a release build has none.
 
 mod changes;
 mod commit;
@@ -66,8 +68,8 @@ pub const CHANGES_COLLECTION: &str = "row_changes";
 pub const OFFSETS_COLLECTION: &str = "binlog_offsets";
 pub const STAGING_COLLECTION: &str = "row_changes_staging";
 
-/// The environment variable of the staging test hook (see the module documentation).
-pub const EXIT_AFTER_STAGING_ENV: &str = "SDL_TEST_EXIT_AFTER_STAGING";
+/// The fail point of the staging test hook (see the module documentation).
+pub const EXIT_AFTER_STAGING_FAILPOINT: &str = "sdl-exit-after-staging";
 /// The exit code of the staging test hook.
 pub const EXIT_AFTER_STAGING_CODE: i32 = 97;
 
@@ -87,7 +89,6 @@ pub struct MongoSink {
     staging: Collection<Document>,
     transactions: bool,
     staging_ttl: Duration,
-    exit_after_staging: bool,
 }
 
 impl MongoSink {

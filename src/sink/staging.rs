@@ -6,8 +6,7 @@ use futures_util::TryStreamExt;
 
 use super::error::operation_error;
 use super::{
-    Batch, MongoSink, PendingBatch, SinkError, EXIT_AFTER_STAGING_CODE, EXIT_AFTER_STAGING_ENV,
-    ID_FORM, STAGING_COMMITTED, STAGING_PENDING,
+    Batch, MongoSink, PendingBatch, SinkError, ID_FORM, STAGING_COMMITTED, STAGING_PENDING,
 };
 use crate::redact::redact_error;
 
@@ -129,13 +128,15 @@ impl MongoSink {
             .upsert(true)
             .await
             .map_err(|e| operation_error("write staging", &e))?;
-        if self.exit_after_staging {
+        // Compiled in only with `fail`'s `failpoints` feature (test builds): hence the paths.
+        fail::fail_point!(super::EXIT_AFTER_STAGING_FAILPOINT, |_| {
             tracing::error!(
                 staging = %id,
-                "test hook {EXIT_AFTER_STAGING_ENV}: exiting between staging and commit"
+                "test hook {}: exiting between staging and commit",
+                super::EXIT_AFTER_STAGING_FAILPOINT
             );
-            std::process::exit(EXIT_AFTER_STAGING_CODE);
-        }
+            std::process::exit(super::EXIT_AFTER_STAGING_CODE)
+        });
         Ok(id)
     }
 
