@@ -11,7 +11,7 @@
 //!   commit and the WAL flush) is moved up to the offset before anything is read; then staging
 //!   entries left "pending" by an earlier run are reconciled against the offset and the WAL, and
 //!   each is reported.
-//! - Transient sink failures go through the circuit breaker (`crate::breaker`) and are retried for
+//! - Transient sink failures go through the circuit breaker ([`breaker`]) and are retried for
 //!   as long as they last, with the same batch: nothing is skipped and nothing reordered. The
 //!   ingester is independent of this loop and keeps filling the WAL meanwhile.
 //! - A definite failure (a change over 16 MiB, a rejected login, a validation error, an offset
@@ -24,6 +24,12 @@
 //!   threads) while the current one commits; at most two batches wait ready, so the next one is
 //!   usually at hand when a commit starts (its staging entry is then written inside the current
 //!   transaction). The WAL acknowledgement runs beside the next commit.
+//!
+//! # Layout
+//! The forwarder works against the [`Sink`] trait (`sink.rs`: what it needs from a sink, and the
+//! contract a sink keeps); `crate::sink::MongoSink` is MongoDB's implementation. `breaker.rs` is
+//! the circuit breaker. `tests/` checks each guarantee above in process, against a sink in memory
+//! that injects faults, over a real WAL.
 
 pub mod breaker;
 mod sink;
@@ -255,7 +261,7 @@ impl<S: Sink> CommitLoop<'_, S> {
                 None => {
                     let next = tokio::select! {
                         next = self.ready.recv() => next,
-                        _ = crate::shutdown::stopped(self.shutdown) => return Ok(()),
+                        _ = stopped(self.shutdown) => return Ok(()),
                         // The acknowledger stops early only on a WAL error.
                         Some(e) = self.ack_failed.recv() => return Err(e),
                     };
@@ -278,7 +284,7 @@ impl<S: Sink> CommitLoop<'_, S> {
                 let started = std::time::Instant::now();
                 let outcome = tokio::select! {
                     outcome = self.sink.commit(&self.wal_id, &batch, staged.take(), following.as_ref()) => outcome,
-                    _ = crate::shutdown::stopped(self.shutdown) => {
+                    _ = stopped(self.shutdown) => {
                         // Dropping the commit aborts its transaction (or, if it landed, the offset
                         // check recognises the batch after restart): nothing is lost or doubled.
                         info!(from = batch.first_seq(), to = batch.last_seq(), "shutdown: abandoning the batch in flight");
@@ -365,6 +371,11 @@ async fn acknowledge(
     }
 }
 
+/// Returns once shutdown has been requested (at once if it already was).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 /// Waits `delay` (the breaker's backoff); true when shutdown was requested meanwhile.
 async fn pause_unless_stopped(
     delay: std::time::Duration,
@@ -372,7 +383,7 @@ async fn pause_unless_stopped(
 ) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => false,
-        _ = crate::shutdown::stopped(shutdown) => true,
+        _ = stopped(shutdown) => true,
     }
 }
 
@@ -434,7 +445,7 @@ async fn produce<S: Sink>(
                         }
                     }
                 }
-                _ = crate::shutdown::stopped(&mut shutdown) => return,
+                _ = stopped(&mut shutdown) => return,
             }
             continue;
         }

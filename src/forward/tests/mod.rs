@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use sdl_wal::Wal;
 use tokio::sync::watch;
 
+use super::breaker::BreakerStatus;
 use super::{run, Forwarder, PendingBatch, STAGING_COMMITTED, STAGING_NOT_APPLIED};
-use crate::breaker::BreakerStatus;
 use crate::config::SinkConfig;
 use crate::event::{Change, SourceTransaction, StatementChange};
 use crate::status::ForwardStatus;
