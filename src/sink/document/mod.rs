@@ -46,8 +46,9 @@ pub fn transaction_documents(source: &str, transaction: &SourceTransaction) -> V
 /// The same documents as [`transaction_documents`], written straight to BSON bytes (no
 /// intermediate [`Document`], no copies of names and strings): the forwarder's path. `None` when
 /// a change needs the general path (a value the fast writer cannot encode; none is known since
-/// field names are escaped). Both are written by the one builder ([`change`]), so they hold the
-/// same fields in the same order; a test checks that they give identical bytes.
+/// field names are escaped). Both forms are written by one builder (`row_change`,
+/// `statement_change`), so they hold the same fields in the same order; a test checks that they
+/// give identical bytes.
 pub fn transaction_raw_documents(
     source: &str,
     transaction: &SourceTransaction,
