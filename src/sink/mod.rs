@@ -33,6 +33,13 @@
 //!   timeout, write conflict, DNS: the forwarder retries through its circuit breaker) or definite
 //!   (auth, validation, oversize, a change conflict: the forwarder stops).
 //!
+//! # Layout
+//! [`MongoSink`] implements the forwarder's `crate::forward::Sink` (here, at the end). `connect.rs`:
+//! the `hello` probe, TLS and the indexes; `commit.rs`: a batch committed exactly once;
+//! `offset.rs`: the offset document; `staging.rs`: staging entries; `changes.rs`: reads of stored
+//! change documents; `error.rs`: MongoDB errors classified; `batch.rs`: WAL records → a batch of
+//! raw BSON within MongoDB's limits; `document/`: the change-document shape.
+//!
 //! # Test hook
 //! The fail point [`EXIT_AFTER_STAGING_FAILPOINT`] (the `fail` crate), set to `return` (the
 //! environment's `FAILPOINTS=sdl-exit-after-staging=return`), makes the process exit (code 97)
