@@ -177,10 +177,15 @@ fn transient_failures_are_retried_with_the_same_batch_and_nothing_is_skipped() {
     let faults = [Fault::Transient; 7];
     let sink = MemorySink::new(wal.clone(), faults);
     sink.state().connect_failures = 2;
+    let metrics = crate::metrics::metrics();
+    let restarts = metrics.stage_restarts(crate::metrics::Stage::Forwarder);
     let ended = runtime().block_on(run_once(&sink, &wal, &sink_config(2)));
     assert!(matches!(ended, Ended::Returned(Ok(()))), "{ended:?}");
     assert_eq!(assert_consistent(&sink, &wal), 5);
     assert_eq!(sink.state().attempts, 5 + 7);
+    // Seven failures in a row open the breaker (threshold 3); the success that closes it is a
+    // restart of the forwarder, published by the forwarder (other tests may add theirs).
+    assert!(metrics.stage_restarts(crate::metrics::Stage::Forwarder) > restarts);
 }
 
 #[test]
