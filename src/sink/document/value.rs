@@ -172,9 +172,10 @@ pub(super) fn write_json_text(json: &Json, out: &mut String) {
         Json::Double(d) => out.push_str(&format!("{d:?}")),
         Json::Decimal(text) => out.push_str(text),
         Json::String(s) | Json::Temporal(s) => quoted(s, out),
-        Json::Opaque { type_code, bytes } => {
-            quoted(&format!("base64:type{type_code}:{}", base64(bytes)), out)
-        }
+        Json::Opaque { type_code, bytes } => quoted(
+            &format!("base64:type{type_code}:{}", standard_base64(bytes)),
+            out,
+        ),
         Json::Array(items) => {
             out.push('[');
             for (index, item) in items.iter().enumerate() {
@@ -200,24 +201,10 @@ pub(super) fn write_json_text(json: &Json, out: &mut String) {
     }
 }
 
-/// Standard base64 with padding.
-pub(super) fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// Standard base64 with padding (the `base64` crate, already in the build under `bson`).
+pub(super) fn standard_base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Days in 400 Gregorian years: the calendar repeats exactly after them.
