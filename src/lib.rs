@@ -14,7 +14,6 @@
 //! reaches back. The library exists so that the binlog decoder can be driven from binlog files
 //! and fuzzers as well as from the `sdl` binary.
 
-pub mod breaker;
 pub mod build_info;
 pub mod cli;
 pub mod config;

@@ -10,6 +10,8 @@ use sdl::{messages, redact, service, ExitCode};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
+    // Fault hooks for tests (`FAILPOINTS`, src/sink/mod.rs): only a test build evaluates them.
+    let _failpoints = std::env::var_os("FAILPOINTS").map(|_| fail::FailScenario::setup());
     let command = match cli::run_offline(cli::parse().command) {
         Ok(result) => return exit(result),
         Err(command) => *command,

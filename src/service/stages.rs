@@ -103,16 +103,20 @@ fn spawn_stages(
         Some((conn, flavor)),
         shutdown_rx.clone(),
     ));
-    let forwarder = tokio::spawn(forward::run(
+    let forwarder = tokio::spawn(forward::run(forward::Forwarder {
         sink,
-        config.source.name.clone(),
-        wal.clone(),
-        config.sink.clone(),
-        appended_rx,
-        shutdown_rx.clone(),
-        publishers.breaker,
-        publishers.forward,
-    ));
+        connect: crate::sink::MongoConnect {
+            cfg: config.sink.clone(),
+            source_name: config.source.name.clone(),
+        },
+        source_name: config.source.name.clone(),
+        wal: wal.clone(),
+        cfg: config.sink.clone(),
+        appended: appended_rx,
+        shutdown: shutdown_rx.clone(),
+        breaker: publishers.breaker,
+        status: publishers.forward,
+    }));
     let retention = tokio::spawn(prune_periodically(
         wal,
         config.wal.retention(),

@@ -98,15 +98,7 @@ impl Batch {
 }
 
 /// What [`prepare`] made of the records it was given.
-#[derive(Debug)]
-pub enum Prepared {
-    /// A batch of the leading records (the rest, if any, belong to later batches).
-    Batch(Batch),
-    /// The leading records form a batch, and the record after them cannot be sent at all.
-    BatchThenStop(Batch, SinkError),
-    /// The very first record cannot be sent.
-    Stop(SinkError),
-}
+pub type Prepared = crate::forward::Prepared<Batch, SinkError>;
 
 /// Converts the leading records of `records` (consecutive, in sequence order, non-empty) into one
 /// batch within the limits.

@@ -1,4 +1,4 @@
-//! What the forwarder's circuit breaker publishes (`crate::breaker` decides; this is only its
+//! What the forwarder's circuit breaker publishes (`crate::forward::breaker` decides; this is only its
 //! published state, read by `/status`, `/metrics` and the health watchers).
 
 use std::time::Instant;

@@ -321,10 +321,10 @@ async fn a_batch_half_written_with_old_ids_is_completed_without_duplicates() {
     .await
     .unwrap();
     // The batch is staged, then the process dies before its inserts.
-    sdl.set_env("SDL_TEST_EXIT_AFTER_STAGING", "1");
+    sdl.set_env("FAILPOINTS", "sdl-exit-after-staging=return");
     sdl.start();
     assert_eq!(sdl.wait_exit(TIMEOUT).code(), Some(97), "{}", sdl.logs());
-    sdl.remove_env("SDL_TEST_EXIT_AFTER_STAGING");
+    sdl.remove_env("FAILPOINTS");
 
     // Make it what an sdl with `<gtid>:<ordinal>` ids leaves: a staging entry without `id_form`, and part of the
     // batch inserted with `<gtid>:<ordinal>` ids.

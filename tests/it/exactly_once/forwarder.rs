@@ -305,7 +305,7 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
     workload.run(&mut conn, 500).await;
 
     // The test hook: sdl exits right after writing the first batch's staging entry.
-    relay.sdl.set_env("SDL_TEST_EXIT_AFTER_STAGING", "1");
+    relay.sdl.set_env("FAILPOINTS", "sdl-exit-after-staging=return");
     relay.sdl.start();
     let status = relay.sdl.wait_exit(DRAIN_TIMEOUT);
     assert_eq!(status.code(), Some(97), "{}", relay.sdl.logs());
@@ -315,7 +315,7 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
     assert_eq!(count(&relay.mongo, "row_changes", doc! {}).await, 0);
     let pending_id = pending[0].get_str("_id").unwrap().to_string();
 
-    relay.sdl.remove_env("SDL_TEST_EXIT_AFTER_STAGING");
+    relay.sdl.remove_env("FAILPOINTS");
     relay.sdl.start();
     relay.wait_caught_up(DRAIN_TIMEOUT).await;
     relay.assert_exactly_once(workload.row_changes).await;

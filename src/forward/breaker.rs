@@ -17,7 +17,8 @@
 //!   start is published ([`BreakerStatus::failing_since`]) so that health checks can tell how long
 //!   the forwarder has been failing.
 //! - The current state is published on a `watch` channel ([`BreakerStatus`]) for whoever wants to
-//!   read it (metrics, health checks).
+//!   read it (metrics, health checks). The breaker reads and calls nothing else: the end of an
+//!   outage is returned by [`CircuitBreaker::on_success`], and the forwarder publishes it.
 //!
 //! Backoff delays come from `backon`'s `ExponentialBuilder` (see docs/decisions.md).
 
@@ -90,11 +91,14 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a successful attempt: the breaker closes.
-    pub fn on_success(&mut self) {
+    /// Records a successful attempt: the breaker closes. Returns true when this success ended an
+    /// outage (the breaker was open or half-open): the caller publishes that the forwarder
+    /// recovered. The breaker itself publishes nothing but its [`BreakerStatus`].
+    #[must_use = "a recovery is published by the caller"]
+    pub fn on_success(&mut self) -> bool {
         let status = self.status.borrow().clone();
-        if status.state != BreakerState::Closed {
-            crate::telemetry::metrics().stage_restarted(crate::telemetry::Stage::Forwarder);
+        let recovered = status.state != BreakerState::Closed;
+        if recovered {
             let outage = self.outage_started.map(|t| t.elapsed()).unwrap_or_default();
             info!(
                 outage = ?Duration::from_millis(outage.as_millis() as u64),
@@ -113,6 +117,7 @@ impl CircuitBreaker {
                 s.failing_since = None;
             });
         }
+        recovered
     }
 
     /// Records a transient failure; returns how long to pause before the next attempt.
@@ -181,7 +186,7 @@ mod tests {
         assert_eq!(rx.borrow().state, BreakerState::Open);
         assert_eq!(rx.borrow().consecutive_failures, 4);
         b.before_attempt();
-        b.on_success();
+        assert!(b.on_success(), "the success ends the outage");
         assert_eq!(
             *rx.borrow(),
             BreakerStatus {
@@ -215,7 +220,10 @@ mod tests {
             "the first attempt stays the start"
         );
         b.before_attempt();
-        b.on_success();
+        assert!(
+            !b.on_success(),
+            "two failures under the threshold are no outage"
+        );
         assert_eq!(rx.borrow().failing_since, None);
     }
 
@@ -232,7 +240,7 @@ mod tests {
         assert!(delays.iter().all(|d| *d <= cap), "{delays:?}");
         assert!(delays[39] >= cap / 2, "{delays:?}");
         // After a success the backoff starts from the beginning again.
-        b.on_success();
+        assert!(b.on_success());
         assert!(b.on_failure(&"x") <= 2 * MIN_DELAY);
     }
 }

@@ -1,0 +1,422 @@
+//! Committing a batch exactly once: in one MongoDB transaction (change documents, offset, staging
+//! entry), or without transactions as idempotent inserts then the offset; a batch too large for
+//! one transaction is split at WAL record boundaries. The guarantees are in the module
+//! documentation of `crate::sink`.
+
+use std::time::Duration;
+
+use bson::{doc, Document, RawDocumentBuf};
+use futures_util::TryStreamExt;
+use mongodb::error::{
+    Error as MongoError, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
+};
+use mongodb::options::ReturnDocument;
+use mongodb::ClientSession;
+
+use super::error::{only_duplicates, operation_error};
+use super::offset::parse_offset;
+use super::staging::staging_upsert;
+use super::{
+    document, Batch, Committed, MongoSink, SinkError, STAGING_COMMITTED, STAGING_NOT_APPLIED,
+};
+
+/// A batch's staging entry, written, and the session its transaction is to run in (its `lsid` is
+/// in the entry).
+pub struct Staged {
+    id: String,
+    session: ClientSession,
+}
+
+impl MongoSink {
+    /// Commits `batch` (consecutive WAL records of WAL `wal_id`) exactly once.
+    ///
+    /// `staged`: the batch's staging entry when an earlier transaction already wrote it. `next`:
+    /// the batch that will follow, if it is ready; with transactions its staging entry is written
+    /// inside this batch's transaction (saving a durable write per batch) and returned, to be
+    /// passed as `staged` when it is committed.
+    pub async fn commit(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        staged: Option<Staged>,
+        next: Option<&Batch>,
+    ) -> Result<(Committed, Option<Staged>), SinkError> {
+        if !self.transactions {
+            let staged = self.stage(wal_id, batch, None).await?;
+            let outcome = self.commit_idempotent(wal_id, batch, &staged).await?;
+            self.settle_replay(&staged, &outcome).await?;
+            return Ok((outcome, None));
+        }
+        let Staged {
+            id: staged,
+            mut session,
+        } = match staged {
+            Some(staged) => staged,
+            None => {
+                let session = self.start_session().await?;
+                let id = self.stage(wal_id, batch, Some(session.id())).await?;
+                Staged { id, session }
+            }
+        };
+        let next = match next {
+            Some(next) => {
+                let session = self.start_session().await?;
+                let (id, entry) = self.staging_entry(wal_id, next, Some(session.id()));
+                Some((Staged { id, session }, entry))
+            }
+            None => None,
+        };
+        let in_transaction = match self
+            .commit_in_transaction(
+                wal_id,
+                batch,
+                &staged,
+                &mut session,
+                next.as_ref().map(|(_, entry)| entry),
+            )
+            .await
+        {
+            Err(SinkError::TransactionTooLarge { detail, .. }) => {
+                let outcome = Box::pin(self.commit_split(wal_id, batch, &staged, &detail)).await?;
+                return Ok((outcome, None));
+            }
+            other => other?,
+        };
+        let outcome = match in_transaction {
+            Some(Committed::Written { documents }) => {
+                return Ok((
+                    Committed::Written { documents },
+                    next.map(|(staged, _)| staged),
+                ))
+            }
+            Some(outcome) => outcome,
+            None => {
+                // Some of the batch's changes are there although the offset does not cover
+                // them: an interrupted write without transactions (sink.transactions was "off"
+                // before). Finish the batch the idempotent way.
+                tracing::warn!(
+                    first_seq = batch.first_seq,
+                    last_seq = batch.last_seq,
+                    "part of this batch is already in MongoDB from an earlier write without transactions; completing it with idempotent inserts"
+                );
+                self.commit_idempotent(wal_id, batch, &staged).await?
+            }
+        };
+        self.settle_replay(&staged, &outcome).await?;
+        Ok((outcome, None))
+    }
+
+    /// Commits a batch MongoDB refused as too large for one transaction: in halves at WAL record
+    /// boundaries, each half in its own transaction (and halved again if need be), so the offset
+    /// still moves over whole records only. A single record too large for a transaction is
+    /// written the way `sink.transactions = "off"` writes (unordered inserts whose duplicates must
+    /// be the same changes, then the offset): exactly once still, visible in parts. The batch's
+    /// own staging entry is settled as split; each part has its own.
+    async fn commit_split(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        staged: &str,
+        detail: &str,
+    ) -> Result<Committed, SinkError> {
+        let (first_seq, last_seq) = (batch.first_seq, batch.last_seq);
+        match batch.split() {
+            Some((first, second)) => {
+                tracing::warn!(
+                    first_seq,
+                    last_seq,
+                    documents = batch.documents.len(),
+                    bytes = batch.bytes,
+                    split_at = second.first_seq,
+                    error = %detail,
+                    "MongoDB cannot commit this batch in one transaction: committing it in two halves"
+                );
+                self.resolve_pending(
+                    staged,
+                    STAGING_NOT_APPLIED,
+                    &format!(
+                        "too large for one transaction; split at WAL sequence {} ({detail})",
+                        second.first_seq
+                    ),
+                )
+                .await?;
+                let mut written = 0;
+                for part in [&first, &second] {
+                    if let (Committed::Written { documents }, _) =
+                        Box::pin(self.commit(wal_id, part, None, None)).await?
+                    {
+                        written += documents;
+                    }
+                }
+                Ok(Committed::Written { documents: written })
+            }
+            None => {
+                tracing::warn!(
+                    wal_seq = first_seq,
+                    gtid = %batch.first_gtid,
+                    documents = batch.documents.len(),
+                    bytes = batch.bytes,
+                    error = %detail,
+                    "MongoDB cannot commit this one WAL record in one transaction: writing it without a transaction (idempotent inserts, then the offset)"
+                );
+                let outcome = self.commit_idempotent(wal_id, batch, staged).await?;
+                self.settle_replay(staged, &outcome).await?;
+                Ok(outcome)
+            }
+        }
+    }
+
+    async fn start_session(&self) -> Result<ClientSession, SinkError> {
+        self.client
+            .start_session()
+            .await
+            .map_err(|e| operation_error("startSession", &e))
+    }
+
+    /// A replayed batch's own staging entry: its records were applied earlier.
+    async fn settle_replay(&self, staged: &str, outcome: &Committed) -> Result<(), SinkError> {
+        if *outcome == Committed::AlreadyApplied {
+            self.resolve_pending(staged, STAGING_COMMITTED, "already applied (replay)")
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_in_transaction(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        staged: &str,
+        session: &mut ClientSession,
+        next_entry: Option<&Document>,
+    ) -> Result<Option<Committed>, SinkError> {
+        let mut attempts = 0u32;
+        'transaction: loop {
+            attempts += 1;
+            session
+                .start_transaction()
+                .await
+                .map_err(|e| operation_error("startTransaction", &e))?;
+            let previous = self
+                .offsets
+                .find_one_and_update(
+                    doc! { "_id": &self.source_name },
+                    Self::offset_update(wal_id, batch),
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::Before)
+                .session(&mut *session)
+                .await;
+            let previous = match previous {
+                Ok(p) => p.map(|d| parse_offset(&d)),
+                Err(e) => {
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
+                    return Err(operation_error("update offset", &e));
+                }
+            };
+            match self.check_previous(wal_id, batch, previous) {
+                Ok(None) => {}
+                done => {
+                    abort(session).await;
+                    return done;
+                }
+            }
+            if let Err(e) = self
+                .staging
+                .update_one(doc! { "_id": staged }, Self::committed_update())
+                .session(&mut *session)
+                .await
+            {
+                abort(session).await;
+                if retry_transaction(&e, attempts) {
+                    continue 'transaction;
+                }
+                return Err(operation_error("update staging", &e));
+            }
+            if let Some(entry) = next_entry {
+                let id = entry.get_str("_id").unwrap_or_default();
+                if let Err(e) = self
+                    .staging
+                    .update_one(doc! { "_id": id }, staging_upsert(entry.clone()))
+                    .upsert(true)
+                    .session(&mut *session)
+                    .await
+                {
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
+                    return Err(operation_error("write staging", &e));
+                }
+            }
+            // The change documents go last: a storage engine near its cache limit (SecantusDB)
+            // stalls writes that follow a large insert in the same transaction.
+            if !batch.documents.is_empty() {
+                if let Err(e) = self
+                    .changes
+                    .insert_many(&batch.documents)
+                    .session(&mut *session)
+                    .await
+                {
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
+                    if only_duplicates(&e) {
+                        return Ok(None);
+                    }
+                    return Err(operation_error("insert change documents", &e));
+                }
+            }
+            loop {
+                match session.commit_transaction().await {
+                    Ok(()) => {
+                        return Ok(Some(Committed::Written {
+                            documents: batch.documents.len(),
+                        }))
+                    }
+                    Err(e)
+                        if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                            && attempts < MAX_TRANSACTION_ATTEMPTS =>
+                    {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Err(e) if retry_transaction(&e, attempts) => continue 'transaction,
+                    Err(e) => return Err(operation_error("commitTransaction", &e)),
+                }
+            }
+        }
+    }
+
+    /// After a duplicate-key error on `batch`'s inserts: every document of the batch must now be
+    /// in MongoDB with the same content hash, i.e. the stored document under each id is the very
+    /// same change. Anything else is a [`SinkError::ChangeConflict`] naming both.
+    async fn check_duplicates(&self, batch: &Batch) -> Result<(), SinkError> {
+        const IDS_PER_QUERY: usize = 1000;
+        for chunk in batch.documents.chunks(IDS_PER_QUERY) {
+            let ids: Vec<&str> = chunk.iter().filter_map(|d| d.get_str("_id").ok()).collect();
+            let stored: Vec<Document> = self
+                .changes
+                .clone_with_type::<Document>()
+                .find(doc! { "_id": { "$in": &ids } })
+                .projection(doc! { "hash": 1, "op": 1, "meta.source": 1, "meta.db": 1, "meta.tbl": 1, "meta.gtid": 1, "meta.row": 1, "meta.file": 1, "meta.pos": 1 })
+                .await
+                .map_err(|e| operation_error("read change documents", &e))?
+                .try_collect()
+                .await
+                .map_err(|e| operation_error("read change documents", &e))?;
+            let stored: std::collections::HashMap<&str, &Document> = stored
+                .iter()
+                .filter_map(|d| Some((d.get_str("_id").ok()?, d)))
+                .collect();
+            for ours in chunk {
+                let id = ours.get_str("_id").unwrap_or_default();
+                let our_hash = ours.get_str(document::HASH_FIELD).ok();
+                let conflict = |stored: String| SinkError::ChangeConflict {
+                    id: id.to_string(),
+                    stored,
+                    ours: describe_raw_change(ours),
+                    source_name: self.source_name.clone(),
+                    first_seq: batch.first_seq,
+                };
+                match stored.get(id) {
+                    Some(d) if d.get_str(document::HASH_FIELD).ok() == our_hash => {}
+                    Some(d) => return Err(conflict(describe_change(d))),
+                    // The duplicate was on another unique index, or the document went away.
+                    None => return Err(conflict("(not found under this id)".into())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_idempotent(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        staged: &str,
+    ) -> Result<Committed, SinkError> {
+        let previous = self.offset().await?;
+        if let Some(done) = self.check_previous(wal_id, batch, previous)? {
+            return Ok(done);
+        }
+        if !batch.documents.is_empty() {
+            match self
+                .changes
+                .insert_many(&batch.documents)
+                .ordered(false)
+                .await
+            {
+                Ok(_) => {}
+                // Inserted by an earlier, interrupted try, if the stored documents are the same
+                // changes: checked document by document.
+                Err(e) if only_duplicates(&e) => self.check_duplicates(batch).await?,
+                Err(e) => return Err(operation_error("insert change documents", &e)),
+            }
+        }
+        self.offsets
+            .update_one(
+                doc! { "_id": &self.source_name },
+                Self::offset_update(wal_id, batch),
+            )
+            .upsert(true)
+            .await
+            .map_err(|e| operation_error("update offset", &e))?;
+        self.staging
+            .update_one(doc! { "_id": staged }, Self::committed_update())
+            .await
+            .map_err(|e| operation_error("update staging", &e))?;
+        Ok(Committed::Written {
+            documents: batch.documents.len(),
+        })
+    }
+}
+
+async fn abort(session: &mut ClientSession) {
+    // The transaction is abandoned either way; the server aborts it by itself if this fails.
+    let _ = session.abort_transaction().await;
+}
+
+/// Retries within one commit call; beyond this the error goes to the forwarder, which backs off.
+const MAX_TRANSACTION_ATTEMPTS: u32 = 5;
+
+fn retry_transaction(e: &MongoError, attempts: u32) -> bool {
+    e.contains_label(TRANSIENT_TRANSACTION_ERROR) && attempts < MAX_TRANSACTION_ATTEMPTS
+}
+
+/// A change document in a few words, for error messages.
+fn describe_change(d: &Document) -> String {
+    let meta = d.get_document("meta").ok();
+    let text = |k: &str| {
+        meta.and_then(|m| m.get_str(k).ok())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let number = |k: &str| {
+        meta.and_then(|m| m.get_i64(k).ok())
+            .map_or("?".to_string(), |n| n.to_string())
+    };
+    format!(
+        "{{source {}, GTID {}, ordinal {}, {} on {}.{} at {}:{}, hash {}}}",
+        text("source"),
+        text("gtid"),
+        number("row"),
+        d.get_str("op").unwrap_or("?"),
+        text("db"),
+        text("tbl"),
+        text("file"),
+        number("pos"),
+        d.get_str(document::HASH_FIELD).unwrap_or("none"),
+    )
+}
+
+fn describe_raw_change(d: &RawDocumentBuf) -> String {
+    d.to_document()
+        .map(|d| describe_change(&d))
+        .unwrap_or_else(|e| format!("(unreadable: {e})"))
+}
