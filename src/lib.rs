@@ -1,18 +1,25 @@
 //! sdl: a durable MySQL/MariaDB → MongoDB change relay.
 //!
-//! `binlog --(source: ingester)--> WAL (sdl-wal) --(forward + sink)--> MongoDB`
+//! `binlog --(source: ingester)--> WAL (sdl-wal) --(forward over a Sink; sink: MongoDB)--> MongoDB`
 //!
-//! Each module owns one stage: [`source`] (binlog → transactions in the WAL), [`forward`] (WAL →
-//! batches, acknowledgement), [`sink`] (batches → MongoDB, exactly once), [`service`] (lifecycle:
-//! start-up phases, preflight checks, the source identity check, health, the admin endpoint),
-//! [`config`]; [`breaker`] is the forwarder's circuit breaker, [`telemetry`] what the stages
-//! publish about themselves (status and metrics; it reads no stage back), [`shutdown`] the stop
-//! signal every stage listens to, [`build_info`] what the binary is, [`tls`] the checks of the TLS
-//! files, [`redact`] how secrets are kept out of messages, [`messages`] how errors are printed,
-//! [`wal_view`] the WAL as `sdl wal` and the admin endpoint show it, and [`cli`] the command line itself (its man
-//! pages, completions and version line are generated from it). Data moves one way; no stage
-//! reaches back. The library exists so that the binlog decoder can be driven from binlog files
-//! and fuzzers as well as from the `sdl` binary.
+//! The tree is the design, bottom to top; a module imports only modules below it (checked by
+//! `tests/it/structure.rs`), so data moves one way and no stage reaches back:
+//! - vocabulary: [`event`] (the source transaction, the WAL record type), [`gtid`] (positions),
+//!   [`flavor`] (MariaDB or MySQL), [`config`], [`redact`] (secrets out of messages), [`tls`],
+//!   [`messages`] (how errors are printed), [`shutdown`] (the stop signal), [`build_info`];
+//! - [`telemetry`]: what the stages publish about themselves (status, metrics, breaker and health
+//!   states); it reads no stage back;
+//! - the stages: [`source`] (the ingester: binlog → whole transactions in the WAL, crate
+//!   `sdl-wal`), [`forward`] (the forwarder: WAL → batches → a [`forward::Sink`], acknowledgement
+//!   never ahead of the commit, its circuit breaker), [`sink`] (the MongoDB `Sink`: change
+//!   documents, staging, transactional and idempotent commits, offsets);
+//! - [`wal_view`]: the WAL as `sdl wal` and the admin endpoint show it;
+//! - [`service`]: the lifecycle in named phases (open the WAL, preflight, source identity, repair,
+//!   start position, run the stages), health and the admin endpoint;
+//! - [`cli`]: the command line (its man pages, completions and version line are generated from it).
+//!
+//! The library exists so that the binlog decoder can be driven from binlog files and fuzzers
+//! ([`fuzzing`]) as well as from the `sdl` binary.
 
 pub mod build_info;
 pub mod cli;

@@ -8,7 +8,7 @@
 //!   it. This module imports no stage (`source`, `forward`, `sink`) and no part of `service`.
 //! - [`status`]: the `/status` document, built from the published states; error messages are
 //!   redacted before they are published.
-//! - [`metrics`]: the Prometheus metrics; counters are updated where things happen, state gauges
+//! - [`metrics`](mod@metrics): the Prometheus metrics; counters are updated where things happen, state gauges
 //!   are set from the published states when `/metrics` is scraped.
 //! - [`breaker`] and [`health`]: the value types the circuit breaker and the health watchers
 //!   publish ([`BreakerStatus`], [`SinkReach`], [`StuckReport`]).

@@ -305,7 +305,9 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
     workload.run(&mut conn, 500).await;
 
     // The test hook: sdl exits right after writing the first batch's staging entry.
-    relay.sdl.set_env("FAILPOINTS", "sdl-exit-after-staging=return");
+    relay
+        .sdl
+        .set_env("FAILPOINTS", "sdl-exit-after-staging=return");
     relay.sdl.start();
     let status = relay.sdl.wait_exit(DRAIN_TIMEOUT);
     assert_eq!(status.code(), Some(97), "{}", relay.sdl.logs());
