@@ -37,6 +37,7 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
+use crate::shutdown::stopped;
 use reconcile::reconcile_staging;
 pub use reconcile::reconcile_with_sink;
 pub use sink::{
@@ -372,11 +373,6 @@ async fn acknowledge(
             return;
         }
     }
-}
-
-/// Returns once shutdown has been requested (at once if it already was).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Waits `delay` (the breaker's backoff); true when shutdown was requested meanwhile.
