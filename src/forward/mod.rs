@@ -37,7 +37,6 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
-use crate::shutdown::stopped;
 use reconcile::reconcile_staging;
 pub use reconcile::reconcile_with_sink;
 pub use sink::{
@@ -51,6 +50,7 @@ use tracing::info;
 
 use crate::config::SinkConfig;
 use crate::event::SourceTransaction;
+use crate::shutdown::stopped;
 use crate::telemetry::{ForwardStatus, LastError};
 use breaker::{BreakerStatus, CircuitBreaker};
 
