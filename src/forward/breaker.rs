@@ -79,9 +79,9 @@ impl CircuitBreaker {
         if self.state() == BreakerState::Open {
             self.probes += 1;
             if self.probes == 1 {
-                info!("circuit breaker half-open: probing MongoDB with the pending batch");
+                info!(target: "sdl::breaker", "circuit breaker half-open: probing MongoDB with the pending batch");
             } else {
-                debug!(
+                debug!(target: "sdl::breaker",
                     probe = self.probes,
                     "circuit breaker half-open: probing again"
                 );
@@ -100,7 +100,7 @@ impl CircuitBreaker {
         let recovered = status.state != BreakerState::Closed;
         if recovered {
             let outage = self.outage_started.map(|t| t.elapsed()).unwrap_or_default();
-            info!(
+            info!(target: "sdl::breaker",
                 outage = ?Duration::from_millis(outage.as_millis() as u64),
                 failed_attempts = status.consecutive_failures,
                 probes = self.probes,
@@ -133,7 +133,7 @@ impl CircuitBreaker {
         let outage_started = *self.outage_started.get_or_insert(attempt_started);
         let state = match status.state {
             BreakerState::Closed if failures >= self.threshold => {
-                warn!(
+                warn!(target: "sdl::breaker",
                     error = %error,
                     consecutive_failures = failures,
                     max_delay = ?self.max_delay,
@@ -142,11 +142,11 @@ impl CircuitBreaker {
                 BreakerState::Open
             }
             BreakerState::Closed => {
-                warn!(error = %error, retry_in = ?delay, "MongoDB commit failed; retrying");
+                warn!(target: "sdl::breaker", error = %error, retry_in = ?delay, "MongoDB commit failed; retrying");
                 BreakerState::Closed
             }
             BreakerState::Open | BreakerState::HalfOpen => {
-                debug!(error = %error, retry_in = ?delay, "probe failed; circuit breaker stays open");
+                debug!(target: "sdl::breaker", error = %error, retry_in = ?delay, "probe failed; circuit breaker stays open");
                 BreakerState::Open
             }
         };

@@ -35,7 +35,7 @@ pub async fn reconcile_with_sink<S: Sink>(
                 wal_id: offset.wal_id,
             });
         }
-        info!(
+        info!(target: "sdl::forward",
             wal_acked = acked,
             sink_seq = offset.wal_seq,
             "MongoDB already holds records the WAL had not marked acknowledged; catching the cursor up"
@@ -56,7 +56,7 @@ async fn remove_legacy_copies<S: Sink>(
     last: u64,
 ) -> Result<(), ForwardError> {
     if p.wal_id != wal.id() || p.first_seq <= acked || p.last_seq > last {
-        warn!(
+        warn!(target: "sdl::forward",
             staging = %p.id,
             first_gtid = %p.first_gtid,
             last_gtid = %p.last_gtid,
@@ -90,7 +90,7 @@ async fn remove_legacy_copies<S: Sink>(
         removed += r;
         kept += k;
     }
-    info!(
+    info!(target: "sdl::forward",
         staging = %p.id,
         removed,
         kept_different = kept,
@@ -134,7 +134,7 @@ pub(super) async fn reconcile_staging<S: Sink>(
             )
         } else if p.wal_id == wal_id {
             // Not covered by the offset, yet not where the WAL would forward it from.
-            warn!(
+            warn!(target: "sdl::forward",
                 staging = %p.id,
                 first_seq = p.first_seq,
                 last_seq = p.last_seq,
@@ -160,7 +160,7 @@ pub(super) async fn reconcile_staging<S: Sink>(
         if !covered && p.legacy_ids {
             remove_legacy_copies(sink, wal, p, acked, last).await?;
         }
-        info!(
+        info!(target: "sdl::forward",
             staging = %p.id,
             first_seq = p.first_seq,
             last_seq = p.last_seq,
@@ -172,7 +172,7 @@ pub(super) async fn reconcile_staging<S: Sink>(
         );
         sink.resolve_pending(&p.id, status, &note).await?;
     }
-    info!(
+    info!(target: "sdl::forward",
         count = pending.len(),
         "staging: all pending batches reconciled"
     );

@@ -158,7 +158,7 @@ pub async fn start(
         source,
     })?;
     if !local.ip().is_loopback() {
-        warn!(
+        warn!(target: "sdl::admin",
             listen = %local,
             "admin.listen = {addr} is not a loopback address: every host that can reach {local} can read sdl's status, metrics and WAL statistics and try the admin token; keep it on 127.0.0.1 (or [::1]), or restrict access with a firewall"
         );
@@ -166,7 +166,7 @@ pub async fn start(
     let wal_dir = wal.dir().to_path_buf();
     let (token, warnings) = tokio::task::spawn_blocking(move || ensure_token(&wal_dir)).await??;
     for warning in warnings {
-        warn!("{warning}");
+        warn!(target: "sdl::admin", "{warning}");
     }
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -221,7 +221,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
             Err(e) => {
                 // Out of file descriptors and the like: transient; a short pause instead of
                 // spinning on the same error.
-                warn!(error = %e, "admin endpoint: accept failed");
+                warn!(target: "sdl::admin", error = %e, "admin endpoint: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -232,7 +232,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
         );
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                debug!(error = %e, "admin endpoint: connection closed");
+                debug!(target: "sdl::admin", error = %e, "admin endpoint: connection closed");
             }
             drop(slot);
         });

@@ -42,7 +42,7 @@ pub(super) async fn run_preflight(config: &Config, wal_has_position: bool) -> Re
     };
     let checks = preflight::run_checks_with(config, sink_down).await;
     for check in checks.iter().filter(|c| c.verdict == Verdict::Warn) {
-        warn!(check = %check.name, fix = %check.fix, "preflight: {}", check.detail);
+        warn!(target: "sdl::service", check = %check.name, fix = %check.fix, "preflight: {}", check.detail);
     }
     if let Some(failed) = checks.iter().find(|c| c.verdict == Verdict::Fail) {
         let fix = if failed.fix.is_empty() {
@@ -66,13 +66,13 @@ pub(super) async fn connect(
     wal_has_position: bool,
 ) -> Result<Connections, RunError> {
     let (conn, flavor) = source::connect(&config.source).await?;
-    info!(
+    info!(target: "sdl::service",
         flavor = %flavor.name(),
         "source connected and configured for row-based CDC"
     );
     let sink = match MongoSink::connect(&config.sink, &config.source.name).await {
         Ok(sink) => {
-            info!(
+            info!(target: "sdl::service",
                 url = %sink.url(),
                 database = %config.sink.database,
                 transactions = sink.uses_transactions(),
@@ -82,7 +82,7 @@ pub(super) async fn connect(
             Some(sink)
         }
         Err(e) if e.is_transient() && wal_has_position => {
-            warn!(error = %e, "MongoDB is not reachable: following the binlog into the WAL meanwhile; the forwarder keeps trying");
+            warn!(target: "sdl::service", error = %e, "MongoDB is not reachable: following the binlog into the WAL meanwhile; the forwarder keeps trying");
             None
         }
         Err(e) => return Err(e.into()),
@@ -102,7 +102,7 @@ pub(super) async fn reconcile_acknowledged(
     match forward::reconcile_with_sink(sink, wal).await {
         Ok(_) => Ok(true),
         Err(e) if e.is_transient() => {
-            warn!(error = %e, "MongoDB's offset could not be read at start-up; the forwarder keeps trying");
+            warn!(target: "sdl::service", error = %e, "MongoDB's offset could not be read at start-up; the forwarder keeps trying");
             Ok(false)
         }
         Err(e) => Err(RunError::failure(anyhow::Error::from(e).context(

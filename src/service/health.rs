@@ -156,7 +156,7 @@ pub async fn probe_sink(
         match answer {
             Ok(()) => {
                 if let Some((since, began)) = outage.take() {
-                    info!(
+                    info!(target: "sdl::health",
                         outage = ?Duration::from_millis(began.elapsed().as_millis() as u64),
                         since = %rfc3339(since),
                         "MongoDB answers the health probe again"
@@ -170,7 +170,7 @@ pub async fn probe_sink(
             }
             Err(error) => {
                 let (since, _) = *outage.get_or_insert_with(|| {
-                    warn!(error = %error, "MongoDB does not answer the health probe: not ready until it does (the forwarder keeps retrying; the ingester keeps filling the WAL)");
+                    warn!(target: "sdl::health", error = %error, "MongoDB does not answer the health probe: not ready until it does (the forwarder keeps retrying; the ingester keeps filling the WAL)");
                     (started_wall, started)
                 });
                 reach.send_replace(SinkReach::Unreachable {
@@ -237,7 +237,7 @@ fn what_to_check(stage: Stage) -> &'static str {
 /// Ends an episode because the stage got past it.
 fn progressed(stage: Stage, episode: Option<Episode>) {
     if let Some(e) = episode.filter(|e| e.reported) {
-        info!(
+        info!(target: "sdl::health",
             stage = stage.name(),
             position = %e.position,
             stuck_for = ?Duration::from_secs(e.since.elapsed().as_secs()),
@@ -258,7 +258,7 @@ fn check_stuck(
     }
     if !e.reported {
         e.reported = true;
-        error!(
+        error!(target: "sdl::health",
             stage = stage.name(),
             position = %e.position,
             error = %e.error,

@@ -58,6 +58,6 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
     };
     if let Some(warning) = filter_warning {
-        warn!("{warning}");
+        warn!(target: "sdl::service", "{warning}");
     }
 }

@@ -13,14 +13,14 @@ use crate::event::SourceTransaction;
 
 pub(super) async fn open_wal(config: &Config) -> Result<Wal<SourceTransaction>, RunError> {
     if let Some(warning) = super::wal_dir::make_private(&config.wal.dir)? {
-        warn!("{warning}");
+        warn!(target: "sdl::service", "{warning}");
     }
     let wal_dir = config.wal.dir.clone();
     let wal: Wal<SourceTransaction> = tokio::task::spawn_blocking(move || Wal::open(wal_dir))
         .await
         .map_err(RunError::failure)?
         .map_err(|e| RunError::failure(anyhow::anyhow!(crate::messages::wal_open_error(&e))))?;
-    info!(
+    info!(target: "sdl::service",
         dir = %wal.dir().display(),
         id = %wal.id(),
         wal_format = <SourceTransaction as sdl_wal::Record>::FORMAT_VERSION,
@@ -29,7 +29,7 @@ pub(super) async fn open_wal(config: &Config) -> Result<Wal<SourceTransaction>, 
         "WAL open"
     );
     for repair in wal.metadata_repairs() {
-        warn!(key = %repair.key, problem = %repair.problem, action = %repair.action, "WAL metadata repaired at open");
+        warn!(target: "sdl::service", key = %repair.key, problem = %repair.problem, action = %repair.action, "WAL metadata repaired at open");
     }
     // Every WAL write is flushed when it is made, so nothing depends on sled's flush-on-drop; and
     // after a disk-full error that flush would block forever. Keep one handle alive to the end.

@@ -54,7 +54,7 @@ pub(super) async fn repair_damaged_records(
         ));
     }
     let rewound = wal.truncate_unacknowledged(seq)?;
-    warn!(
+    warn!(target: "sdl::service",
         damaged_seq = seq,
         %damage,
         discarded = format!("{seq}..={last}"),

@@ -55,7 +55,7 @@ pub(super) fn watch_during_startup() -> anyhow::Result<StartupSignals> {
         let message = format!(
             "{name} during start-up: stopping before relaying anything (nothing is lost: the WAL holds everything read so far)"
         );
-        warn!("{message}");
+        warn!(target: "sdl::service", "{message}");
         std::process::exit(0);
     });
     Ok(StartupSignals {

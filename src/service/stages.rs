@@ -77,7 +77,7 @@ pub(super) async fn run_stages(
     let outcome = ended.outcome();
     running.retention.abort();
     if outcome.is_ok() {
-        info!("stopped cleanly");
+        info!(target: "sdl::service", "stopped cleanly");
     }
     outcome
 }
@@ -147,9 +147,9 @@ fn notify_ready() -> Option<JoinHandle<()>> {
 /// Waits for a stop signal or for either stage to end.
 async fn wait_for_stop(signals: &mut Signals, running: &mut Running, ended: &mut Ended) {
     tokio::select! {
-        _ = signals.sigterm.recv() => info!("SIGTERM: shutting down"),
-        _ = signals.sigint.recv() => info!("SIGINT: shutting down"),
-        _ = signals.sighup.recv() => info!("SIGHUP: shutting down (sdl does not reload its configuration: start it again to apply a change)"),
+        _ = signals.sigterm.recv() => info!(target: "sdl::service", "SIGTERM: shutting down"),
+        _ = signals.sigint.recv() => info!(target: "sdl::service", "SIGINT: shutting down"),
+        _ = signals.sighup.recv() => info!(target: "sdl::service", "SIGHUP: shutting down (sdl does not reload its configuration: start it again to apply a change)"),
         r = &mut running.ingester => ended.ingester = Some(r),
         r = &mut running.forwarder => ended.forwarder = Some(r),
     }
@@ -172,10 +172,10 @@ async fn drain(
     };
     tokio::select! {
         _ = drain => {}
-        _ = signals.sigterm.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
-        _ = signals.sigint.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
-        _ = signals.sighup.recv() => warn!("second signal: exiting now; the WAL holds everything read so far"),
-        _ = tokio::time::sleep(shutdown_timeout) => warn!(timeout = ?shutdown_timeout, "shutdown timed out (shutdown_timeout); exiting"),
+        _ = signals.sigterm.recv() => warn!(target: "sdl::service", "second signal: exiting now; the WAL holds everything read so far"),
+        _ = signals.sigint.recv() => warn!(target: "sdl::service", "second signal: exiting now; the WAL holds everything read so far"),
+        _ = signals.sighup.recv() => warn!(target: "sdl::service", "second signal: exiting now; the WAL holds everything read so far"),
+        _ = tokio::time::sleep(shutdown_timeout) => warn!(target: "sdl::service", timeout = ?shutdown_timeout, "shutdown timed out (shutdown_timeout); exiting"),
     }
 }
 
@@ -187,7 +187,7 @@ impl Ended {
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    error!(error = %e, "ingester stopped");
+                    error!(target: "sdl::service", error = %e, "ingester stopped");
                     outcome = Err(RunError::from(e));
                 }
                 Err(e) => {
@@ -201,7 +201,7 @@ impl Ended {
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    error!(error = %e, "forwarder stopped");
+                    error!(target: "sdl::service", error = %e, "forwarder stopped");
                     if outcome.is_ok() {
                         outcome = Err(forwarder_failure(e));
                     }
@@ -246,15 +246,17 @@ async fn prune_periodically(
         let prune_wal = wal.clone();
         match tokio::task::spawn_blocking(move || prune_wal.prune(retention)).await {
             Ok(Ok(pruned)) if pruned.records > 0 => {
-                info!(
+                info!(target: "sdl::service",
                     records = pruned.records,
                     bytes = pruned.bytes,
                     "pruned acknowledged WAL records"
                 );
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "WAL pruning failed; acknowledged records are kept"),
-            Err(e) => warn!(error = %e, "WAL pruning task failed"),
+            Ok(Err(e)) => {
+                warn!(target: "sdl::service", error = %e, "WAL pruning failed; acknowledged records are kept")
+            }
+            Err(e) => warn!(target: "sdl::service", error = %e, "WAL pruning task failed"),
         }
     }
 }

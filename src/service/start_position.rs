@@ -104,7 +104,7 @@ async fn read_offset(
         Ok(Some(offset)) => offset,
         Ok(None) => return Ok(Ok(None)),
         Err(e) => {
-            warn!(error = %e, "could not read MongoDB's offset to check the source's history");
+            warn!(target: "sdl::service", error = %e, "could not read MongoDB's offset to check the source's history");
             return Ok(Err(e));
         }
     };
@@ -173,7 +173,7 @@ pub(super) async fn seed_start_position(
     };
     let position = match offset {
         Some(offset) if !offset.text.is_empty() => {
-            warn!(
+            warn!(target: "sdl::service",
                 position = %offset.text,
                 "the WAL is new but MongoDB holds an offset for this source; continuing from MongoDB's position"
             );
@@ -181,7 +181,7 @@ pub(super) async fn seed_start_position(
         }
         _ => ResumePoint::at(source::resolve_start(conn, flavor, &config.source.start).await?),
     };
-    info!(
+    info!(target: "sdl::service",
         position = %position,
         start = %crate::messages::start_text(&config.source.start),
         "new WAL: starting position"

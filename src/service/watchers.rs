@@ -68,7 +68,7 @@ pub(super) async fn start(
             )
             .await
             .map_err(RunError::failure)?;
-            info!(listen = %local, "admin endpoint up");
+            info!(target: "sdl::service", listen = %local, "admin endpoint up");
             Some(task)
         }
         None => None,

@@ -94,7 +94,7 @@ impl MongoSink {
                 // Some of the batch's changes are there although the offset does not cover
                 // them: an interrupted write without transactions (sink.transactions was "off"
                 // before). Finish the batch the idempotent way.
-                tracing::warn!(
+                tracing::warn!(target: "sdl::sink",
                     first_seq = batch.first_seq,
                     last_seq = batch.last_seq,
                     "part of this batch is already in MongoDB from an earlier write without transactions; completing it with idempotent inserts"
@@ -122,7 +122,7 @@ impl MongoSink {
         let (first_seq, last_seq) = (batch.first_seq, batch.last_seq);
         match batch.split() {
             Some((first, second)) => {
-                tracing::warn!(
+                tracing::warn!(target: "sdl::sink",
                     first_seq,
                     last_seq,
                     documents = batch.documents.len(),
@@ -151,7 +151,7 @@ impl MongoSink {
                 Ok(Committed::Written { documents: written })
             }
             None => {
-                tracing::warn!(
+                tracing::warn!(target: "sdl::sink",
                     wal_seq = first_seq,
                     gtid = %batch.first_gtid,
                     documents = batch.documents.len(),

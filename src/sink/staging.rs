@@ -49,7 +49,7 @@ impl MongoSink {
             .run_command(doc! { "killSessions": [lsid.clone()] })
             .await;
         if let Err(e) = result {
-            tracing::warn!(
+            tracing::warn!(target: "sdl::sink",
                 error = %redact_error(&e.to_string()),
                 "could not end the transaction of the earlier run; MongoDB aborts it when its lifetime expires, and commits wait until then"
             );
@@ -130,7 +130,7 @@ impl MongoSink {
             .map_err(|e| operation_error("write staging", &e))?;
         // Compiled in only with `fail`'s `failpoints` feature (test builds): hence the paths.
         fail::fail_point!(super::EXIT_AFTER_STAGING_FAILPOINT, |_| {
-            tracing::error!(
+            tracing::error!(target: "sdl::sink",
                 staging = %id,
                 "test hook {}: exiting between staging and commit",
                 super::EXIT_AFTER_STAGING_FAILPOINT

@@ -163,7 +163,7 @@ async fn wait_for_wal_space(
     if unacked < max_bytes {
         return false;
     }
-    warn!(
+    warn!(target: "sdl::source",
         unacked_bytes = unacked,
         max_bytes,
         "WAL full (wal.max_bytes): pausing the binlog reader until the forwarder frees space; the source must keep its binlogs meanwhile"
@@ -180,7 +180,7 @@ async fn wait_for_wal_space(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if wal.unacked_bytes() < max_bytes {
-                    info!(paused_for = ?started.elapsed(), "WAL has space again: resuming the binlog reader");
+                    info!(target: "sdl::source", paused_for = ?started.elapsed(), "WAL has space again: resuming the binlog reader");
                     set_state(state, previous);
                     return false;
                 }

@@ -107,7 +107,7 @@ impl Ingester {
                 }
                 Err(e @ (SourceError::Unreachable { .. } | SourceError::Transient(_))) => {
                     let reconnect_delay = next_delay(&mut backoff);
-                    warn!(error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
+                    warn!(target: "sdl::source", error = %e, retry_in = ?reconnect_delay, "source not reachable, retrying");
                     set_reconnecting(state, &e, reconnect_delay);
                     if wait_or_shutdown(shutdown, reconnect_delay).await {
                         return Ok(());
@@ -123,7 +123,7 @@ impl Ingester {
                         .into(),
             })?;
             let resume = ResumePoint::parse(flavor, &String::from_utf8_lossy(&saved))?;
-            info!(position = %resume, "following the binlog");
+            info!(target: "sdl::source", position = %resume, "following the binlog");
             set_state(
                 state,
                 IngestState::Following {
@@ -134,7 +134,7 @@ impl Ingester {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() => {
                     let reconnect_delay = next_delay(&mut backoff);
-                    warn!(error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
+                    warn!(target: "sdl::source", error = %e, retry_in = ?reconnect_delay, "binlog stream lost, reconnecting from the WAL position");
                     let m = crate::telemetry::metrics();
                     m.source_reconnects.inc();
                     m.stage_restarted(crate::telemetry::Stage::Ingester);
@@ -179,7 +179,7 @@ impl Ingester {
         let mut assembler =
             TransactionAssembler::new(resume.position.clone()).with_fragments(*fragments);
         if let Some(partial) = resume.partial.clone() {
-            info!(
+            info!(target: "sdl::source",
                 gtid = %partial.gtid,
                 saved_changes = partial.saved_changes,
                 "resuming inside a large transaction: its changes the WAL already holds are read again and dropped"

@@ -130,7 +130,7 @@ impl JsonColumns {
                     if let Value::Text(text) = value {
                         match json_text::parse(text) {
                             Ok(parsed) => *value = Value::Json(parsed),
-                            Err(reason) => warn!(
+                            Err(reason) => warn!(target: "sdl::source",
                                 "{}.{} column `{}` is a JSON column but this value is not JSON \
                                  sdl can represent exactly ({reason}); it is kept as its text \
                                  (binlog {}:{}, GTID {})",
@@ -178,7 +178,7 @@ async fn load_json_columns(
             .map_err(|e| query_error(visible, e))?;
         check_lookup_warnings(conn, visible).await?;
         if count.unwrap_or(0) == 0 {
-            warn!(
+            warn!(target: "sdl::source",
                 "{database}.{table} is not visible in information_schema (dropped since, or the \
                  sdl user lacks SELECT on it): sdl cannot tell its JSON columns, so their values \
                  are recorded as text. Grant SELECT on the table to make them documents"

@@ -91,7 +91,7 @@ pub async fn settings_findings(
     if names == ColumnNames::InformationSchema
         && get("binlog_row_metadata").is_some_and(|v| !v.eq_ignore_ascii_case("FULL"))
     {
-        warn!(
+        warn!(target: "sdl::source",
             "binlog_row_metadata is not FULL: column names come from information_schema \
              (source.column_names), which is racy if the schema changes while sdl is behind"
         );

@@ -316,3 +316,52 @@ fn the_import_check_finds_a_planted_cycle_and_ignores_comments() {
         vec!["modules inside source import each other: decode → gtid → decode".to_string()]
     );
 }
+
+/// Log targets are a stable interface (docs/operations.md, "Logs"): every log line in `src/`
+/// names one of the documented targets, whichever file it moved to.
+#[test]
+fn every_log_line_uses_a_documented_target() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let operations = std::fs::read_to_string(workspace.join("docs/operations.md")).unwrap();
+    let logs_section = &operations[operations.find("## Logs").unwrap()..];
+    let logs_section = &logs_section[..logs_section[3..].find("\n## ").unwrap()];
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for file in source_files(&workspace.join("src")) {
+        // The binary's root (main.rs) logs under the crate's name.
+        let module = match file.module.as_slice() {
+            [root] if root == "main" || root == "lib" => "sdl".to_string(),
+            path => format!("sdl::{}", path.join("::")),
+        };
+        let code = &file.code;
+        for mac in ["trace!(", "debug!(", "info!(", "warn!(", "error!("] {
+            let mut rest = code.as_str();
+            while let Some(at) = rest.find(mac) {
+                let word_start = rest[..at]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+                rest = &rest[at + mac.len()..];
+                if !word_start {
+                    continue;
+                }
+                let target = match rest.trim_start().strip_prefix("target: \"") {
+                    Some(t) => t[..t.find('"').unwrap()].to_string(),
+                    None => module.clone(),
+                };
+                if !logs_section.contains(&format!("`{target}`")) {
+                    problems.push(format!(
+                        "{}: a log line with target {target}, which docs/operations.md (\"Logs\") does not name; give it its stage's target (`target: \"sdl::...\"`)",
+                        file.path.display()
+                    ));
+                }
+                seen.insert(target);
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        seen.contains("sdl::source") && seen.contains("sdl::forward"),
+        "{seen:?}"
+    );
+}
