@@ -32,10 +32,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match command {
-        Command::Run { config } => runtime.block_on(service::run(&config)).map_err(Into::into),
-        Command::Check { config } => runtime
-            .block_on(service::check(&config))
-            .map_err(Into::into),
+        Command::Run { config } => runtime.block_on(service::run(&config)),
+        Command::Check { config } => runtime.block_on(service::check(&config)),
         _ => unreachable!("the other commands are run by cli::run_offline or above"),
     };
     // Don't wait for blocking tasks (e.g. a stuck fsync) after the decision to exit.
@@ -43,10 +41,10 @@ fn main() -> std::process::ExitCode {
     exit(result)
 }
 
-fn exit(result: Result<(), (ExitCode, anyhow::Error)>) -> std::process::ExitCode {
+fn exit(result: Result<(), service::RunError>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err((code, error)) => {
+        Err(service::RunError { code, error }) => {
             let message = redact::redact_error(&messages::error_chain(&error));
             if service::logs_are_json() {
                 // Every line a log shipper reads stays JSON.

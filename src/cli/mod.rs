@@ -23,7 +23,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::build_info::{GIT_COMMIT, WAL_FORMAT};
 use crate::config::Config;
-use crate::ExitCode;
+use crate::service::RunError;
 
 mod admin_client;
 mod print;
@@ -166,11 +166,10 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
 
 /// `sdl config check`: loads and validates `path` as `sdl run` would before connecting (the
 /// password files included); prints the verdict and any warnings.
-pub fn config_check(path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
-    let config_error = |e: crate::config::ConfigError| (ExitCode::Config, anyhow::Error::from(e));
-    let config = Config::load(path).map_err(config_error)?;
-    config.source.password().map_err(config_error)?;
-    config.sink.password().map_err(config_error)?;
+pub fn config_check(path: &Path) -> Result<(), RunError> {
+    let config = Config::load(path)?;
+    config.source.password()?;
+    config.sink.password()?;
     for warning in &config.warnings {
         println!("WARN  {warning}");
     }
@@ -183,15 +182,12 @@ pub fn config_check(path: &Path) -> Result<(), (ExitCode, anyhow::Error)> {
 }
 
 /// Runs the commands that need no server and no async runtime; hands the others back.
-pub fn run_offline(
-    command: Command,
-) -> Result<Result<(), (ExitCode, anyhow::Error)>, Box<Command>> {
-    let print = |bytes: &[u8]| -> Result<(), (ExitCode, anyhow::Error)> {
+pub fn run_offline(command: Command) -> Result<Result<(), RunError>, Box<Command>> {
+    let print = |bytes: &[u8]| -> Result<(), RunError> {
         let mut out = std::io::stdout().lock();
         match out.write_all(bytes).and_then(|()| out.flush()) {
             // `sdl init | head` is not an error.
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err((
-                ExitCode::Failure,
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(RunError::failure(
                 anyhow::Error::from(e).context("writing to stdout"),
             )),
             _ => Ok(()),
@@ -211,7 +207,7 @@ pub fn run_offline(
         Command::Completions { shell } => print(&completions(shell)),
         Command::Man { dir: None } => match man_page() {
             Ok(page) => print(&page),
-            Err(e) => Err((ExitCode::Failure, e.into())),
+            Err(e) => Err(RunError::failure(e)),
         },
         Command::Man { dir: Some(dir) } => match write_man_pages(&dir) {
             Ok(files) => {
@@ -220,8 +216,7 @@ pub fn run_offline(
                 }
                 Ok(())
             }
-            Err(e) => Err((
-                ExitCode::Failure,
+            Err(e) => Err(RunError::failure(
                 anyhow::Error::from(e)
                     .context(format!("writing the man pages into {}", dir.display())),
             )),

@@ -45,12 +45,6 @@ impl RunError {
     }
 }
 
-impl From<RunError> for (ExitCode, anyhow::Error) {
-    fn from(e: RunError) -> Self {
-        (e.code, e.error)
-    }
-}
-
 /// Anything without a code of its own is a runtime failure.
 impl From<anyhow::Error> for RunError {
     fn from(error: anyhow::Error) -> Self {
@@ -118,7 +112,7 @@ mod tests {
     use super::*;
 
     fn parts(e: RunError) -> (ExitCode, String) {
-        let (code, error) = e.into();
+        let RunError { code, error } = e;
         (code, crate::messages::error_chain(&error))
     }
 
