@@ -361,6 +361,42 @@ impl fmt::Display for ResumePoint {
     }
 }
 
+/// The server variable holding the source's current GTID position.
+pub fn position_variable(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::Mariadb => "gtid_binlog_pos",
+        Flavor::Mysql => "gtid_executed",
+    }
+}
+
+/// Why `current` does not contain `relayed`, or `None` when it does.
+pub fn not_contained(current: &Position, relayed: &Position) -> Option<String> {
+    match (current, relayed) {
+        (Position::Mariadb(current), Position::Mariadb(relayed)) => {
+            let problems: Vec<String> = relayed
+                .gtids()
+                .filter_map(|gtid| match current.domain(gtid.domain) {
+                    None => Some(format!(
+                        "domain {} ({gtid} relayed) is not in the server's binlog",
+                        gtid.domain
+                    )),
+                    Some(now) if now.seq < gtid.seq => Some(format!(
+                        "domain {} is at {now}, behind {gtid} relayed",
+                        gtid.domain
+                    )),
+                    Some(_) => None,
+                })
+                .collect();
+            (!problems.is_empty()).then(|| problems.join("; "))
+        }
+        (Position::Mysql(current), Position::Mysql(relayed)) => {
+            let missing = relayed.missing_from(current);
+            (!missing.is_empty()).then(|| format!("the server has not executed {missing}"))
+        }
+        _ => Some("the positions are of different flavors (MariaDB and MySQL)".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@
 //!   content hash (`crate::sink`), else forwarding stops.
 
 use crate::flavor::Flavor;
-use crate::gtid::{GtidParseError, Position, ResumePoint};
+use crate::gtid::{not_contained, position_variable, GtidParseError, Position, ResumePoint};
 
 /// A position sdl has relayed under this source.name: where it is kept ("the WAL", "MongoDB's
 /// offset"), its text as stored, and that text parsed once for the source's flavor.
@@ -151,42 +151,6 @@ pub enum CheckError {
     History(Box<HistoryError>),
     #[error("checking the source's binlog history: {0}")]
     Query(String),
-}
-
-/// The server variable holding the source's current GTID position.
-pub fn position_variable(flavor: Flavor) -> &'static str {
-    match flavor {
-        Flavor::Mariadb => "gtid_binlog_pos",
-        Flavor::Mysql => "gtid_executed",
-    }
-}
-
-/// Why `current` does not contain `relayed`, or `None` when it does.
-pub fn not_contained(current: &Position, relayed: &Position) -> Option<String> {
-    match (current, relayed) {
-        (Position::Mariadb(current), Position::Mariadb(relayed)) => {
-            let problems: Vec<String> = relayed
-                .gtids()
-                .filter_map(|gtid| match current.domain(gtid.domain) {
-                    None => Some(format!(
-                        "domain {} ({gtid} relayed) is not in the server's binlog",
-                        gtid.domain
-                    )),
-                    Some(now) if now.seq < gtid.seq => Some(format!(
-                        "domain {} is at {now}, behind {gtid} relayed",
-                        gtid.domain
-                    )),
-                    Some(_) => None,
-                })
-                .collect();
-            (!problems.is_empty()).then(|| problems.join("; "))
-        }
-        (Position::Mysql(current), Position::Mysql(relayed)) => {
-            let missing = relayed.missing_from(current);
-            (!missing.is_empty()).then(|| format!("the server has not executed {missing}"))
-        }
-        _ => Some("the positions are of different flavors (MariaDB and MySQL)".into()),
-    }
 }
 
 /// Checks each relayed position ("the WAL", "MongoDB's offset") against the source's `current`

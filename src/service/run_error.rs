@@ -83,7 +83,9 @@ impl From<SourceError> for RunError {
     fn from(error: SourceError) -> Self {
         let code = match error {
             SourceError::BinlogUnavailable { .. } => ExitCode::BinlogUnavailable,
-            SourceError::SourceDiverged { .. } => ExitCode::SourceDiverged,
+            SourceError::SourceDiverged { .. } | SourceError::HistoryWentBack { .. } => {
+                ExitCode::SourceDiverged
+            }
             SourceError::DuplicateServerId { .. } => ExitCode::DuplicateServerId,
             _ => ExitCode::Failure,
         };

@@ -39,6 +39,25 @@ pub enum SourceError {
     /// failover, a restored server). Restarting will not help.
     #[error("the source's binlog does not contain sdl's position (resuming after {position}): {detail}. sdl has already relayed transactions this server does not have: it is probably a primary promoted by a failover that lost the old primary's last transactions, or a server restored from a backup. Those transactions are in MongoDB but not in the source. Decide which history is right before going on; to follow this server from now, re-seed deliberately: start sdl with an empty WAL directory and source.start set to a position of this server (\"current\"), and deal with MongoDB's documents of the lost transactions (docs/operations.md, \"Source diverged\")")]
     SourceDiverged { position: String, detail: String },
+    /// While sdl was connected, the source's own position stopped containing what sdl has read
+    /// (RESET MASTER, a re-seeded server): the stream would wait for transactions that will never
+    /// come. The same refusal as the start-up check's (exit 4).
+    #[error("the source's GTID history no longer contains what sdl has read: sdl is at {position}, but the server's current position (`{variable}`) is now {current} ({detail}). The server's GTIDs went backwards while sdl was connected (RESET MASTER, a re-seeded or replaced server behind the same address); continuing would skip its new changes or mistake them for ones already relayed. Fix: if this is another server or a deliberately reset one, give it a new source.name (its changes then get their own ids and offset) and a new, empty WAL directory; if source.url points at the wrong server, point it back (docs/operations.md, \"Source diverged\")")]
+    HistoryWentBack {
+        position: String,
+        variable: &'static str,
+        current: String,
+        detail: String,
+    },
+    /// The source's position is past sdl's, yet the stream sends only heartbeats: the server
+    /// believes sdl has everything. A binlog replaced under the connection does that.
+    #[error("the source's binlog has moved on to {current} (`{variable}`), but the binlog stream has sent nothing past {position} for {waited:?}, only heartbeats: the stream is following a binlog the server no longer writes (RESET MASTER while sdl was connected, or a binlog replaced under it). sdl stops instead of waiting: start it again (systemd does), and its start-up check of the source's history either resumes exactly where it stopped or refuses with exit 4 if the history is another one")]
+    StreamBehindSource {
+        position: String,
+        variable: &'static str,
+        current: String,
+        waited: std::time::Duration,
+    },
     /// Another replica registered with sdl's server id, and the source dropped sdl's stream.
     #[error("the source closed sdl's binlog stream because another replica connected with the same server id ({server_id}): {detail}. Two replicas with one server id push each other off in turn, so sdl stops instead of pushing back. Set source.server_id to a number that no other replica and no server of this replication topology uses (SELECT @@server_id on each; SHOW SLAVE HOSTS on the source lists connected replicas), then start sdl again")]
     DuplicateServerId { server_id: u32, detail: String },

@@ -21,6 +21,7 @@ use super::decode::{FragmentLimits, TransactionAssembler};
 use super::group_commit::{
     finish_append, flush, pause_while_wal_full, set_state, sleep_until_opt, PendingGroup,
 };
+use super::history::HistoryWatch;
 use super::schema::{provide_missing_schema, JsonColumns};
 use super::start::explain_unavailable;
 use super::stream::{open_stream, stream_error};
@@ -192,6 +193,7 @@ impl Ingester {
         // MariaDB JSON columns per table (docs/change-document.md, "JSON (MariaDB)").
         let mut json_columns = JsonColumns::default();
         let mut group = PendingGroup::default();
+        let mut history = HistoryWatch::new(cfg.heartbeat_interval);
         let result = loop {
             if !still_waiting {
                 waiting_since = Instant::now();
@@ -227,6 +229,17 @@ impl Ingester {
                         "nothing from the source for {dead_after:?} (3 x source.heartbeat_interval): the connection is presumed dead"
                     )));
                 }
+                _ = tokio::time::sleep_until(history.next_check()) => {
+                    if let Err(e) = history
+                        .check(cfg, flavor, assembler.position(), &mut schema_conn)
+                        .await
+                    {
+                        break Err(e);
+                    }
+                    // Still waiting for the same event: the check is not a byte from the stream.
+                    still_waiting = true;
+                    continue;
+                }
                 next = stream.next() => next,
             };
             let event = match next {
@@ -240,10 +253,11 @@ impl Ingester {
                     let m = crate::telemetry::metrics();
                     m.binlog_events.inc();
                     let header = event.header();
-                    m.source_event(
-                        header.timestamp(),
-                        header.event_type_raw() == HEARTBEAT_EVENT,
-                    );
+                    let heartbeat = header.event_type_raw() == HEARTBEAT_EVENT;
+                    m.source_event(header.timestamp(), heartbeat);
+                    if heartbeat {
+                        history.heartbeat();
+                    }
                     event
                 }
             };

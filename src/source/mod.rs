@@ -34,7 +34,8 @@
 //!   follow, reconnect; `group_commit`: appends to the WAL in groups, and backpressure;
 //! - `connect`: login, TLS and the relay connection; `settings`: the server settings sdl needs;
 //!   `start`: `source.start` resolved, binlog availability; `stream`: the binlog stream request
-//!   and what its errors mean; `error`: [`SourceError`], transient or definite;
+//!   and what its errors mean; `error`: [`SourceError`], transient or definite; `history`: the
+//!   source's position watched while connected (a history reset under the connection);
 //! - [`decode`]: binlog events into whole transactions (no network); `schema`: the
 //!   information_schema lookups and their bounded caches; [`relay`]: byte liveness;
 //!   [`binlog_file`]: decoding binlog files without a server; [`charset`] and [`json_text`]: exact
@@ -52,6 +53,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod group_commit;
+mod history;
 
 mod ingest;
 pub mod json_text;

@@ -535,3 +535,101 @@ async fn a_mongodb_srv_name_that_does_not_resolve_is_retried_not_a_bad_url() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("sink.url"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_reset_while_sdl_is_connected_stops_it_with_exit_4() {
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    let (mut sdl, mut conn, relayed) = relay_three_rows_while_running(&mariadb, &mongo).await;
+
+    // The history starts again under the running sdl. Before, the stream went on receiving
+    // heartbeats and nothing else, and sdl waited silently for good.
+    conn.query_drop("RESET MASTER").await.unwrap();
+    conn.query_drop("INSERT INTO app.t VALUES (10, 'after reset')")
+        .await
+        .unwrap();
+    let status = sdl.wait_exit(TIMEOUT);
+    let logs = sdl.logs();
+    assert_eq!(status.code(), Some(4), "{logs}");
+    let last = logs.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+    for needle in [
+        "the source's GTID history no longer contains what sdl has read".to_string(),
+        format!("sdl is at {relayed}"),
+        "(`gtid_binlog_pos`) is now 0-1-1".to_string(),
+        "RESET MASTER".to_string(),
+        "new source.name".to_string(),
+    ] {
+        assert!(last.contains(&needle), "`{needle}` missing from:\n{logs}");
+    }
+    nothing_of_the_new_history_arrived(&mongo).await;
+
+    // Started again, the start-up check refuses the same server the same way.
+    refused_with_the_wal_and_without(&mut sdl, ["the WAL", "MongoDB's offset"], |what| {
+        vec![format!("{what} is at {relayed}")]
+    });
+    nothing_of_the_new_history_arrived(&mongo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_reset_past_the_relayed_gtids_while_sdl_is_connected_is_never_waited_on() {
+    let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
+    let (mut sdl, mut conn, relayed) = relay_three_rows_while_running(&mariadb, &mongo).await;
+
+    // A new history whose GTIDs are already past the relayed ones, in one round trip: by GTIDs
+    // alone it looks like a continuation that the stream has not delivered yet.
+    conn.query_drop(
+        "RESET MASTER; SET GLOBAL gtid_binlog_state = '0-1-100'; \
+         INSERT INTO app.t VALUES (10, 'after reset')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(mariadb.gtid_binlog_pos().await, "0-1-101");
+    let status = sdl.wait_exit(TIMEOUT);
+    let logs = sdl.logs();
+    eprintln!("sdl stopped with {:?}", status.code());
+    // sdl stops, loudly: exit 1 naming both positions (the stream sends only heartbeats while
+    // the server is past it), or exit 4 if a check fell between the reset and the new GTIDs.
+    match status.code() {
+        Some(1) => {
+            for needle in [
+                format!("has sent nothing past {relayed}"),
+                "moved on to 0-1-101 (`gtid_binlog_pos`)".to_string(),
+                "RESET MASTER".to_string(),
+            ] {
+                assert!(logs.contains(&needle), "`{needle}` missing from:\n{logs}");
+            }
+            // Started again (as systemd does after exit 1), the start-up check looks the last
+            // relayed transaction up where it was read and refuses the new history.
+            refused_with_the_wal_and_without(&mut sdl, ["the WAL", "MongoDB"], |what| {
+                vec![format!(
+                    "{what} is at transaction {relayed} read at mariadb-bin.000001:"
+                )]
+            });
+        }
+        Some(4) => assert!(
+            logs.contains("no longer contains what sdl has read"),
+            "{logs}"
+        ),
+        other => panic!("sdl ended with {other:?}:\n{logs}"),
+    }
+    nothing_of_the_new_history_arrived(&mongo).await;
+}
+
+/// sdl relays three rows (`'before'`) under source.name `default` and keeps running; returns it,
+/// a root connection and the source position relayed.
+async fn relay_three_rows_while_running(
+    mariadb: &MariaDb,
+    mongo: &Mongo,
+) -> (Sdl, mysql_async::Conn, String) {
+    let mut conn = create_table(mariadb).await;
+    let mut sdl = Sdl::new(mariadb, mongo, "current");
+    sdl.start();
+    sdl.wait_following().await;
+    for i in 1..=3 {
+        conn.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'before')"))
+            .await
+            .unwrap();
+    }
+    let relayed = mariadb.gtid_binlog_pos().await;
+    wait_for_source_offset(mongo, "default", &relayed, &sdl).await;
+    (sdl, conn, relayed)
+}
