@@ -230,10 +230,12 @@ impl Ingester {
                     )));
                 }
                 _ = tokio::time::sleep_until(history.next_check()) => {
-                    if let Err(e) = history
-                        .check(cfg, flavor, assembler.position(), &mut schema_conn)
-                        .await
-                    {
+                    let checked = tokio::select! {
+                        biased;
+                        _ = stopped(shutdown) => break Ok(()),
+                        checked = history.check(cfg, flavor, assembler.position(), &mut schema_conn) => checked,
+                    };
+                    if let Err(e) = checked {
                         break Err(e);
                     }
                     // Still waiting for the same event: the check is not a byte from the stream.
