@@ -170,17 +170,7 @@ async fn relay_three_rows_then_stop(
     mariadb: &MariaDb,
     mongo: &Mongo,
 ) -> (Sdl, mysql_async::Conn, String) {
-    let mut conn = create_table(mariadb).await;
-    let mut sdl = Sdl::new(mariadb, mongo, "current");
-    sdl.start();
-    sdl.wait_following().await;
-    for i in 1..=3 {
-        conn.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'before')"))
-            .await
-            .unwrap();
-    }
-    let relayed = mariadb.gtid_binlog_pos().await;
-    wait_for_source_offset(mongo, "default", &relayed, &sdl).await;
+    let (mut sdl, conn, relayed) = relay_three_rows_while_running(mariadb, mongo).await;
     assert!(sdl.terminate(Duration::from_secs(30)).success());
     (sdl, conn, relayed)
 }
