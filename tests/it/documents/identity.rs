@@ -440,24 +440,7 @@ async fn a_batch_too_large_for_one_transaction_is_split_and_arrives_once() {
         (sdl.logs().matches("following the binlog").count() >= 2).then_some(())
     })
     .await;
-    let config = sdl.config_path.display().to_string();
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdl"))
-            .args(["wal", "stats", "--json", "--config", &config])
-            .output()
-            .unwrap();
-        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if stats["ingest_position"] == position.as_str() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the WAL did not reach {position}:\n{}",
-            sdl.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    sdl.wait_wal_holds(&position, TIMEOUT).await;
     mongo.restart().await;
     wait_for_source_offset(&mongo, "default", &position, &sdl).await;
     let logs = sdl.logs();

@@ -542,33 +542,13 @@ async fn sdl_starts_during_a_mongodb_outage_and_catches_up_after_it() {
     workload.run(&mut conn, 1500).await;
     let position = relay.mariadb.gtid_binlog_pos().await;
     relay.sdl.start();
-    // Once it follows, its admin endpoint is up and `sdl wal stats` asks it rather than opening
-    // the WAL (which would take sled's lock from under a starting sdl).
+    // Once it follows, its admin endpoint is up and `/status` says how far the WAL got.
     wait_until("sdl following again", DRAIN_TIMEOUT, || async {
         (relay.sdl.logs().matches("following the binlog").count() >= 2).then_some(())
     })
     .await;
-    let config = relay.sdl.config_path.display().to_string();
-    let ingest_position = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdl"))
-            .args(["wal", "stats", "--json", "--config", &config])
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .map(|stats| stats["ingest_position"].clone())
-            .unwrap_or_default()
-    };
     // The WAL fills while MongoDB is down; sdl must stay up meanwhile.
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while ingest_position() != position.as_str() {
-        assert!(relay.sdl.is_running(), "sdl exited:\n{}", relay.sdl.logs());
-        assert!(
-            Instant::now() < deadline,
-            "the WAL did not reach {position}:\n{}",
-            relay.sdl.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    relay.sdl.wait_wal_holds(&position, DRAIN_TIMEOUT).await;
     assert!(relay.sdl.is_running(), "sdl exited:\n{}", relay.sdl.logs());
     assert!(relay
         .sdl

@@ -724,6 +724,28 @@ impl Sdl {
             .join("\n")
     }
 
+    /// Waits until sdl's WAL holds every transaction up to the source position `position` (its
+    /// `/status` `wal.ingest_position`), failing at once if sdl exits meanwhile.
+    pub async fn wait_wal_holds(&mut self, position: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            assert!(
+                self.is_running(),
+                "sdl exited while its WAL was to reach {position}:\n{}",
+                self.logs()
+            );
+            if self.status()["wal"]["ingest_position"] == position {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the WAL did not reach {position} within {timeout:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.process.as_mut() {
             Some(child) => child.try_wait().unwrap().is_none(),

@@ -37,11 +37,7 @@ fn stats(target: &[&str]) -> Json {
 /// Waits until sdl's WAL holds every transaction up to the source position `position`, then stops
 /// sdl (SIGTERM, clean exit): the records stay in the WAL, unacknowledged while MongoDB is down.
 async fn stop_once_the_wal_holds(sdl: &mut Sdl, position: &str) {
-    let config = sdl.config_path.display().to_string();
-    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
-        (stats(&["--config", &config])["ingest_position"] == position).then_some(())
-    })
-    .await;
+    sdl.wait_wal_holds(position, TIMEOUT).await;
     assert!(sdl.terminate(Duration::from_secs(30)).success());
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::workload::Workload;
-use crate::support::{wait_until, Relay, Sdl};
+use crate::support::{Relay, Sdl};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -150,11 +150,7 @@ async fn damaged_wal_metadata_is_rebuilt_at_start_and_the_relay_stays_exactly_on
     relay.mongo.kill();
     workload.run(&mut conn, 600).await;
     let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
-        (relay.sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str()))
-            .then_some(())
-    })
-    .await;
+    relay.sdl.wait_wal_holds(&position, TIMEOUT).await;
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     let s = stats(&relay.sdl);
     assert!(s["last_seq"].as_u64() > s["acked_seq"].as_u64(), "{s}");
@@ -248,11 +244,7 @@ async fn sdl_wal_recover_resumes_from_mongodbs_offset_exactly_once() {
     relay.mongo.kill();
     workload.run(&mut conn, 600).await;
     let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
-        (relay.sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str()))
-            .then_some(())
-    })
-    .await;
+    relay.sdl.wait_wal_holds(&position, TIMEOUT).await;
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     relay.mongo.restart().await;
     damage_sled_conf(&relay.sdl);
@@ -345,11 +337,7 @@ async fn a_damaged_record_is_not_repaired_while_mongodb_cannot_say_whether_it_ho
     relay.mongo.kill();
     workload.run(&mut conn, 400).await;
     let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_until("the WAL to hold every transaction", TIMEOUT, || async {
-        (relay.sdl.status()["wal"]["ingest_position"].as_str() == Some(position.as_str()))
-            .then_some(())
-    })
-    .await;
+    relay.sdl.wait_wal_holds(&position, TIMEOUT).await;
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     let s = stats(&relay.sdl);
     let damaged = s["acked_seq"].as_u64().unwrap() + 1;
