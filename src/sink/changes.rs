@@ -46,7 +46,7 @@ impl MongoSink {
     /// Removes the `<gtid>:<ordinal>`-id documents an sdl with `<gtid>:<ordinal>` ids inserted for `documents`
     /// (the batch it left half-written) before the batch is written again with the new ids, so
     /// that each change stays in MongoDB once. A legacy document is removed only when it is the
-    /// same change: everything but `_id`, `meta.source` and `hash` equal. Returns how many were
+    /// same change: everything but `_id`, `meta.source`, `meta.src` and `hash` equal. Returns how many were
     /// removed and how many differed (kept).
     pub async fn remove_legacy_copies(
         &self,
@@ -77,6 +77,7 @@ impl MongoSink {
                 d.remove(document::HASH_FIELD);
                 if let Ok(meta) = d.get_document_mut("meta") {
                     meta.remove("source");
+                    meta.remove(document::SOURCE_FIELD);
                 }
             }
             if ours == stored {

@@ -295,7 +295,9 @@ impl MongoSink {
 
     /// After a duplicate-key error on `batch`'s inserts: every document of the batch must now be
     /// in MongoDB with the same content hash, i.e. the stored document under each id is the very
-    /// same change. Anything else is a [`SinkError::ChangeConflict`] naming both.
+    /// same change (a document the previous release wrote, without `meta.src`, is compared with
+    /// the hash of that form: [`document::is_same_change`]). Anything else is a
+    /// [`SinkError::ChangeConflict`] naming both.
     async fn check_duplicates(&self, batch: &Batch) -> Result<(), SinkError> {
         const IDS_PER_QUERY: usize = 1000;
         for chunk in batch.documents.chunks(IDS_PER_QUERY) {
@@ -304,7 +306,7 @@ impl MongoSink {
                 .changes
                 .clone_with_type::<Document>()
                 .find(doc! { "_id": { "$in": &ids } })
-                .projection(doc! { "hash": 1, "op": 1, "meta.source": 1, "meta.db": 1, "meta.tbl": 1, "meta.gtid": 1, "meta.row": 1, "meta.file": 1, "meta.pos": 1 })
+                .projection(doc! { "hash": 1, "op": 1, "meta.source": 1, document::SOURCE_PATH: 1, "meta.db": 1, "meta.tbl": 1, "meta.gtid": 1, "meta.row": 1, "meta.file": 1, "meta.pos": 1 })
                 .await
                 .map_err(|e| operation_error("read change documents", &e))?
                 .try_collect()
@@ -316,7 +318,6 @@ impl MongoSink {
                 .collect();
             for ours in chunk {
                 let id = ours.get_str("_id").unwrap_or_default();
-                let our_hash = ours.get_str(document::HASH_FIELD).ok();
                 let conflict = |stored: String| SinkError::ChangeConflict {
                     id: id.to_string(),
                     stored,
@@ -325,7 +326,7 @@ impl MongoSink {
                     first_seq: batch.first_seq,
                 };
                 match stored.get(id) {
-                    Some(d) if d.get_str(document::HASH_FIELD).ok() == our_hash => {}
+                    Some(d) if document::is_same_change(d, ours) => {}
                     Some(d) => return Err(conflict(describe_change(d))),
                     // The duplicate was on another unique index, or the document went away.
                     None => return Err(conflict("(not found under this id)".into())),

@@ -17,6 +17,8 @@ pub struct Probe {
     pub url: String,
     /// A replica set or a sharded cluster (multi-document transactions available).
     pub supports_transactions: bool,
+    /// A sharded cluster (`sink.url` names `mongos`).
+    pub sharded: bool,
     /// How the connection is protected (see [`Encryption`]).
     pub encryption: Encryption,
     /// The host names in sink.url (a `mongodb+srv://` name as given).
@@ -125,6 +127,7 @@ pub async fn probe(cfg: &SinkConfig) -> Result<Probe, SinkError> {
         client,
         url,
         supports_transactions: replica_set || sharded,
+        sharded,
         encryption,
         hosts,
     })
@@ -163,6 +166,7 @@ impl MongoSink {
             client,
             url,
             supports_transactions: supported,
+            sharded,
             ..
         } = probe(cfg).await?;
         let transactions = match cfg.transactions {
@@ -182,8 +186,25 @@ impl MongoSink {
             transactions,
             staging_ttl: cfg.staging_ttl,
         };
+        sink.ensure_collections().await?;
         sink.ensure_indexes().await?;
+        if sharded {
+            sink.check_shard_keys().await?;
+        }
         Ok(sink)
+    }
+
+    /// Creates the offset collection when it is missing (the others are created by their
+    /// indexes): on a sharded cluster a collection cannot be created implicitly inside a
+    /// transaction that writes on several shards, which the first batch's commit may be.
+    async fn ensure_collections(&self) -> Result<(), SinkError> {
+        let db = self.client.database(&self.offsets.namespace().db);
+        match db.create_collection(OFFSETS_COLLECTION).await {
+            Ok(()) => Ok(()),
+            // NamespaceExists: created earlier (or by the operator, sharded).
+            Err(e) if error_code(&e) == Some(48) => Ok(()),
+            Err(e) => Err(operation_error("create binlog_offsets", &e)),
+        }
     }
 
     async fn ensure_indexes(&self) -> Result<(), SinkError> {

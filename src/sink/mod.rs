@@ -36,7 +36,8 @@
 //! # Layout
 //! [`MongoSink`] implements the forwarder's `crate::forward::Sink` (here, at the end). `connect.rs`:
 //! the `hello` probe, TLS and the indexes; `commit.rs`: a batch committed exactly once;
-//! `offset.rs`: the offset document; `staging.rs`: staging entries; `changes.rs`: reads of stored
+//! `offset.rs`: the offset document; `staging.rs`: staging entries; `sharding.rs`: the shard keys
+//! sdl needs on a sharded cluster, checked at start; `changes.rs`: reads of stored
 //! change documents; `error.rs`: MongoDB errors classified; `batch.rs`: WAL records → a batch of
 //! raw BSON within MongoDB's limits; `document/`: the change-document shape.
 //!
@@ -53,6 +54,7 @@ mod commit;
 mod connect;
 mod error;
 mod offset;
+mod sharding;
 mod staging;
 
 pub mod batch;

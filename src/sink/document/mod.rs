@@ -3,9 +3,11 @@
 //! Guarantees: the `_id` of a change is `"<source.name>/<gtid>:<ordinal>"`, derived only from the
 //! source's name, the transaction's GTID and the change's ordinal inside it, so decoding the same
 //! binlog again yields the same ids, and two sources (two `source.name`s) never share one, whatever
-//! their GTIDs. Every document carries `hash`, a digest of everything else in it (see
-//! [`content_hash`]), so a document met again under the same `_id` can be told to be the same
-//! change or another one.
+//! their GTIDs. Every document names its source twice: `meta.source` (the original contract) and
+//! `meta.src` ([`SOURCE_FIELD`], the shard key's and per-source queries' field). Every document
+//! carries `hash`, a digest of everything else in it (see [`content_hash`]), so a document met
+//! again under the same `_id` can be told to be the same change or another one, also when the
+//! stored one was written by a release before `meta.src` ([`is_same_change`]).
 //! Conversion never fails silently: a value that has no exact BSON form is given a documented
 //! lossless form instead.
 //!
@@ -69,6 +71,42 @@ pub fn content_hash(bson: &[u8]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(bson);
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The field of `meta` naming the document's source (`source.name`), beside `meta.source` (the
+/// same value, kept for readers of the earlier contract): the shard key of `row_changes` and the
+/// field per-source queries use. Documents written by earlier releases lack it.
+pub const SOURCE_FIELD: &str = "src";
+
+/// `meta.src` as a dotted path, for filters, projections and shard keys.
+pub const SOURCE_PATH: &str = "meta.src";
+
+/// Whether `stored` (a change document read back from MongoDB, with at least `hash` and `meta`)
+/// is the very change `ours` (a document this release wrote): the same `hash`, or, when `stored`
+/// lacks `meta.src` (written by a release before it), the hash `ours` has in that release's form
+/// ([`previous_release_hash`]). A replay after an upgrade (a batch the previous release left
+/// half-written without transactions) thus counts as applied, never as a conflict.
+pub fn is_same_change(stored: &Document, ours: &RawDocumentBuf) -> bool {
+    let Ok(stored_hash) = stored.get_str(HASH_FIELD) else {
+        return false;
+    };
+    if ours.get_str(HASH_FIELD).ok() == Some(stored_hash) {
+        return true;
+    }
+    let stored_has_src = stored
+        .get_document("meta")
+        .is_ok_and(|m| m.contains_key(SOURCE_FIELD));
+    !stored_has_src && previous_release_hash(ours).as_deref() == Some(stored_hash)
+}
+
+/// The [`content_hash`] a release before `meta.src` gave this change: the hash of `ours` without
+/// `meta.src` (every other field in the same order). `None` when `ours` cannot be read.
+pub fn previous_release_hash(ours: &RawDocumentBuf) -> Option<String> {
+    let mut document = ours.to_document().ok()?;
+    document.remove(HASH_FIELD);
+    document.get_document_mut("meta").ok()?.remove(SOURCE_FIELD);
+    let raw = RawDocumentBuf::from_document(&document).ok()?;
+    Some(content_hash(raw.as_bytes()))
 }
 
 /// Appends the `hash` field to a document written without it.
@@ -197,6 +235,7 @@ fn row_change<W: DocumentWriter>(
     }
     let mut meta = W::empty();
     meta.text("source", source);
+    meta.text(SOURCE_FIELD, source);
     meta.text("db", &table.database);
     meta.text("tbl", &table.name);
     meta.document("pk", pk);
@@ -231,6 +270,7 @@ fn statement_change<W: DocumentWriter>(
 ) -> W {
     let mut meta = W::empty();
     meta.text("source", source);
+    meta.text(SOURCE_FIELD, source);
     meta.text("db", &statement.database);
     meta.text("gtid", &transaction.gtid);
     meta.text("file", &statement.file);

@@ -403,3 +403,101 @@ proptest::proptest! {
         proptest::prop_assert_eq!(standard_base64(&bytes), reference_base64(&bytes));
     }
 }
+
+/// A transaction of a typical row change and a DDL statement, for the upgrade tests below.
+fn typical_transaction() -> SourceTransaction {
+    use crate::event::RowOp;
+    let table = std::sync::Arc::new(Table {
+        database: "shop".into(),
+        name: "customers".into(),
+        columns: vec!["id".into(), "name".into(), "balance".into()],
+        primary_key: vec![0],
+    });
+    SourceTransaction {
+        gtid: "0-1-42".into(),
+        timestamp: 1_700_000_000,
+        position_after: "0-1-42".into(),
+        first_change: 0,
+        ends_transaction: true,
+        changes: vec![
+            Change::Row(RowChange {
+                op: RowOp::Update,
+                table,
+                file: "mariadb-bin.000003".into(),
+                pos: 12345,
+                before: Some(vec![
+                    Value::Int(7),
+                    Value::Text("Ada".into()),
+                    Value::Decimal("10.00".into()),
+                ]),
+                after: Some(vec![
+                    Value::Int(7),
+                    Value::Text("Ada".into()),
+                    Value::Decimal("12.50".into()),
+                ]),
+            }),
+            Change::Statement(StatementChange {
+                database: "shop".into(),
+                statement: "ALTER TABLE customers ADD note TEXT".into(),
+                file: "mariadb-bin.000003".into(),
+                pos: 12999,
+            }),
+        ],
+    }
+}
+
+/// The `hash` the release before `meta.src` (commit 16de0f4) wrote for the two changes of
+/// [`typical_transaction`] under source `orders-db`, recorded from that release's builder.
+const PREVIOUS_RELEASE_HASHES: [&str; 2] = [
+    "2d6f909af940fbbabce2d0c8029033f2",
+    "2ebc8b75da121af7c7b9a3a786f9b424",
+];
+
+#[test]
+fn documents_name_their_source_in_meta_src_beside_meta_source() {
+    for d in transaction_documents("orders-db", &typical_transaction()) {
+        let meta = d.get_document("meta").unwrap();
+        assert_eq!(meta.get_str("source").unwrap(), "orders-db");
+        assert_eq!(meta.get_str(SOURCE_FIELD).unwrap(), "orders-db");
+        let keys: Vec<&String> = meta.keys().take(3).collect();
+        assert_eq!(keys, ["source", "src", "db"], "{meta}");
+    }
+}
+
+#[test]
+fn a_change_stored_by_the_release_before_meta_src_is_the_same_change() {
+    let ours = transaction_raw_documents("orders-db", &typical_transaction()).unwrap();
+    for (ours, previous_hash) in ours.iter().zip(PREVIOUS_RELEASE_HASHES) {
+        assert_eq!(
+            previous_release_hash(ours).as_deref(),
+            Some(previous_hash),
+            "the previous release's form of {ours:?}"
+        );
+        assert_ne!(ours.get_str(HASH_FIELD).unwrap(), previous_hash);
+        // What that release stored: the same document without `meta.src`, with its hash.
+        let mut stored = ours.to_document().unwrap();
+        stored
+            .get_document_mut("meta")
+            .unwrap()
+            .remove(SOURCE_FIELD);
+        stored.insert(HASH_FIELD, previous_hash);
+        assert!(is_same_change(&stored, ours));
+        // This release's own form is the same change too.
+        assert!(is_same_change(&ours.to_document().unwrap(), ours));
+        // A document with `meta.src` is compared by its full hash only.
+        let mut with_src = ours.to_document().unwrap();
+        with_src.insert(HASH_FIELD, previous_hash);
+        assert!(!is_same_change(&with_src, ours));
+        // Another change under the same id, in either form, is not.
+        stored.insert(HASH_FIELD, "00000000000000000000000000000000");
+        assert!(!is_same_change(&stored, ours));
+        stored.remove(HASH_FIELD);
+        assert!(!is_same_change(&stored, ours));
+    }
+    // Another source's change with the same GTID has another previous-release hash as well.
+    let other = transaction_raw_documents("billing-db", &typical_transaction()).unwrap();
+    assert_ne!(
+        previous_release_hash(&other[0]).as_deref(),
+        Some(PREVIOUS_RELEASE_HASHES[0])
+    );
+}
