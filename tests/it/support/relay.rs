@@ -258,6 +258,17 @@ pub async fn assert_exactly_once(
     tables: &[(&str, &str)],
 ) {
     let docs = change_documents(mongo).await;
+    assert_documents_exactly_once(mariadb, &docs, expected_row_changes, tables).await;
+}
+
+/// [`assert_exactly_once`] for `docs`, the change documents (in source commit order) of the one
+/// source `mariadb`, e.g. those of one `meta.src` in a database several sources write into.
+pub async fn assert_documents_exactly_once(
+    mariadb: &MariaDb,
+    docs: &[Document],
+    expected_row_changes: u64,
+    tables: &[(&str, &str)],
+) {
     let row_docs: Vec<_> = docs
         .iter()
         .filter(|d| matches!(d.get_str("op"), Ok("insert" | "update" | "delete")))
@@ -269,7 +280,7 @@ pub async fn assert_exactly_once(
         "row change documents in MongoDB vs row changes committed in MariaDB"
     );
     let mut per_gtid: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for d in &docs {
+    for d in docs {
         let meta = d.get_document("meta").unwrap();
         let gtid = meta.get_str("gtid").unwrap();
         let row = meta.get_i64("row").unwrap();
