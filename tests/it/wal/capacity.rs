@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use crate::support::Relay;
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -38,7 +40,7 @@ async fn wal_bytes_per_change_of_a_typical_row_are_within_the_capacity_model() {
                 amount DECIMAL(10,2) NOT NULL, status VARCHAR(16) NOT NULL, \
                 note VARCHAR(100), created_at DATETIME(6) NOT NULL) ENGINE=InnoDB",
         ])
-        .sink_toml("connect_timeout = \"2s\"")
+        .sink_toml("connect_timeout = \"2s\"\nretry_max_delay = \"1s\"")
         .following()
         .await;
     if !relay.can_kill_mongo() {
@@ -94,6 +96,33 @@ async fn wal_bytes_per_change_of_a_typical_row_are_within_the_capacity_model() {
         );
         measured.push((kind, per_change));
     }
+    // MongoDB back: what the forwarder sends per change (the staging entries record each batch's
+    // documents and BSON bytes).
+    relay.mongo.restart().await;
+    relay.wait_caught_up(TIMEOUT).await;
+    let staging: Vec<Document> = relay
+        .mongo
+        .db()
+        .await
+        .collection::<Document>("row_changes_staging")
+        .find(doc! { "status": "committed" })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let (documents, bytes) = staging.iter().fold((0, 0), |(n, b), e| {
+        (
+            n + e.get_i64("count").unwrap(),
+            b + e.get_i64("bytes").unwrap(),
+        )
+    });
+    assert_eq!(documents, 9000, "{staging:?}");
+    eprintln!(
+        "MongoDB: {} BSON bytes per change document on average, {} batches for {documents} documents",
+        bytes / documents,
+        staging.len()
+    );
     for (kind, per_change) in measured {
         assert!(
             per_change > 0.0 && per_change <= MODEL_BYTES_PER_CHANGE,
