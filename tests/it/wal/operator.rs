@@ -193,6 +193,13 @@ async fn wal_commands_work_on_a_running_and_a_stopped_service() {
                 .as_str()
                 .unwrap()
                 .starts_with(&format!("{}/0-1-", d["meta"]["source"].as_str().unwrap()))));
+    // The source in `meta.src` too, as the sink writes it (docs/change-document.md).
+    assert!(
+        lines
+            .iter()
+            .all(|d| d["meta"]["src"] == d["meta"]["source"] && d["meta"]["src"].is_string()),
+        "{lines:?}"
+    );
 
     let (code, _, stderr) = sdl_wal(&["stats"]);
     assert_eq!(code, 2);
