@@ -238,7 +238,7 @@ fn wal_show_and_dump_print_change_documents() {
             "op": "insert",
             "ts": { "$date": "2024-05-06T07:08:10Z" },
             "meta": {
-                "source": "default",
+                "source": "default", "src": "default",
                 "db": "shop", "tbl": "items", "pk": { "id": 1 }, "gtid": "0-1-1",
                 "file": "mariadb-bin.000001", "pos": 100, "row": 0
             },
