@@ -92,7 +92,12 @@ impl MongoSink {
             self.client
                 .database("config")
                 .collection::<Document>("collections")
-                .find(doc! { "_id": { "$in": &names }, "dropped": { "$ne": true } })
+                // `unsplittable`: an unsharded collection MongoDB 8 tracks there too.
+                .find(doc! {
+                    "_id": { "$in": &names },
+                    "dropped": { "$ne": true },
+                    "unsplittable": { "$ne": true },
+                })
                 .projection(doc! { "key": 1 })
                 .await?
                 .try_collect()
