@@ -35,4 +35,28 @@ async fn replication_harness_replicates_by_gtid() {
         .await
         .unwrap();
     assert_eq!(count, Some(2));
+
+    replication.pause().await;
+    conn.query_drop("INSERT INTO app.t VALUES (3)")
+        .await
+        .unwrap();
+    assert_ne!(
+        replication.replica.gtid_binlog_pos().await,
+        replication.primary.gtid_binlog_pos().await
+    );
+    replication.resume().await;
+    replication.wait_replica_applied(TIMEOUT).await;
+
+    drop(conn);
+    replication.kill_primary();
+    replication.promote_replica().await;
+    replica
+        .query_drop("INSERT INTO app.t VALUES (4)")
+        .await
+        .unwrap();
+    let count: Option<i64> = replica
+        .query_first("SELECT COUNT(*) FROM app.t")
+        .await
+        .unwrap();
+    assert_eq!(count, Some(4));
 }
