@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::connect::connect_for_stream;
 use super::decode::{FragmentLimits, TransactionAssembler};
+use super::failover::Followed;
 use super::group_commit::{
     finish_append, flush, pause_while_wal_full, set_state, sleep_until_opt, PendingGroup,
 };
@@ -94,13 +94,14 @@ impl Ingester {
             ..
         } = self;
         let mut backoff = reconnect_backoff();
+        let mut followed = Followed::default();
         if let Some((conn, _)) = first_conn {
             // The connection that checked the source at start-up is not the stream's: the stream
             // runs through a relay that measures its liveness byte by byte (relay.rs).
             let _ = conn.disconnect().await;
         }
         loop {
-            let (conn, flavor, relay) = match connect_for_stream(cfg).await {
+            let (conn, flavor, relay) = match self.connect_following(&mut followed).await {
                 Ok(c) => {
                     // The source answers again: the next outage starts its backoff afresh.
                     backoff = reconnect_backoff();

@@ -36,6 +36,8 @@
 //!   `start`: `source.start` resolved, binlog availability; `stream`: the binlog stream request
 //!   and what its errors mean; `error`: [`SourceError`], transient or definite; `history`: the
 //!   source's position watched while connected (a history reset under the connection);
+//!   [`failover`]: which server of `source.url` to follow, and the GTID check that it is a safe
+//!   continuation of what sdl relayed;
 //! - [`decode`]: binlog events into whole transactions (no network); `schema`: the
 //!   information_schema lookups and their bounded caches; [`relay`]: byte liveness;
 //!   [`binlog_file`]: decoding binlog files without a server; [`charset`] and [`json_text`]: exact
@@ -49,6 +51,7 @@ pub mod charset;
 mod connect;
 pub mod decode;
 mod error;
+pub mod failover;
 
 #[doc(hidden)]
 pub mod fuzzing;
