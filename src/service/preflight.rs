@@ -35,7 +35,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(
+    pub(super) fn new(
         name: &str,
         verdict: Verdict,
         detail: impl Into<String>,
@@ -49,7 +49,7 @@ impl Check {
         }
     }
 
-    fn pass(name: &str, detail: impl Into<String>) -> Self {
+    pub(super) fn pass(name: &str, detail: impl Into<String>) -> Self {
         Self::new(name, Verdict::Pass, detail, "")
     }
 }
@@ -230,8 +230,20 @@ async fn admin_listen(addr: String, wal_in_use: bool) -> Check {
     }
 }
 
+/// The source's checks: one server's, or each listed server's (`super::preflight_list`).
 async fn source_checks(config: &Config, wal_in_use: bool) -> Vec<Check> {
     let cfg = &config.source;
+    if cfg.server_count() <= 1 {
+        return server_checks(cfg, wal_in_use).await;
+    }
+    super::preflight_list::list_checks(cfg, wal_in_use).await
+}
+
+/// Every check of one source server.
+pub(super) async fn server_checks(
+    cfg: &crate::config::SourceConfig,
+    wal_in_use: bool,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut conn = match source::login(cfg).await {
         Ok(conn) => {

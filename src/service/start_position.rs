@@ -145,7 +145,15 @@ pub(super) async fn check_source_history(
     let current = source::resolve_start(conn, flavor, &StartFrom::Current).await?;
     identity::check(flavor, &config.source.name, &current, &positions)?;
     if flavor == Flavor::Mariadb {
-        identity::check_landmarks(conn, &config.source.name, &relayed.landmarks).await?;
+        // With several servers, file:pos landmarks are looked up only where they were read.
+        let landmarks = match &connections.source_identity {
+            Some(identity) => {
+                let recorded = source::failover::record::load(&config.wal.dir);
+                identity::landmarks_read_on(identity, recorded.as_ref(), &relayed.landmarks)
+            }
+            None => relayed.landmarks.clone(),
+        };
+        identity::check_landmarks(&mut connections.conn, &config.source.name, &landmarks).await?;
     }
     Ok(())
 }
