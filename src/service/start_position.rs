@@ -137,11 +137,25 @@ pub(super) async fn check_source_history(
     config: &Config,
     relayed: &Relayed,
 ) -> Result<(), RunError> {
-    let (conn, flavor) = (&mut connections.conn, connections.flavor);
+    let flavor = connections.flavor;
     let positions = relayed.positions();
     if positions.is_empty() {
         return Ok(());
     }
+    // One server: a lossy failover behind the same address shows as errant GTIDs in place of
+    // relayed ones (with several, the failover check refused such a server already).
+    if connections.source_identity.is_none() {
+        if let Some(Ok(point)) = relayed.wal.as_ref().map(|wal| &wal.parsed) {
+            source::failover::refuse_if_diverged(
+                &config.source,
+                &mut connections.conn,
+                flavor,
+                &point.to_string(),
+            )
+            .await?;
+        }
+    }
+    let conn = &mut connections.conn;
     let current = source::resolve_start(conn, flavor, &StartFrom::Current).await?;
     identity::check(flavor, &config.source.name, &current, &positions)?;
     if flavor == Flavor::Mariadb {

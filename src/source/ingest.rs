@@ -5,7 +5,7 @@
 //! from its start; transient failures are retried with backoff (100 ms doubling to 30 s, with
 //! jitter), forever, and published as `reconnecting`; a definite failure stops the ingester. The
 //! connection is presumed dead after three heartbeat intervals of silence, measured byte by byte
-//! through the [`relay`], so an event still arriving is never cut.
+//! through the [`relay`](super::relay), so an event still arriving is never cut.
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::decode::{FragmentLimits, TransactionAssembler};
-use super::failover::Followed;
+use super::failover::{Connected, Followed};
 use super::group_commit::{
     finish_append, flush, pause_while_wal_full, set_state, sleep_until_opt, PendingGroup,
 };
@@ -25,7 +25,7 @@ use super::history::HistoryWatch;
 use super::schema::{provide_missing_schema, JsonColumns};
 use super::start::explain_unavailable;
 use super::stream::{open_stream, stream_error};
-use super::{relay, SourceError};
+use super::SourceError;
 use crate::config::{ColumnNames, SourceConfig, WalConfig};
 use crate::event::{Change, SourceTransaction};
 use crate::flavor::Flavor;
@@ -87,12 +87,7 @@ impl Ingester {
         first_conn: Option<(Conn, Flavor)>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
-        let Self {
-            source: cfg,
-            wal,
-            state,
-            ..
-        } = self;
+        let Self { wal, state, .. } = self;
         let mut backoff = reconnect_backoff();
         let mut followed = Followed::default();
         if let Some((conn, _)) = first_conn {
@@ -101,7 +96,7 @@ impl Ingester {
             let _ = conn.disconnect().await;
         }
         loop {
-            let (conn, flavor, relay) = match self.connect_following(&mut followed).await {
+            let connected = match self.connect_following(&mut followed).await {
                 Ok(c) => {
                     // The source answers again: the next outage starts its backoff afresh.
                     backoff = reconnect_backoff();
@@ -124,6 +119,8 @@ impl Ingester {
                     "the WAL has no ingest position; it must be seeded before the ingester runs"
                         .into(),
             })?;
+            let flavor = connected.flavor;
+            let server = connected.server.clone();
             let resume = ResumePoint::parse(flavor, &String::from_utf8_lossy(&saved))?;
             info!(target: "sdl::source", position = %resume, "following the binlog");
             set_state(
@@ -132,7 +129,7 @@ impl Ingester {
                     position: resume.to_string(),
                 },
             );
-            match self.follow(conn, relay, flavor, resume, shutdown).await {
+            match self.follow(connected, resume, shutdown).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() => {
                     let reconnect_delay = next_delay(&mut backoff);
@@ -146,7 +143,7 @@ impl Ingester {
                         return Ok(());
                     }
                 }
-                Err(e) => return Err(explain_unavailable(cfg, flavor, e).await),
+                Err(e) => return Err(explain_unavailable(&server, flavor, e).await),
             }
         }
     }
@@ -155,14 +152,19 @@ impl Ingester {
     /// error; whatever happens, complete transactions already read are saved before it returns.
     async fn follow(
         &self,
-        conn: Conn,
-        relay: Option<relay::Relay>,
-        flavor: Flavor,
+        connected: Connected,
         resume: ResumePoint,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
+        // Every query of this connection's life goes to the server it streams from.
+        let Connected {
+            conn,
+            flavor,
+            relay,
+            server,
+        } = connected;
+        let cfg = &server;
         let Self {
-            source: cfg,
             wal_config: wal_cfg,
             fragments,
             wal,

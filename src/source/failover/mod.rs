@@ -303,6 +303,32 @@ async fn mysql_state(
     })
 }
 
+/// Start-up with one server in `source.url`: refuses (exit 4) a server that has moved on without
+/// transactions sdl relayed (`relayed`, the WAL's position), naming the relayed GTIDs it lacks
+/// and its errant ones. (A server that is merely behind is the start-up identity check's.)
+pub async fn refuse_if_diverged(
+    cfg: &SourceConfig,
+    conn: &mut Conn,
+    flavor: Flavor,
+    relayed: &str,
+) -> Result<(), SourceError> {
+    let point = ResumePoint::parse(flavor, relayed)?;
+    let state = match flavor {
+        Flavor::Mariadb => mariadb_state(conn, Some(&point.position)).await?,
+        Flavor::Mysql => mysql_state(conn, Some(&point.position)).await?,
+    };
+    match state.continuation {
+        Continuation::Diverged { missing, errant } => Err(SourceError::SourceDiverged {
+            position: relayed.to_string(),
+            detail: format!(
+                "the server at {} has moved on without transactions sdl relayed: relayed {missing} are not on this server; it has {errant} instead. A lossy failover is refused, not papered over: bring back a server that has the missing transactions (the old primary, or a replica that received them) and list it in source.url",
+                redact_url(&cfg.url)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The error when no server of `source.url` can be followed: transient (retry) unless every
 /// server answered and none ever can as it is.
 pub fn no_server_error(
@@ -362,6 +388,15 @@ pub fn no_server_error(
     }
 }
 
+/// The binlog stream's connection to the server followed, and that server's settings (every
+/// query of the connection's life goes to it, never to another server of the list).
+pub struct Connected {
+    pub conn: Conn,
+    pub flavor: Flavor,
+    pub relay: Option<relay::Relay>,
+    pub server: SourceConfig,
+}
+
 /// The ingester's knowledge of the servers it followed in this run.
 #[derive(Debug, Default)]
 pub struct Followed {
@@ -376,10 +411,10 @@ impl Ingester {
     pub(super) async fn connect_following(
         &self,
         followed: &mut Followed,
-    ) -> Result<(Conn, Flavor, Option<relay::Relay>), SourceError> {
+    ) -> Result<Connected, SourceError> {
         let cfg = &self.source;
         if cfg.server_count() <= 1 {
-            let connected = connect_for_stream(cfg).await?;
+            let (conn, flavor, relay) = connect_for_stream(cfg).await?;
             if followed.index.is_none() {
                 followed.index = Some(0);
                 self.state.send_modify(|s| {
@@ -389,7 +424,12 @@ impl Ingester {
                     })
                 });
             }
-            return Ok(connected);
+            return Ok(Connected {
+                conn,
+                flavor,
+                relay,
+                server: cfg.clone(),
+            });
         }
         let relayed = self
             .wal
@@ -402,7 +442,12 @@ impl Ingester {
         match chosen {
             Ok(chosen) => {
                 self.note_followed(followed, &chosen, relayed.as_deref().unwrap_or_default());
-                Ok((chosen.conn, chosen.flavor, chosen.extra))
+                Ok(Connected {
+                    server: cfg.for_server(chosen.index),
+                    conn: chosen.conn,
+                    flavor: chosen.flavor,
+                    relay: chosen.extra,
+                })
             }
             Err(refusals) => {
                 self.publish_refusals(&refusals);

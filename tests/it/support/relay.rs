@@ -258,6 +258,18 @@ pub async fn assert_exactly_once(
     tables: &[(&str, &str)],
 ) {
     let docs = change_documents(mongo).await;
+    assert_documents_exactly_once(&docs, mariadb, expected_row_changes, tables).await;
+}
+
+/// [`assert_exactly_once`] for `docs`, every change document in source commit order (after a
+/// source failover, binlog file:position orders only one server's documents: see
+/// `super::replication::documents_in_gtid_order`).
+pub async fn assert_documents_exactly_once(
+    docs: &[Document],
+    mariadb: &MariaDb,
+    expected_row_changes: u64,
+    tables: &[(&str, &str)],
+) {
     let row_docs: Vec<_> = docs
         .iter()
         .filter(|d| matches!(d.get_str("op"), Ok("insert" | "update" | "delete")))
@@ -269,7 +281,7 @@ pub async fn assert_exactly_once(
         "row change documents in MongoDB vs row changes committed in MariaDB"
     );
     let mut per_gtid: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for d in &docs {
+    for d in docs {
         let meta = d.get_document("meta").unwrap();
         let gtid = meta.get_str("gtid").unwrap();
         let row = meta.get_i64("row").unwrap();

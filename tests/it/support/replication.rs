@@ -163,3 +163,19 @@ async fn query_string(server: &MariaDb, query: &str) -> String {
     conn.disconnect().await.unwrap();
     value.flatten().unwrap_or_default()
 }
+
+/// Every change document of the test's database in source commit order across a failover: by
+/// the GTID's domain and sequence number (which a promoted replica continues), then the row.
+/// Binlog file:position, which [`super::change_documents`] orders by, are coordinates on one
+/// server only.
+pub async fn documents_in_gtid_order(mongo: &super::Mongo) -> Vec<mongodb::bson::Document> {
+    let mut docs = super::change_documents(mongo).await;
+    docs.sort_by_key(|d| {
+        let meta = d.get_document("meta").unwrap();
+        let gtid = meta.get_str("gtid").unwrap();
+        let fields: Vec<u64> = gtid.split('-').map(|f| f.parse().unwrap()).collect();
+        assert_eq!(fields.len(), 3, "not a MariaDB GTID: {gtid}");
+        (fields[0], fields[2], meta.get_i64("row").unwrap())
+    });
+    docs
+}
