@@ -42,6 +42,7 @@ pub mod identity;
 mod logging;
 mod open_wal;
 pub mod preflight;
+mod preflight_check;
 mod preflight_list;
 mod repair;
 mod run_error;

@@ -6,7 +6,9 @@
 //! warning, since sdl runs without it; with none passing, the failures stand and `sdl run`
 //! refuses to start, as with one server.
 
-use super::preflight::{server_checks, Check, Verdict};
+use std::future::Future;
+
+use super::preflight_check::{Check, Verdict};
 use crate::config::SourceConfig;
 
 /// The source's checks for a list (`source.url` with
@@ -14,7 +16,11 @@ use crate::config::SourceConfig;
 /// and which one sdl would follow: the first that passes every check. A failure of another
 /// server is then a warning (sdl runs without it, and fails over to it only if it is usable by
 /// then); with none passing, the failures stand.
-pub(super) async fn list_checks(cfg: &SourceConfig, wal_in_use: bool) -> Vec<Check> {
+pub(super) async fn list_checks<F, Fut>(cfg: &SourceConfig, server_checks: F) -> Vec<Check>
+where
+    F: Fn(SourceConfig) -> Fut,
+    Fut: Future<Output = Vec<Check>>,
+{
     let count = cfg.server_count();
     let mut per_server = Vec::new();
     for index in 0..count {
@@ -24,7 +30,7 @@ pub(super) async fn list_checks(cfg: &SourceConfig, wal_in_use: bool) -> Vec<Che
             index + 1,
             crate::redact::redact_url(&server.url)
         );
-        let checks: Vec<Check> = server_checks(&server, wal_in_use)
+        let checks: Vec<Check> = server_checks(server)
             .await
             .into_iter()
             .map(|mut check| {

@@ -16,8 +16,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::connect::connect_for_stream;
 use super::decode::{FragmentLimits, TransactionAssembler};
-use super::failover::{Connected, Followed};
+use super::failover::{choose, no_server_error, record, Chosen, Connected, Followed, Refusal};
 use super::group_commit::{
     finish_append, flush, pause_while_wal_full, set_state, sleep_until_opt, PendingGroup,
 };
@@ -30,8 +31,9 @@ use crate::config::{ColumnNames, SourceConfig, WalConfig};
 use crate::event::{Change, SourceTransaction};
 use crate::flavor::Flavor;
 use crate::gtid::ResumePoint;
+use crate::redact::redact_url;
 use crate::shutdown::stopped;
-use crate::telemetry::{IngestState, IngestStatus, LastError};
+use crate::telemetry::{IngestState, IngestStatus, LastError, RefusedServer, SourceServer};
 
 /// The event a source sends when it has had nothing newer to send for a heartbeat period.
 const HEARTBEAT_EVENT: u8 = 0x1b;
@@ -377,4 +379,127 @@ fn count_read(transaction: &SourceTransaction) {
             .filter(|c| matches!(c, Change::Row(_)))
             .count() as u64,
     );
+}
+
+/// Choosing the server to follow (`super::failover`): connect, then log, count, record and
+/// publish the choice or the refusals.
+impl Ingester {
+    /// Connects the binlog stream to the server to follow: the one server of `source.url`, or
+    /// the first of several that is a safe continuation of the WAL's position.
+    pub(super) async fn connect_following(
+        &self,
+        followed: &mut Followed,
+    ) -> Result<Connected, SourceError> {
+        let cfg = &self.source;
+        if cfg.server_count() <= 1 {
+            let (conn, flavor, relay) = connect_for_stream(cfg).await?;
+            if followed.index.is_none() {
+                followed.index = Some(0);
+                self.state.send_modify(|s| {
+                    s.source_server = Some(SourceServer {
+                        url: redact_url(&cfg.url),
+                        index: 0,
+                    })
+                });
+            }
+            return Ok(Connected {
+                conn,
+                flavor,
+                relay,
+                server: cfg.clone(),
+            });
+        }
+        let relayed = self
+            .wal
+            .ingest_position()?
+            .map(|p| String::from_utf8_lossy(&p).into_owned());
+        let chosen = choose(cfg, relayed.as_deref(), |server| async move {
+            connect_for_stream(&server).await
+        })
+        .await;
+        match chosen {
+            Ok(chosen) => {
+                self.note_followed(followed, &chosen, relayed.as_deref().unwrap_or_default());
+                Ok(Connected {
+                    server: cfg.for_server(chosen.index),
+                    conn: chosen.conn,
+                    flavor: chosen.flavor,
+                    relay: chosen.extra,
+                })
+            }
+            Err(refusals) => {
+                self.publish_refusals(&refusals);
+                Err(no_server_error(cfg, relayed.as_deref(), refusals))
+            }
+        }
+    }
+
+    fn publish_refusals(&self, refusals: &[(usize, Refusal)]) {
+        let cfg = &self.source;
+        let m = crate::telemetry::metrics();
+        let refused: Vec<RefusedServer> = refusals
+            .iter()
+            .map(|(index, refusal)| {
+                let url = redact_url(&cfg.for_server(*index).url);
+                m.source_server_refusals.inc();
+                warn!(target: "sdl::source",
+                    server = %url,
+                    index = *index,
+                    reason = refusal.reason(),
+                    "source server not followed: {}", refusal.detail()
+                );
+                RefusedServer {
+                    url,
+                    index: *index,
+                    reason: refusal.reason(),
+                    detail: crate::messages::tidy(&crate::redact::redact_error(&refusal.detail())),
+                }
+            })
+            .collect();
+        self.state.send_modify(|s| s.refused_servers = refused);
+    }
+
+    /// Logs, counts, records and publishes the server now followed, when it is another one.
+    fn note_followed<T>(&self, followed: &mut Followed, chosen: &Chosen<T>, position: &str) {
+        let cfg = &self.source;
+        let url = redact_url(&cfg.for_server(chosen.index).url);
+        if followed.index != Some(chosen.index) {
+            // Starting on a server other than the first is a failover too: the primary was not
+            // usable.
+            if followed.index.is_some() || chosen.index > 0 {
+                let from = followed.index.unwrap_or(0);
+                warn!(target: "sdl::source",
+                    from = %redact_url(&cfg.for_server(from).url),
+                    from_index = from,
+                    to = %url,
+                    to_index = chosen.index,
+                    position = %position,
+                    "source failover: following another server of source.url, which holds every transaction sdl relayed"
+                );
+                crate::telemetry::metrics().source_failovers.inc();
+                followed.failovers += 1;
+            }
+            followed.index = Some(chosen.index);
+        }
+        let record = record::FollowedServer {
+            url: url.clone(),
+            identity: chosen.identity.clone(),
+            since: position.to_string(),
+        };
+        let recorded = record::load(&self.wal_config.dir);
+        if recorded.as_ref().map(|r| &r.identity) != Some(&record.identity) {
+            if let Err(e) = record::save(&self.wal_config.dir, &record) {
+                warn!(target: "sdl::source", error = %e, dir = %self.wal_config.dir.display(), "could not record the followed server in wal.dir; after a restart the start-up check may look its binlog landmarks up on the wrong server");
+            }
+        }
+        let failovers = followed.failovers;
+        self.state.send_modify(|s| {
+            s.source_server = Some(SourceServer {
+                url,
+                index: chosen.index,
+            });
+            s.source_failovers = failovers;
+            s.refused_servers.clear();
+        });
+    }
 }

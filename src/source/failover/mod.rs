@@ -30,18 +30,14 @@ use std::future::Future;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
-use tracing::warn;
 
-use super::connect::connect_for_stream;
 use super::error::query_error;
-use super::ingest::Ingester;
 use super::start::resolve_start;
 use super::{relay, SourceError};
 use crate::config::{SourceConfig, StartFrom};
 use crate::flavor::Flavor;
 use crate::gtid::{Position, ResumePoint};
 use crate::redact::redact_url;
-use crate::telemetry::{RefusedServer, SourceServer};
 use continuation::{
     mariadb_continuation, mariadb_purged_gap, mysql_continuation, mysql_purged_gap,
     parse_binlog_state, Continuation,
@@ -205,18 +201,21 @@ fn updates_variable(flavor: Flavor) -> &'static str {
     }
 }
 
+/// `gtid_binlog_state`, `log_slave_updates`, `gtid_slave_pos`, `server_id` (as text).
+type MariadbVariables = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 async fn mariadb_state(
     conn: &mut Conn,
     relayed: Option<&Position>,
 ) -> Result<ServerState, SourceError> {
     let query = "SELECT @@GLOBAL.gtid_binlog_state, CONCAT(@@GLOBAL.log_slave_updates), \
                  @@GLOBAL.gtid_slave_pos, CONCAT(@@GLOBAL.server_id)";
-    let row: Option<(
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = conn
+    let row: Option<MariadbVariables> = conn
         .query_first(query)
         .await
         .map_err(|e| query_error(query, e))?;
@@ -401,225 +400,9 @@ pub struct Connected {
 #[derive(Debug, Default)]
 pub struct Followed {
     /// The index in `source.url` of the server followed last.
-    index: Option<usize>,
-    failovers: u64,
-}
-
-impl Ingester {
-    /// Connects the binlog stream to the server to follow: the one server of `source.url`, or
-    /// the first of several that is a safe continuation of the WAL's position.
-    pub(super) async fn connect_following(
-        &self,
-        followed: &mut Followed,
-    ) -> Result<Connected, SourceError> {
-        let cfg = &self.source;
-        if cfg.server_count() <= 1 {
-            let (conn, flavor, relay) = connect_for_stream(cfg).await?;
-            if followed.index.is_none() {
-                followed.index = Some(0);
-                self.state.send_modify(|s| {
-                    s.source_server = Some(SourceServer {
-                        url: redact_url(&cfg.url),
-                        index: 0,
-                    })
-                });
-            }
-            return Ok(Connected {
-                conn,
-                flavor,
-                relay,
-                server: cfg.clone(),
-            });
-        }
-        let relayed = self
-            .wal
-            .ingest_position()?
-            .map(|p| String::from_utf8_lossy(&p).into_owned());
-        let chosen = choose(cfg, relayed.as_deref(), |server| async move {
-            connect_for_stream(&server).await
-        })
-        .await;
-        match chosen {
-            Ok(chosen) => {
-                self.note_followed(followed, &chosen, relayed.as_deref().unwrap_or_default());
-                Ok(Connected {
-                    server: cfg.for_server(chosen.index),
-                    conn: chosen.conn,
-                    flavor: chosen.flavor,
-                    relay: chosen.extra,
-                })
-            }
-            Err(refusals) => {
-                self.publish_refusals(&refusals);
-                Err(no_server_error(cfg, relayed.as_deref(), refusals))
-            }
-        }
-    }
-
-    fn publish_refusals(&self, refusals: &[(usize, Refusal)]) {
-        let cfg = &self.source;
-        let m = crate::telemetry::metrics();
-        let refused: Vec<RefusedServer> = refusals
-            .iter()
-            .map(|(index, refusal)| {
-                let url = redact_url(&cfg.for_server(*index).url);
-                m.source_server_refusals.inc();
-                warn!(target: "sdl::source",
-                    server = %url,
-                    index = *index,
-                    reason = refusal.reason(),
-                    "source server not followed: {}", refusal.detail()
-                );
-                RefusedServer {
-                    url,
-                    index: *index,
-                    reason: refusal.reason(),
-                    detail: crate::messages::tidy(&crate::redact::redact_error(&refusal.detail())),
-                }
-            })
-            .collect();
-        self.state.send_modify(|s| s.refused_servers = refused);
-    }
-
-    /// Logs, counts, records and publishes the server now followed, when it is another one.
-    fn note_followed<T>(&self, followed: &mut Followed, chosen: &Chosen<T>, position: &str) {
-        let cfg = &self.source;
-        let url = redact_url(&cfg.for_server(chosen.index).url);
-        if followed.index != Some(chosen.index) {
-            // Starting on a server other than the first is a failover too: the primary was not
-            // usable.
-            if followed.index.is_some() || chosen.index > 0 {
-                let from = followed.index.unwrap_or(0);
-                warn!(target: "sdl::source",
-                    from = %redact_url(&cfg.for_server(from).url),
-                    from_index = from,
-                    to = %url,
-                    to_index = chosen.index,
-                    position = %position,
-                    "source failover: following another server of source.url, which holds every transaction sdl relayed"
-                );
-                crate::telemetry::metrics().source_failovers.inc();
-                followed.failovers += 1;
-            }
-            followed.index = Some(chosen.index);
-        }
-        let record = record::FollowedServer {
-            url: url.clone(),
-            identity: chosen.identity.clone(),
-            since: position.to_string(),
-        };
-        let recorded = record::load(&self.wal_config.dir);
-        if recorded.as_ref().map(|r| &r.identity) != Some(&record.identity) {
-            if let Err(e) = record::save(&self.wal_config.dir, &record) {
-                warn!(target: "sdl::source", error = %e, dir = %self.wal_config.dir.display(), "could not record the followed server in wal.dir; after a restart the start-up check may look its binlog landmarks up on the wrong server");
-            }
-        }
-        let failovers = followed.failovers;
-        self.state.send_modify(|s| {
-            s.source_server = Some(SourceServer {
-                url,
-                index: chosen.index,
-            });
-            s.source_failovers = failovers;
-            s.refused_servers.clear();
-        });
-    }
+    pub index: Option<usize>,
+    pub failovers: u64,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn two_servers() -> SourceConfig {
-        let toml = r#"
-[source]
-url = ["mysql://sdl:pw@db1:3306", "mysql://sdl:pw@db2:3306"]
-server_id = 4242
-[wal]
-dir = "/tmp/x"
-[sink]
-url = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
-"#;
-        crate::config::Config::parse(std::path::Path::new("t.toml"), toml)
-            .unwrap()
-            .source
-    }
-
-    fn diverged() -> Refusal {
-        Refusal::Diverged {
-            missing: "0-1-99..0-1-100".into(),
-            errant: "0-2-99..0-2-120".into(),
-        }
-    }
-
-    #[test]
-    fn every_server_diverged_is_definite_and_names_the_gtids() {
-        let e = no_server_error(
-            &two_servers(),
-            Some("0-1-100"),
-            vec![(0, diverged()), (1, Refusal::Purged("domain 0".into()))],
-        );
-        assert!(matches!(e, SourceError::SourceDiverged { .. }), "{e}");
-        let text = e.to_string();
-        for needle in [
-            "0-1-99..0-1-100",
-            "0-2-99..0-2-120",
-            "server 1 (mysql://sdl:***@db1:3306)",
-            "lossy failover is refused",
-        ] {
-            assert!(text.contains(needle), "`{needle}` missing from {text}");
-        }
-        assert!(!text.contains(":pw@"), "{text}");
-    }
-
-    #[test]
-    fn a_server_that_may_come_back_or_catch_up_keeps_sdl_retrying() {
-        for other in [
-            Refusal::Unreachable(SourceError::Transient("refused".into())),
-            Refusal::Behind("domain 0 is at 0-1-90, behind 0-1-100 relayed".into()),
-            Refusal::NoReplicaUpdates("log_slave_updates is OFF".into()),
-        ] {
-            let e = no_server_error(
-                &two_servers(),
-                Some("0-1-100"),
-                vec![(0, other), (1, diverged())],
-            );
-            assert!(e.is_transient(), "{e}");
-            assert!(e.to_string().contains("0-2-99..0-2-120"), "{e}");
-        }
-    }
-
-    #[test]
-    fn purged_everywhere_is_exit_3_and_settings_errors_are_the_first_servers_own() {
-        let purged = no_server_error(
-            &two_servers(),
-            Some("0-1-100"),
-            vec![
-                (0, Refusal::Purged("a".into())),
-                (1, Refusal::Purged("b".into())),
-            ],
-        );
-        assert!(
-            matches!(purged, SourceError::BinlogUnavailable { .. }),
-            "{purged}"
-        );
-        let setting = || SourceError::Setting {
-            setting: "binlog_format",
-            actual: "STATEMENT".into(),
-            required: "ROW",
-            fix: "set it",
-        };
-        let unusable = no_server_error(
-            &two_servers(),
-            None,
-            vec![
-                (0, Refusal::Unusable(setting())),
-                (1, Refusal::Unusable(setting())),
-            ],
-        );
-        assert!(
-            matches!(unusable, SourceError::Setting { .. }),
-            "{unusable}"
-        );
-    }
-}
+mod tests;
