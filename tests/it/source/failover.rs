@@ -315,3 +315,51 @@ async fn a_promoted_replica_that_lost_relayed_transactions_is_refused_as_diverge
     );
     assert!(last_run.contains("lossy failover is refused"), "{logs}");
 }
+
+/// `sdl check` with a list: each server is checked and named, an unreachable primary is a
+/// warning while a replica passes, and the server sdl would follow is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdl_check_checks_each_listed_server_and_names_the_one_to_follow() {
+    let (replication, mongo) = tokio::join!(Replication::start(), Mongo::start());
+    let nothing_there = format!(
+        "mysql://{}:{}@127.0.0.1:{}",
+        crate::support::SDL_USER,
+        crate::support::SDL_PASSWORD,
+        crate::support::free_port()
+    );
+    let sdl = sdl_for(
+        &replication.primary,
+        &mongo,
+        &[nothing_there.clone(), replication.replica.sdl_url()],
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sdl"))
+        .args(["check", "--config"])
+        .arg(&sdl.config_path)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let line = |needle: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` line in:\n{table}"))
+            .to_string()
+    };
+    let first = format!(
+        "source 1/2 ({}): reachable, login",
+        redacted(&nothing_there)
+    );
+    assert!(line(&first).starts_with("WARN"), "{table}");
+    let second = format!("source 2/2 ({})", redacted(&replication.replica.sdl_url()));
+    assert!(
+        line(&format!("{second}: binlog_format")).starts_with("PASS"),
+        "{table}"
+    );
+    let follow = line("source: server to follow");
+    assert!(
+        follow.starts_with("PASS") && follow.contains(&second),
+        "{table}"
+    );
+    assert!(!table.contains(crate::support::SDL_PASSWORD), "{table}");
+}
