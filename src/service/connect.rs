@@ -31,9 +31,9 @@ pub(super) struct Connections {
     /// `None` when MongoDB did not answer and the WAL has a position (the forwarder connects
     /// once it answers).
     pub sink: Option<MongoSink>,
-    /// With several servers in `source.url`: the identity (`server_id N` / `server_uuid U`) of
-    /// the one `conn` is connected to; `None` with one server.
-    pub source_identity: Option<String>,
+    /// With several servers in `source.url`: the one `conn` is connected to, its index in the
+    /// list and identity (`server_id N` / `server_uuid U`); `None` with one server.
+    pub chosen_server: Option<(usize, String)>,
 }
 
 /// The same checks as `sdl check`: refuses to start on a failure, logs the warnings.
@@ -69,9 +69,9 @@ pub(super) async fn connect(
     wal_position: Option<&str>,
 ) -> Result<Connections, RunError> {
     let wal_has_position = wal_position.is_some();
-    let (conn, flavor, source_identity) = if config.source.server_count() > 1 {
-        let (conn, flavor, identity) = connect_listed(config, wal_position).await?;
-        (conn, flavor, Some(identity))
+    let (conn, flavor, chosen_server) = if config.source.server_count() > 1 {
+        let (conn, flavor, index, identity) = connect_listed(config, wal_position).await?;
+        (conn, flavor, Some((index, identity)))
     } else {
         let (conn, flavor) = source::connect(&config.source).await?;
         (conn, flavor, None)
@@ -101,7 +101,7 @@ pub(super) async fn connect(
         conn,
         flavor,
         sink,
-        source_identity,
+        chosen_server,
     })
 }
 
@@ -112,7 +112,7 @@ pub(super) async fn connect(
 async fn connect_listed(
     config: &Config,
     wal_position: Option<&str>,
-) -> Result<(mysql_async::Conn, Flavor, String), RunError> {
+) -> Result<(mysql_async::Conn, Flavor, usize, String), RunError> {
     use source::failover::{choose, no_server_error};
     let cfg = &config.source;
     let mut delay = std::time::Duration::from_secs(1);
@@ -131,7 +131,7 @@ async fn connect_listed(
                     identity = %chosen.identity,
                     "source server chosen from source.url: it holds every transaction sdl relayed"
                 );
-                return Ok((chosen.conn, chosen.flavor, chosen.identity));
+                return Ok((chosen.conn, chosen.flavor, chosen.index, chosen.identity));
             }
             Err(refusals) => refusals,
         };

@@ -135,17 +135,23 @@ pub async fn check_landmarks(
     Ok(())
 }
 
-/// The landmarks that were read on the server identified as `identity` (`server_id N`), given
-/// the server the ingester recorded following (`recorded`, since which WAL position): all of
-/// them when nothing is recorded (one server, or a WAL from before failover existed); none when
-/// the recorded server is another; else those of transactions after the switch to it.
+/// The landmarks that were read on the server at `index` of `source.url`, identified as
+/// `identity` (`server_id N`), given the server the ingester recorded following (`recorded`,
+/// since which WAL position): when nothing is recorded (a WAL written with one server in
+/// `source.url`), all of them on the first server (where they were most likely read) and none on
+/// another; none when the recorded server is another; else those of transactions after the
+/// switch to it.
 pub fn landmarks_read_on(
+    index: usize,
     identity: &str,
     recorded: Option<&crate::source::failover::record::FollowedServer>,
     landmarks: &[Landmark],
 ) -> Vec<Landmark> {
     let Some(recorded) = recorded else {
-        return landmarks.to_vec();
+        return match index {
+            0 => landmarks.to_vec(),
+            _ => Vec::new(),
+        };
     };
     if recorded.identity != identity {
         return Vec::new();
@@ -290,12 +296,13 @@ mod tests {
             since: "0-1-100".into(),
         };
         assert_eq!(
-            landmarks_read_on("server_id 2", None, &landmarks),
+            landmarks_read_on(0, "server_id 1", None, &landmarks),
             landmarks
         );
-        assert!(landmarks_read_on("server_id 1", Some(&replica), &landmarks).is_empty());
+        assert!(landmarks_read_on(1, "server_id 2", None, &landmarks).is_empty());
+        assert!(landmarks_read_on(0, "server_id 1", Some(&replica), &landmarks).is_empty());
         assert_eq!(
-            landmarks_read_on("server_id 2", Some(&replica), &landmarks),
+            landmarks_read_on(1, "server_id 2", Some(&replica), &landmarks),
             [landmark("0-2-120")]
         );
     }

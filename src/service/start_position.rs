@@ -144,7 +144,7 @@ pub(super) async fn check_source_history(
     }
     // One server: a lossy failover behind the same address shows as errant GTIDs in place of
     // relayed ones (with several, the failover check refused such a server already).
-    if connections.source_identity.is_none() {
+    if connections.chosen_server.is_none() {
         if let Some(Ok(point)) = relayed.wal.as_ref().map(|wal| &wal.parsed) {
             source::failover::refuse_if_diverged(
                 &config.source,
@@ -160,10 +160,10 @@ pub(super) async fn check_source_history(
     identity::check(flavor, &config.source.name, &current, &positions)?;
     if flavor == Flavor::Mariadb {
         // With several servers, file:pos landmarks are looked up only where they were read.
-        let landmarks = match &connections.source_identity {
-            Some(identity) => {
+        let landmarks = match &connections.chosen_server {
+            Some((index, identity)) => {
                 let recorded = source::failover::record::load(&config.wal.dir);
-                identity::landmarks_read_on(identity, recorded.as_ref(), &relayed.landmarks)
+                identity::landmarks_read_on(*index, identity, recorded.as_ref(), &relayed.landmarks)
             }
             None => relayed.landmarks.clone(),
         };

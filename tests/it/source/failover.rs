@@ -153,6 +153,15 @@ async fn primary_killed_mid_workload_sdl_fails_over_to_the_promoted_replica_exac
     assert_eq!(sdl.metric("sdl_source_failovers_total"), 1.0);
     let logs = sdl.logs();
     assert!(logs.contains("source failover"), "{logs}");
+
+    // A restart with the old primary still gone: sdl starts on the replica (its binlog landmarks
+    // are looked up there only for what it read there) and goes on exactly once.
+    assert!(sdl.terminate(TIMEOUT).success());
+    workload.run(&mut promoted, 800).await;
+    sdl.start();
+    sdl.wait_following().await;
+    let end = replication.replica.gtid_binlog_pos().await;
+    wait_for_offset(&mongo, &end, TIMEOUT, &sdl).await;
     let docs = documents_in_gtid_order(&mongo).await;
     assert_documents_exactly_once(&docs, &replication.replica, workload.row_changes, &tables())
         .await;
