@@ -6,6 +6,12 @@
 //! jitter), forever, and published as `reconnecting`; a definite failure stops the ingester. The
 //! connection is presumed dead after three heartbeat intervals of silence, measured byte by byte
 //! through the [`relay`](super::relay), so an event still arriving is never cut.
+//!
+//! Each connection goes to the server chosen by [`super::failover`]: the one server of
+//! `source.url`, or the first of several that holds every transaction in the WAL; every query of
+//! that connection's life (schema lookups, the history watch) goes to the same server. The
+//! choice is logged, counted and published here (`Ingester::connect_following`), and a switch
+//! is recorded in `wal.dir` before anything read from the new server is appended.
 
 use std::time::Duration;
 

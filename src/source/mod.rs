@@ -20,6 +20,10 @@
 //!   ([`SourceError::SourceDiverged`]), another replica with sdl's server id
 //!   ([`SourceError::DuplicateServerId`]); also wrong settings, an event that cannot be decoded
 //!   (a row change logged as a statement among them), WAL errors.
+//! - With several servers in `source.url` (the primary first, then replicas), the ingester
+//!   streams only from a server that holds every transaction it relayed and still has the binlog
+//!   from there: never from one that is behind or diverged ([`failover`]); a switch is logged,
+//!   counted and shown in `/status`.
 //! - Memory does not grow with the number of tables: TABLE_MAPs live until their transaction
 //!   commits, the per-table caches are bounded, and the GTID position is not copied per
 //!   transaction.
