@@ -194,6 +194,11 @@ async fn check_server(
     Ok((refusal, state.identity))
 }
 
+/// A boolean server variable read as text: `OFF` (or `0`).
+fn is_off(value: &str) -> bool {
+    value.eq_ignore_ascii_case("OFF") || value == "0"
+}
+
 fn updates_variable(flavor: Flavor) -> &'static str {
     match flavor {
         Flavor::Mariadb => "log_slave_updates",
@@ -222,7 +227,7 @@ async fn mariadb_state(
     let (state, updates, slave_pos, server_id) = row.unwrap_or_default();
     let state = parse_binlog_state(&state.unwrap_or_default().replace('\n', ""))?;
     let replica_without_updates =
-        updates.as_deref() == Some("0") && !slave_pos.unwrap_or_default().trim().is_empty();
+        updates.as_deref().is_some_and(is_off) && !slave_pos.unwrap_or_default().trim().is_empty();
     let identity = format!("server_id {}", server_id.unwrap_or_default());
     let Some(Position::Mariadb(relayed)) = relayed else {
         return Ok(ServerState {
@@ -284,7 +289,8 @@ async fn mysql_state(
             .to_ascii_lowercase()
             .starts_with(&uuid.to_ascii_lowercase())
     });
-    let replica_without_updates = applied_others && updates.flatten().as_deref() == Some("0");
+    let replica_without_updates =
+        applied_others && updates.flatten().as_deref().is_some_and(is_off);
     let identity = format!("server_uuid {uuid}");
     let Some(Position::Mysql(relayed)) = relayed else {
         return Ok(ServerState {

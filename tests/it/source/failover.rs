@@ -16,8 +16,8 @@ use crate::support::{wait_for_offset, wait_until, MariaDb, Mongo, Sdl};
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The harness itself: a write on the primary reaches the replica with the same GTID, a paused
-/// replica falls behind and catches up when resumed, and a promoted replica takes writes after
-/// the primary is killed.
+/// replica falls behind and catches up when resumed, a promoted replica takes writes after the
+/// primary is killed, and the old primary rejoins as its replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_harness_replicates_by_gtid() {
     let mut replication = Replication::start().await;
@@ -59,6 +59,16 @@ async fn replication_harness_replicates_by_gtid() {
         .await
         .unwrap();
     let count: Option<i64> = replica
+        .query_first("SELECT COUNT(*) FROM app.t")
+        .await
+        .unwrap();
+    assert_eq!(count, Some(4));
+
+    // The old primary comes back as the promoted one's replica: the roles swap.
+    replication.rejoin_old_primary_as_replica().await;
+    replication.wait_replica_applied(TIMEOUT).await;
+    let mut old_primary = replication.replica.root_conn().await;
+    let count: Option<i64> = old_primary
         .query_first("SELECT COUNT(*) FROM app.t")
         .await
         .unwrap();
@@ -323,6 +333,55 @@ async fn a_promoted_replica_that_lost_relayed_transactions_is_refused_as_diverge
         "{logs}"
     );
     assert!(last_run.contains("lossy failover is refused"), "{logs}");
+}
+
+/// A replica whose binlog does not carry what it replicates (`log_slave_updates` OFF) is never
+/// followed, and `/status` says why and how to fix it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_without_log_slave_updates_is_refused_with_the_fix() {
+    let (replication, mongo) = tokio::join!(
+        Replication::start_with_replica_args(&["--skip-log-slave-updates"]),
+        Mongo::start()
+    );
+    let mut conn = replication.primary.root_conn().await;
+    create_tables(&mut conn).await;
+    replication.wait_replica_applied(TIMEOUT).await;
+    let proxy = Proxy::start(replication.primary.port).await;
+    let mut sdl = sdl_for(
+        &replication.primary,
+        &mongo,
+        &[
+            replication.primary.sdl_url_via(proxy.port),
+            replication.replica.sdl_url(),
+        ],
+    );
+    sdl.start();
+    sdl.wait_following().await;
+    Workload::new(18).run(&mut conn, 50).await;
+    replication.wait_replica_applied(TIMEOUT).await;
+    sdl.wait_wal_holds(&replication.primary.gtid_binlog_pos().await, TIMEOUT)
+        .await;
+
+    proxy.set(Mode::Drop);
+    let refused = wait_until(
+        "the replica refused for log_slave_updates",
+        TIMEOUT,
+        || async {
+            let ingest = ingest_status(&sdl);
+            let refused = ingest["refused_servers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            refused
+                .into_iter()
+                .find(|r| r["index"] == 1 && r["reason"] == "no_replica_updates")
+        },
+    )
+    .await;
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(detail.contains("log_slave_updates = ON"), "{detail}");
+    assert_eq!(ingest_status(&sdl)["source_server"]["index"], 0);
+    assert_eq!(sdl.metric("sdl_source_failovers_total"), 0.0);
 }
 
 /// `sdl check` with a list: each server is checked and named, an unreachable primary is a

@@ -12,7 +12,9 @@
 //!   primary has committed (`MASTER_GTID_WAIT` on the primary's `@@gtid_binlog_pos`).
 //! - [`Replication::pause`]/[`Replication::resume`]: `STOP SLAVE`/`START SLAVE` on the replica.
 //! - [`Replication::kill_primary`] (SIGKILL) and [`Replication::promote_replica`] (`STOP SLAVE;
-//!   RESET SLAVE ALL; SET GLOBAL read_only = 0`): a failover as an operator or orchestrator does it.
+//!   RESET SLAVE ALL; SET GLOBAL read_only = 0`): a failover as an operator or orchestrator does it;
+//!   [`Replication::rejoin_old_primary_as_replica`] restarts the old primary as the new one's
+//!   replica and swaps the roles.
 
 use std::time::Duration;
 
@@ -32,6 +34,12 @@ pub struct Replication {
 impl Replication {
     /// Starts both servers and replication; returns once the replica's SQL and IO threads run.
     pub async fn start() -> Self {
+        Self::start_with_replica_args(&[]).await
+    }
+
+    /// [`Replication::start`], the replica started with `extra` arguments besides (and
+    /// overriding) the standard ones, e.g. `--skip-log-slave-updates`.
+    pub async fn start_with_replica_args(extra: &[&str]) -> Self {
         let primary_args: Vec<&str> = REPLICATION_ARGS
             .iter()
             .copied()
@@ -41,6 +49,7 @@ impl Replication {
             .iter()
             .copied()
             .chain(["--server-id=2"])
+            .chain(extra.iter().copied())
             .collect();
         let (primary, replica) = tokio::join!(
             MariaDb::start_with(&primary_args),
@@ -120,6 +129,32 @@ impl Replication {
         for statement in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
             self.replica_statement(statement).await;
         }
+    }
+
+    /// After [`Replication::kill_primary`] and [`Replication::promote_replica`]: restarts the old
+    /// primary as a replica of the promoted one (`MASTER_USE_GTID = current_pos`: from its own
+    /// binlog's position) and swaps the roles, so `primary` is the promoted server and `replica`
+    /// the old primary, replicating again (a soak can fail over back and forth).
+    pub async fn rejoin_old_primary_as_replica(&mut self) {
+        self.primary.restart().await;
+        let mut conn = self.primary.root_conn().await;
+        for statement in [
+            "SET GLOBAL read_only = 1".to_string(),
+            format!(
+                "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
+                 MASTER_USER = '{SDL_USER}', MASTER_PASSWORD = '{SDL_PASSWORD}', \
+                 MASTER_USE_GTID = current_pos, MASTER_CONNECT_RETRY = 1",
+                self.replica.port
+            ),
+            "START SLAVE".to_string(),
+        ] {
+            conn.query_drop(&statement)
+                .await
+                .unwrap_or_else(|e| panic!("old primary: {statement}: {e}"));
+        }
+        conn.disconnect().await.unwrap();
+        std::mem::swap(&mut self.primary, &mut self.replica);
+        self.wait_running().await;
     }
 
     async fn replica_statement(&self, statement: &str) {
