@@ -10,7 +10,7 @@
 //! a number with a unit (see [`byte_size`]). Nothing here touches the network.
 //!
 //! Here: the sections' types, their defaults, loading and validation; the ranges and their check
-//! in `bounds.rs`, the TLS keys' checks in `tls_files.rs`, how a TOML syntax error is printed in
+//! in `bounds.rs`, `source.url`'s server list in `servers.rs`, the TLS keys' checks in `tls_files.rs`, how a TOML syntax error is printed in
 //! `toml_error.rs`.
 
 use std::path::{Path, PathBuf};
@@ -20,10 +20,12 @@ use serde::Deserialize;
 
 mod bounds;
 pub mod byte_size;
+mod servers;
 mod tls_files;
 mod toml_error;
 
 pub use bounds::{Bound, Range, BOUNDS, MAX_BATCH_BYTES};
+pub use servers::ServerList;
 use toml_error::toml_error_message;
 
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +183,13 @@ fn default_start() -> StartFrom {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `mysql://user:password@host:port`
+    /// `source.url`: one `mysql://user:password@host:port` URL, or a list of them (the primary
+    /// first, then replicas to fail over to, see [`SourceConfig::servers`]).
+    #[serde(rename = "url")]
+    pub servers: ServerList,
+    /// The server this config connects to: the first of [`SourceConfig::servers`], or the one
+    /// [`SourceConfig::for_server`] picked. Not a key of its own.
+    #[serde(skip)]
     pub url: String,
     /// The replica server id sdl presents to the source; must differ from every other server id.
     pub server_id: u32,
@@ -515,10 +523,11 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: toml_error_message(text, &e),
         })?;
+        config.source.url = config.source.servers.0.first().cloned().unwrap_or_default();
         config.validate(path)?;
         Ok(config)
     }
@@ -529,15 +538,7 @@ impl Config {
             key,
             message,
         };
-        if let Err(e) = mysql_async::Opts::from_url(&self.source.url) {
-            return Err(invalid(
-                "source.url",
-                format!(
-                    "{} (expected a mysql:// URL with user, password, host and port)",
-                    crate::redact::redact_error(&e.to_string())
-                ),
-            ));
-        }
+        self.validate_source_servers(path)?;
         self.check_bounds(path)?;
         if self.source.server_id == 0 {
             return Err(invalid(

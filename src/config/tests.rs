@@ -260,3 +260,52 @@ fn stuck_after_defaults_to_5m_and_is_bounded() {
         );
     }
 }
+
+#[test]
+fn source_url_may_list_several_servers_primary_first() {
+    let c = Config::parse(
+        Path::new("t.toml"),
+        &MINIMAL.replace(
+            "url = \"mysql://repl:pw@127.0.0.1:3306\"",
+            "url = [\"mysql://repl:pw@db1:3306\", \"mysql://repl:pw@db2:3306\"]",
+        ),
+    )
+    .unwrap();
+    assert_eq!(c.source.server_count(), 2);
+    assert_eq!(c.source.url, "mysql://repl:pw@db1:3306");
+    assert_eq!(c.source.for_server(1).url, "mysql://repl:pw@db2:3306");
+    assert_eq!(c.source.for_server(1).server_id, c.source.server_id);
+    let single = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+    assert_eq!(single.source.server_count(), 1);
+    assert_eq!(single.source.url, "mysql://repl:pw@127.0.0.1:3306");
+}
+
+#[test]
+fn a_bad_server_list_is_refused_naming_the_entry() {
+    let with = |urls: &str| {
+        Config::parse(
+            Path::new("t.toml"),
+            &MINIMAL.replace("url = \"mysql://repl:pw@127.0.0.1:3306\"", urls),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let empty = with("url = []");
+    assert!(
+        empty.contains("source.url") && empty.contains("empty"),
+        "{empty}"
+    );
+    let twice = with("url = [\"mysql://repl:pw@db1:3306\", \"mysql://other:pw2@DB1:3306\"]");
+    assert!(
+        twice.contains("entry 2") && twice.contains("same server as entry 1"),
+        "{twice}"
+    );
+    assert!(!twice.contains("pw2"), "password printed: {twice}");
+    let bad = with("url = [\"mysql://repl:pw@db1:3306\", \"postgres://x@db2\"]");
+    assert!(
+        bad.contains("entry 2") && bad.contains("postgres://x"),
+        "{bad}"
+    );
+    let not_a_url = with("url = 5");
+    assert!(not_a_url.contains("a list of them"), "{not_a_url}");
+}

@@ -31,6 +31,9 @@ pub(super) struct Connections {
     /// `None` when MongoDB did not answer and the WAL has a position (the forwarder connects
     /// once it answers).
     pub sink: Option<MongoSink>,
+    /// With several servers in `source.url`: the one `conn` is connected to, its index in the
+    /// list and identity (`server_id N` / `server_uuid U`); `None` with one server.
+    pub chosen_server: Option<(usize, String)>,
 }
 
 /// The same checks as `sdl check`: refuses to start on a failure, logs the warnings.
@@ -63,9 +66,16 @@ pub(super) async fn run_preflight(config: &Config, wal_has_position: bool) -> Re
 /// ensured). MongoDB may be away when the WAL has a position.
 pub(super) async fn connect(
     config: &Config,
-    wal_has_position: bool,
+    wal_position: Option<&str>,
 ) -> Result<Connections, RunError> {
-    let (conn, flavor) = source::connect(&config.source).await?;
+    let wal_has_position = wal_position.is_some();
+    let (conn, flavor, chosen_server) = if config.source.server_count() > 1 {
+        let (conn, flavor, index, identity) = connect_listed(config, wal_position).await?;
+        (conn, flavor, Some((index, identity)))
+    } else {
+        let (conn, flavor) = source::connect(&config.source).await?;
+        (conn, flavor, None)
+    };
     info!(target: "sdl::service",
         flavor = %flavor.name(),
         "source connected and configured for row-based CDC"
@@ -87,7 +97,52 @@ pub(super) async fn connect(
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(Connections { conn, flavor, sink })
+    Ok(Connections {
+        conn,
+        flavor,
+        sink,
+        chosen_server,
+    })
+}
+
+/// Several servers in `source.url`: the first that is a safe continuation of the WAL's position
+/// (`crate::source::failover`). While none is, and not every server refuses for good, start-up
+/// waits and retries (1 s doubling to 30 s), saying why each server is refused; a signal ends
+/// the wait (start-up's signal handling).
+async fn connect_listed(
+    config: &Config,
+    wal_position: Option<&str>,
+) -> Result<(mysql_async::Conn, Flavor, usize, String), RunError> {
+    use source::failover::{choose, no_server_error};
+    let cfg = &config.source;
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        let chosen = choose(cfg, wal_position, |server| async move {
+            source::connect(&server)
+                .await
+                .map(|(conn, flavor)| (conn, flavor, ()))
+        })
+        .await;
+        let refusals = match chosen {
+            Ok(chosen) => {
+                info!(target: "sdl::service",
+                    server = %crate::redact::redact_url(&cfg.for_server(chosen.index).url),
+                    index = chosen.index,
+                    identity = %chosen.identity,
+                    "source server chosen from source.url: it holds every transaction sdl relayed"
+                );
+                return Ok((chosen.conn, chosen.flavor, chosen.index, chosen.identity));
+            }
+            Err(refusals) => refusals,
+        };
+        let e = no_server_error(cfg, wal_position, refusals);
+        if !e.is_transient() {
+            return Err(e.into());
+        }
+        warn!(target: "sdl::service", error = %e, retry_in = ?delay, "no server of source.url can be followed yet; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    }
 }
 
 /// Catches the WAL's acknowledged cursor up to MongoDB's offset. Returns whether it did: not when

@@ -17,6 +17,11 @@
 //!   still has that file but the GTID there is another (or no event starts there), the history is
 //!   another one: refused the same way. A file the server no longer has proves nothing and is
 //!   passed over.
+//! - With several servers in `source.url` (`crate::source::failover`), binlog file:position are
+//!   coordinates on the server they were read from, not on another: landmarks are looked up only
+//!   on that server ([`landmarks_read_on`]), as recorded in `wal.dir` when the ingester switched
+//!   servers. After a failover, the landmarks read on the old primary are not checked on the new
+//!   one; the GTID containment check above still is.
 //! - What it still cannot see: a reset server whose binlog no longer holds the landmarks' files,
 //!   and whose GTIDs reach past the relayed ones. Its reused ids are still never taken for the old
 //!   changes: a duplicate `_id` counts as applied only when the stored document has the same
@@ -130,6 +135,43 @@ pub async fn check_landmarks(
     Ok(())
 }
 
+/// The landmarks that were read on the server at `index` of `source.url`, identified as
+/// `identity` (`server_id N`), given the server the ingester recorded following (`recorded`,
+/// since which WAL position): when nothing is recorded (a WAL written with one server in
+/// `source.url`), all of them on the first server (where they were most likely read) and none on
+/// another; none when the recorded server is another; else those of transactions after the
+/// switch to it.
+pub fn landmarks_read_on(
+    index: usize,
+    identity: &str,
+    recorded: Option<&crate::source::failover::record::FollowedServer>,
+    landmarks: &[Landmark],
+) -> Vec<Landmark> {
+    let Some(recorded) = recorded else {
+        return match index {
+            0 => landmarks.to_vec(),
+            _ => Vec::new(),
+        };
+    };
+    if recorded.identity != identity {
+        return Vec::new();
+    }
+    let since = ResumePoint::parse(Flavor::Mariadb, &recorded.since).ok();
+    let Some(Position::Mariadb(since)) = since.map(|point| point.position) else {
+        return landmarks.to_vec();
+    };
+    landmarks
+        .iter()
+        .filter(|landmark| {
+            crate::gtid::MariadbPosition::parse(&landmark.gtid).is_ok_and(|gtid| {
+                gtid.gtids()
+                    .all(|g| since.domain(g.domain).is_none_or(|s| g.seq > s.seq))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 /// Whether `BINLOG_GTID_POS` at a transaction's event (`found`) names that transaction (`gtid`).
 pub fn landmark_matches(gtid: &str, found: &str) -> bool {
     let (Ok(wanted), Ok(found)) = (
@@ -236,6 +278,33 @@ mod tests {
         assert!(!landmark_matches("0-1-7", "0-1-3"));
         assert!(!landmark_matches("0-1-7", "0-2-7"));
         assert!(!landmark_matches("0-1-7", ""));
+    }
+
+    #[test]
+    fn landmarks_are_checked_only_on_the_server_they_were_read_from() {
+        use crate::source::failover::record::FollowedServer;
+        let landmark = |gtid: &str| Landmark {
+            what: "the WAL",
+            gtid: gtid.into(),
+            file: "mariadb-bin.000001".into(),
+            pos: 400,
+        };
+        let landmarks = [landmark("0-1-90"), landmark("0-2-120")];
+        let replica = FollowedServer {
+            url: "mysql://sdl:***@db2:3306".into(),
+            identity: "server_id 2".into(),
+            since: "0-1-100".into(),
+        };
+        assert_eq!(
+            landmarks_read_on(0, "server_id 1", None, &landmarks),
+            landmarks
+        );
+        assert!(landmarks_read_on(1, "server_id 2", None, &landmarks).is_empty());
+        assert!(landmarks_read_on(0, "server_id 1", Some(&replica), &landmarks).is_empty());
+        assert_eq!(
+            landmarks_read_on(1, "server_id 2", Some(&replica), &landmarks),
+            [landmark("0-2-120")]
+        );
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub mod identity;
 mod logging;
 mod open_wal;
 pub mod preflight;
+mod preflight_check;
+mod preflight_list;
 mod repair;
 mod run_error;
 mod signals;
@@ -85,9 +87,12 @@ async fn start_and_run(
 ) -> Result<(), RunError> {
     // A WAL with a position can be filled from the binlog while MongoDB is away; a new one needs
     // MongoDB's offset to know where to start.
-    let wal_has_position = wal.ingest_position()?.is_some();
+    let wal_position = wal
+        .ingest_position()?
+        .map(|p| String::from_utf8_lossy(&p).into_owned());
+    let wal_has_position = wal_position.is_some();
     connect::run_preflight(config, wal_has_position).await?;
-    let mut connections = connect::connect(config, wal_has_position).await?;
+    let mut connections = connect::connect(config, wal_position.as_deref()).await?;
     // The acknowledged cursor first: records between it and MongoDB's offset are MongoDB's
     // already, damaged or not; repairing them would rewind the WAL behind the offset for good.
     let reconciled = connect::reconcile_acknowledged(connections.sink.as_ref(), &wal).await?;

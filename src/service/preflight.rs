@@ -13,46 +13,10 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 
 use crate::config::{Config, TlsMode, TransactionMode};
-use crate::redact::redact_error;
 use crate::sink;
 use crate::source;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Pass,
-    Warn,
-    Fail,
-}
-
-#[derive(Debug, Clone)]
-pub struct Check {
-    pub name: String,
-    pub verdict: Verdict,
-    /// What was found.
-    pub detail: String,
-    /// What to do (empty for a pass).
-    pub fix: String,
-}
-
-impl Check {
-    fn new(
-        name: &str,
-        verdict: Verdict,
-        detail: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Self {
-            name: name.to_string(),
-            verdict,
-            detail: crate::messages::tidy(&redact_error(&detail.into())),
-            fix: fix.into(),
-        }
-    }
-
-    fn pass(name: &str, detail: impl Into<String>) -> Self {
-        Self::new(name, Verdict::Pass, detail, "")
-    }
-}
+pub use super::preflight_check::{Check, Verdict};
 
 /// What an unreachable MongoDB means for the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,8 +194,23 @@ async fn admin_listen(addr: String, wal_in_use: bool) -> Check {
     }
 }
 
+/// The source's checks: one server's, or each listed server's (`super::preflight_list`).
 async fn source_checks(config: &Config, wal_in_use: bool) -> Vec<Check> {
     let cfg = &config.source;
+    if cfg.server_count() <= 1 {
+        return server_checks(cfg, wal_in_use).await;
+    }
+    super::preflight_list::list_checks(cfg, |server| async move {
+        server_checks(&server, wal_in_use).await
+    })
+    .await
+}
+
+/// Every check of one source server.
+pub(super) async fn server_checks(
+    cfg: &crate::config::SourceConfig,
+    wal_in_use: bool,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut conn = match source::login(cfg).await {
         Ok(conn) => {

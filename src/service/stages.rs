@@ -89,7 +89,9 @@ fn spawn_stages(
     publishers: Publishers,
     shutdown_rx: watch::Receiver<bool>,
 ) -> Result<Running, RunError> {
-    let Connections { conn, flavor, sink } = connections;
+    let Connections {
+        conn, flavor, sink, ..
+    } = connections;
     let (appended_tx, appended_rx) = watch::channel(wal.last_seq()?);
     let ingester = tokio::spawn(source::run(
         source::Ingester {

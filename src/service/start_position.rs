@@ -137,15 +137,37 @@ pub(super) async fn check_source_history(
     config: &Config,
     relayed: &Relayed,
 ) -> Result<(), RunError> {
-    let (conn, flavor) = (&mut connections.conn, connections.flavor);
+    let flavor = connections.flavor;
     let positions = relayed.positions();
     if positions.is_empty() {
         return Ok(());
     }
+    // One server: a lossy failover behind the same address shows as errant GTIDs in place of
+    // relayed ones (with several, the failover check refused such a server already).
+    if connections.chosen_server.is_none() {
+        if let Some(Ok(point)) = relayed.wal.as_ref().map(|wal| &wal.parsed) {
+            source::failover::refuse_if_diverged(
+                &config.source,
+                &mut connections.conn,
+                flavor,
+                &point.to_string(),
+            )
+            .await?;
+        }
+    }
+    let conn = &mut connections.conn;
     let current = source::resolve_start(conn, flavor, &StartFrom::Current).await?;
     identity::check(flavor, &config.source.name, &current, &positions)?;
     if flavor == Flavor::Mariadb {
-        identity::check_landmarks(conn, &config.source.name, &relayed.landmarks).await?;
+        // With several servers, file:pos landmarks are looked up only where they were read.
+        let landmarks = match &connections.chosen_server {
+            Some((index, identity)) => {
+                let recorded = source::failover::record::load(&config.wal.dir);
+                identity::landmarks_read_on(*index, identity, recorded.as_ref(), &relayed.landmarks)
+            }
+            None => relayed.landmarks.clone(),
+        };
+        identity::check_landmarks(&mut connections.conn, &config.source.name, &landmarks).await?;
     }
     Ok(())
 }

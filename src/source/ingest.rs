@@ -5,7 +5,13 @@
 //! from its start; transient failures are retried with backoff (100 ms doubling to 30 s, with
 //! jitter), forever, and published as `reconnecting`; a definite failure stops the ingester. The
 //! connection is presumed dead after three heartbeat intervals of silence, measured byte by byte
-//! through the [`relay`], so an event still arriving is never cut.
+//! through the [`relay`](super::relay), so an event still arriving is never cut.
+//!
+//! Each connection goes to the server chosen by [`super::failover`]: the one server of
+//! `source.url`, or the first of several that holds every transaction in the WAL; every query of
+//! that connection's life (schema lookups, the history watch) goes to the same server. The
+//! choice is logged, counted and published here (`Ingester::connect_following`), and a switch
+//! is recorded in `wal.dir` before anything read from the new server is appended.
 
 use std::time::Duration;
 
@@ -18,6 +24,7 @@ use tracing::{info, warn};
 
 use super::connect::connect_for_stream;
 use super::decode::{FragmentLimits, TransactionAssembler};
+use super::failover::{choose, no_server_error, record, Chosen, Connected, Followed, Refusal};
 use super::group_commit::{
     finish_append, flush, pause_while_wal_full, set_state, sleep_until_opt, PendingGroup,
 };
@@ -25,13 +32,14 @@ use super::history::HistoryWatch;
 use super::schema::{provide_missing_schema, JsonColumns};
 use super::start::explain_unavailable;
 use super::stream::{open_stream, stream_error};
-use super::{relay, SourceError};
+use super::SourceError;
 use crate::config::{ColumnNames, SourceConfig, WalConfig};
 use crate::event::{Change, SourceTransaction};
 use crate::flavor::Flavor;
 use crate::gtid::ResumePoint;
+use crate::redact::redact_url;
 use crate::shutdown::stopped;
-use crate::telemetry::{IngestState, IngestStatus, LastError};
+use crate::telemetry::{IngestState, IngestStatus, LastError, RefusedServer, SourceServer};
 
 /// The event a source sends when it has had nothing newer to send for a heartbeat period.
 const HEARTBEAT_EVENT: u8 = 0x1b;
@@ -87,20 +95,16 @@ impl Ingester {
         first_conn: Option<(Conn, Flavor)>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
-        let Self {
-            source: cfg,
-            wal,
-            state,
-            ..
-        } = self;
+        let Self { wal, state, .. } = self;
         let mut backoff = reconnect_backoff();
+        let mut followed = Followed::default();
         if let Some((conn, _)) = first_conn {
             // The connection that checked the source at start-up is not the stream's: the stream
             // runs through a relay that measures its liveness byte by byte (relay.rs).
             let _ = conn.disconnect().await;
         }
         loop {
-            let (conn, flavor, relay) = match connect_for_stream(cfg).await {
+            let connected = match self.connect_following(&mut followed).await {
                 Ok(c) => {
                     // The source answers again: the next outage starts its backoff afresh.
                     backoff = reconnect_backoff();
@@ -123,6 +127,8 @@ impl Ingester {
                     "the WAL has no ingest position; it must be seeded before the ingester runs"
                         .into(),
             })?;
+            let flavor = connected.flavor;
+            let server = connected.server.clone();
             let resume = ResumePoint::parse(flavor, &String::from_utf8_lossy(&saved))?;
             info!(target: "sdl::source", position = %resume, "following the binlog");
             set_state(
@@ -131,7 +137,7 @@ impl Ingester {
                     position: resume.to_string(),
                 },
             );
-            match self.follow(conn, relay, flavor, resume, shutdown).await {
+            match self.follow(connected, resume, shutdown).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() => {
                     let reconnect_delay = next_delay(&mut backoff);
@@ -145,7 +151,7 @@ impl Ingester {
                         return Ok(());
                     }
                 }
-                Err(e) => return Err(explain_unavailable(cfg, flavor, e).await),
+                Err(e) => return Err(explain_unavailable(&server, flavor, e).await),
             }
         }
     }
@@ -154,14 +160,19 @@ impl Ingester {
     /// error; whatever happens, complete transactions already read are saved before it returns.
     async fn follow(
         &self,
-        conn: Conn,
-        relay: Option<relay::Relay>,
-        flavor: Flavor,
+        connected: Connected,
         resume: ResumePoint,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
+        // Every query of this connection's life goes to the server it streams from.
+        let Connected {
+            conn,
+            flavor,
+            relay,
+            server,
+        } = connected;
+        let cfg = &server;
         let Self {
-            source: cfg,
             wal_config: wal_cfg,
             fragments,
             wal,
@@ -374,4 +385,127 @@ fn count_read(transaction: &SourceTransaction) {
             .filter(|c| matches!(c, Change::Row(_)))
             .count() as u64,
     );
+}
+
+/// Choosing the server to follow (`super::failover`): connect, then log, count, record and
+/// publish the choice or the refusals.
+impl Ingester {
+    /// Connects the binlog stream to the server to follow: the one server of `source.url`, or
+    /// the first of several that is a safe continuation of the WAL's position.
+    pub(super) async fn connect_following(
+        &self,
+        followed: &mut Followed,
+    ) -> Result<Connected, SourceError> {
+        let cfg = &self.source;
+        if cfg.server_count() <= 1 {
+            let (conn, flavor, relay) = connect_for_stream(cfg).await?;
+            if followed.index.is_none() {
+                followed.index = Some(0);
+                self.state.send_modify(|s| {
+                    s.source_server = Some(SourceServer {
+                        url: redact_url(&cfg.url),
+                        index: 0,
+                    })
+                });
+            }
+            return Ok(Connected {
+                conn,
+                flavor,
+                relay,
+                server: cfg.clone(),
+            });
+        }
+        let relayed = self
+            .wal
+            .ingest_position()?
+            .map(|p| String::from_utf8_lossy(&p).into_owned());
+        let chosen = choose(cfg, relayed.as_deref(), |server| async move {
+            connect_for_stream(&server).await
+        })
+        .await;
+        match chosen {
+            Ok(chosen) => {
+                self.note_followed(followed, &chosen, relayed.as_deref().unwrap_or_default());
+                Ok(Connected {
+                    server: cfg.for_server(chosen.index),
+                    conn: chosen.conn,
+                    flavor: chosen.flavor,
+                    relay: chosen.extra,
+                })
+            }
+            Err(refusals) => {
+                self.publish_refusals(&refusals);
+                Err(no_server_error(cfg, relayed.as_deref(), refusals))
+            }
+        }
+    }
+
+    fn publish_refusals(&self, refusals: &[(usize, Refusal)]) {
+        let cfg = &self.source;
+        let m = crate::telemetry::metrics();
+        let refused: Vec<RefusedServer> = refusals
+            .iter()
+            .map(|(index, refusal)| {
+                let url = redact_url(&cfg.for_server(*index).url);
+                m.source_server_refusals.inc();
+                warn!(target: "sdl::source",
+                    server = %url,
+                    index = *index,
+                    reason = refusal.reason(),
+                    "source server not followed: {}", refusal.detail()
+                );
+                RefusedServer {
+                    url,
+                    index: *index,
+                    reason: refusal.reason(),
+                    detail: crate::messages::tidy(&crate::redact::redact_error(&refusal.detail())),
+                }
+            })
+            .collect();
+        self.state.send_modify(|s| s.refused_servers = refused);
+    }
+
+    /// Logs, counts, records and publishes the server now followed, when it is another one.
+    fn note_followed<T>(&self, followed: &mut Followed, chosen: &Chosen<T>, position: &str) {
+        let cfg = &self.source;
+        let url = redact_url(&cfg.for_server(chosen.index).url);
+        if followed.index != Some(chosen.index) {
+            // Starting on a server other than the first is a failover too: the primary was not
+            // usable.
+            if followed.index.is_some() || chosen.index > 0 {
+                let from = followed.index.unwrap_or(0);
+                warn!(target: "sdl::source",
+                    from = %redact_url(&cfg.for_server(from).url),
+                    from_index = from,
+                    to = %url,
+                    to_index = chosen.index,
+                    position = %position,
+                    "source failover: following another server of source.url, which holds every transaction sdl relayed"
+                );
+                crate::telemetry::metrics().source_failovers.inc();
+                followed.failovers += 1;
+            }
+            followed.index = Some(chosen.index);
+        }
+        let record = record::FollowedServer {
+            url: url.clone(),
+            identity: chosen.identity.clone(),
+            since: position.to_string(),
+        };
+        let recorded = record::load(&self.wal_config.dir);
+        if recorded.as_ref().map(|r| &r.identity) != Some(&record.identity) {
+            if let Err(e) = record::save(&self.wal_config.dir, &record) {
+                warn!(target: "sdl::source", error = %e, dir = %self.wal_config.dir.display(), "could not record the followed server in wal.dir; after a restart the start-up check may look its binlog landmarks up on the wrong server");
+            }
+        }
+        let failovers = followed.failovers;
+        self.state.send_modify(|s| {
+            s.source_server = Some(SourceServer {
+                url,
+                index: chosen.index,
+            });
+            s.source_failovers = failovers;
+            s.refused_servers.clear();
+        });
+    }
 }

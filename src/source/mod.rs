@@ -20,6 +20,10 @@
 //!   ([`SourceError::SourceDiverged`]), another replica with sdl's server id
 //!   ([`SourceError::DuplicateServerId`]); also wrong settings, an event that cannot be decoded
 //!   (a row change logged as a statement among them), WAL errors.
+//! - With several servers in `source.url` (the primary first, then replicas), the ingester
+//!   streams only from a server that holds every transaction it relayed and still has the binlog
+//!   from there: never from one that is behind or diverged ([`failover`]); a switch is logged,
+//!   counted and shown in `/status`.
 //! - Memory does not grow with the number of tables: TABLE_MAPs live until their transaction
 //!   commits, the per-table caches are bounded, and the GTID position is not copied per
 //!   transaction.
@@ -36,6 +40,8 @@
 //!   `start`: `source.start` resolved, binlog availability; `stream`: the binlog stream request
 //!   and what its errors mean; `error`: [`SourceError`], transient or definite; `history`: the
 //!   source's position watched while connected (a history reset under the connection);
+//!   [`failover`]: which server of `source.url` to follow, and the GTID check that it is a safe
+//!   continuation of what sdl relayed;
 //! - [`decode`]: binlog events into whole transactions (no network); `schema`: the
 //!   information_schema lookups and their bounded caches; [`relay`]: byte liveness;
 //!   [`binlog_file`]: decoding binlog files without a server; [`charset`] and [`json_text`]: exact
@@ -49,6 +55,7 @@ pub mod charset;
 mod connect;
 pub mod decode;
 mod error;
+pub mod failover;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -34,6 +34,11 @@ pub struct Metrics {
     /// Heartbeats received from the source (proof that the stream works; see `crate::service::health`).
     heartbeats: AtomicU64,
     pub source_reconnects: Counter,
+    /// Switches of the ingester from one server of `source.url` to another.
+    pub source_failovers: Counter,
+    /// Servers of `source.url` refused when the ingester looked for one to follow (unreachable,
+    /// behind, diverged, purged, misconfigured), one per server and attempt.
+    pub source_server_refusals: Counter,
     stage_restarts: Family<StageLabel, Counter>,
     pub wal_appends: Counter,
     pub wal_appended_records: Counter,
@@ -82,6 +87,8 @@ impl Metrics {
             caught_up: AtomicBool::new(false),
             heartbeats: AtomicU64::new(0),
             source_reconnects: register!("source_reconnects", "Restarts of the ingester's binlog connection", Counter::default()),
+            source_failovers: register!("source_failovers", "Switches of the ingester from one server of source.url to another (source failover)", Counter::default()),
+            source_server_refusals: register!("source_server_refusals", "Servers of source.url refused when the ingester looked for one to follow (unreachable, behind, diverged, purged binlogs, settings), one per server and attempt", Counter::default()),
             stage_restarts: register!(
                 "stage_restarts",
                 "Times a stage resumed after a failure: the ingester reconnecting after losing the binlog stream, the forwarder committing again after its circuit breaker opened",

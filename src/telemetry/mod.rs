@@ -21,4 +21,6 @@ pub mod status;
 pub use breaker::{BreakerState, BreakerStatus};
 pub use health::{Health, SinkReach, Stuck, StuckReport};
 pub use metrics::{metrics, Stage};
-pub use status::{ForwardStatus, IngestState, IngestStatus, LastError};
+pub use status::{
+    ForwardStatus, IngestState, IngestStatus, LastError, RefusedServer, SourceServer,
+};

@@ -55,12 +55,20 @@ impl LastError {
     }
 }
 
-/// What the ingester publishes: its state and its last failure.
+/// What the ingester publishes: its state and its last failure; with several servers in
+/// `source.url`, which one it follows, its failovers, and why the others were not followed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IngestStatus {
     #[serde(flatten)]
     pub state: IngestState,
     pub last_error: Option<LastError>,
+    /// The server of `source.url` followed now (or last), `None` before the first connection.
+    pub source_server: Option<SourceServer>,
+    /// Switches from one server of `source.url` to another in this run (`sdl_source_failovers_total`).
+    pub source_failovers: u64,
+    /// At the last attempt that found no server it could follow: each listed server and why it
+    /// was refused (empty once a server is followed).
+    pub refused_servers: Vec<RefusedServer>,
 }
 
 impl Default for IngestStatus {
@@ -68,8 +76,28 @@ impl Default for IngestStatus {
         Self {
             state: IngestState::Starting,
             last_error: None,
+            source_server: None,
+            source_failovers: 0,
+            refused_servers: Vec::new(),
         }
     }
+}
+
+/// A server of `source.url`: its URL (password redacted) and its place in the list (0 = first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceServer {
+    pub url: String,
+    pub index: usize,
+}
+
+/// A server of `source.url` the ingester did not follow, and why: `reason` is one of
+/// `unreachable`, `behind`, `diverged`, `purged`, `no_replica_updates`, `unusable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedServer {
+    pub url: String,
+    pub index: usize,
+    pub reason: &'static str,
+    pub detail: String,
 }
 
 /// What the forwarder publishes: how far MongoDB has committed, and its last failure.

@@ -2,6 +2,7 @@
 //! purged binlogs, minimal row metadata, and the decoder on recorded binlog files and fuzz input.
 
 mod binlog_fixtures;
+mod failover;
 mod fuzz_smoke;
 mod minimal_metadata;
 mod purged_binlog;

@@ -13,6 +13,7 @@
 
 pub mod proxy;
 pub mod relay;
+pub mod replication;
 pub mod workload;
 
 pub use relay::{Relay, RelayBuilder};
@@ -293,6 +294,14 @@ impl MariaDb {
     pub async fn restart(&mut self) {
         self.stop();
         self.launch().await;
+    }
+
+    /// SIGKILL: the server dies as in a crash (its clients see the connection drop).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
