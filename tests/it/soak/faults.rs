@@ -118,9 +118,8 @@ pub struct Rig {
 
 /// One primary failover, as the summary reports it.
 pub struct Failover {
-    /// Which server of `source.url` sdl followed when the primary was killed (None: /status did
-    /// not say).
-    pub sdl_followed: Option<usize>,
+    /// sdl followed the replica (after an earlier fault) and was steered to the primary first.
+    pub steered: bool,
     pub killed: usize,
     pub promoted: usize,
     /// From the kill until sdl followed the promoted server.
@@ -370,12 +369,26 @@ fn source_cut<'a>(rig: &'a Rig, rng: &mut Rng) -> Vec<&'a Proxy> {
 /// committed, the primary SIGKILLed, the replica promoted, the writer pointed at it and resumed;
 /// sdl must then follow the promoted server by itself (it is the only one up). The killed server
 /// comes back as a replica of the new primary.
+///
+/// sdl follows the primary when it dies, so that every failover is a switch for sdl: when an
+/// earlier fault left it on the replica, its path to the replica is refused until it follows the
+/// primary again.
 async fn primary_failover(rig: &mut Rig) -> Failover {
     rig.writer.pause(FAILOVER_STEP_TIMEOUT).await;
     rig.source.wait_replica_applied(FAILOVER_STEP_TIMEOUT).await;
-    let sdl_followed = followed_server(&rig.sdl);
     let killed = rig.primary_index;
     let promoted = 1 - killed;
+    let steered = followed_server(&rig.sdl) != Some(killed);
+    if steered {
+        rig.source_proxies[promoted].set(Mode::Drop);
+        let what = format!("sdl to follow the primary (source.url #{killed}) before it is killed");
+        wait_until(&what, RECOVERY_TIMEOUT, || async {
+            assert_no_error_exit(&rig.sdl, "while steered to the primary");
+            (followed_server(&rig.sdl) == Some(killed)).then_some(())
+        })
+        .await;
+        rig.source_proxies[promoted].set(Mode::Pass);
+    }
     rig.source.kill_primary();
     let killed_at = Instant::now();
     rig.source.promote_replica().await;
@@ -391,9 +404,67 @@ async fn primary_failover(rig: &mut Rig) -> Failover {
     let sdl_switched_after = killed_at.elapsed();
     rig.source.rejoin_killed_primary().await;
     Failover {
-        sdl_followed,
+        steered,
         killed,
         promoted,
         sdl_switched_after,
     }
+}
+
+/// The failover the soak injects, twice in a row (as a long run does): each time the killed
+/// primary comes back as a replica of the promoted one, the new primary takes writes, and both
+/// servers hold one history (the same GTID position, the same rows), so the next failover goes
+/// the other way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_goes_both_ways_and_the_killed_primary_rejoins_as_a_replica() {
+    use mysql_async::prelude::Queryable;
+
+    let timeout = Duration::from_secs(60);
+    let mut pair = Replication::start().await;
+    let first_primary = pair.primary.port;
+    let mut conn = pair.primary.root_conn().await;
+    conn.query_drop("CREATE TABLE app.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    conn.query_drop("INSERT INTO app.t VALUES (1)")
+        .await
+        .unwrap();
+    drop(conn);
+    for round in 2..=3 {
+        pair.wait_replica_applied(timeout).await;
+        let (old, new) = (pair.primary.port, pair.replica.port);
+        pair.kill_primary();
+        pair.promote_replica().await;
+        pair.rejoin_killed_primary().await;
+        assert_eq!((pair.primary.port, pair.replica.port), (new, old));
+        let mut conn = pair.primary.root_conn().await;
+        conn.query_drop(format!("INSERT INTO app.t VALUES ({round})"))
+            .await
+            .unwrap();
+        drop(conn);
+        pair.wait_replica_applied(timeout).await;
+        assert_eq!(
+            pair.replica.gtid_binlog_pos().await,
+            pair.primary.gtid_binlog_pos().await,
+            "after failover {}",
+            round - 1
+        );
+        for server in [&pair.primary, &pair.replica] {
+            let mut conn = server.root_conn().await;
+            let ids: Vec<i64> = conn
+                .query("SELECT id FROM app.t ORDER BY id")
+                .await
+                .unwrap();
+            assert_eq!(
+                ids,
+                (1..=round).collect::<Vec<i64>>(),
+                "port {}",
+                server.port
+            );
+        }
+    }
+    assert_eq!(
+        pair.primary.port, first_primary,
+        "the second failover went back"
+    );
 }

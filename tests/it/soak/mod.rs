@@ -306,11 +306,14 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
     );
     for f in &log.failovers {
         eprintln!(
-            "  source.url #{} killed, #{} promoted; sdl followed {}; it followed the promoted server {:.1} s after the kill",
+            "  source.url #{} killed, #{} promoted; sdl followed the killed primary{} and followed the promoted server {:.1} s after the kill",
             f.killed,
             f.promoted,
-            f.sdl_followed
-                .map_or("(unknown)".to_string(), |i| format!("#{i}")),
+            if f.steered {
+                " (steered to it: an earlier fault had left it on the replica)"
+            } else {
+                ""
+            },
             f.sdl_switched_after.as_secs_f64()
         );
     }
