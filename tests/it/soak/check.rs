@@ -4,12 +4,20 @@
 //!    WAL): every transaction's GTID, its row events (`### INSERT/UPDATE/DELETE` lines of
 //!    `--base64-output=decode-rows -v`) and its DDL statements. The change documents must match
 //!    it transaction by transaction: as many row documents as row events, the DDL statements word
-//!    for word, ordinals `0..n` with `_id` = `<meta.source>/<gtid>:<ordinal>`, no binlog event stored twice.
+//!    for word, ordinals `0..n` with `_id` = `<meta.source>/<gtid>:<ordinal>`, no binlog event
+//!    stored twice.
 //! 2. **The tables themselves**: every table rebuilt by replaying the change documents in commit
 //!    order (the ALTERs' DDL documents applied to the rows already there) must equal `SELECT *`
 //!    on MariaDB, value for value.
+//!
+//! With a primary and a replica (the soak fails over between them), the history is the current
+//! primary's binlog (with `log_slave_updates` it holds every transaction, also those it applied
+//! as a replica), and the commit order is its order. `meta.file`/`meta.pos` are coordinates on
+//! the server a document was read from, so they are checked against every server's binlog: each
+//! document's coordinates must be the start of an event of its own transaction in some server's
+//! binlog, and an event (on the servers where its coordinates hold) is stored once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -29,31 +37,68 @@ pub struct Binlog {
     pub rows: u64,
     pub app_rows: u64,
     pub statements: u64,
+    /// Each GTID's place in the binlog: the order the server committed them.
+    pub order: HashMap<String, usize>,
+    /// (file, start position) of every event → the GTID of the transaction it belongs to.
+    pub events: HashMap<(String, i64), String>,
 }
 
-/// Reads binlog `files` (in the datadir) with `mariadb-binlog`.
-pub fn read_binlog(datadir: &Path, files: &[String]) -> Binlog {
-    let mut child = Command::new("mariadb-binlog")
-        .args(["--no-defaults", "--base64-output=decode-rows", "-v"])
-        .args(files.iter().map(|f| datadir.join(f)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mariadb-binlog (Debian's mariadb-client-core)");
-    let binlog = parse_binlog(BufReader::new(child.stdout.take().unwrap()));
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mariadb-binlog failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// What to read of a binlog.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Transactions, row events and statements (`-v`), and every event's coordinates.
+    History,
+    /// Only every event's coordinates and its transaction (faster: no row is printed).
+    Coordinates,
+}
+
+/// Reads binlog `files` (in the datadir) with `mariadb-binlog`, one file at a time (coordinates
+/// are per file). Transactions `skip` says yes to (those before the history checked) count for
+/// the coordinates only.
+pub fn read_binlog(
+    datadir: &Path,
+    files: &[String],
+    read: Read,
+    skip: &dyn Fn(&str) -> bool,
+) -> Binlog {
+    let mut binlog = Binlog::default();
+    for file in files {
+        let mut child = Command::new("mariadb-binlog")
+            .args(["--no-defaults", "--base64-output=decode-rows"])
+            .args((read == Read::History).then_some("-v"))
+            .arg(datadir.join(file))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mariadb-binlog (Debian's mariadb-client-core)");
+        parse_binlog(
+            BufReader::new(child.stdout.take().unwrap()),
+            file,
+            skip,
+            &mut binlog,
+        );
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb-binlog {file} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     binlog
 }
 
-/// Parses `mariadb-binlog --base64-output=decode-rows -v` output.
-fn parse_binlog(output: impl BufRead) -> Binlog {
-    let mut binlog = Binlog::default();
+/// Parses `mariadb-binlog --base64-output=decode-rows -v` output of binlog `file` into `binlog`.
+/// An event starts where the one before it ended (`end_log_pos` of its header; the first, the
+/// format description, at 4): the tool prints its `# at` lines in groups, not one per header.
+fn parse_binlog(
+    output: impl BufRead,
+    file: &str,
+    skip: &dyn Fn(&str) -> bool,
+    binlog: &mut Binlog,
+) {
     let mut gtid = String::new();
+    let mut skipped = false;
+    let mut event_start: i64 = 4;
     // Inside a Query event: the statement's lines so far.
     let mut query: Option<Vec<String>> = None;
     // Row values print as the bytes they are (latin1, binary): not always UTF-8.
@@ -77,7 +122,7 @@ fn parse_binlog(output: impl BufRead) -> Binlog {
                 ) || statement.starts_with("SAVEPOINT")
                     || statement.starts_with("ROLLBACK TO")
                     || statement.starts_with("RELEASE SAVEPOINT");
-                if !control && !statement.is_empty() {
+                if !control && !statement.is_empty() && !skipped {
                     binlog.statements += 1;
                     binlog
                         .transactions
@@ -96,8 +141,20 @@ fn parse_binlog(output: impl BufRead) -> Binlog {
                     .next()
                     .unwrap_or_default()
                     .to_string();
+                skipped = skip(&gtid);
+                let next = binlog.order.len();
+                binlog.order.entry(gtid.clone()).or_insert(next);
             } else if line.contains("\tQuery\t") {
                 query = Some(Vec::new());
+            }
+            let end = line
+                .split_once(" end_log_pos ")
+                .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<i64>().ok());
+            if let Some(end) = end {
+                binlog
+                    .events
+                    .insert((file.to_string(), event_start), gtid.clone());
+                event_start = end;
             }
             continue;
         }
@@ -108,7 +165,7 @@ fn parse_binlog(output: impl BufRead) -> Binlog {
         ]
         .into_iter()
         .find_map(|(prefix, op)| line.strip_prefix(prefix).map(|table| (table, op)));
-        if let Some((table, op)) = row {
+        if let Some((table, op)) = row.filter(|_| !skipped) {
             binlog.rows += 1;
             binlog.transactions.entry(gtid.clone()).or_default().0 += 1;
             if let Some(table) = table.strip_prefix("`app`.`") {
@@ -118,7 +175,6 @@ fn parse_binlog(output: impl BufRead) -> Binlog {
             }
         }
     }
-    binlog
 }
 
 /// What the check found; `problems` is empty when MongoDB matches the source.
@@ -146,8 +202,29 @@ fn meta(d: &Document) -> &Document {
     d.get_document("meta").expect("meta")
 }
 
-/// Checks the change documents (in commit order) against the binlog.
-pub fn against_binlog(docs: &[Document], binlog: &Binlog, findings: &mut Findings) {
+/// Sorts change documents in the order their transactions are in `binlog` (the commit order;
+/// `meta.file`/`meta.pos` only order documents read from one server), each transaction's by
+/// ordinal. Documents of a transaction the binlog lacks go last (`against_binlog` reports them).
+pub fn commit_order(docs: &mut [Document], binlog: &Binlog) {
+    docs.sort_by_cached_key(|d| {
+        let m = meta(d);
+        let gtid = m.get_str("gtid").unwrap_or_default();
+        (
+            binlog.order.get(gtid).copied().unwrap_or(usize::MAX),
+            gtid.to_string(),
+            m.get_i64("row").unwrap_or(-1),
+        )
+    });
+}
+
+/// Checks the change documents against `binlog` (the history) and their coordinates against
+/// every server's binlog in `servers` (the history's among them).
+pub fn against_binlog(
+    docs: &[Document],
+    binlog: &Binlog,
+    servers: &[&Binlog],
+    findings: &mut Findings,
+) {
     let mut per_gtid: BTreeMap<String, (u64, Vec<String>, Vec<i64>)> = BTreeMap::new();
     let mut events = BTreeSet::new();
     let mut ops: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
@@ -162,11 +239,25 @@ pub fn against_binlog(docs: &[Document], binlog: &Binlog, findings: &mut Finding
                 "_id {id} is not <meta.source>/<gtid>:<ordinal> of {d}"
             ));
         }
-        let event = (
+        // The servers where this document's coordinates are an event of its transaction: the
+        // one it was read from among them (two servers may hold it at the same coordinates).
+        let coordinates = (
             m.get_str("file").unwrap_or_default().to_string(),
             m.get_i64("pos").unwrap_or(-1),
-            row,
         );
+        let read_from: Vec<usize> = servers
+            .iter()
+            .enumerate()
+            .filter(|(_, server)| server.events.get(&coordinates) == Some(&gtid))
+            .map(|(i, _)| i)
+            .collect();
+        if read_from.is_empty() {
+            findings.problem(format!(
+                "{id}: {}:{} is not an event of transaction {gtid} in any server's binlog",
+                coordinates.0, coordinates.1
+            ));
+        }
+        let event = (read_from, coordinates, row);
         if !events.insert(event.clone()) {
             findings.problem(format!("binlog event {event:?} stored twice: {d}"));
         }
@@ -452,16 +543,54 @@ mod tests {
         d
     }
 
+    /// The same change read from another server: other coordinates.
+    fn read_at(mut d: Document, file: &str, pos: i64) -> Document {
+        let meta = d.get_document_mut("meta").unwrap();
+        meta.insert("file", file);
+        meta.insert("pos", pos);
+        d
+    }
+
+    /// A history of `transactions` (GTID, row events) in commit order.
     fn binlog(transactions: &[(&str, u64)]) -> Binlog {
         let mut b = Binlog::default();
         for (gtid, rows) in transactions {
             b.transactions.insert(gtid.to_string(), (*rows, Vec::new()));
+            b.order.insert(gtid.to_string(), b.order.len());
             b.rows += rows;
         }
         b
     }
 
+    type Events = HashMap<(String, i64), String>;
+
+    /// One server holding every event at the coordinates the documents carry.
+    fn events_of(docs: &[Document]) -> Events {
+        docs.iter()
+            .map(|d| {
+                let m = meta(d);
+                (
+                    (
+                        m.get_str("file").unwrap().to_string(),
+                        m.get_i64("pos").unwrap(),
+                    ),
+                    m.get_str("gtid").unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn event(file: &str, pos: i64, gtid: &str) -> ((String, i64), String) {
+        ((file.to_string(), pos), gtid.to_string())
+    }
+
+    /// The documents were all read from the server whose binlog is the history.
     fn problems(docs: &[Document], binlog: &Binlog) -> Vec<String> {
+        problems_on(docs, binlog, vec![events_of(docs)])
+    }
+
+    /// `servers` hold those events; the first one's binlog is the history.
+    fn problems_on(docs: &[Document], binlog: &Binlog, servers: Vec<Events>) -> Vec<String> {
         let mut findings = Findings::default();
         let mut binlog_ops = BTreeMap::new();
         for d in docs {
@@ -472,14 +601,26 @@ mod tests {
             };
             *binlog_ops.entry(("ints".to_string(), op)).or_default() += 1;
         }
-        let binlog = Binlog {
+        let mut servers: Vec<Binlog> = servers
+            .into_iter()
+            .map(|events| Binlog {
+                events,
+                ..Default::default()
+            })
+            .collect();
+        let history = Binlog {
             ops: binlog_ops,
             transactions: binlog.transactions.clone(),
             rows: binlog.rows,
+            order: binlog.order.clone(),
+            events: std::mem::take(&mut servers[0].events),
             ..Default::default()
         };
-        against_binlog(docs, &binlog, &mut findings);
-        rebuild(docs, &mut findings);
+        let all: Vec<&Binlog> = std::iter::once(&history).chain(&servers[1..]).collect();
+        against_binlog(docs, &history, &all, &mut findings);
+        let mut docs = docs.to_vec();
+        commit_order(&mut docs, &history);
+        rebuild(&docs, &mut findings);
         findings.problems
     }
 
@@ -533,9 +674,121 @@ DELIMITER ;
 # End of log file
 "#;
 
+    /// Real `mariadb-binlog --base64-output=decode-rows` output (MariaDB 10.11, no `-v`), whole
+    /// but for some session `SET` lines: the event coordinates are exact.
+    const COORDINATES_OUTPUT: &str = r#"DELIMITER /*!*/;
+# at 4
+#261127 16:05:40 server id 1  end_log_pos 256 CRC32 0x730c825a 	Start: binlog v 4, server v 10.11.19-MariaDB-0+deb12u1-log created 261127 16:05:40 at startup
+# Warning: this binlog is either in use or was not closed properly.
+ROLLBACK/*!*/;
+# at 256
+#261127 16:05:40 server id 1  end_log_pos 285 CRC32 0x1767de3f 	Gtid list []
+# at 285
+#261127 16:05:40 server id 1  end_log_pos 330 CRC32 0xcc56aba4 	Binlog checkpoint mariadb-bin.000001
+# at 330
+#261127 16:05:44 server id 1  end_log_pos 372 CRC32 0x66c66ca5 	GTID 0-1-1 ddl
+/*M!100001 SET @@session.gtid_seq_no=1*//*!*/;
+# at 372
+#261127 16:05:44 server id 1  end_log_pos 457 CRC32 0xe744a7da 	Query	thread_id=4	exec_time=0	error_code=0	xid=0
+SET TIMESTAMP=1795795544/*!*/;
+SET @@session.collation_database=DEFAULT/*!*/;
+create database app
+/*!*/;
+# at 457
+#261127 16:05:44 server id 1  end_log_pos 499 CRC32 0xa6ea2717 	GTID 0-1-2 ddl
+/*M!100001 SET @@session.gtid_seq_no=2*//*!*/;
+# at 499
+#261127 16:05:44 server id 1  end_log_pos 625 CRC32 0x5e1a7eee 	Query	thread_id=4	exec_time=0	error_code=0	xid=2
+SET TIMESTAMP=1795795544/*!*/;
+create table app.b (id int primary key, v varchar(10))
+/*!*/;
+# at 625
+#261127 16:05:44 server id 1  end_log_pos 667 CRC32 0x939b5ece 	GTID 0-1-3 trans
+/*M!100001 SET @@session.gtid_seq_no=3*//*!*/;
+START TRANSACTION
+/*!*/;
+# at 667
+# at 730
+#261127 16:05:44 server id 1  end_log_pos 730 CRC32 0x69228b89 	Annotate_rows:
+#Q> insert into app.b values (1,'a'),(2,'b')
+#261127 16:05:44 server id 1  end_log_pos 792 CRC32 0x78ac1ec4 	Table_map: `app`.`b` mapped to number 18
+# at 792
+#261127 16:05:44 server id 1  end_log_pos 839 CRC32 0xfefd606d 	Write_rows: table id 18 flags: STMT_END_F
+# Number of rows: 2
+# at 839
+#261127 16:05:44 server id 1  end_log_pos 870 CRC32 0xeb19bdb2 	Xid = 3
+COMMIT/*!*/;
+# at 870
+#261127 16:05:44 server id 1  end_log_pos 912 CRC32 0x41669546 	GTID 0-1-4 trans
+/*M!100001 SET @@session.gtid_seq_no=4*//*!*/;
+START TRANSACTION
+/*!*/;
+# at 912
+# at 968
+#261127 16:05:44 server id 1  end_log_pos 968 CRC32 0xf77e90e4 	Annotate_rows:
+#Q> update app.b set v='c' where id=1
+#261127 16:05:44 server id 1  end_log_pos 1030 CRC32 0xf4c8b829 	Table_map: `app`.`b` mapped to number 18
+# at 1030
+#261127 16:05:44 server id 1  end_log_pos 1078 CRC32 0xc6dbbad6 	Update_rows: table id 18 flags: STMT_END_F
+# Number of rows: 1
+# at 1078
+# at 1129
+#261127 16:05:44 server id 1  end_log_pos 1129 CRC32 0xea36bf66 	Annotate_rows:
+#Q> delete from app.b where id=2
+#261127 16:05:44 server id 1  end_log_pos 1191 CRC32 0x31d3cac8 	Table_map: `app`.`b` mapped to number 18
+# at 1191
+#261127 16:05:44 server id 1  end_log_pos 1231 CRC32 0x33f84c5a 	Delete_rows: table id 18 flags: STMT_END_F
+# Number of rows: 1
+# at 1231
+#261127 16:05:44 server id 1  end_log_pos 1262 CRC32 0xe02f43b9 	Xid = 5
+COMMIT/*!*/;
+DELIMITER ;
+# End of log file
+"#;
+
+    #[test]
+    fn event_coordinates_and_commit_order_are_parsed_and_skipped_transactions_left_out() {
+        let mut b = Binlog::default();
+        let file = "mariadb-bin.000001";
+        parse_binlog(
+            COORDINATES_OUTPUT.as_bytes(),
+            file,
+            &|gtid| gtid == "0-1-1",
+            &mut b,
+        );
+        let at = |pos: i64| b.events.get(&(file.to_string(), pos)).map(String::as_str);
+        // Where sdl's documents point: the Query event of a DDL statement, the rows events.
+        assert_eq!(at(372), Some("0-1-1"));
+        assert_eq!(at(499), Some("0-1-2"));
+        assert_eq!(at(792), Some("0-1-3"));
+        assert_eq!(at(1030), Some("0-1-4"));
+        assert_eq!(at(1191), Some("0-1-4"));
+        // Events before the first transaction belong to none; no event starts mid-event.
+        assert_eq!(at(4), Some(""));
+        assert_eq!(at(800), None);
+        let order: Vec<usize> = ["0-1-1", "0-1-2", "0-1-3", "0-1-4"]
+            .iter()
+            .map(|g| b.order[*g])
+            .collect();
+        assert_eq!(order, [0, 1, 2, 3]);
+        // The skipped transaction (before the history checked) is not history.
+        assert!(!b.transactions.contains_key("0-1-1"));
+        assert_eq!(b.statements, 1);
+        assert_eq!(
+            b.transactions["0-1-2"].1,
+            ["create table app.b (id int primary key, v varchar(10))"]
+        );
+    }
+
     #[test]
     fn binlog_output_is_parsed() {
-        let b = parse_binlog(TOOL_OUTPUT.as_bytes());
+        let mut b = Binlog::default();
+        parse_binlog(
+            TOOL_OUTPUT.as_bytes(),
+            "mariadb-bin.000001",
+            &|_| false,
+            &mut b,
+        );
         assert_eq!(b.rows, 4);
         assert_eq!(b.app_rows, 4);
         assert_eq!(b.statements, 2);
@@ -626,6 +879,82 @@ DELIMITER ;
             found
                 .iter()
                 .any(|p| p.contains("update of a row not there")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn documents_read_from_two_servers_pass_in_commit_order() {
+        // 0-1-5 was read from the first primary, at coordinates that come after those of 0-2-6,
+        // read from the promoted replica (its own binlog, where 0-1-5 sits elsewhere). Ordered by
+        // coordinates, the update would come before the insert it changes.
+        let docs = [
+            change("0-1-5", 0, 200, "insert", None, Some(1)),
+            change("0-1-5", 1, 200, "insert", None, Some(2)),
+            read_at(
+                change("0-2-6", 0, 0, "update", Some(1), Some(3)),
+                "mariadb-bin.000001",
+                100,
+            ),
+        ];
+        let first = Events::from([event("mariadb-bin.000001", 200, "0-1-5")]);
+        let promoted = Events::from([
+            event("mariadb-bin.000001", 60, "0-1-5"),
+            event("mariadb-bin.000001", 100, "0-2-6"),
+        ]);
+        assert_eq!(
+            problems_on(
+                &docs,
+                &binlog(&[("0-1-5", 2), ("0-2-6", 1)]),
+                vec![promoted, first]
+            ),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn coordinates_of_another_transaction_are_found() {
+        // Two transactions claim the same event: one of them is not what is stored there.
+        let docs = [
+            change("0-1-5", 0, 100, "insert", None, Some(1)),
+            change("0-1-6", 0, 100, "insert", None, Some(2)),
+        ];
+        let found = problems_on(
+            &docs,
+            &binlog(&[("0-1-5", 1), ("0-1-6", 1)]),
+            vec![Events::from([
+                event("mariadb-bin.000001", 100, "0-1-5"),
+                event("mariadb-bin.000001", 300, "0-1-6"),
+            ])],
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("not an event of transaction 0-1-6")),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn coordinates_on_no_server_are_found() {
+        let docs = [read_at(
+            change("0-1-5", 0, 0, "insert", None, Some(1)),
+            "mariadb-bin.000009",
+            4,
+        )];
+        let found = problems_on(
+            &docs,
+            &binlog(&[("0-1-5", 1)]),
+            vec![
+                Events::from([event("mariadb-bin.000001", 100, "0-1-5")]),
+                Events::from([event("mariadb-bin.000002", 100, "0-1-5")]),
+            ],
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("mariadb-bin.000009:4 is not an event")),
             "{found:?}"
         );
     }

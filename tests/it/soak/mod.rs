@@ -1,13 +1,16 @@
 //! The soak test (issue #7): "no single transaction will be lost", as a proof anyone can run.
 //!
-//! A writer keeps a mixed stream of transactions going into MariaDB (seven tables covering every
-//! type family, single-row and multi-row transactions, a 200,000-row transaction, primary-key
-//! updates, deletes, ALTER TABLE in the middle) while a fault injector, at random moments, kills
-//! and terminates sdl, kills MongoDB for a while, restarts MariaDB, and cuts the network to either
-//! server (refused and blackholed, through TCP proxies). After each fault sdl must catch up by
-//! itself. At the end, with the writer stopped and sdl drained, MongoDB is checked against the
-//! source: against the binlog as `mariadb-binlog` reads it, transaction by transaction, and
-//! against the tables, value for value (see `check.rs`).
+//! A writer keeps a mixed stream of transactions going into a MariaDB primary that a replica
+//! follows by GTID (seven tables covering every type family, single-row and multi-row
+//! transactions, a 200,000-row transaction, primary-key updates, deletes, ALTER TABLE in the
+//! middle) while a fault injector, at random moments, kills and terminates sdl, kills MongoDB for
+//! a while, restarts the primary, kills the primary and promotes the replica (sdl follows both
+//! servers through `source.url`), and cuts the network to either side (refused and blackholed,
+//! through TCP proxies). After each fault sdl must catch up by itself. At the end, with the writer
+//! stopped and sdl drained, MongoDB is checked against the source: against the binlog as
+//! `mariadb-binlog` reads it, transaction by transaction (the current primary's binlog for the
+//! history, every server's for the coordinates documents carry), and against the tables, value
+//! for value (see `check.rs`).
 //!
 //! `SDL_SOAK_SECONDS` (default 150) is how long faults are injected; `SDL_SOAK_SEED` replays a
 //! run's random choices (the seed is printed); `SDL_SOAK_MONGO_CACHE` sets SecantusDB's cache
@@ -24,7 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::Proxy;
-use crate::support::{change_documents, wait_for_offset, MariaDb, Mongo, Rng, Sdl};
+use crate::support::replication::Replication;
+use crate::support::{change_documents, wait_for_offset, Mongo, Rng, Sdl};
 use mysql_async::prelude::Queryable;
 
 use crate::soak::faults::{Rig, Timing};
@@ -74,6 +78,19 @@ fn via_proxy(uri: &str, proxy: u16) -> String {
     )
 }
 
+/// The binlog files `server` has now (`SHOW BINARY LOGS`).
+async fn binlog_files(server: &crate::support::MariaDb) -> Vec<String> {
+    let mut conn = server.root_conn().await;
+    let files = conn
+        .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
+            row.get::<String, _>(0).unwrap()
+        })
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    files
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_every_change_arrives_exactly_once_through_faults() {
     let seconds = env_u64("SDL_SOAK_SECONDS").unwrap_or(DEFAULT_SECONDS);
@@ -96,15 +113,23 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
     } else {
         vec!["--cache-size", &cache_size]
     };
-    let (mariadb, mongo) = tokio::join!(
-        MariaDb::start_with(&["--max-allowed-packet=64M"]),
+    let (source, mongo) = tokio::join!(
+        Replication::start_with(&["--max-allowed-packet=64M"]),
         Mongo::start_with(&cache)
     );
-    let mut conn = mariadb.root_conn().await;
+    // Where the pair's common history begins: the servers' own bootstrap (users, `app`) is not
+    // in the replica's binlog, so sdl starts here and the check compares everything after it.
+    let start = source.primary.gtid_binlog_pos().await;
+    let mut conn = source.primary.root_conn().await;
     for table in schema::tables() {
         conn.query_drop(table.create).await.unwrap();
     }
-    let source_proxy = Proxy::start(mariadb.port).await;
+    drop(conn);
+    // sdl's path to each server, primary first: the network faults cut these, not replication.
+    let source_proxies = vec![
+        Proxy::start(source.primary.port).await,
+        Proxy::start(source.replica.port).await,
+    ];
     let sink_proxy = match first_host(mongo.uri()) {
         Some((host, port)) if host == "127.0.0.1" || host == "localhost" => {
             Some(Proxy::start(port).await)
@@ -114,15 +139,18 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
     let sink_url = sink_proxy
         .as_ref()
         .map_or(mongo.uri().to_string(), |p| via_proxy(mongo.uri(), p.port));
-    let source = format!("url = \"{}\"", mariadb.sdl_url_via(source_proxy.port));
+    let urls: Vec<String> = source_proxies
+        .iter()
+        .map(|p| format!("\"{}\"", source.primary.sdl_url_via(p.port)))
+        .collect();
+    let source_url = format!("url = [{}]", urls.join(", "));
     let sink = format!("url = \"{sink_url}\"");
-    // "earliest": everything in the binlog is relayed, so the check compares all of it.
     let mut sdl = Sdl::with_settings(
-        &mariadb,
+        &source.primary,
         &mongo,
-        "earliest",
+        &start,
         &[
-            ("source", &source),
+            ("source", &source_url),
             ("source", "heartbeat_interval = \"1s\""),
             ("source", "connect_timeout = \"2s\""),
             ("sink", &sink),
@@ -146,23 +174,26 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
             .collect()
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let control = writer::Control::new(source.primary.root_url());
     let writer = tokio::spawn(writer::run(
         writer::Plan {
-            url: mariadb.root_url(),
             seed: rng.next(),
             big_at,
             alter_every: Duration::from_secs(if seconds < 600 { 9 } else { 30 }),
             pause_max: Duration::from_millis(50),
         },
+        control.clone(),
         stop.clone(),
     ));
 
     let mut rig = Rig {
-        mariadb,
+        source,
+        primary_index: 0,
         mongo,
         sdl,
-        source_proxy,
+        source_proxies,
         sink_proxy,
+        writer: control,
     };
     let timing = Timing::for_run(seconds);
     let faults_started = Instant::now();
@@ -176,10 +207,11 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
 
     // Drain: the offset reaches the source's last position, and sdl stops cleanly.
     let drain_started = Instant::now();
-    let last = rig.mariadb.gtid_binlog_pos().await;
+    let last = rig.source.primary.gtid_binlog_pos().await;
     wait_for_offset(&rig.mongo, &last, DRAIN_TIMEOUT, &rig.sdl).await;
     let drain = drain_started.elapsed();
     let peaks = monitor.finish();
+    let final_run = rig.sdl.status();
     let status = rig.sdl.terminate(Duration::from_secs(60));
     assert!(
         status.success(),
@@ -189,18 +221,26 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
 
     // The check.
     let check_started = Instant::now();
-    let mut conn = rig.mariadb.root_conn().await;
-    let files: Vec<String> = conn
-        .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
-            row.get::<String, _>(0).unwrap()
-        })
-        .await
-        .unwrap();
-    let binlog = check::read_binlog(&rig.mariadb.datadir(), &files);
-    let docs = change_documents(&rig.mongo).await;
+    // The history: the current primary's binlog after the pair's common start. Every server's
+    // binlog: the coordinates documents carry (those read from the other server name its events).
+    let binlog = check::read_binlog(
+        &rig.source.primary.datadir(),
+        &binlog_files(&rig.source.primary).await,
+        check::Read::History,
+        &|gtid| faults::covers(&start, gtid),
+    );
+    let other = check::read_binlog(
+        &rig.source.replica.datadir(),
+        &binlog_files(&rig.source.replica).await,
+        check::Read::Coordinates,
+        &|_| true,
+    );
+    let mut docs = change_documents(&rig.mongo).await;
+    check::commit_order(&mut docs, &binlog);
     let mut findings = check::Findings::default();
-    check::against_binlog(&docs, &binlog, &mut findings);
+    check::against_binlog(&docs, &binlog, &[&binlog, &other], &mut findings);
     let rebuilt = check::rebuild(&docs, &mut findings);
+    let mut conn = rig.source.primary.root_conn().await;
     drop(docs);
     check::against_tables(&mut conn, &rebuilt, &mut findings).await;
     let check_time = check_started.elapsed();
@@ -255,6 +295,28 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
         peaks.source_lag_seconds,
         peaks.samples
     );
+    let switches = logs
+        .matches("source failover: following another server")
+        .count();
+    eprintln!(
+        "primary failovers: {}; sdl switched servers by itself {switches} times in all (its log), {} in its last run (/status ingest.source_failovers); primary now: source.url #{}",
+        log.failovers.len(),
+        final_run["ingest"]["source_failovers"],
+        rig.primary_index
+    );
+    for f in &log.failovers {
+        eprintln!(
+            "  source.url #{} killed, #{} promoted; sdl followed the killed primary{} and followed the promoted server {:.1} s after the kill",
+            f.killed,
+            f.promoted,
+            if f.steered {
+                " (steered to it: an earlier fault had left it on the replica)"
+            } else {
+                ""
+            },
+            f.sdl_switched_after.as_secs_f64()
+        );
+    }
     let restarts: u32 = log
         .kinds
         .iter()

@@ -7,6 +7,10 @@
 //! nothing. When MariaDB goes away the writer reconnects and goes on; a transaction whose COMMIT
 //! was cut off has an unknown outcome, which is fine: the final check is against what the source
 //! holds and what its binlog says, not against what the writer believes.
+//!
+//! The fault injector steers it through a [`Control`]: it pauses the writer between two
+//! transactions (none open, every COMMIT answered) and points it at another server (the primary
+//! after a failover); a resumed writer connects afresh to the server it is pointed at.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Error};
+use tokio::sync::watch;
 
 use crate::soak::schema::{self, Alter, Column, Effect};
 use crate::support::{wait_until, Rng};
@@ -23,8 +28,71 @@ pub const BIG_ROWS: u64 = 200_000;
 /// The very large update changes every one of those rows (two images per change).
 pub const BIG_UPDATE_ROWS: u64 = BIG_ROWS;
 
+/// The fault injector's handle on the writer: pause it, point it at another server, resume it.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<ControlInner>,
+}
+
+struct ControlInner {
+    /// The server to write to (root URL); read at every (re)connect.
+    url: std::sync::Mutex<String>,
+    /// Set by the fault injector: pause before the next transaction.
+    pause: watch::Sender<bool>,
+    /// Set by the writer: it is paused (no transaction open).
+    paused: watch::Sender<bool>,
+}
+
+impl Control {
+    pub fn new(url: String) -> Self {
+        Self {
+            inner: Arc::new(ControlInner {
+                url: std::sync::Mutex::new(url),
+                pause: watch::channel(false).0,
+                paused: watch::channel(false).0,
+            }),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.inner.url.lock().unwrap().clone()
+    }
+
+    /// Asks the writer to pause and waits until it has, between two transactions (it may be in
+    /// the middle of a 200,000-row one, or reconnecting after a fault).
+    pub async fn pause(&self, timeout: Duration) {
+        self.inner.pause.send_replace(true);
+        let mut paused = self.inner.paused.subscribe();
+        tokio::time::timeout(timeout, paused.wait_for(|p| *p))
+            .await
+            .unwrap_or_else(|_| panic!("the writer did not pause within {timeout:?}"))
+            .expect("the writer's control");
+    }
+
+    /// Points the writer at `url` (taken at its next connect: a paused writer reconnects when it
+    /// resumes).
+    pub fn point_at(&self, url: String) {
+        *self.inner.url.lock().unwrap() = url;
+    }
+
+    pub fn resume(&self) {
+        self.inner.pause.send_replace(false);
+    }
+
+    /// In the writer: when a pause is asked for, says so and waits for the resume.
+    async fn pause_point(&self) -> bool {
+        let mut pause = self.inner.pause.subscribe();
+        if !*pause.borrow_and_update() {
+            return false;
+        }
+        self.inner.paused.send_replace(true);
+        let _ = pause.wait_for(|p| !*p).await;
+        self.inner.paused.send_replace(false);
+        true
+    }
+}
+
 pub struct Plan {
-    pub url: String,
     pub seed: u64,
     /// When the very large transactions run, from the writer's start.
     pub big_at: Vec<Duration>,
@@ -327,18 +395,23 @@ async fn alter_in_force(conn: &mut Conn, alter: &Alter) -> Result<bool, Error> {
     })
 }
 
-/// Writes until `stop` turns true.
-pub async fn run(plan: Plan, stop: Arc<AtomicBool>) -> Report {
+/// Writes until `stop` turns true, to the server `control` points at.
+pub async fn run(plan: Plan, control: Control, stop: Arc<AtomicBool>) -> Report {
     let mut rng = Rng::new(plan.seed);
     let mut state = State::new();
     let mut report = Report::default();
-    let mut conn = connect(&plan.url).await;
+    let mut conn = connect(&control.url()).await;
     let started = Instant::now();
     let mut big_at = plan.big_at.clone().into_iter().peekable();
     let mut next_alter_at = plan.alter_every;
     // An ALTER whose outcome a fault cut off: settled from information_schema after reconnecting.
     let mut unsettled_alter: Option<Alter> = None;
     while !stop.load(Ordering::SeqCst) {
+        if control.pause_point().await {
+            // The server may have been killed and another promoted meanwhile.
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.disconnect()).await;
+            conn = connect(&control.url()).await;
+        }
         if let Some(alter) = unsettled_alter.take() {
             match alter_in_force(&mut conn, &alter).await {
                 Ok(true) => {
@@ -350,7 +423,7 @@ pub async fn run(plan: Plan, stop: Arc<AtomicBool>) -> Report {
                 Err(e) if connection_lost(&e) => {
                     unsettled_alter = Some(alter);
                     report.reconnects += 1;
-                    conn = connect(&plan.url).await;
+                    conn = connect(&control.url()).await;
                     continue;
                 }
                 Err(e) => panic!("reading information_schema: {e}"),
@@ -411,7 +484,7 @@ pub async fn run(plan: Plan, stop: Arc<AtomicBool>) -> Report {
         }
         if lost {
             report.reconnects += 1;
-            conn = connect(&plan.url).await;
+            conn = connect(&control.url()).await;
             continue;
         }
         let pause = plan.pause_max.as_millis() as u64;

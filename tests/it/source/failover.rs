@@ -65,7 +65,7 @@ async fn replication_harness_replicates_by_gtid() {
     assert_eq!(count, Some(4));
 
     // The old primary comes back as the promoted one's replica: the roles swap.
-    replication.rejoin_old_primary_as_replica().await;
+    replication.rejoin_killed_primary().await;
     replication.wait_replica_applied(TIMEOUT).await;
     let mut old_primary = replication.replica.root_conn().await;
     let count: Option<i64> = old_primary

@@ -12,9 +12,9 @@
 //!   primary has committed (`MASTER_GTID_WAIT` on the primary's `@@gtid_binlog_pos`).
 //! - [`Replication::pause`]/[`Replication::resume`]: `STOP SLAVE`/`START SLAVE` on the replica.
 //! - [`Replication::kill_primary`] (SIGKILL) and [`Replication::promote_replica`] (`STOP SLAVE;
-//!   RESET SLAVE ALL; SET GLOBAL read_only = 0`): a failover as an operator or orchestrator does it;
-//!   [`Replication::rejoin_old_primary_as_replica`] restarts the old primary as the new one's
-//!   replica and swaps the roles.
+//!   RESET SLAVE ALL; SET GLOBAL read_only = 0`): a failover as an operator or orchestrator does it.
+//! - [`Replication::rejoin_killed_primary`]: after such a failover the roles swap and the killed
+//!   server comes back as a replica of the new primary (the soak fails over again and again).
 
 use std::time::Duration;
 
@@ -34,20 +34,32 @@ pub struct Replication {
 impl Replication {
     /// Starts both servers and replication; returns once the replica's SQL and IO threads run.
     pub async fn start() -> Self {
-        Self::start_with_replica_args(&[]).await
+        Self::start_with_args(&[], &[]).await
+    }
+
+    /// Like [`Replication::start`], with `args` added to both servers' (e.g.
+    /// `--max-allowed-packet=64M`).
+    pub async fn start_with(args: &[&str]) -> Self {
+        Self::start_with_args(args, &[]).await
     }
 
     /// [`Replication::start`], the replica started with `extra` arguments besides (and
     /// overriding) the standard ones, e.g. `--skip-log-slave-updates`.
     pub async fn start_with_replica_args(extra: &[&str]) -> Self {
+        Self::start_with_args(&[], extra).await
+    }
+
+    async fn start_with_args(args: &[&str], extra: &[&str]) -> Self {
         let primary_args: Vec<&str> = REPLICATION_ARGS
             .iter()
             .copied()
+            .chain(args.iter().copied())
             .chain(["--server-id=1"])
             .collect();
         let replica_args: Vec<&str> = REPLICATION_ARGS
             .iter()
             .copied()
+            .chain(args.iter().copied())
             .chain(["--server-id=2"])
             .chain(extra.iter().copied())
             .collect();
@@ -131,29 +143,33 @@ impl Replication {
         }
     }
 
-    /// After [`Replication::kill_primary`] and [`Replication::promote_replica`]: restarts the old
-    /// primary as a replica of the promoted one (`MASTER_USE_GTID = current_pos`: from its own
-    /// binlog's position) and swaps the roles, so `primary` is the promoted server and `replica`
-    /// the old primary, replicating again (a soak can fail over back and forth).
-    pub async fn rejoin_old_primary_as_replica(&mut self) {
-        self.primary.restart().await;
-        let mut conn = self.primary.root_conn().await;
+    /// After [`Replication::kill_primary`] and [`Replication::promote_replica`]: the roles swap
+    /// (the promoted replica is `primary` from here on) and the killed server restarts from its
+    /// datadir (crash recovery) as a replica of it, from its own last binlog position
+    /// (`gtid_slave_pos = gtid_binlog_pos`, `MASTER_USE_GTID = slave_pos`, read-only), so a later
+    /// failover is possible again. Returns once both replication threads run. Lossless only when
+    /// the killed primary had nothing the replica lacked (see [`Replication::wait_replica_applied`]):
+    /// otherwise strict GTID mode stops its replication with an error, which this reports.
+    pub async fn rejoin_killed_primary(&mut self) {
+        std::mem::swap(&mut self.primary, &mut self.replica);
+        self.replica.restart().await;
+        let mut conn = self.replica.root_conn().await;
         for statement in [
             "SET GLOBAL read_only = 1".to_string(),
+            "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos".to_string(),
             format!(
                 "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
                  MASTER_USER = '{SDL_USER}', MASTER_PASSWORD = '{SDL_PASSWORD}', \
-                 MASTER_USE_GTID = current_pos, MASTER_CONNECT_RETRY = 1",
-                self.replica.port
+                 MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+                self.primary.port
             ),
             "START SLAVE".to_string(),
         ] {
             conn.query_drop(&statement)
                 .await
-                .unwrap_or_else(|e| panic!("old primary: {statement}: {e}"));
+                .unwrap_or_else(|e| panic!("old primary rejoining as a replica: {statement}: {e}"));
         }
         conn.disconnect().await.unwrap();
-        std::mem::swap(&mut self.primary, &mut self.replica);
         self.wait_running().await;
     }
 
