@@ -31,6 +31,8 @@ pub(super) struct Connections {
     /// `None` when MongoDB did not answer and the WAL has a position (the forwarder connects
     /// once it answers).
     pub sink: Option<MongoSink>,
+    /// The lease this instance holds (`[lease]`), set once the connections are made.
+    pub lease: Option<super::lease::Held>,
 }
 
 /// The same checks as `sdl check`: refuses to start on a failure, logs the warnings.
@@ -87,7 +89,12 @@ pub(super) async fn connect(
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(Connections { conn, flavor, sink })
+    Ok(Connections {
+        conn,
+        flavor,
+        sink,
+        lease: None,
+    })
 }
 
 /// Catches the WAL's acknowledged cursor up to MongoDB's offset. Returns whether it did: not when

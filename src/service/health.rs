@@ -57,6 +57,21 @@ impl HealthSources {
     }
 }
 
+/// Not ready while this instance waits as a standby or has lost the lease (`[lease]`).
+pub fn lease_not_ready_reason(lease: &crate::telemetry::LeaseStatus) -> Option<String> {
+    use crate::telemetry::Role;
+    let holder = lease.holder_instance.as_deref().unwrap_or("nobody");
+    match lease.role {
+        Role::Single | Role::Leader => None,
+        Role::Starting => Some("starting: reading the lease ([lease])".to_string()),
+        Role::Standby => Some(format!(
+            "standby: another instance ({holder}, epoch {}) holds the lease; this one takes over when it lapses",
+            lease.epoch.unwrap_or_default()
+        )),
+        Role::SteppedDown => Some("lost the lease: stepping down".to_string()),
+    }
+}
+
 /// Why the service is not ready; empty when it is.
 pub fn not_ready_reasons(
     ingest: &IngestState,

@@ -141,11 +141,15 @@ pub async fn shut_down(client: Client) {
 pub struct MongoConnect {
     pub cfg: SinkConfig,
     pub source_name: String,
+    /// The lease every batch transaction checks (`[lease]`), `None` without one.
+    pub fence: Option<super::lease::Fence>,
 }
 
 impl crate::forward::Connect<MongoSink> for MongoConnect {
     async fn connect(&mut self) -> Result<MongoSink, SinkError> {
-        MongoSink::connect(&self.cfg, &self.source_name).await
+        let mut sink = MongoSink::connect(&self.cfg, &self.source_name).await?;
+        sink.set_fence(self.fence.clone());
+        Ok(sink)
     }
 }
 
@@ -176,6 +180,8 @@ impl MongoSink {
             changes: db.collection(CHANGES_COLLECTION),
             offsets: db.collection(OFFSETS_COLLECTION),
             staging: db.collection(STAGING_COLLECTION),
+            leases: db.collection(super::lease::LEASES_COLLECTION),
+            fence: None,
             client,
             url,
             source_name: source_name.to_string(),

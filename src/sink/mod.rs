@@ -36,7 +36,7 @@
 //! # Layout
 //! [`MongoSink`] implements the forwarder's `crate::forward::Sink` (here, at the end). `connect.rs`:
 //! the `hello` probe, TLS and the indexes; `commit.rs`: a batch committed exactly once;
-//! `offset.rs`: the offset document; `staging.rs`: staging entries; `changes.rs`: reads of stored
+//! `offset.rs`: the offset document; `lease.rs`: the lease of a hot standby and its fence; `staging.rs`: staging entries; `changes.rs`: reads of stored
 //! change documents; `error.rs`: MongoDB errors classified; `batch.rs`: WAL records → a batch of
 //! raw BSON within MongoDB's limits; `document/`: the change-document shape.
 //!
@@ -52,6 +52,7 @@ mod changes;
 mod commit;
 mod connect;
 mod error;
+pub mod lease;
 mod offset;
 mod staging;
 
@@ -96,6 +97,9 @@ pub struct MongoSink {
     staging: Collection<Document>,
     transactions: bool,
     staging_ttl: Duration,
+    /// `relay_leases` and the lease this process holds (`[lease]`; see `lease.rs`).
+    leases: Collection<Document>,
+    fence: Option<lease::Fence>,
 }
 
 impl MongoSink {
@@ -117,6 +121,9 @@ impl MongoSink {
 impl crate::forward::SinkFault for SinkError {
     fn is_transient(&self) -> bool {
         SinkError::is_transient(self)
+    }
+    fn is_lease_lost(&self) -> bool {
+        SinkError::is_lease_lost(self)
     }
 }
 
