@@ -145,6 +145,9 @@ async fn wait_for_lease(
                 }
             };
             let fence = if take {
+                if record.as_ref().is_some_and(|r| r.holder.is_some()) {
+                    store.end_lapsed_transactions().await;
+                }
                 store.take(record.as_ref()).await?
             } else {
                 None

@@ -198,22 +198,6 @@ impl MongoSink {
                 .start_transaction()
                 .await
                 .map_err(|e| operation_error("startTransaction", &e))?;
-            // The fence first (`lease.rs`): a batch of an instance that lost the lease never
-            // commits, and nothing else of it is written.
-            match self.fence_in(session).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    abort(session).await;
-                    return Err(self.lease_lost().await);
-                }
-                Err(e) => {
-                    abort(session).await;
-                    if retry_transaction(&e, attempts) {
-                        continue 'transaction;
-                    }
-                    return Err(operation_error("check lease", &e));
-                }
-            }
             let previous = self
                 .offsets
                 .find_one_and_update(
@@ -286,6 +270,23 @@ impl MongoSink {
                         return Ok(None);
                     }
                     return Err(operation_error("insert change documents", &e));
+                }
+            }
+            // The fence last (`lease.rs`): a batch of an instance that lost the lease never
+            // commits. Last, so that the lease document is locked only for the commit itself
+            // (renewals and a takeover wait for no batch's inserts).
+            match self.fence_in(session).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    abort(session).await;
+                    return Err(self.lease_lost().await);
+                }
+                Err(e) => {
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
+                    return Err(operation_error("check lease", &e));
                 }
             }
             loop {

@@ -12,12 +12,18 @@
 //!   `(epoch, renewals)` has stayed the same for a whole `lease.duration` on its own monotonic
 //!   clock (`crate::service`'s lease phase), then with a compare-and-set on the values it saw
 //!   ([`LeaseStore::take`]): of two standbys, one wins; a leader that renewed meanwhile wins.
-//! - **The fence.** Every batch transaction of a holder first updates the lease document filtered
-//!   on `{_id, epoch: mine, holder: mine}` ([`MongoSink::fence_in`]). Matched nothing: the
+//! - **The fence.** Every batch transaction of a holder updates the lease document filtered on
+//!   `{_id, epoch: mine, holder: mine}` as its last write before the commit
+//!   ([`MongoSink::fence_in`]). Matched nothing: the
 //!   transaction is aborted and the commit fails with the definite [`SinkError::LeaseLost`]:
 //!   nothing of that batch is visible. Because a takeover writes the same document, a transaction
 //!   of a paused or cut-off old leader either commits before the takeover (serialised before it)
 //!   or conflicts with it / finds the epoch changed: it never commits after it.
+//! - A paused old leader's open transaction holds locks (the offset document, its staging entry,
+//!   perhaps the lease document) until MongoDB expires it (`transactionLifetimeLimitSeconds`, 60 s
+//!   by default): before taking a lapsed lease, the standby ends the sessions named by the
+//!   source's pending staging entries ([`LeaseStore::end_lapsed_transactions`]), so the takeover
+//!   and the new leader's first commit need not wait for that.
 //! - The offset of a batch written without a transaction (a single record too large for one) is
 //!   moved in a small transaction with the fence, so an old leader cannot move the offset either.
 //! - Every write here uses majority, journaled write concern (the client's, see `connect.rs`): a
@@ -29,7 +35,7 @@ use mongodb::{ClientSession, Collection};
 
 use super::connect::{probe, shut_down, Probe};
 use super::error::{error_code, operation_error};
-use super::{MongoSink, SinkError};
+use super::{MongoSink, SinkError, STAGING_COLLECTION, STAGING_PENDING};
 use crate::config::SinkConfig;
 
 pub const LEASES_COLLECTION: &str = "relay_leases";
@@ -69,6 +75,7 @@ pub struct Fence {
 /// The lease document of one source, for this process (its own token).
 pub struct LeaseStore {
     leases: Collection<Document>,
+    staging: Collection<Document>,
     client: mongodb::Client,
     url: String,
     source_name: String,
@@ -111,6 +118,7 @@ impl LeaseStore {
         }
         Ok(Self {
             leases: client.database(&cfg.database).collection(LEASES_COLLECTION),
+            staging: client.database(&cfg.database).collection(STAGING_COLLECTION),
             client,
             url,
             source_name: source_name.to_string(),
@@ -172,6 +180,7 @@ impl LeaseStore {
                     "holder": &self.holder,
                     "instance": &self.instance,
                     "renewals": 0_i64,
+                    "commits": 0_i64,
                     "acquired_at": now,
                     "renewed_at": now,
                 } },
@@ -187,6 +196,44 @@ impl LeaseStore {
             epoch,
             holder: self.holder.clone(),
             instance: self.instance.clone(),
+        }
+    }
+
+    /// Before taking a lapsed lease: ends the sessions of the transactions the old leader may
+    /// have left open (named by this source's pending staging entries), so that their locks go
+    /// now. Best effort (logged): such a transaction otherwise expires by itself.
+    pub async fn end_lapsed_transactions(&self) {
+        use futures_util::TryStreamExt;
+        let found: Result<Vec<Document>, _> = async {
+            self.staging
+                .find(doc! { "source": &self.source_name, "status": STAGING_PENDING, "lsid": { "$exists": true } })
+                .projection(doc! { "lsid": 1 })
+                .await?
+                .try_collect()
+                .await
+        }
+        .await;
+        let sessions: Vec<Document> = match found {
+            Ok(found) => found
+                .iter()
+                .filter_map(|d| d.get_document("lsid").ok().cloned())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(target: "sdl::sink", error = %crate::redact::redact_error(&e.to_string()), "lease: could not read the pending staging entries of the lapsed leader; its open transactions expire by themselves");
+                return;
+            }
+        };
+        if sessions.is_empty() {
+            return;
+        }
+        let ended = self
+            .client
+            .database("admin")
+            .run_command(doc! { "killSessions": sessions.clone() })
+            .await;
+        match ended {
+            Ok(_) => tracing::info!(target: "sdl::sink", sessions = sessions.len(), "lease: ended the sessions the lapsed leader's pending batches were to commit in"),
+            Err(e) => tracing::warn!(target: "sdl::sink", error = %crate::redact::redact_error(&e.to_string()), "lease: could not end the lapsed leader's sessions; its open transactions expire by themselves"),
         }
     }
 
