@@ -87,8 +87,7 @@ async fn connect(
 ) -> Result<LeaseStore, RunError> {
     let interval = config.lease.renew_interval();
     loop {
-        match LeaseStore::connect(&config.sink, &config.source.name, &config.lease.instance).await
-        {
+        match LeaseStore::connect(&config.sink, &config.source.name, &config.lease.instance).await {
             Ok(store) => return Ok(store),
             Err(e) if e.is_transient() => {
                 warn!(target: "sdl::service", error = %e, "lease: MongoDB does not answer; the lease is read once it does (this instance neither leads nor relays meanwhile)");

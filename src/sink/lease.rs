@@ -118,7 +118,9 @@ impl LeaseStore {
         }
         Ok(Self {
             leases: client.database(&cfg.database).collection(LEASES_COLLECTION),
-            staging: client.database(&cfg.database).collection(STAGING_COLLECTION),
+            staging: client
+                .database(&cfg.database)
+                .collection(STAGING_COLLECTION),
             client,
             url,
             source_name: source_name.to_string(),
@@ -232,8 +234,12 @@ impl LeaseStore {
             .run_command(doc! { "killSessions": sessions.clone() })
             .await;
         match ended {
-            Ok(_) => tracing::info!(target: "sdl::sink", sessions = sessions.len(), "lease: ended the sessions the lapsed leader's pending batches were to commit in"),
-            Err(e) => tracing::warn!(target: "sdl::sink", error = %crate::redact::redact_error(&e.to_string()), "lease: could not end the lapsed leader's sessions; its open transactions expire by themselves"),
+            Ok(_) => {
+                tracing::info!(target: "sdl::sink", sessions = sessions.len(), "lease: ended the sessions the lapsed leader's pending batches were to commit in")
+            }
+            Err(e) => {
+                tracing::warn!(target: "sdl::sink", error = %crate::redact::redact_error(&e.to_string()), "lease: could not end the lapsed leader's sessions; its open transactions expire by themselves")
+            }
         }
     }
 
@@ -293,7 +299,11 @@ async fn lease_lost(
             format!(
                 "the lease is at epoch {} held by `{}`",
                 record.epoch,
-                record.instance.as_deref().filter(|_| record.holder.is_some()).unwrap_or("nobody (released)")
+                record
+                    .instance
+                    .as_deref()
+                    .filter(|_| record.holder.is_some())
+                    .unwrap_or("nobody (released)")
             )
         }
         Ok(None) => "the lease document is gone".to_string(),

@@ -53,7 +53,11 @@ impl LeaseStatus {
     /// The state before the lease phase runs: `single` when `[lease]` is off.
     pub fn initial(enabled: bool, instance: &str) -> Self {
         Self {
-            role: if enabled { Role::Starting } else { Role::Single },
+            role: if enabled {
+                Role::Starting
+            } else {
+                Role::Single
+            },
             instance: instance.to_string(),
             epoch: None,
             holder_instance: None,

@@ -224,7 +224,11 @@ fn a_lost_lease_stops_the_forwarder_without_acknowledging_the_refused_batch() {
     };
     assert_eq!(message, format!("memory sink: {LEASE_LOST}"));
     assert_eq!(assert_consistent(&sink, &wal), 2);
-    assert_eq!(wal.acked().unwrap(), 2, "nothing acknowledged past the last commit");
+    assert_eq!(
+        wal.acked().unwrap(),
+        2,
+        "nothing acknowledged past the last commit"
+    );
     assert_eq!(sink.state().attempts, 3, "a lost lease is never retried");
     // The service tells it apart from other definite errors (exit 6, not 1).
     let lost = super::ForwardError::from(MemoryError {
