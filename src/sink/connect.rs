@@ -142,7 +142,7 @@ pub struct MongoConnect {
     pub cfg: SinkConfig,
     pub source_name: String,
     /// The lease every batch transaction checks (`[lease]`), `None` without one.
-    pub fence: Option<super::lease::Fence>,
+    pub fence: Option<super::Fence>,
 }
 
 impl crate::forward::Connect<MongoSink> for MongoConnect {
@@ -180,7 +180,7 @@ impl MongoSink {
             changes: db.collection(CHANGES_COLLECTION),
             offsets: db.collection(OFFSETS_COLLECTION),
             staging: db.collection(STAGING_COLLECTION),
-            leases: db.collection(super::lease::LEASES_COLLECTION),
+            leases: db.collection(super::LEASES_COLLECTION),
             fence: None,
             client,
             url,

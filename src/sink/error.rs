@@ -61,7 +61,7 @@ pub enum SinkError {
         operation: &'static str,
         detail: String,
     },
-    #[error("lost the lease of source `{source_name}` (epoch {epoch}, instance `{instance}`): {detail}. Nothing of this batch was committed; another sdl leads now. This instance stops (exit 6); started again it waits as a standby")]
+    #[error("lost the lease of source `{source_name}` (epoch {epoch}, instance `{instance}`): {detail}. Nothing is committed by this instance after the loss (every batch transaction checks the lease); it stops (exit 6) and, started again, waits as the standby")]
     LeaseLost {
         source_name: String,
         epoch: i64,

@@ -35,10 +35,8 @@ use mongodb::{ClientSession, Collection};
 
 use super::connect::{probe, shut_down, Probe};
 use super::error::{error_code, operation_error};
-use super::{MongoSink, SinkError, STAGING_COLLECTION, STAGING_PENDING};
+use super::{MongoSink, SinkError, LEASES_COLLECTION, STAGING_COLLECTION, STAGING_PENDING};
 use crate::config::SinkConfig;
-
-pub const LEASES_COLLECTION: &str = "relay_leases";
 
 const DUPLICATE_KEY: i32 = 11000;
 

@@ -71,10 +71,13 @@ pub use batch::Batch;
 pub use commit::Staged;
 pub use connect::{probe, shut_down, Encryption, MongoConnect, Probe};
 pub use error::SinkError;
+pub use lease::Fence;
 
 pub const CHANGES_COLLECTION: &str = "row_changes";
 pub const OFFSETS_COLLECTION: &str = "binlog_offsets";
 pub const STAGING_COLLECTION: &str = "row_changes_staging";
+/// The lease documents of hot standbys (`[lease]`), one per `source.name` (`lease.rs`).
+pub const LEASES_COLLECTION: &str = "relay_leases";
 
 /// The fail point of the staging test hook (see the module documentation).
 pub const EXIT_AFTER_STAGING_FAILPOINT: &str = "sdl-exit-after-staging";
