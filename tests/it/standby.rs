@@ -7,6 +7,7 @@
 //! only inside its own commit transactions) are counted once the new leader commits and again
 //! after the old leader has exited with code 6.
 
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,21 @@ async fn wait_role(sdl: &mut Sdl, wanted: &str, timeout: Duration) {
 struct Pair {
     relay: Relay,
     standby: Sdl,
+    /// Where the standby's systemd notifications arrive (its `NOTIFY_SOCKET`).
+    standby_notify: UnixDatagram,
+}
+
+impl Pair {
+    /// The notifications the standby has sent to "systemd" since the last call.
+    fn standby_notifications(&self) -> String {
+        let mut all = String::new();
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = self.standby_notify.recv(&mut buffer) {
+            all.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            all.push('\n');
+        }
+        all
+    }
 }
 
 impl Pair {
@@ -101,9 +117,18 @@ impl Pair {
         let b = member("b");
         let mut standby =
             Sdl::with_settings(&relay.mariadb, &relay.mongo, "earliest", &as_settings(&b));
+        let socket = standby.dir().join("notify.sock");
+        let standby_notify = UnixDatagram::bind(&socket).unwrap();
+        standby_notify.set_nonblocking(true).unwrap();
+        standby.set_env("NOTIFY_SOCKET", socket.to_str().unwrap());
         standby.start();
         wait_role(&mut standby, "standby", Duration::from_secs(30)).await;
-        (Pair { relay, standby }, proxy)
+        let pair = Pair {
+            relay,
+            standby,
+            standby_notify,
+        };
+        (pair, proxy)
     }
 
     async fn lease(&self) -> Document {
@@ -214,8 +239,14 @@ fn assert_takeover_within_bound(what: &str, took: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_leader_under_load_hands_over_to_the_standby_exactly_once() {
     let (mut pair, _) = Pair::start(false).await;
-    let Pair { relay, standby } = &mut pair;
-    // The standby: up and healthy, not ready, not reading the binlog, saying who leads.
+    // The standby: up and healthy (systemd told so), not ready, not reading the binlog, saying
+    // who leads.
+    let notified = pair.standby_notifications();
+    assert!(
+        notified.contains("READY=1") && notified.contains("STATUS=standby: waiting for the lease"),
+        "{notified}"
+    );
+    let Pair { relay, standby, .. } = &mut pair;
     let (code, body) = standby.admin_get("/readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("standby"), "{body}");
@@ -248,7 +279,12 @@ async fn sigkill_of_the_leader_under_load_hands_over_to_the_standby_exactly_once
         first_commit.as_secs_f64()
     );
     assert_takeover_within_bound("a SIGKILL", took);
-    let Pair { relay, standby } = &mut pair;
+    let notified = pair.standby_notifications();
+    assert!(
+        notified.contains("STATUS=leader of source default (epoch 2)"),
+        "{notified}"
+    );
+    let Pair { relay, standby, .. } = &mut pair;
     assert_eq!(standby.metric("sdl_lease_takeovers_total"), 1.0);
     assert_eq!(standby.metric("sdl_lease_epoch"), 2.0);
     assert!(standby.logs().contains("lease taken"), "{}", standby.logs());
