@@ -22,7 +22,7 @@
 //! - A paused old leader's open transaction holds locks (the offset document, its staging entry,
 //!   perhaps the lease document) until MongoDB expires it (`transactionLifetimeLimitSeconds`, 60 s
 //!   by default): before taking a lapsed lease, the standby ends the sessions named by the
-//!   source's pending staging entries ([`LeaseStore::end_lapsed_transactions`]), so the takeover
+//!   source's recent staging entries ([`LeaseStore::end_lapsed_transactions`]), so the takeover
 //!   and the new leader's first commit need not wait for that.
 //! - The offset of a batch written without a transaction (a single record too large for one) is
 //!   moved in a small transaction with the fence, so an old leader cannot move the offset either.
@@ -35,7 +35,7 @@ use mongodb::{ClientSession, Collection};
 
 use super::connect::{probe, shut_down, Probe};
 use super::error::{error_code, operation_error};
-use super::{MongoSink, SinkError, LEASES_COLLECTION, STAGING_COLLECTION, STAGING_PENDING};
+use super::{MongoSink, SinkError, LEASES_COLLECTION, STAGING_COLLECTION};
 use crate::config::SinkConfig;
 
 const DUPLICATE_KEY: i32 = 11000;
@@ -199,30 +199,41 @@ impl LeaseStore {
         }
     }
 
-    /// Before taking a lapsed lease: ends the sessions of the transactions the old leader may
-    /// have left open (named by this source's pending staging entries), so that their locks go
-    /// now. Best effort (logged): such a transaction otherwise expires by itself.
+    /// Before taking a lapsed lease: ends the sessions the old leader's transactions may still be
+    /// open in, so that their locks (the offset document, staging entries) go now rather than
+    /// when MongoDB expires them. Those are the sessions named by this source's most recent
+    /// staging entries, whatever their state: a pending batch's, and one an old leader reused for
+    /// a retry after its entry was settled (the driver pools sessions, so they are few). This
+    /// instance has used none of them yet. Best effort (logged): such a transaction otherwise
+    /// expires by itself.
     pub async fn end_lapsed_transactions(&self) {
         use futures_util::TryStreamExt;
+        const RECENT_ENTRIES: i64 = 256;
         let found: Result<Vec<Document>, _> = async {
             self.staging
-                .find(doc! { "source": &self.source_name, "status": STAGING_PENDING, "lsid": { "$exists": true } })
+                .find(doc! { "source": &self.source_name, "lsid": { "$exists": true } })
+                .sort(doc! { "createdAt": -1 })
+                .limit(RECENT_ENTRIES)
                 .projection(doc! { "lsid": 1 })
                 .await?
                 .try_collect()
                 .await
         }
         .await;
-        let sessions: Vec<Document> = match found {
-            Ok(found) => found
-                .iter()
-                .filter_map(|d| d.get_document("lsid").ok().cloned())
-                .collect(),
+        let mut sessions: Vec<Document> = Vec::new();
+        match found {
+            Ok(found) => {
+                for lsid in found.iter().filter_map(|d| d.get_document("lsid").ok()) {
+                    if !sessions.contains(lsid) {
+                        sessions.push(lsid.clone());
+                    }
+                }
+            }
             Err(e) => {
-                tracing::warn!(target: "sdl::sink", error = %crate::redact::redact_error(&e.to_string()), "lease: could not read the pending staging entries of the lapsed leader; its open transactions expire by themselves");
+                tracing::warn!(target: "sdl::sink", error = %crate::redact::redact_error(&e.to_string()), "lease: could not read the lapsed leader's staging entries; its open transactions expire by themselves");
                 return;
             }
-        };
+        }
         if sessions.is_empty() {
             return;
         }
@@ -233,7 +244,7 @@ impl LeaseStore {
             .await;
         match ended {
             Ok(_) => {
-                tracing::info!(target: "sdl::sink", sessions = sessions.len(), "lease: ended the sessions the lapsed leader's pending batches were to commit in")
+                tracing::info!(target: "sdl::sink", sessions = sessions.len(), "lease: ended the sessions the lapsed leader's transactions may still be open in")
             }
             Err(e) => {
                 tracing::warn!(target: "sdl::sink", error = %crate::redact::redact_error(&e.to_string()), "lease: could not end the lapsed leader's sessions; its open transactions expire by themselves")
