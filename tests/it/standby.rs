@@ -435,9 +435,11 @@ async fn a_lease_on_a_standalone_mongodb_is_refused_naming_the_server() {
     let status = relay.sdl.wait_exit(Duration::from_secs(60));
     let logs = relay.sdl.logs();
     assert_eq!(status.code(), Some(1), "{logs}");
-    assert!(logs.contains("does not support transactions"), "{logs}");
-    assert!(
-        logs.contains(&format!("127.0.0.1:{}", relay.mongo.port())),
-        "{logs}"
-    );
+    let server = format!("127.0.0.1:{}", relay.mongo.port());
+    assert!(logs.contains("[lease] is enabled but MongoDB at"), "{logs}");
+    assert!(logs.contains(&server), "{logs}");
+    // `sdl check` says the same, as a failed check.
+    let config = relay.sdl.config_path.to_str().unwrap().to_string();
+    let (code, stderr) = run_sdl(&["check", "--config", &config]);
+    assert_eq!(code, Some(1), "{stderr}");
 }
