@@ -124,6 +124,10 @@ async fn wait_for_lease(
     loop {
         let attempt = async {
             let record = store.read().await?;
+            // A takeover whose answer was lost (timed out below, or a network error) took it.
+            if let Some(fence) = record.as_ref().and_then(|r| store.held_by_me(r)) {
+                return Ok((record, Some(fence)));
+            }
             let take = match &record {
                 None => true,
                 Some(r) if r.holder.is_none() => true,
@@ -153,7 +157,20 @@ async fn wait_for_lease(
             };
             Ok::<_, SinkError>((record, fence))
         };
-        match attempt.await {
+        // A MongoDB that stops answering mid-request must not stall the standby for good.
+        let attempt = tokio::time::timeout(duration, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SinkError::Operation {
+                    operation: "read lease",
+                    detail: format!(
+                        "no answer within lease.duration ({})",
+                        humantime::format_duration(duration)
+                    ),
+                    transient: true,
+                })
+            });
+        match attempt {
             Ok((_, Some(fence))) => {
                 became_leader(config, &fence, started.elapsed(), status);
                 return fence;

@@ -131,9 +131,9 @@ impl LeaseStore {
         &self.url
     }
 
-    /// Whether `record` names this process as its holder.
-    pub fn is_mine(&self, record: &LeaseRecord) -> bool {
-        record.holder.as_deref() == Some(self.holder.as_str())
+    /// The fence of `record` when it names this process as its holder.
+    pub fn held_by_me(&self, record: &LeaseRecord) -> Option<Fence> {
+        (record.holder.as_deref() == Some(self.holder.as_str())).then(|| self.fence(record.epoch))
     }
 
     /// Reads the lease document (`None`: no instance ever held it).
