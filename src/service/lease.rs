@@ -343,6 +343,24 @@ async fn renew(
 }
 
 impl Held {
+    /// After a stage failed: the lease lost meanwhile, if it was, which then is the failure's
+    /// cause (a new leader sharing this one's `source.server_id` pushes it off the source). One
+    /// renewal decides; when MongoDB does not answer it, the renewal task's verdict is awaited,
+    /// which comes within `duration` (it steps down by then).
+    pub(super) async fn lost_meanwhile(&mut self, duration: Duration) -> Option<SinkError> {
+        if let Ok(e) = self.lost.try_recv() {
+            return Some(e);
+        }
+        match tokio::time::timeout(duration / 3, self.store.renew(&self.fence)).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) if e.is_lease_lost() => Some(e),
+            _ => tokio::time::timeout(duration, &mut self.lost)
+                .await
+                .ok()
+                .and_then(Result::ok),
+        }
+    }
+
     /// A clean stop: gives the lease up so that a standby takes over at once (best effort).
     pub(super) async fn release(self, lost: bool) {
         self.renewal.abort();

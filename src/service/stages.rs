@@ -89,6 +89,11 @@ pub(super) async fn run_stages(
     )
     .await;
 
+    if let (None, Some(held)) = (&ended.lease, lease.as_mut()) {
+        if ended.failed() {
+            ended.lease = held.lost_meanwhile(config.lease.duration).await;
+        }
+    }
     let outcome = ended.outcome();
     running.retention.abort();
     if let Some(held) = lease {
@@ -221,6 +226,12 @@ async fn drain(
 }
 
 impl Ended {
+    /// Whether a stage ended with an error.
+    fn failed(&self) -> bool {
+        matches!(&self.ingester, Some(Ok(Err(_)) | Err(_)))
+            || matches!(&self.forwarder, Some(Ok(Err(_)) | Err(_)))
+    }
+
     /// The run's outcome: a lost lease first, then the ingester's failure, else the forwarder's.
     fn outcome(self) -> Result<(), RunError> {
         let mut outcome = Ok(());
