@@ -13,10 +13,8 @@
 //! With `[lease]`, losing the lease (taken over, or not renewed in time: `super::lease`) stops
 //! both stages the same way and exits 6, before any other failure; a lease still held at a stop
 //! is released so that the standby takes over at once.
-//!
-//! With `[lease]`, losing the lease (taken over, or not renewed in time: `super::lease`) stops
-//! both stages the same way and exits 6, before any other failure; a lease still held at a stop
-//! is released so that the standby takes over at once.
+//! A stage's failure while the lease is held is checked against the lease first: a lease lost
+//! meanwhile is reported instead (exit 6).
 
 use std::time::Duration;
 
