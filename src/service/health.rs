@@ -379,6 +379,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_standby_is_not_ready_and_says_who_leads_a_leader_or_single_instance_is() {
+        use crate::telemetry::{LeaseStatus, Role};
+        let mut lease = LeaseStatus::initial(false, "b");
+        assert_eq!(lease_not_ready_reason(&lease), None);
+        lease.role = Role::Leader;
+        assert_eq!(lease_not_ready_reason(&lease), None);
+        lease.role = Role::Standby;
+        lease.holder_instance = Some("a".into());
+        lease.epoch = Some(4);
+        let reason = lease_not_ready_reason(&lease).unwrap();
+        assert!(
+            reason.starts_with("standby: ") && reason.contains("(a, epoch 4)"),
+            "{reason}"
+        );
+        lease.role = Role::SteppedDown;
+        assert!(lease_not_ready_reason(&lease).is_some());
+        assert_eq!(LeaseStatus::initial(true, "b").role, Role::Starting);
+    }
+
+    #[test]
     fn ready_only_when_every_part_is_well() {
         let following = IngestState::Following {
             position: "0-1-1".into(),
