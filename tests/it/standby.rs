@@ -28,8 +28,7 @@ const DRAIN: Duration = Duration::from_secs(90);
 const LEASE_LOST: i32 = 6;
 
 /// The settings of one member of the pair: short lease, short timeouts, and a `source.server_id`
-/// of its own (docs/operations.md "Hot standby": with a shared one, the source's dump thread of a
-/// paused leader can hold the standby's binlog stream back for `net_write_timeout`).
+/// of its own, as docs/operations.md "Hot standby" asks (around a takeover both may stream).
 fn member(instance: &str) -> Vec<(&'static str, String)> {
     let server_id = if instance == "a" { 4242 } else { 4243 };
     vec![
