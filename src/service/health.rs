@@ -62,7 +62,10 @@ pub fn lease_not_ready_reason(lease: &crate::telemetry::LeaseStatus) -> Option<S
     use crate::telemetry::Role;
     let holder = lease.holder_instance.as_deref().unwrap_or("nobody");
     match lease.role {
-        Role::Single | Role::Leader => None,
+        Role::Single => None,
+        Role::Leader => lease.unconfirmed_since.as_ref().map(|since| format!(
+            "lease not renewed since {since}: MongoDB does not answer this instance; a standby may take over (commits stay fenced)"
+        )),
         Role::Starting => Some("starting: reading the lease ([lease])".to_string()),
         Role::Standby => Some(format!(
             "standby: another instance ({holder}, epoch {}) holds the lease; this one takes over when it lapses",
@@ -385,6 +388,12 @@ mod tests {
         assert_eq!(lease_not_ready_reason(&lease), None);
         lease.role = Role::Leader;
         assert_eq!(lease_not_ready_reason(&lease), None);
+        lease.unconfirmed_since = Some("2026-11-27T10:00:00.000Z".into());
+        let reason = lease_not_ready_reason(&lease).unwrap();
+        assert!(
+            reason.contains("not renewed since 2026-11-27T10:00:00.000Z"),
+            "{reason}"
+        );
         lease.role = Role::Standby;
         lease.holder_instance = Some("a".into());
         lease.epoch = Some(4);

@@ -11,11 +11,16 @@
 //!   `lease.duration / 3`; once the document's `(epoch, renewals)` has stayed the same for a whole
 //!   `lease.duration` on this host's monotonic clock, it takes the lease with a compare-and-set on
 //!   what it saw (`crate::sink::lease`). A lease released by a clean stop is taken at once.
-//! - The leader renews every `lease.duration / 3`. Found taken: it stops at once. Not renewed for
-//!   a whole `lease.duration` (measured from the start of the last renewal that succeeded, so
-//!   before any standby can have seen the lease lapse): it steps down. Both end the process with
-//!   exit 6 ([`crate::ExitCode::LeaseLost`]); systemd starts it again as a standby. Whatever the
-//!   timing, the fence in every batch transaction keeps an old leader from committing.
+//! - The leader renews every `lease.duration / 3`. Found taken: it stops at once, exit 6
+//!   ([`crate::ExitCode::LeaseLost`]); systemd starts it again as a standby. Not renewed for a
+//!   whole `lease.duration` (MongoDB does not answer it): logged, `/status` `unconfirmed_since`,
+//!   `/readyz` not ready; it keeps reading the binlog into the WAL (as through any MongoDB
+//!   outage: when MongoDB is away from both instances, nobody can take over, and the WAL must not
+//!   stop buffering), and the first renewal MongoDB answers decides. Whatever the timing, the
+//!   fence in every batch transaction keeps an old leader from committing.
+//! - A standby counts "unchanged for a whole `lease.duration`" over reads that succeeded only: a
+//!   standby MongoDB was away from gives the leader a whole `duration` again once it is back, so
+//!   a MongoDB outage for both does not end in a needless takeover.
 //! - On a clean stop the leader releases the lease (best effort), so the standby need not wait.
 //! - A WAL from an earlier term: when MongoDB's offset was written from another WAL, this WAL's
 //!   records are history another leader has relayed since; [`supersede_stale_wal`] acknowledges
@@ -42,7 +47,7 @@ use crate::ExitCode;
 pub(super) struct Held {
     pub fence: Fence,
     store: std::sync::Arc<LeaseStore>,
-    /// Fires when the lease is lost (taken over, or not renewed in time).
+    /// Fires when a renewal finds the lease taken over.
     pub lost: oneshot::Receiver<SinkError>,
     renewal: JoinHandle<()>,
 }
@@ -65,7 +70,6 @@ pub(super) async fn acquire(
     let (lost_tx, lost) = oneshot::channel();
     let renewal = tokio::spawn(renew(
         store.clone(),
-        config.source.name.clone(),
         fence.clone(),
         config.lease.duration,
         status.clone(),
@@ -193,6 +197,9 @@ async fn wait_for_lease(
                 }
             }
             Err(e) => {
+                // "Unchanged for a whole duration" counts only what was seen: after MongoDB was
+                // away from this standby, the leader gets a whole duration to show it renews.
+                observed = None;
                 warn!(target: "sdl::service", error = %e, "lease: cannot read the lease document; still waiting as a standby");
                 status.send_modify(|s| s.last_error = Some(LastError::now(&e)));
             }
@@ -282,10 +289,15 @@ fn became_leader(
     });
 }
 
-/// Renews the lease every `duration / 3` until it is lost; then publishes why on `lost`.
+/// Renews the lease every `duration / 3` until it is found taken; then publishes why on `lost`.
+///
+/// A renewal MongoDB does not answer is retried; it does not end the lease here. Past `duration`
+/// without one, a standby that reaches MongoDB may have taken over: that is logged, shown
+/// (`unconfirmed_since`, `/readyz`), and commits stay fenced, while the ingester keeps reading
+/// the binlog into the WAL, as it does through any MongoDB outage. The first renewal MongoDB
+/// answers again says which it was: still this instance's, or taken (then the stop, exit 6).
 async fn renew(
     store: std::sync::Arc<LeaseStore>,
-    source_name: String,
     fence: Fence,
     duration: Duration,
     status: watch::Sender<LeaseStatus>,
@@ -295,6 +307,7 @@ async fn renew(
     // The start of the last renewal that succeeded: the lease lasts `duration` from there at
     // least, on any standby's clock.
     let mut renewed = Instant::now();
+    let mut unconfirmed = false;
     let mut next = interval;
     let error = loop {
         tokio::time::sleep(next).await;
@@ -302,9 +315,16 @@ async fn renew(
         let outcome = tokio::time::timeout(interval, store.renew(&fence)).await;
         match outcome {
             Ok(Ok(())) => {
+                if unconfirmed {
+                    info!(target: "sdl::service", epoch = fence.epoch, "lease renewed again: this instance still leads");
+                    unconfirmed = false;
+                }
                 renewed = attempt;
                 next = interval;
-                status.send_modify(|s| s.last_error = None);
+                status.send_modify(|s| {
+                    s.last_error = None;
+                    s.unconfirmed_since = None;
+                });
                 continue;
             }
             Ok(Err(e)) if e.is_lease_lost() => break e,
@@ -316,20 +336,20 @@ async fn renew(
                 warn!(target: "sdl::service", epoch = fence.epoch, timeout = ?interval, "lease: renewal got no answer in time; retrying");
             }
         }
-        let left = duration.saturating_sub(renewed.elapsed());
-        if left.is_zero() {
-            break SinkError::LeaseLost {
-                source_name: source_name.clone(),
-                epoch: fence.epoch,
-                instance: fence.instance.clone(),
-                detail: format!(
-                    "not renewed for lease.duration ({}): MongoDB did not answer, so a standby may have taken over; stepping down",
-                    humantime::format_duration(duration)
-                ),
-            };
+        if !unconfirmed && renewed.elapsed() >= duration {
+            unconfirmed = true;
+            let since = SystemTime::now() - renewed.elapsed();
+            warn!(target: "sdl::service",
+                epoch = fence.epoch,
+                lease_duration = ?duration,
+                "lease not renewed for lease.duration: MongoDB does not answer this instance, so a standby that reaches it may take over. Commits stay fenced (none can land if it does); the binlog is still read into the WAL; the next renewal MongoDB answers decides"
+            );
+            status.send_modify(|s| {
+                s.unconfirmed_since = Some(humantime::format_rfc3339_millis(since).to_string())
+            });
         }
         // Try again soon, but not in a busy loop.
-        next = (interval / 4).min(left).max(Duration::from_millis(50));
+        next = (interval / 4).max(Duration::from_millis(50));
     };
     metrics().lease_is_leader.set(0);
     status.send_modify(|s| {
@@ -345,19 +365,14 @@ async fn renew(
 impl Held {
     /// After a stage failed: the lease lost meanwhile, if it was, which then is the failure's
     /// cause (a new leader sharing this one's `source.server_id` pushes it off the source). One
-    /// renewal decides; when MongoDB does not answer it, the renewal task's verdict is awaited,
-    /// which comes within `duration` (it steps down by then).
+    /// renewal decides, waited for at most `duration`; unanswered, the stage's failure stands.
     pub(super) async fn lost_meanwhile(&mut self, duration: Duration) -> Option<SinkError> {
         if let Ok(e) = self.lost.try_recv() {
             return Some(e);
         }
-        match tokio::time::timeout(duration / 3, self.store.renew(&self.fence)).await {
-            Ok(Ok(())) => None,
+        match tokio::time::timeout(duration, self.store.renew(&self.fence)).await {
             Ok(Err(e)) if e.is_lease_lost() => Some(e),
-            _ => tokio::time::timeout(duration, &mut self.lost)
-                .await
-                .ok()
-                .and_then(Result::ok),
+            _ => None,
         }
     }
 

@@ -10,7 +10,7 @@
 //! the WAL is the truth and both stages resume from it. The exit reports the first stage's
 //! failure (the ingester's before the forwarder's).
 //!
-//! With `[lease]`, losing the lease (taken over, or not renewed in time: `super::lease`) stops
+//! With `[lease]`, losing the lease (found taken over at a renewal: `super::lease`) stops
 //! both stages the same way and exits 6, before any other failure; a lease still held at a stop
 //! is released so that the standby takes over at once.
 //! A stage's failure while the lease is held is checked against the lease first: a lease lost

@@ -15,7 +15,7 @@ pub enum Role {
     Standby,
     /// This instance holds the lease and relays.
     Leader,
-    /// This instance lost the lease (taken over, or not renewed in time) and is stopping.
+    /// This instance found its lease taken over and is stopping.
     SteppedDown,
 }
 
@@ -45,6 +45,9 @@ pub struct LeaseStatus {
     pub waiting_since: Option<String>,
     /// While leading: when this instance took the lease (RFC 3339, UTC).
     pub leader_since: Option<String>,
+    /// While leading: since when the lease has gone unrenewed past `lease.duration` (MongoDB
+    /// does not answer this instance; a standby that reaches it may take over). `None` otherwise.
+    pub unconfirmed_since: Option<String>,
     /// The last failure to read or renew the lease, if any since the last success.
     pub last_error: Option<super::LastError>,
 }
@@ -63,6 +66,7 @@ impl LeaseStatus {
             holder_instance: None,
             waiting_since: None,
             leader_since: None,
+            unconfirmed_since: None,
             last_error: None,
         }
     }

@@ -382,6 +382,26 @@ async fn a_leader_cut_off_from_mongodb_steps_down_and_commits_nothing_after_the_
     assert_takeover_within_bound("a cut from MongoDB", cut.elapsed());
     pair.wait_commit_in_epoch(2).await;
     let committed_by_a = pair.commits_from(&wal_a).await;
+    // Cut off, the old leader cannot know yet: it says its lease is unconfirmed, is not ready,
+    // and keeps running (reading the binlog into its WAL, as through any MongoDB outage).
+    let a = &mut pair.relay.sdl;
+    wait_until(
+        "the old leader's lease unconfirmed",
+        Duration::from_secs(15),
+        || {
+            assert!(a.is_running(), "{}", a.logs());
+            let status = a.status();
+            async move {
+                status["lease"]["unconfirmed_since"]
+                    .is_string()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let (code, body) = pair.relay.sdl.admin_get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("lease not renewed since"), "{body}");
 
     // Healed: the old leader has stepped down, or finds the lease taken now; it commits nothing.
     proxy.set(Mode::Pass);
