@@ -5,7 +5,8 @@
 //! change arrives exactly once (document by document against the source), and the old leader
 //! commits nothing after the takeover: its batches' staging entries stamped `committedAt` (set
 //! only inside its own commit transactions) are counted once the new leader commits and again
-//! after the old leader has exited with code 6.
+//! after the old leader has exited with code 6. A MongoDB outage for both, longer than the lease,
+//! ends in no takeover, and the leader's WAL keeps buffering through it.
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -418,6 +419,63 @@ async fn a_leader_cut_off_from_mongodb_steps_down_and_commits_nothing_after_the_
     assert_ne!(pair.offset_wal_id().await.as_deref(), Some(wal_a.as_str()));
     eprintln!(
         "{} row changes arrived exactly once across a cut between the leader and MongoDB",
+        workload.row_changes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mongodb_outage_longer_than_the_lease_keeps_the_leader_and_its_wal_buffering() {
+    let (mut pair, _) = Pair::start(false).await;
+    if !pair.relay.can_kill_mongo() {
+        return;
+    }
+    let (keep_going, workload) = start_workload(pair.relay.conn().await, 14);
+    pair.relay.wait_documents_over(500, DRAIN).await;
+    // MongoDB away from both for three lease durations: nobody can take over, and the leader
+    // keeps reading the binlog into its WAL.
+    pair.relay.mongo.kill();
+    let before = pair.relay.sdl.status()["wal"]["last_seq"].as_u64().unwrap();
+    let a = &mut pair.relay.sdl;
+    wait_until(
+        "the leader's lease unconfirmed",
+        Duration::from_secs(15),
+        || {
+            assert!(a.is_running(), "{}", a.logs());
+            let status = a.status();
+            async move {
+                status["lease"]["unconfirmed_since"]
+                    .is_string()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(LEASE_DURATION * 2).await; // the outage itself, not a wait on a condition
+    let during = pair.relay.sdl.status()["wal"]["last_seq"].as_u64().unwrap();
+    assert!(
+        during > before,
+        "the WAL stopped buffering during the outage ({before} → {during})"
+    );
+    pair.relay.mongo.restart().await;
+    keep_going.store(false, Ordering::SeqCst);
+    // Back: the leader's next renewal confirms its lease; the standby saw nothing lapse.
+    let a = &mut pair.relay.sdl;
+    wait_until(
+        "the leader's lease confirmed",
+        Duration::from_secs(30),
+        || {
+            assert!(a.is_running(), "{}", a.logs());
+            let status = a.status();
+            async move { status["lease"]["unconfirmed_since"].is_null().then_some(()) }
+        },
+    )
+    .await;
+    assert!(pair.relay.sdl.logs().contains("lease renewed again"));
+    let workload = finish(&pair.relay, &pair.relay.sdl, keep_going, workload).await;
+    assert_eq!(pair.lease().await.get_i64("epoch"), Ok(1), "no takeover");
+    assert_eq!(role(&pair.standby).as_deref(), Some("standby"));
+    eprintln!(
+        "{} row changes arrived exactly once across a MongoDB outage of three lease durations",
         workload.row_changes
     );
 }
