@@ -27,6 +27,10 @@
 //!   GTID range, count, bytes, `createdAt`) **before** its commit, durably (majority, journaled),
 //!   so a batch in flight when the process died is visible afterwards; the forwarder reconciles
 //!   such entries at start. A TTL index on `createdAt` (`sink.staging_ttl`) removes old entries.
+//! - **Hot standby** (`[lease]`, `lease.rs`): with a fence set, every batch transaction also
+//!   updates this instance's lease document as its last write; found taken, the transaction is
+//!   aborted and the commit fails with the definite [`SinkError::LeaseLost`]: an instance that
+//!   lost the lease never commits.
 //! - Commit errors are retried as the MongoDB driver specification prescribes:
 //!   `TransientTransactionError` reruns the whole transaction, `UnknownTransactionCommitResult`
 //!   retries the commit. Every other error is returned classified: transient (network, election,
