@@ -55,4 +55,7 @@ pub enum ExitCode {
     SourceDiverged = 4,
     /// Another replica uses sdl's `source.server_id`: restarting would push it off the source.
     DuplicateServerId = 5,
+    /// This instance lost the lease of a hot standby (`[lease]`): another instance took over.
+    /// Restarting is right: it then waits as a standby.
+    LeaseLost = 6,
 }

@@ -55,6 +55,7 @@ pub const BOUNDS: &[Bound] = &[
     Bound { key: "sink.retry_max_delay", range: Range::Duration { min: millis(100), max: secs(3600) }, why: "the first retry waits 100ms" },
     Bound { key: "admin.header_read_timeout", range: Range::Duration { min: millis(100), max: secs(300) }, why: "a client slower than this holds one of admin.max_connections" },
     Bound { key: "service.stuck_after", range: Range::Duration { min: secs(1), max: secs(DAY) }, why: "how long a stage may retry at one position before it counts as stuck" },
+    Bound { key: "lease.duration", range: Range::Duration { min: secs(2), max: secs(600) }, why: "a standby takes over this long after the leader stopped renewing; renewed every third of it" },
     Bound { key: "admin.max_connections", range: Range::Count { min: 1, max: 1024 }, why: "connections the admin endpoint serves at once" },
 ];
 
@@ -154,6 +155,7 @@ impl Config {
                 Some(N(admin.max_connections as u64)),
             ),
             ("service.stuck_after", Some(D(self.service.stuck_after))),
+            ("lease.duration", Some(D(self.lease.duration))),
         ];
         for (key, value) in settings {
             let Some(value) = value else { continue };

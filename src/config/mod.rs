@@ -21,11 +21,13 @@ use serde::Deserialize;
 mod bounds;
 pub mod byte_size;
 mod servers;
+mod lease;
 mod tls_files;
 mod toml_error;
 
 pub use bounds::{Bound, Range, BOUNDS, MAX_BATCH_BYTES};
 pub use servers::ServerList;
+pub use lease::LeaseConfig;
 use toml_error::toml_error_message;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,9 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub service: ServiceConfig,
+    /// `[lease]`: a hot standby fenced through MongoDB (off by default).
+    #[serde(default)]
+    pub lease: LeaseConfig,
     /// After SIGTERM/SIGINT, how long the stages may take to stop (the ingester flushing, the
     /// forwarder finishing its commit) before the process exits anyway.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
@@ -578,6 +583,7 @@ impl Config {
         if self.wal.dir.as_os_str().is_empty() {
             return Err(invalid("wal.dir", "must not be empty".into()));
         }
+        self.lease.validate(path, self.sink.transactions)?;
         self.validate_tls(path)
     }
 }

@@ -153,7 +153,9 @@ fn every_bounded_setting_refuses_values_outside_its_range() {
 #[test]
 fn the_documented_example_lists_every_key() {
     let example = include_str!("../../deploy/sdl.toml");
-    let sections = ["", "source", "wal", "sink", "admin", "log", "service"];
+    let sections = [
+        "", "source", "wal", "sink", "admin", "log", "service", "lease",
+    ];
     for section in sections {
         // deny_unknown_fields names every key a section accepts.
         let err = with_line(section, "no_such_key = 1")
@@ -308,4 +310,42 @@ fn a_bad_server_list_is_refused_naming_the_entry() {
     );
     let not_a_url = with("url = 5");
     assert!(not_a_url.contains("a list of them"), "{not_a_url}");
+}
+
+#[test]
+fn a_lease_is_off_by_default_and_refused_without_transactions() {
+    let c = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+    assert!(!c.lease.enabled);
+    assert_eq!(c.lease.duration, Duration::from_secs(15));
+    assert_eq!(c.lease.renew_interval(), Duration::from_secs(5));
+    assert!(!c.lease.instance.is_empty(), "the host name by default");
+    let c = with_line(
+        "lease",
+        "enabled = true\nduration = \"3s\"\ninstance = \"relay-1\"",
+    )
+    .unwrap();
+    assert!(c.lease.enabled);
+    assert_eq!(c.lease.renew_interval(), Duration::from_secs(1));
+    assert_eq!(c.lease.instance, "relay-1");
+    let off = MINIMAL.replace("[sink]", "[sink]\ntransactions = \"off\"");
+    let err = Config::parse(
+        Path::new("t.toml"),
+        &format!("{off}\n[lease]\nenabled = true\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`lease.enabled`") && err.contains("sink.transactions = \"off\""),
+        "{err}"
+    );
+    // Off, a lease's keys are still checked, but transactions "off" is fine.
+    assert!(Config::parse(
+        Path::new("t.toml"),
+        &format!("{off}\n[lease]\nduration = \"5s\"\n")
+    )
+    .is_ok());
+    let err = with_line("lease", "enabled = true\ninstance = \" \"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`lease.instance`"), "{err}");
 }

@@ -15,7 +15,8 @@
 //!   as long as they last, with the same batch: nothing is skipped and nothing reordered. The
 //!   ingester is independent of this loop and keeps filling the WAL meanwhile.
 //! - A definite failure (a change over 16 MiB, a rejected login, a validation error, an offset
-//!   conflict, a change `_id` already taken by a different change) stops the forwarder at once,
+//!   conflict, a change `_id` already taken by a different change, the lease of a hot standby
+//!   lost: [`ForwardError::is_lease_lost`]) stops the forwarder at once,
 //!   never retried, with nothing acknowledged past the last commit.
 //! - Batches carry their source's name into every change `_id`; a batch an older sdl left
 //!   half-written with `<gtid>:<ordinal>` ids has those copies removed at start, before it is
@@ -72,6 +73,11 @@ impl ForwardError {
     /// Whether waiting and trying again can help (MongoDB unreachable, an election, a timeout).
     pub fn is_transient(&self) -> bool {
         matches!(self, ForwardError::Sink(e) if e.is_transient())
+    }
+
+    /// This instance lost the lease of a hot standby (`[lease]`): another sdl leads now.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, ForwardError::Sink(e) if e.0.is_lease_lost())
     }
 }
 

@@ -31,6 +31,12 @@ pub const STAGING_NOT_APPLIED: &str = "not_applied";
 pub trait SinkFault: std::error::Error + Send + Sync + 'static {
     /// Whether waiting and trying again can help (the sink unreachable, an election, a timeout).
     fn is_transient(&self) -> bool;
+
+    /// Whether this instance lost the lease of a hot standby (`[lease]`): a definite error after
+    /// which nothing may be committed; the service exits with its own code.
+    fn is_lease_lost(&self) -> bool {
+        false
+    }
 }
 
 /// Consecutive WAL records converted and ready to commit, as the forwarder sees them.

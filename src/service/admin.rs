@@ -123,6 +123,8 @@ pub struct StatusSources {
     pub ingest: watch::Receiver<crate::telemetry::IngestStatus>,
     pub forward: watch::Receiver<crate::telemetry::ForwardStatus>,
     pub breaker: watch::Receiver<crate::telemetry::BreakerStatus>,
+    /// This instance's role in a hot standby pair (`[lease]`).
+    pub lease: watch::Receiver<crate::telemetry::LeaseStatus>,
     pub health: crate::service::health::HealthSources,
 }
 
@@ -292,6 +294,7 @@ async fn status_report(State(AppState { wal, status, .. }): State<AppState>) -> 
     let ingest = status.ingest.borrow().clone();
     let forward = status.forward.borrow().clone();
     let breaker = status.breaker.borrow().clone();
+    let lease = status.lease.borrow().clone();
     let health = status.health.now();
     answer(wal, move |w| {
         Ok(crate::telemetry::status::StatusReport::new(
@@ -299,6 +302,7 @@ async fn status_report(State(AppState { wal, status, .. }): State<AppState>) -> 
             forward,
             &breaker,
             &health,
+            lease,
             w.stats()?,
         ))
     })
@@ -332,15 +336,20 @@ async fn readyz(State(AppState { status, .. }): State<AppState>) -> Response {
     let breaker_status = status.breaker.borrow().clone();
     let breaker = crate::telemetry::status::BreakerReport::from(&breaker_status);
     let health = status.health.now();
-    let reasons = crate::service::health::not_ready_reasons(
+    let lease = status.lease.borrow().clone();
+    let mut reasons = crate::service::health::not_ready_reasons(
         &ingest,
         &breaker_status,
         &health.sink,
         &health.stuck,
     );
+    if let Some(reason) = crate::service::health::lease_not_ready_reason(&lease) {
+        reasons.insert(0, reason);
+    }
     let ready = reasons.is_empty();
     let body = Json(serde_json::json!({
         "ready": ready,
+        "role": lease.role,
         "reasons": reasons,
         "ingest": ingest,
         "breaker": breaker,

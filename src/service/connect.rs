@@ -34,6 +34,8 @@ pub(super) struct Connections {
     /// With several servers in `source.url`: the one `conn` is connected to, its index in the
     /// list and identity (`server_id N` / `server_uuid U`); `None` with one server.
     pub chosen_server: Option<(usize, String)>,
+    /// The lease this instance holds (`[lease]`), set once the connections are made.
+    pub lease: Option<super::lease::Held>,
 }
 
 /// The same checks as `sdl check`: refuses to start on a failure, logs the warnings.
@@ -64,11 +66,13 @@ pub(super) async fn run_preflight(config: &Config, wal_has_position: bool) -> Re
 
 /// Connects to the source (its settings checked) and to MongoDB (transactions checked, indexes
 /// ensured). MongoDB may be away when the WAL has a position.
+/// `sink_down_tolerated`: the WAL has a position and no lease is held (a leader needs MongoDB
+/// now: it just answered, and the stale-WAL check needs it).
 pub(super) async fn connect(
     config: &Config,
     wal_position: Option<&str>,
+    sink_down_tolerated: bool,
 ) -> Result<Connections, RunError> {
-    let wal_has_position = wal_position.is_some();
     let (conn, flavor, chosen_server) = if config.source.server_count() > 1 {
         let (conn, flavor, index, identity) = connect_listed(config, wal_position).await?;
         (conn, flavor, Some((index, identity)))
@@ -91,7 +95,7 @@ pub(super) async fn connect(
             );
             Some(sink)
         }
-        Err(e) if e.is_transient() && wal_has_position => {
+        Err(e) if e.is_transient() && sink_down_tolerated => {
             warn!(target: "sdl::service", error = %e, "MongoDB is not reachable: following the binlog into the WAL meanwhile; the forwarder keeps trying");
             None
         }
@@ -102,6 +106,7 @@ pub(super) async fn connect(
         flavor,
         sink,
         chosen_server,
+        lease: None,
     })
 }
 

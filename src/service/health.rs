@@ -57,6 +57,24 @@ impl HealthSources {
     }
 }
 
+/// Not ready while this instance waits as a standby or has lost the lease (`[lease]`).
+pub fn lease_not_ready_reason(lease: &crate::telemetry::LeaseStatus) -> Option<String> {
+    use crate::telemetry::Role;
+    let holder = lease.holder_instance.as_deref().unwrap_or("nobody");
+    match lease.role {
+        Role::Single => None,
+        Role::Leader => lease.unconfirmed_since.as_ref().map(|since| format!(
+            "lease not renewed since {since}: MongoDB does not answer this instance; a standby may take over (commits stay fenced)"
+        )),
+        Role::Starting => Some("starting: reading the lease ([lease])".to_string()),
+        Role::Standby => Some(format!(
+            "standby: another instance ({holder}, epoch {}) holds the lease; this one takes over when it lapses",
+            lease.epoch.unwrap_or_default()
+        )),
+        Role::SteppedDown => Some("lost the lease: stepping down".to_string()),
+    }
+}
+
 /// Why the service is not ready; empty when it is.
 pub fn not_ready_reasons(
     ingest: &IngestState,
@@ -362,6 +380,32 @@ pub async fn watch_stages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_standby_is_not_ready_and_says_who_leads_a_leader_or_single_instance_is() {
+        use crate::telemetry::{LeaseStatus, Role};
+        let mut lease = LeaseStatus::initial(false, "b");
+        assert_eq!(lease_not_ready_reason(&lease), None);
+        lease.role = Role::Leader;
+        assert_eq!(lease_not_ready_reason(&lease), None);
+        lease.unconfirmed_since = Some("2026-11-27T10:00:00.000Z".into());
+        let reason = lease_not_ready_reason(&lease).unwrap();
+        assert!(
+            reason.contains("not renewed since 2026-11-27T10:00:00.000Z"),
+            "{reason}"
+        );
+        lease.role = Role::Standby;
+        lease.holder_instance = Some("a".into());
+        lease.epoch = Some(4);
+        let reason = lease_not_ready_reason(&lease).unwrap();
+        assert!(
+            reason.starts_with("standby: ") && reason.contains("(a, epoch 4)"),
+            "{reason}"
+        );
+        lease.role = Role::SteppedDown;
+        assert!(lease_not_ready_reason(&lease).is_some());
+        assert_eq!(LeaseStatus::initial(true, "b").role, Role::Starting);
+    }
 
     #[test]
     fn ready_only_when_every_part_is_well() {

@@ -21,8 +21,9 @@
 //! 2. install the signal handlers (`signals`);
 //! 3. open the WAL (`open_wal`, with `wal_dir`'s permission check);
 //! 4. start the admin endpoint and the health watchers (`watchers`);
-//! 5. the preflight checks, then connect to the source and MongoDB, and catch the WAL's
-//!    acknowledged cursor up to MongoDB's offset (`connect`);
+//! 5. the preflight checks; with `[lease]`, wait as a standby until this instance holds the lease
+//!    (`lease`); then connect to the source and MongoDB, catch the WAL's acknowledged cursor up to
+//!    MongoDB's offset (`connect`), and set aside a WAL from an earlier term (`lease`);
 //! 6. repair damaged unacknowledged WAL records (`repair`);
 //! 7. read what was relayed, check it against the source's history, and seed a new WAL's start
 //!    position (`start_position`);
@@ -39,6 +40,7 @@ pub mod admin;
 mod connect;
 pub mod health;
 pub mod identity;
+mod lease;
 mod logging;
 mod open_wal;
 pub mod preflight;
@@ -92,15 +94,28 @@ async fn start_and_run(
         .map(|p| String::from_utf8_lossy(&p).into_owned());
     let wal_has_position = wal_position.is_some();
     connect::run_preflight(config, wal_has_position).await?;
-    let mut connections = connect::connect(config, wal_position.as_deref()).await?;
+    // A standby waits here, before it connects to the source or writes to MongoDB.
+    let held = lease::acquire(config, &publishers.lease).await?;
+    // With a lease MongoDB just answered; the stale-WAL check below needs it.
+    let mut connections = connect::connect(
+        config,
+        wal_position.as_deref(),
+        wal_has_position && held.is_none(),
+    ).await?;
+    if let (Some(held), Some(sink)) = (&held, connections.sink.as_mut()) {
+        sink.set_fence(Some(held.fence.clone()));
+    }
     // The acknowledged cursor first: records between it and MongoDB's offset are MongoDB's
     // already, damaged or not; repairing them would rewind the WAL behind the offset for good.
     let reconciled = connect::reconcile_acknowledged(connections.sink.as_ref(), &wal).await?;
+    let superseded =
+        lease::supersede_stale_wal(held.as_ref(), connections.sink.as_ref(), &wal).await?;
+    connections.lease = held;
     repair::repair_damaged_records(&wal, &config.source, connections.flavor, reconciled).await?;
     let relayed =
         start_position::read_relayed(&wal, connections.flavor, connections.sink.as_ref()).await?;
     start_position::check_source_history(&mut connections, config, &relayed).await?;
-    if !wal_has_position {
+    if !wal_has_position || superseded {
         start_position::seed_start_position(&mut connections, config, &wal, relayed).await?;
     }
     stages::run_stages(config, wal, connections, publishers, watchers, startup).await

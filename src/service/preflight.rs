@@ -498,6 +498,15 @@ async fn sink_checks(config: &Config, sink_down: SinkDown) -> Vec<Check> {
             "use \"auto\" unless you have a reason: both are exactly-once, transactions also keep each batch atomic for readers",
         ),
         (true, _) => Check::pass("sink: transactions", "available and used"),
+        (false, _) if config.lease.enabled => Check::new(
+            "sink: transactions",
+            Verdict::Fail,
+            sink::SinkError::LeaseNeedsTransactions {
+                url: probe.url.clone(),
+            }
+            .to_string(),
+            "use a replica set (a one-node replica set is enough) or a sharded cluster, or turn [lease] off",
+        ),
         (false, TransactionMode::On) => Check::new(
             "sink: transactions",
             Verdict::Fail,

@@ -4,8 +4,9 @@
 //! Each kind of error converts to the exit code that says what an operator (or systemd) should
 //! do about it, so the start-up phases use `?` and the code is decided in one place: a
 //! configuration error exits 2, a source that no longer has sdl's binlog 3, a source whose history
-//! no longer contains what was relayed 4, a duplicate server id 5, anything else 1. The error text
-//! is the error's own, with its context chain: the code never changes the message.
+//! no longer contains what was relayed 4, a duplicate server id 5, a lost lease 6 (`super::lease`),
+//! anything else 1. The error text is the error's own, with its context chain: the code never
+//! changes the message.
 
 use crate::config::ConfigError;
 use crate::service::identity::{CheckError, HistoryError};

@@ -9,6 +9,12 @@
 //! abandons its batch. A second signal, or `shutdown_timeout`, exits at once, which is still safe:
 //! the WAL is the truth and both stages resume from it. The exit reports the first stage's
 //! failure (the ingester's before the forwarder's).
+//!
+//! With `[lease]`, losing the lease (found taken over at a renewal: `super::lease`) stops
+//! both stages the same way and exits 6, before any other failure; a lease still held at a stop
+//! is released so that the standby takes over at once.
+//! A stage's failure while the lease is held is checked against the lease first: a lease lost
+//! meanwhile is reported instead (exit 6).
 
 use std::time::Duration;
 
@@ -18,12 +24,15 @@ use tokio::task::{JoinError, JoinHandle};
 use tracing::{error, info, warn};
 
 use super::connect::Connections;
+use super::lease::{lease_lost_error, Held};
 use super::signals::{Signals, StartupSignals};
 use super::watchers::{Publishers, Watchers};
 use super::RunError;
 use crate::config::Config;
 use crate::event::SourceTransaction;
 use crate::forward::{self, ForwardError};
+use crate::sink::lease::Fence;
+use crate::sink::SinkError;
 use crate::source::{self, FragmentLimits, SourceError};
 
 /// The running stages' tasks.
@@ -38,29 +47,33 @@ struct Running {
 struct Ended {
     ingester: Option<Result<Result<(), SourceError>, JoinError>>,
     forwarder: Option<Result<Result<(), ForwardError>, JoinError>>,
+    /// The lease was lost (`[lease]`).
+    lease: Option<SinkError>,
 }
 
 /// Runs both stages until a stop signal or a stage's failure, then shuts them down.
 pub(super) async fn run_stages(
     config: &Config,
     wal: Wal<SourceTransaction>,
-    connections: Connections,
+    mut connections: Connections,
     publishers: Publishers,
     watchers: &Watchers,
     startup: StartupSignals,
 ) -> Result<(), RunError> {
+    let mut lease = connections.lease.take();
     let mut running = spawn_stages(
         config,
         wal,
         connections,
         publishers,
+        lease.as_ref().map(|held| held.fence.clone()),
         watchers.shutdown_rx.clone(),
     )?;
     let watchdog = notify_ready();
     let mut signals = startup.hand_over().await.map_err(RunError::failure)?;
 
     let mut ended = Ended::default();
-    wait_for_stop(&mut signals, &mut running, &mut ended).await;
+    wait_for_stop(&mut signals, &mut running, &mut lease, &mut ended).await;
     watchers.shutdown_tx.send_replace(true);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(watchdog) = watchdog {
@@ -74,8 +87,17 @@ pub(super) async fn run_stages(
     )
     .await;
 
+    if let (None, Some(held)) = (&ended.lease, lease.as_mut()) {
+        if ended.failed() {
+            ended.lease = held.lost_meanwhile(config.lease.duration).await;
+        }
+    }
     let outcome = ended.outcome();
     running.retention.abort();
+    if let Some(held) = lease {
+        let lost = matches!(&outcome, Err(e) if e.code == crate::ExitCode::LeaseLost);
+        held.release(lost).await;
+    }
     if outcome.is_ok() {
         info!(target: "sdl::service", "stopped cleanly");
     }
@@ -87,6 +109,7 @@ fn spawn_stages(
     wal: Wal<SourceTransaction>,
     connections: Connections,
     publishers: Publishers,
+    fence: Option<Fence>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> Result<Running, RunError> {
     let Connections {
@@ -110,6 +133,7 @@ fn spawn_stages(
         connect: crate::sink::MongoConnect {
             cfg: config.sink.clone(),
             source_name: config.source.name.clone(),
+            fence,
         },
         source_name: config.source.name.clone(),
         wal: wal.clone(),
@@ -146,14 +170,32 @@ fn notify_ready() -> Option<JoinHandle<()>> {
     })
 }
 
-/// Waits for a stop signal or for either stage to end.
-async fn wait_for_stop(signals: &mut Signals, running: &mut Running, ended: &mut Ended) {
+/// Waits for a stop signal, for either stage to end, or for the lease to be lost.
+async fn wait_for_stop(
+    signals: &mut Signals,
+    running: &mut Running,
+    lease: &mut Option<Held>,
+    ended: &mut Ended,
+) {
     tokio::select! {
+        e = lease_lost(lease) => ended.lease = Some(e),
         _ = signals.sigterm.recv() => info!(target: "sdl::service", "SIGTERM: shutting down"),
         _ = signals.sigint.recv() => info!(target: "sdl::service", "SIGINT: shutting down"),
         _ = signals.sighup.recv() => info!(target: "sdl::service", "SIGHUP: shutting down (sdl does not reload its configuration: start it again to apply a change)"),
         r = &mut running.ingester => ended.ingester = Some(r),
         r = &mut running.forwarder => ended.forwarder = Some(r),
+    }
+}
+
+/// Resolves when the lease held is lost; never without one.
+async fn lease_lost(lease: &mut Option<Held>) -> SinkError {
+    match lease {
+        Some(held) => match (&mut held.lost).await {
+            Ok(e) => e,
+            // The renewal task is gone without a verdict (aborted at a stop): nothing to report.
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -182,20 +224,34 @@ async fn drain(
 }
 
 impl Ended {
-    /// The run's outcome: the ingester's failure first, else the forwarder's.
+    /// Whether a stage ended with an error.
+    fn failed(&self) -> bool {
+        matches!(&self.ingester, Some(Ok(Err(_)) | Err(_)))
+            || matches!(&self.forwarder, Some(Ok(Err(_)) | Err(_)))
+    }
+
+    /// The run's outcome: a lost lease first, then the ingester's failure, else the forwarder's.
     fn outcome(self) -> Result<(), RunError> {
         let mut outcome = Ok(());
+        if let Some(e) = self.lease {
+            error!(target: "sdl::service", error = %e, "lost the lease: both stages stopped; exiting with code 6 (started again, this instance waits as a standby)");
+            outcome = Err(lease_lost_error(e));
+        }
         if let Some(result) = self.ingester {
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     error!(target: "sdl::service", error = %e, "ingester stopped");
-                    outcome = Err(RunError::from(e));
+                    if outcome.is_ok() {
+                        outcome = Err(RunError::from(e));
+                    }
                 }
                 Err(e) => {
-                    outcome = Err(RunError::failure(anyhow::anyhow!(
-                        "ingester task failed: {e}"
-                    )))
+                    if outcome.is_ok() {
+                        outcome = Err(RunError::failure(anyhow::anyhow!(
+                            "ingester task failed: {e}"
+                        )))
+                    }
                 }
             }
         }
@@ -223,6 +279,9 @@ impl Ended {
 
 /// A forwarder's definite error; a damaged WAL record says how starting again repairs it.
 fn forwarder_failure(e: ForwardError) -> RunError {
+    if e.is_lease_lost() {
+        return RunError::new(crate::ExitCode::LeaseLost, e);
+    }
     let damaged = matches!(e, ForwardError::Wal(sdl_wal::WalError::Corrupt { .. }));
     let mut e = anyhow::Error::from(e);
     if damaged {

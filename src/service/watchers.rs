@@ -17,13 +17,16 @@ use tracing::info;
 use super::{admin, health, RunError};
 use crate::config::Config;
 use crate::event::SourceTransaction;
-use crate::telemetry::{BreakerStatus, ForwardStatus, IngestStatus, SinkReach, StuckReport};
+use crate::telemetry::{
+    BreakerStatus, ForwardStatus, IngestStatus, LeaseStatus, SinkReach, StuckReport,
+};
 
 /// Where the stages publish their states (read by the admin endpoint and the health watchers).
 pub(super) struct Publishers {
     pub breaker: watch::Sender<BreakerStatus>,
     pub ingest: watch::Sender<IngestStatus>,
     pub forward: watch::Sender<ForwardStatus>,
+    pub lease: watch::Sender<LeaseStatus>,
 }
 
 /// The running admin endpoint and health watchers, and the shutdown signal they and the stages
@@ -45,6 +48,10 @@ pub(super) async fn start(
     let (breaker_tx, breaker_rx) = watch::channel(BreakerStatus::default());
     let (ingest_tx, ingest_rx) = watch::channel(IngestStatus::default());
     let (forward_tx, forward_rx) = watch::channel(ForwardStatus::default());
+    let (lease_tx, lease_rx) = watch::channel(LeaseStatus::initial(
+        config.lease.enabled,
+        &config.lease.instance,
+    ));
     let (sink_reach_tx, sink_reach_rx) = watch::channel(SinkReach::Unknown);
     let (stuck_tx, stuck_rx) = watch::channel(StuckReport::default());
     let admin = match config.admin.listen_addr() {
@@ -53,6 +60,7 @@ pub(super) async fn start(
                 ingest: ingest_rx.clone(),
                 forward: forward_rx.clone(),
                 breaker: breaker_rx.clone(),
+                lease: lease_rx,
                 health: health::HealthSources {
                     sink: sink_reach_rx,
                     stuck: stuck_rx,
@@ -100,6 +108,7 @@ pub(super) async fn start(
         breaker: breaker_tx,
         ingest: ingest_tx,
         forward: forward_tx,
+        lease: lease_tx,
     };
     Ok((watchers, publishers))
 }

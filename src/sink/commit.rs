@@ -1,6 +1,7 @@
 //! Committing a batch exactly once: in one MongoDB transaction (change documents, offset, staging
-//! entry), or without transactions as idempotent inserts then the offset; a batch too large for
-//! one transaction is split at WAL record boundaries. The guarantees are in the module
+//! entry, and with `[lease]` the fence: the lease still this process's, see `lease.rs`), or
+//! without transactions as idempotent inserts then the offset; a batch too large for one
+//! transaction is split at WAL record boundaries. The guarantees are in the module
 //! documentation of `crate::sink`.
 
 use std::time::Duration;
@@ -271,6 +272,23 @@ impl MongoSink {
                     return Err(operation_error("insert change documents", &e));
                 }
             }
+            // The fence last (`lease.rs`): a batch of an instance that lost the lease never
+            // commits. Last, so that the lease document is locked only for the commit itself
+            // (renewals and a takeover wait for no batch's inserts).
+            match self.fence_in(session).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    abort(session).await;
+                    return Err(self.lease_lost().await);
+                }
+                Err(e) => {
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
+                    return Err(operation_error("check lease", &e));
+                }
+            }
             loop {
                 match session.commit_transaction().await {
                     Ok(()) => {
@@ -342,6 +360,9 @@ impl MongoSink {
         batch: &Batch,
         staged: &str,
     ) -> Result<Committed, SinkError> {
+        // An instance that lost the lease writes nothing more; the offset below moves only with
+        // the fence (`lease.rs`).
+        self.still_holds_lease().await?;
         let previous = self.offset().await?;
         if let Some(done) = self.check_previous(wal_id, batch, previous)? {
             return Ok(done);
@@ -360,21 +381,94 @@ impl MongoSink {
                 Err(e) => return Err(operation_error("insert change documents", &e)),
             }
         }
-        self.offsets
-            .update_one(
-                doc! { "_id": &self.source_name },
-                Self::offset_update(wal_id, batch),
-            )
-            .upsert(true)
-            .await
-            .map_err(|e| operation_error("update offset", &e))?;
-        self.staging
-            .update_one(doc! { "_id": staged }, Self::committed_update())
-            .await
-            .map_err(|e| operation_error("update staging", &e))?;
+        if self.has_fence() {
+            self.move_offset_fenced(wal_id, batch, staged).await?;
+        } else {
+            self.offsets
+                .update_one(
+                    doc! { "_id": &self.source_name },
+                    Self::offset_update(wal_id, batch),
+                )
+                .upsert(true)
+                .await
+                .map_err(|e| operation_error("update offset", &e))?;
+            self.staging
+                .update_one(doc! { "_id": staged }, Self::committed_update())
+                .await
+                .map_err(|e| operation_error("update staging", &e))?;
+        }
         Ok(Committed::Written {
             documents: batch.documents.len(),
         })
+    }
+}
+
+impl MongoSink {
+    /// The offset and staging moves of a batch written without a transaction, in one small
+    /// transaction with the lease's fence: an instance that lost the lease cannot move them.
+    async fn move_offset_fenced(
+        &self,
+        wal_id: &str,
+        batch: &Batch,
+        staged: &str,
+    ) -> Result<(), SinkError> {
+        let mut session = self.start_session().await?;
+        let session = &mut session;
+        let mut attempts = 0u32;
+        'transaction: loop {
+            attempts += 1;
+            session
+                .start_transaction()
+                .await
+                .map_err(|e| operation_error("startTransaction", &e))?;
+            let written = async {
+                if !self.fence_in(session).await? {
+                    return Ok(false);
+                }
+                self.offsets
+                    .update_one(
+                        doc! { "_id": &self.source_name },
+                        Self::offset_update(wal_id, batch),
+                    )
+                    .upsert(true)
+                    .session(&mut *session)
+                    .await?;
+                self.staging
+                    .update_one(doc! { "_id": staged }, Self::committed_update())
+                    .session(&mut *session)
+                    .await?;
+                Ok::<_, MongoError>(true)
+            }
+            .await;
+            match written {
+                Ok(true) => {}
+                Ok(false) => {
+                    abort(session).await;
+                    return Err(self.lease_lost().await);
+                }
+                Err(e) => {
+                    abort(session).await;
+                    if retry_transaction(&e, attempts) {
+                        continue 'transaction;
+                    }
+                    return Err(operation_error("update offset", &e));
+                }
+            }
+            loop {
+                match session.commit_transaction().await {
+                    Ok(()) => return Ok(()),
+                    Err(e)
+                        if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                            && attempts < MAX_TRANSACTION_ATTEMPTS =>
+                    {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) if retry_transaction(&e, attempts) => continue 'transaction,
+                    Err(e) => return Err(operation_error("commitTransaction", &e)),
+                }
+            }
+        }
     }
 }
 

@@ -144,11 +144,15 @@ pub async fn shut_down(client: Client) {
 pub struct MongoConnect {
     pub cfg: SinkConfig,
     pub source_name: String,
+    /// The lease every batch transaction checks (`[lease]`), `None` without one.
+    pub fence: Option<super::Fence>,
 }
 
 impl crate::forward::Connect<MongoSink> for MongoConnect {
     async fn connect(&mut self) -> Result<MongoSink, SinkError> {
-        MongoSink::connect(&self.cfg, &self.source_name).await
+        let mut sink = MongoSink::connect(&self.cfg, &self.source_name).await?;
+        sink.set_fence(self.fence.clone());
+        Ok(sink)
     }
 }
 
@@ -180,6 +184,8 @@ impl MongoSink {
             changes: db.collection(CHANGES_COLLECTION),
             offsets: db.collection(OFFSETS_COLLECTION),
             staging: db.collection(STAGING_COLLECTION),
+            leases: db.collection(super::LEASES_COLLECTION),
+            fence: None,
             client,
             url,
             source_name: source_name.to_string(),

@@ -61,6 +61,15 @@ pub enum SinkError {
         operation: &'static str,
         detail: String,
     },
+    #[error("lost the lease of source `{source_name}` (epoch {epoch}, instance `{instance}`): {detail}. Nothing is committed by this instance after the loss (every batch transaction checks the lease); it stops (exit 6) and, started again, waits as the standby")]
+    LeaseLost {
+        source_name: String,
+        epoch: i64,
+        instance: String,
+        detail: String,
+    },
+    #[error("[lease] is enabled but MongoDB at {url} does not support transactions (a standalone server): the lease is checked inside every batch's transaction. Use a replica set (a one-node replica set is enough: start mongod with --replSet and run rs.initiate()) or a sharded cluster, or turn [lease] off")]
+    LeaseNeedsTransactions { url: String },
     #[error("MongoDB {operation} failed: {detail}")]
     Operation {
         operation: &'static str,
@@ -70,6 +79,11 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// This instance no longer holds the lease (`[lease]`): it must stop, committing nothing more.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, SinkError::LeaseLost { .. })
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(
             self,

@@ -27,6 +27,10 @@
 //!   GTID range, count, bytes, `createdAt`) **before** its commit, durably (majority, journaled),
 //!   so a batch in flight when the process died is visible afterwards; the forwarder reconciles
 //!   such entries at start. A TTL index on `createdAt` (`sink.staging_ttl`) removes old entries.
+//! - **Hot standby** (`[lease]`, `lease.rs`): with a fence set, every batch transaction also
+//!   updates this instance's lease document as its last write; found taken, the transaction is
+//!   aborted and the commit fails with the definite [`SinkError::LeaseLost`]: an instance that
+//!   lost the lease never commits.
 //! - Commit errors are retried as the MongoDB driver specification prescribes:
 //!   `TransientTransactionError` reruns the whole transaction, `UnknownTransactionCommitResult`
 //!   retries the commit. Every other error is returned classified: transient (network, election,
@@ -36,8 +40,9 @@
 //! # Layout
 //! [`MongoSink`] implements the forwarder's `crate::forward::Sink` (here, at the end). `connect.rs`:
 //! the `hello` probe, TLS and the indexes; `commit.rs`: a batch committed exactly once;
-//! `offset.rs`: the offset document; `staging.rs`: staging entries; `sharding.rs`: the shard keys
-//! sdl needs on a sharded cluster, checked at start; `changes.rs`: reads of stored
+//! `offset.rs`: the offset document; `lease.rs`: the lease of a hot standby and its fence;
+//! `staging.rs`: staging entries; `sharding.rs`: the shard keys sdl needs on a sharded cluster,
+//! checked at start; `changes.rs`: reads of stored
 //! change documents; `error.rs`: MongoDB errors classified; `batch.rs`: WAL records → a batch of
 //! raw BSON within MongoDB's limits; `document/`: the change-document shape.
 //!
@@ -53,6 +58,7 @@ mod changes;
 mod commit;
 mod connect;
 mod error;
+pub mod lease;
 mod offset;
 mod sharding;
 mod staging;
@@ -72,10 +78,13 @@ pub use batch::Batch;
 pub use commit::Staged;
 pub use connect::{probe, shut_down, Encryption, MongoConnect, Probe};
 pub use error::SinkError;
+pub use lease::Fence;
 
 pub const CHANGES_COLLECTION: &str = "row_changes";
 pub const OFFSETS_COLLECTION: &str = "binlog_offsets";
 pub const STAGING_COLLECTION: &str = "row_changes_staging";
+/// The lease documents of hot standbys (`[lease]`), one per `source.name` (`lease.rs`).
+pub const LEASES_COLLECTION: &str = "relay_leases";
 
 /// The fail point of the staging test hook (see the module documentation).
 pub const EXIT_AFTER_STAGING_FAILPOINT: &str = "sdl-exit-after-staging";
@@ -98,6 +107,9 @@ pub struct MongoSink {
     staging: Collection<Document>,
     transactions: bool,
     staging_ttl: Duration,
+    /// `relay_leases` and the lease this process holds (`[lease]`; see `lease.rs`).
+    leases: Collection<Document>,
+    fence: Option<lease::Fence>,
 }
 
 impl MongoSink {
@@ -119,6 +131,9 @@ impl MongoSink {
 impl crate::forward::SinkFault for SinkError {
     fn is_transient(&self) -> bool {
         SinkError::is_transient(self)
+    }
+    fn is_lease_lost(&self) -> bool {
+        SinkError::is_lease_lost(self)
     }
 }
 

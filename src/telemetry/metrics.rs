@@ -56,6 +56,12 @@ pub struct Metrics {
     breaker_state: Gauge,
     breaker_opened: Gauge,
     stage_stuck_seconds: Family<StageLabel, Gauge<f64, AtomicU64>>,
+    /// The lease's epoch as this instance last saw it (`[lease]`; 0 when off or unknown).
+    pub lease_epoch: Gauge,
+    /// 1 while this instance holds the lease and leads, else 0.
+    pub lease_is_leader: Gauge,
+    /// Times this instance took the lease (`sdl_lease_takeovers_total`).
+    pub lease_takeovers: Counter,
 }
 
 /// The process-wide metrics.
@@ -126,6 +132,9 @@ impl Metrics {
                 "Seconds a stage has been failing at the same position, once that exceeds service.stuck_after; 0 when not stuck",
                 Family::<StageLabel, Gauge<f64, AtomicU64>>::default()
             ),
+            lease_epoch: register!("lease_epoch", "The lease's epoch as this instance last saw it ([lease]; 0 when off or not read yet)", Gauge::default()),
+            lease_is_leader: register!("lease_is_leader", "1 while this instance holds the lease and relays, 0 while it waits as a standby (or [lease] is off)", Gauge::default()),
+            lease_takeovers: register!("lease_takeovers", "Times this instance took the lease and became the leader", Counter::default()),
             registry: {
                 let build = crate::build_info::build_info();
                 let mut labels = vec![("version".to_string(), build.version.to_string())];

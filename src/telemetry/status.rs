@@ -194,6 +194,11 @@ pub struct ForwardReport {
 /// The `/status` document.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
+    /// This instance's part in a hot standby pair: `leader`, `standby` (`[lease]`), or `single`
+    /// without a lease (also `starting`, `stepped_down`).
+    pub role: super::Role,
+    /// The lease as this instance last saw it (`[lease]`; `null` when off).
+    pub lease: Option<super::LeaseStatus>,
     pub source: SourceReport,
     pub ingest: IngestReport,
     pub forwarder: ForwardReport,
@@ -211,11 +216,14 @@ impl StatusReport {
         forward: ForwardStatus,
         breaker: &BreakerStatus,
         health: &Health,
+        lease: super::LeaseStatus,
         wal: sdl_wal::WalStats,
     ) -> Self {
         use super::metrics::{metrics, Stage};
         let m = metrics();
         Self {
+            role: lease.role,
+            lease: (lease.role != super::Role::Single).then_some(lease),
             source: SourceReport {
                 position: wal.ingest_position.clone(),
                 lag_seconds: m.source_lag(),

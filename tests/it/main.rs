@@ -21,6 +21,7 @@ mod proxy;
 mod secrets;
 mod soak;
 mod source;
+mod standby;
 mod structure;
 mod tls;
 mod wal;

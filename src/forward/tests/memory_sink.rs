@@ -24,6 +24,9 @@ pub enum Fault {
     Transient,
     /// Fails definitely before writing anything (a rejected write).
     Definite,
+    /// Fails definitely before writing anything: the lease of a hot standby is lost (MongoDB's
+    /// fence found another instance leading).
+    LeaseLost,
     /// Lands, then its answer is lost: the forwarder sees a transient error.
     LostAcknowledgement,
     /// Never answers, after landing (`landed`) or before writing anything: the forwarder is shut
@@ -38,9 +41,15 @@ pub struct MemoryError {
     pub transient: bool,
 }
 
+/// The error of [`Fault::LeaseLost`].
+pub const LEASE_LOST: &str = "lease lost: another instance leads";
+
 impl SinkFault for MemoryError {
     fn is_transient(&self) -> bool {
         self.transient
+    }
+    fn is_lease_lost(&self) -> bool {
+        self.what == LEASE_LOST
     }
 }
 
@@ -273,6 +282,13 @@ impl Sink for MemorySink {
                     state.stopped_definitely = true;
                     return Err(MemoryError {
                         what: "rejected".into(),
+                        transient: false,
+                    });
+                }
+                Some(Fault::LeaseLost) => {
+                    state.stopped_definitely = true;
+                    return Err(MemoryError {
+                        what: LEASE_LOST.into(),
                         transient: false,
                     });
                 }

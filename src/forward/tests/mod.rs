@@ -17,7 +17,7 @@ use super::{run, Forwarder, PendingBatch, STAGING_COMMITTED, STAGING_NOT_APPLIED
 use crate::config::SinkConfig;
 use crate::event::{Change, SourceTransaction, StatementChange};
 use crate::telemetry::ForwardStatus;
-use memory_sink::{Fault, MemoryConnect, MemorySink, UNSENDABLE};
+use memory_sink::{Fault, MemoryConnect, MemoryError, MemorySink, LEASE_LOST, UNSENDABLE};
 
 /// `changes[i]` changes in the transaction at WAL sequence `i + 1`; the one at `unsendable` (a
 /// WAL sequence) is refused by the sink's `prepare` as a change over 16 MiB would be.
@@ -210,6 +210,37 @@ fn a_definite_error_stops_after_the_last_commit_with_nothing_acknowledged_past_i
         3,
         "a definite error is never retried"
     );
+}
+
+#[test]
+fn a_lost_lease_stops_the_forwarder_without_acknowledging_the_refused_batch() {
+    let records = transactions(&[1; 5], None);
+    let (_dir, wal) = wal_with(&records);
+    // Batches of one record: two commit, then the sink's fence finds another instance leading.
+    let sink = MemorySink::new(wal.clone(), [Fault::None, Fault::None, Fault::LeaseLost]);
+    let ended = runtime().block_on(run_once(&sink, &wal, &sink_config(1)));
+    let Ended::Returned(Err(message)) = ended else {
+        panic!("not stopped by the lost lease: {ended:?}")
+    };
+    assert_eq!(message, format!("memory sink: {LEASE_LOST}"));
+    assert_eq!(assert_consistent(&sink, &wal), 2);
+    assert_eq!(
+        wal.acked().unwrap(),
+        2,
+        "nothing acknowledged past the last commit"
+    );
+    assert_eq!(sink.state().attempts, 3, "a lost lease is never retried");
+    // The service tells it apart from other definite errors (exit 6, not 1).
+    let lost = super::ForwardError::from(MemoryError {
+        what: LEASE_LOST.into(),
+        transient: false,
+    });
+    assert!(lost.is_lease_lost() && !lost.is_transient());
+    let rejected = super::ForwardError::from(MemoryError {
+        what: "rejected".into(),
+        transient: false,
+    });
+    assert!(!rejected.is_lease_lost());
 }
 
 #[test]
