@@ -4,7 +4,7 @@
 //! # Guarantees
 //! - Every operation the sink sends is valid on a sharded collection with the recommended keys
 //!   (docs/operations.md, "Sharded clusters"): `row_changes` `{"meta.src": 1, "_id": 1}`,
-//!   `binlog_offsets` `{_id: 1}`, `row_changes_staging` `{_id: 1}`; each write that must be
+//!   `binlog_offsets` `{_id: 1}`, `row_changes_staging` `{_id: 1}`, `relay_leases` `{_id: 1}`; each write that must be
 //!   targeted (the offset's upsert, staging upserts and updates) names the whole shard key in its
 //!   filter (`_id`), and change documents always carry `meta.src` and `_id`.
 //! - A change document always routes to one place: its shard key is made of `meta.src` and `_id`,
@@ -20,7 +20,10 @@ use bson::{doc, Document};
 use futures_util::TryStreamExt;
 
 use super::document::SOURCE_PATH;
-use super::{MongoSink, SinkError, CHANGES_COLLECTION, OFFSETS_COLLECTION, STAGING_COLLECTION};
+use super::{
+    MongoSink, SinkError, CHANGES_COLLECTION, LEASES_COLLECTION, OFFSETS_COLLECTION,
+    STAGING_COLLECTION,
+};
 use crate::redact::redact_error;
 
 /// What a collection's shard key means for sdl.
@@ -64,7 +67,7 @@ pub fn judge(collection: &str, key: &Document) -> Verdict {
             }
             Verdict::Fine
         }
-        OFFSETS_COLLECTION | STAGING_COLLECTION => {
+        OFFSETS_COLLECTION | STAGING_COLLECTION | LEASES_COLLECTION => {
             if fields != ["_id"] {
                 return Verdict::Refused(format!(
                     "its shard key {key} is not {{_id: 1}}: sdl upserts its documents by `_id` \
@@ -84,10 +87,15 @@ impl MongoSink {
     /// judges each ([`judge`]): a refused key is a definite error, a costly one a warning.
     pub(super) async fn check_shard_keys(&self) -> Result<(), SinkError> {
         let database = self.changes.namespace().db;
-        let names: Vec<String> = [CHANGES_COLLECTION, OFFSETS_COLLECTION, STAGING_COLLECTION]
-            .iter()
-            .map(|c| format!("{database}.{c}"))
-            .collect();
+        let names: Vec<String> = [
+            CHANGES_COLLECTION,
+            OFFSETS_COLLECTION,
+            STAGING_COLLECTION,
+            LEASES_COLLECTION,
+        ]
+        .iter()
+        .map(|c| format!("{database}.{c}"))
+        .collect();
         let found: Result<Vec<Document>, _> = async {
             self.client
                 .database("config")
@@ -201,7 +209,7 @@ mod tests {
 
     #[test]
     fn offsets_and_staging_must_be_keyed_on_id_alone() {
-        for collection in [OFFSETS_COLLECTION, STAGING_COLLECTION] {
+        for collection in [OFFSETS_COLLECTION, STAGING_COLLECTION, LEASES_COLLECTION] {
             assert_eq!(judge(collection, &key(&[("_id", one())])), Verdict::Fine);
             assert_eq!(judge(collection, &key(&[("_id", hashed())])), Verdict::Fine);
             for refused in [
