@@ -20,7 +20,7 @@ use mysql_async::Conn;
 use sdl_wal::Wal;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::connect::connect_for_stream;
 use super::decode::{FragmentLimits, TransactionAssembler};
@@ -448,12 +448,22 @@ impl Ingester {
             .map(|(index, refusal)| {
                 let url = redact_url(&cfg.for_server(*index).url);
                 m.source_server_refusals.inc();
-                warn!(target: "sdl::source",
-                    server = %url,
-                    index = *index,
-                    reason = refusal.reason(),
-                    "source server not followed: {}", refusal.detail()
-                );
+                if matches!(refusal, Refusal::Diverged { .. }) {
+                    // A lossy failover needs an operator: it will not heal by waiting.
+                    error!(target: "sdl::source",
+                        server = %url,
+                        index = *index,
+                        reason = refusal.reason(),
+                        "source server not followed: {}", refusal.detail()
+                    );
+                } else {
+                    warn!(target: "sdl::source",
+                        server = %url,
+                        index = *index,
+                        reason = refusal.reason(),
+                        "source server not followed: {}", refusal.detail()
+                    );
+                }
                 RefusedServer {
                     url,
                     index: *index,
