@@ -385,21 +385,7 @@ async fn a_leader_cut_off_from_mongodb_steps_down_and_commits_nothing_after_the_
     let committed_by_a = pair.commits_from(&wal_a).await;
     // Cut off, the old leader cannot know yet: it says its lease is unconfirmed, is not ready,
     // and keeps running (reading the binlog into its WAL, as through any MongoDB outage).
-    let a = &mut pair.relay.sdl;
-    wait_until(
-        "the old leader's lease unconfirmed",
-        Duration::from_secs(15),
-        || {
-            assert!(a.is_running(), "{}", a.logs());
-            let status = a.status();
-            async move {
-                status["lease"]["unconfirmed_since"]
-                    .is_string()
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    wait_lease_unconfirmed(&mut pair.relay.sdl, "the old leader's lease unconfirmed").await;
     let (code, body) = pair.relay.sdl.admin_get("/readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("lease not renewed since"), "{body}");
@@ -435,21 +421,7 @@ async fn a_mongodb_outage_longer_than_the_lease_keeps_the_leader_and_its_wal_buf
     // keeps reading the binlog into its WAL.
     pair.relay.mongo.kill();
     let before = pair.relay.sdl.status()["wal"]["last_seq"].as_u64().unwrap();
-    let a = &mut pair.relay.sdl;
-    wait_until(
-        "the leader's lease unconfirmed",
-        Duration::from_secs(15),
-        || {
-            assert!(a.is_running(), "{}", a.logs());
-            let status = a.status();
-            async move {
-                status["lease"]["unconfirmed_since"]
-                    .is_string()
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    wait_lease_unconfirmed(&mut pair.relay.sdl, "the leader's lease unconfirmed").await;
     tokio::time::sleep(LEASE_DURATION * 2).await; // the outage itself, not a wait on a condition
     let during = pair.relay.sdl.status()["wal"]["last_seq"].as_u64().unwrap();
     assert!(
@@ -519,4 +491,18 @@ async fn a_lease_on_a_standalone_mongodb_is_refused_naming_the_server() {
     let config = relay.sdl.config_path.to_str().unwrap().to_string();
     let (code, stderr) = run_sdl(&["check", "--config", &config]);
     assert_eq!(code, Some(1), "{stderr}");
+}
+
+/// Waits (15 s at most) until a running leader says in `/status` that its lease is unconfirmed.
+async fn wait_lease_unconfirmed(leader: &mut Sdl, what: &str) {
+    wait_until(what, Duration::from_secs(15), || {
+        assert!(leader.is_running(), "{}", leader.logs());
+        let status = leader.status();
+        async move {
+            status["lease"]["unconfirmed_since"]
+                .is_string()
+                .then_some(())
+        }
+    })
+    .await;
 }

@@ -111,6 +111,21 @@ fn ingest_status(sdl: &Sdl) -> serde_json::Value {
     sdl.status()["ingest"].clone()
 }
 
+/// Waits until `/status` lists server `index` of `source.url` as refused for `reason`; returns
+/// that entry (`url`, `index`, `reason`, `detail`).
+async fn wait_refused(sdl: &Sdl, index: u64, reason: &str, what: &str) -> serde_json::Value {
+    wait_until(what, TIMEOUT, || async {
+        let refused = ingest_status(sdl)["refused_servers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        refused
+            .into_iter()
+            .find(|r| r["index"] == index && r["reason"] == reason)
+    })
+    .await
+}
+
 /// Waits until sdl follows the server at `index` of `source.url`.
 async fn wait_following_server(sdl: &Sdl, index: u64) {
     wait_until(
@@ -276,19 +291,11 @@ async fn a_promoted_replica_that_lost_relayed_transactions_is_refused_as_diverge
         .unwrap();
     let errant = replication.replica.gtid_binlog_pos().await;
 
-    let refused = wait_until(
+    let refused = wait_refused(
+        &sdl,
+        1,
+        "diverged",
         "the promoted replica refused as diverged",
-        TIMEOUT,
-        || async {
-            let ingest = ingest_status(&sdl);
-            let refused = ingest["refused_servers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            refused
-                .into_iter()
-                .find(|r| r["index"] == 1 && r["reason"] == "diverged")
-        },
     )
     .await;
     let detail = refused["detail"].as_str().unwrap().to_string();
@@ -363,19 +370,11 @@ async fn a_replica_without_log_slave_updates_is_refused_with_the_fix() {
         .await;
 
     proxy.set(Mode::Drop);
-    let refused = wait_until(
+    let refused = wait_refused(
+        &sdl,
+        1,
+        "no_replica_updates",
         "the replica refused for log_slave_updates",
-        TIMEOUT,
-        || async {
-            let ingest = ingest_status(&sdl);
-            let refused = ingest["refused_servers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            refused
-                .into_iter()
-                .find(|r| r["index"] == 1 && r["reason"] == "no_replica_updates")
-        },
     )
     .await;
     let detail = refused["detail"].as_str().unwrap();
