@@ -20,14 +20,14 @@ use serde::Deserialize;
 
 mod bounds;
 pub mod byte_size;
-mod servers;
 mod lease;
+mod servers;
 mod tls_files;
 mod toml_error;
 
 pub use bounds::{Bound, Range, BOUNDS, MAX_BATCH_BYTES};
-pub use servers::ServerList;
 pub use lease::LeaseConfig;
+pub use servers::ServerList;
 use toml_error::toml_error_message;
 
 #[derive(Debug, thiserror::Error)]

@@ -101,7 +101,8 @@ async fn start_and_run(
         config,
         wal_position.as_deref(),
         wal_has_position && held.is_none(),
-    ).await?;
+    )
+    .await?;
     if let (Some(held), Some(sink)) = (&held, connections.sink.as_mut()) {
         sink.set_fence(Some(held.fence.clone()));
     }
