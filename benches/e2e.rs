@@ -54,16 +54,11 @@ use mongodb::bson::{doc, Document, RawDocumentBuf};
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
+use support::rows::{insert_statement, write_rows, ROWS_PER_TRANSACTION, TABLE_DDL};
 use support::{counter, cpu_seconds, gtid_seq, log_offset, proc_mib, wait_for, Admin};
 
-const ROWS_PER_TRANSACTION: u64 = 1000;
-const ROWS_PER_INSERT: u64 = 250;
 const POLL: Duration = Duration::from_millis(20);
 const LONG: Duration = Duration::from_secs(3600);
-const TABLE_DDL: &str = "(id INT PRIMARY KEY, customer VARCHAR(64) NOT NULL, \
-     email VARCHAR(128) NOT NULL, status VARCHAR(16) NOT NULL, quantity INT NOT NULL, \
-     price DECIMAL(12,2) NOT NULL, created_at DATETIME NOT NULL, updated_at DATETIME(6) NULL) \
-     ENGINE=InnoDB";
 /// MariaDB keeps a frozen sdl's binlog connection open (the dump thread blocks on a full socket).
 const MARIADB_ARGS: &[&str] = &["--net-write-timeout=3600", "--innodb-buffer-pool-size=256M"];
 
@@ -462,55 +457,6 @@ async fn catch_up(rows: u64, report: &mut Report) -> Servers {
         sdl,
         admin,
     }
-}
-
-/// Writes rows `first..first + count` of the benchmark table as transactions of
-/// `ROWS_PER_TRANSACTION` rows (multi-row INSERTs of `ROWS_PER_INSERT`). Returns the transactions.
-async fn write_rows(conn: &mut mysql_async::Conn, table: &str, first: u64, count: u64) -> u64 {
-    let mut transactions = 0;
-    let mut id = first;
-    let end = first + count;
-    while id < end {
-        let mut tx = conn
-            .start_transaction(mysql_async::TxOpts::default())
-            .await
-            .unwrap();
-        let tx_end = (id + ROWS_PER_TRANSACTION).min(end);
-        while id < tx_end {
-            let n = ROWS_PER_INSERT.min(tx_end - id);
-            tx.query_drop(insert_statement(table, id, n)).await.unwrap();
-            id += n;
-        }
-        tx.commit().await.unwrap();
-        transactions += 1;
-    }
-    transactions
-}
-
-/// One multi-row INSERT of rows `first..first + n`.
-fn insert_statement(table: &str, first: u64, n: u64) -> String {
-    let mut sql = format!(
-        "INSERT INTO {table} (id, customer, email, status, quantity, price, created_at, updated_at) VALUES "
-    );
-    for id in first..first + n {
-        if id > first {
-            sql.push(',');
-        }
-        let status = ["new", "paid", "shipped", "cancelled"][(id % 4) as usize];
-        sql.push_str(&format!(
-            "({id},'customer {id}','user{id}@example.com','{status}',{},{}.{:02},\
-             '2024-01-01 00:00:00' + INTERVAL {id} SECOND,{})",
-            id % 97,
-            id % 10_000,
-            id % 100,
-            if id % 3 == 0 {
-                "NOW(6)".to_string()
-            } else {
-                "NULL".to_string()
-            }
-        ));
-    }
-    sql
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,9 @@
 //! Helpers shared by the benchmarks (not a benchmark itself): waiting on a condition, the raw
-//! `insert_many` baseline, reading a running sdl's admin endpoint, and its memory from /proc.
+//! `insert_many` baseline, reading a running sdl's admin endpoint, and its memory from /proc;
+//! the benchmark table and its writers in [`rows`].
 #![allow(dead_code)]
+
+pub mod rows;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -178,4 +181,76 @@ pub fn log_offset(log: &str, needle: &str) -> Option<f64> {
     let first = log.lines().find_map(time)?;
     let at = log.lines().find(|l| l.contains(needle)).and_then(time)?;
     Some(at - first)
+}
+
+/// A Prometheus histogram read from a metrics map (`<name>_bucket{le="..."}`, `_sum`, `_count`).
+#[derive(Clone, Debug, Default)]
+pub struct Histogram {
+    /// (upper bound in the metric's unit, cumulative count), ascending; the last is +Inf.
+    pub buckets: Vec<(f64, f64)>,
+    pub sum: f64,
+    pub count: f64,
+}
+
+impl Histogram {
+    pub fn read(metrics: &HashMap<String, f64>, name: &str) -> Self {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let mut buckets: Vec<(f64, f64)> = metrics
+            .iter()
+            .filter_map(|(series, count)| {
+                let bound = series.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+                let bound = match bound {
+                    "+Inf" => f64::INFINITY,
+                    b => b.parse().ok()?,
+                };
+                Some((bound, *count))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Self {
+            buckets,
+            sum: metrics.get(&format!("{name}_sum")).copied().unwrap_or(0.0),
+            count: metrics
+                .get(&format!("{name}_count"))
+                .copied()
+                .unwrap_or(0.0),
+        }
+    }
+
+    /// The observations made since `earlier` (a reading of the same process's histogram).
+    pub fn since(&self, earlier: &Histogram) -> Self {
+        let before = |bound: f64| {
+            earlier
+                .buckets
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map_or(0.0, |(_, c)| *c)
+        };
+        Self {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(b, c)| (*b, c - before(*b)))
+                .collect(),
+            sum: self.sum - earlier.sum,
+            count: self.count - earlier.count,
+        }
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (the histogram's resolution: a
+    /// factor of 2 for sdl's exponential buckets); `None` without observations.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        if self.count <= 0.0 {
+            return None;
+        }
+        let rank = (self.count * q).ceil().max(1.0);
+        self.buckets
+            .iter()
+            .find(|(_, c)| *c >= rank)
+            .map(|(b, _)| *b)
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum / self.count)
+    }
 }
