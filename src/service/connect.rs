@@ -73,33 +73,33 @@ pub(super) async fn connect(
     wal_position: Option<&str>,
     sink_down_tolerated: bool,
 ) -> Result<Connections, RunError> {
-    let (conn, flavor, chosen_server) = if config.source.server_count() > 1 {
-        let (conn, flavor, index, identity) = connect_listed(config, wal_position).await?;
-        (conn, flavor, Some((index, identity)))
+    let (conn, flavor, chosen_server, sink) = if config.source.server_count() > 1 {
+        // A new WAL starts at MongoDB's offset when it holds one (`super::start_position`): the
+        // server to follow must hold that, so MongoDB is asked first.
+        let sink = match wal_position {
+            Some(_) => None,
+            None => Some(connect_sink(config, sink_down_tolerated).await?),
+        };
+        let offset = match sink.as_ref().and_then(Option::as_ref) {
+            Some(sink) => sink.offset().await?.map(|offset| offset.gtid_position),
+            None => None,
+        };
+        let relayed = wal_position
+            .map(str::to_string)
+            .or(offset.filter(|position| !position.is_empty()));
+        let (conn, flavor, index, identity) = connect_listed(config, relayed.as_deref()).await?;
+        (conn, flavor, Some((index, identity)), sink)
     } else {
         let (conn, flavor) = source::connect(&config.source).await?;
-        (conn, flavor, None)
+        (conn, flavor, None, None)
     };
     info!(target: "sdl::service",
         flavor = %flavor.name(),
         "source connected and configured for row-based CDC"
     );
-    let sink = match MongoSink::connect(&config.sink, &config.source.name).await {
-        Ok(sink) => {
-            info!(target: "sdl::service",
-                url = %sink.url(),
-                database = %config.sink.database,
-                transactions = sink.uses_transactions(),
-                mode = %crate::messages::transactions_text(config.sink.transactions),
-                "sink connected"
-            );
-            Some(sink)
-        }
-        Err(e) if e.is_transient() && sink_down_tolerated => {
-            warn!(target: "sdl::service", error = %e, "MongoDB is not reachable: following the binlog into the WAL meanwhile; the forwarder keeps trying");
-            None
-        }
-        Err(e) => return Err(e.into()),
+    let sink = match sink {
+        Some(sink) => sink,
+        None => connect_sink(config, sink_down_tolerated).await?,
     };
     Ok(Connections {
         conn,
@@ -108,6 +108,30 @@ pub(super) async fn connect(
         chosen_server,
         lease: None,
     })
+}
+
+/// Connects to MongoDB; `None` when it is away and that is tolerated (`sink_down_tolerated`).
+async fn connect_sink(
+    config: &Config,
+    sink_down_tolerated: bool,
+) -> Result<Option<MongoSink>, RunError> {
+    match MongoSink::connect(&config.sink, &config.source.name).await {
+        Ok(sink) => {
+            info!(target: "sdl::service",
+                url = %sink.url(),
+                database = %config.sink.database,
+                transactions = sink.uses_transactions(),
+                mode = %crate::messages::transactions_text(config.sink.transactions),
+                "sink connected"
+            );
+            Ok(Some(sink))
+        }
+        Err(e) if e.is_transient() && sink_down_tolerated => {
+            warn!(target: "sdl::service", error = %e, "MongoDB is not reachable: following the binlog into the WAL meanwhile; the forwarder keeps trying");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Several servers in `source.url`: the first that is a safe continuation of the WAL's position

@@ -21,7 +21,8 @@
 //!   coordinates on the server they were read from, not on another: landmarks are looked up only
 //!   on that server ([`landmarks_read_on`]), as recorded in `wal.dir` when the ingester switched
 //!   servers. After a failover, the landmarks read on the old primary are not checked on the new
-//!   one; the GTID containment check above still is.
+//!   one; the GTID containment check above still is. MongoDB's landmarks are not checked with
+//!   several servers: MongoDB does not record which server a document was read on.
 //! - What it still cannot see: a reset server whose binlog no longer holds the landmarks' files,
 //!   and whose GTIDs reach past the relayed ones. Its reused ids are still never taken for the old
 //!   changes: a duplicate `_id` counts as applied only when the stored document has the same
@@ -135,11 +136,16 @@ pub async fn check_landmarks(
     Ok(())
 }
 
+/// Where MongoDB's last documents were read (a [`Landmark`]'s `what`).
+pub const MONGODB_LANDMARK: &str = "MongoDB";
+
 /// The landmarks that were read on the server at `index` of `source.url`, identified as
 /// `identity` (`server_id N`), given the server the ingester recorded following (`recorded`,
-/// since which WAL position): when nothing is recorded (a WAL written with one server in
-/// `source.url`), all of them on the first server (where they were most likely read) and none on
-/// another; none when the recorded server is another; else those of transactions after the
+/// since which WAL position). Only the WAL's own: MongoDB does not record which server its
+/// documents were read on, and with several servers (or another instance under a lease) they may
+/// come from any of them. Of the WAL's: when nothing is recorded (a WAL written with one server
+/// in `source.url`), all of them on the first server (where they were most likely read) and none
+/// on another; none when the recorded server is another; else those of transactions after the
 /// switch to it.
 pub fn landmarks_read_on(
     index: usize,
@@ -147,6 +153,12 @@ pub fn landmarks_read_on(
     recorded: Option<&crate::source::failover::record::FollowedServer>,
     landmarks: &[Landmark],
 ) -> Vec<Landmark> {
+    let landmarks: Vec<Landmark> = landmarks
+        .iter()
+        .filter(|landmark| landmark.what != MONGODB_LANDMARK)
+        .cloned()
+        .collect();
+    let landmarks = landmarks.as_slice();
     let Some(recorded) = recorded else {
         return match index {
             0 => landmarks.to_vec(),
@@ -305,6 +317,17 @@ mod tests {
             landmarks_read_on(1, "server_id 2", Some(&replica), &landmarks),
             [landmark("0-2-120")]
         );
+        // MongoDB's last documents may have been read on any server (or by another instance):
+        // never looked up with several servers.
+        let from_mongodb = Landmark {
+            what: MONGODB_LANDMARK,
+            ..landmark("0-2-130")
+        };
+        assert!(
+            landmarks_read_on(0, "server_id 1", None, std::slice::from_ref(&from_mongodb))
+                .is_empty()
+        );
+        assert!(landmarks_read_on(1, "server_id 2", Some(&replica), &[from_mongodb]).is_empty());
     }
 
     #[test]

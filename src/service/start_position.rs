@@ -115,7 +115,7 @@ async fn read_offset(
                 .any(|l| l.gtid == gtid && l.file == file && l.pos == pos)
             {
                 landmarks.push(Landmark {
-                    what: "MongoDB",
+                    what: identity::MONGODB_LANDMARK,
                     gtid,
                     file,
                     pos,

@@ -69,13 +69,36 @@ async fn mariadb_earliest(conn: &mut Conn) -> Result<String, SourceError> {
         let kind: Option<String> = row.get("Event_type");
         if kind.as_deref() == Some("Gtid_list") {
             let info: String = row.get("Info").unwrap_or_default();
-            return Ok(info.trim_matches(['[', ']', ' ']).to_string());
+            return Ok(last_per_domain(info.trim_matches(['[', ']', ' '])));
         }
     }
     Err(SourceError::Query {
         query,
         detail: format!("no Gtid_list event at the start of {first}"),
     })
+}
+
+/// A GTID_LIST names the binlog state: the last GTID of each (domain, server id), so a domain
+/// that has had several primaries appears once per server (`0-1-100,0-2-150`). The position
+/// before the binlog is the last of each domain: its highest sequence number. Text that does not
+/// parse is returned as it is, for the caller's parse to name.
+fn last_per_domain(list: &str) -> String {
+    let mut last: std::collections::BTreeMap<u32, crate::gtid::MariadbGtid> = Default::default();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Ok(position) = crate::gtid::MariadbPosition::parse(part) else {
+            return list.to_string();
+        };
+        for gtid in position.gtids() {
+            let kept = last.entry(gtid.domain).or_insert(*gtid);
+            if gtid.seq > kept.seq {
+                *kept = *gtid;
+            }
+        }
+    }
+    last.values()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Asks the source whether it can still stream the binlog from `position` (nothing is read
@@ -129,4 +152,18 @@ pub(super) async fn explain_unavailable(
         Err(_) => detail,
     };
     SourceError::BinlogUnavailable { position, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_per_domain;
+
+    #[test]
+    fn a_gtid_list_with_several_servers_in_a_domain_gives_each_domains_last_gtid() {
+        assert_eq!(last_per_domain("0-1-100,0-2-150,1-1-7"), "0-2-150,1-1-7");
+        assert_eq!(last_per_domain("0-2-150, 0-1-100"), "0-2-150");
+        assert_eq!(last_per_domain("0-1-5"), "0-1-5");
+        assert_eq!(last_per_domain(""), "");
+        assert_eq!(last_per_domain("not a gtid"), "not a gtid");
+    }
 }

@@ -30,6 +30,7 @@ use std::future::Future;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
+use tracing::warn;
 
 use super::error::query_error;
 use super::start::resolve_start;
@@ -134,7 +135,7 @@ where
         };
         let checked = match relayed.map(|text| ResumePoint::parse(flavor, text)) {
             Some(Err(e)) => Err(SourceError::Position(e)),
-            Some(Ok(point)) => check_server(&mut conn, flavor, Some(&point.position)).await,
+            Some(Ok(point)) => check_server(&mut conn, flavor, Some(&point)).await,
             None => check_server(&mut conn, flavor, None).await,
         };
         match checked {
@@ -170,7 +171,7 @@ struct ServerState {
 async fn check_server(
     conn: &mut Conn,
     flavor: Flavor,
-    relayed: Option<&Position>,
+    relayed: Option<&ResumePoint>,
 ) -> Result<(Option<Refusal>, String), SourceError> {
     let state = match (flavor, relayed) {
         (Flavor::Mariadb, relayed) => mariadb_state(conn, relayed).await?,
@@ -216,7 +217,7 @@ type MariadbVariables = (
 
 async fn mariadb_state(
     conn: &mut Conn,
-    relayed: Option<&Position>,
+    relayed: Option<&ResumePoint>,
 ) -> Result<ServerState, SourceError> {
     let query = "SELECT @@GLOBAL.gtid_binlog_state, CONCAT(@@GLOBAL.log_slave_updates), \
                  @@GLOBAL.gtid_slave_pos, CONCAT(@@GLOBAL.server_id)";
@@ -229,7 +230,9 @@ async fn mariadb_state(
     let replica_without_updates =
         updates.as_deref().is_some_and(is_off) && !slave_pos.unwrap_or_default().trim().is_empty();
     let identity = format!("server_id {}", server_id.unwrap_or_default());
-    let Some(Position::Mariadb(relayed)) = relayed else {
+    let Some((Position::Mariadb(relayed), Position::Mariadb(held))) =
+        relayed.map(|point| (&point.position, relayed_through(point)))
+    else {
         return Ok(ServerState {
             identity,
             continuation: Continuation::Contains,
@@ -237,7 +240,7 @@ async fn mariadb_state(
             replica_without_updates,
         });
     };
-    let continuation = mariadb_continuation(relayed, &state);
+    let continuation = mariadb_continuation(&held, &state);
     // The oldest binlog's GTID_LIST; a server that will not say (a privilege) is left to the
     // stream, whose purged-binlog error names the gap.
     let purged_gap = match continuation {
@@ -245,7 +248,11 @@ async fn mariadb_state(
             match resolve_start(conn, Flavor::Mariadb, &StartFrom::Earliest).await {
                 Ok(Position::Mariadb(oldest)) => mariadb_purged_gap(relayed, &oldest),
                 Err(e) if e.is_transient() => return Err(e),
-                _ => None,
+                Ok(_) => None,
+                Err(e) => {
+                    warn!(target: "sdl::source", error = %e, "could not read where the server's oldest binlog begins; a purged binlog will show as the stream's error");
+                    None
+                }
             }
         }
         _ => None,
@@ -260,7 +267,7 @@ async fn mariadb_state(
 
 async fn mysql_state(
     conn: &mut Conn,
-    relayed: Option<&Position>,
+    relayed: Option<&ResumePoint>,
 ) -> Result<ServerState, SourceError> {
     let query = "SELECT @@GLOBAL.gtid_executed, @@GLOBAL.gtid_purged, @@GLOBAL.server_uuid";
     let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
@@ -292,7 +299,9 @@ async fn mysql_state(
     let replica_without_updates =
         applied_others && updates.flatten().as_deref().is_some_and(is_off);
     let identity = format!("server_uuid {uuid}");
-    let Some(Position::Mysql(relayed)) = relayed else {
+    let Some((Position::Mysql(relayed), Position::Mysql(held))) =
+        relayed.map(|point| (&point.position, relayed_through(point)))
+    else {
         return Ok(ServerState {
             identity,
             continuation: Continuation::Contains,
@@ -302,10 +311,36 @@ async fn mysql_state(
     };
     Ok(ServerState {
         identity,
-        continuation: mysql_continuation(relayed, &executed),
+        continuation: mysql_continuation(&held, &executed),
         purged_gap: mysql_purged_gap(relayed, &purged),
         replica_without_updates,
     })
+}
+
+/// What sdl has relayed from `point`: its position and, when sdl stopped inside a large
+/// transaction, that transaction too (its first changes may be in MongoDB already, so a server
+/// without it is no continuation, though the stream starts before it).
+fn relayed_through(point: &ResumePoint) -> Position {
+    let mut held = point.position.clone();
+    if let Some(partial) = &point.partial {
+        match &mut held {
+            Position::Mariadb(position) => {
+                if let Ok(gtid) = crate::gtid::MariadbPosition::parse(&partial.gtid) {
+                    for gtid in gtid.gtids() {
+                        position.advance(*gtid);
+                    }
+                }
+            }
+            Position::Mysql(set) => {
+                if let Some((source, gno)) = partial.gtid.rsplit_once(':') {
+                    if let Ok(gno) = gno.parse() {
+                        set.add(source, gno);
+                    }
+                }
+            }
+        }
+    }
+    held
 }
 
 /// Start-up with one server in `source.url`: refuses (exit 4) a server that has moved on without
@@ -319,8 +354,8 @@ pub async fn refuse_if_diverged(
 ) -> Result<(), SourceError> {
     let point = ResumePoint::parse(flavor, relayed)?;
     let state = match flavor {
-        Flavor::Mariadb => mariadb_state(conn, Some(&point.position)).await?,
-        Flavor::Mysql => mysql_state(conn, Some(&point.position)).await?,
+        Flavor::Mariadb => mariadb_state(conn, Some(&point)).await?,
+        Flavor::Mysql => mysql_state(conn, Some(&point)).await?,
     };
     match state.continuation {
         Continuation::Diverged { missing, errant } => Err(SourceError::SourceDiverged {

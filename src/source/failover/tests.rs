@@ -94,3 +94,47 @@ fn purged_everywhere_is_exit_3_and_settings_errors_are_the_first_servers_own() {
         "{unusable}"
     );
 }
+
+#[test]
+fn a_large_transaction_sdl_stopped_inside_must_be_on_the_server_too() {
+    // The WAL holds 0-1-100 and the first 500 changes of 0-1-101 (some may be in MongoDB): a
+    // replica with 0-1-100 only lacks the rest of that transaction.
+    let point = ResumePoint::parse(Flavor::Mariadb, "0-1-100; partial 0-1-101:500").unwrap();
+    let Position::Mariadb(held) = relayed_through(&point) else {
+        panic!("a MariaDB position");
+    };
+    assert_eq!(held.to_string(), "0-1-101");
+    let lacks_it = parse_binlog_state("0-1-100").unwrap();
+    assert!(matches!(
+        mariadb_continuation(&held, &lacks_it),
+        Continuation::Behind { .. }
+    ));
+    let moved_on = parse_binlog_state("0-1-100,0-2-101").unwrap();
+    assert!(matches!(
+        mariadb_continuation(&held, &moved_on),
+        Continuation::Diverged { .. }
+    ));
+    let has_it = parse_binlog_state("0-1-101").unwrap();
+    assert!(matches!(
+        mariadb_continuation(&held, &has_it),
+        Continuation::Contains
+    ));
+    // The stream still starts before it.
+    assert_eq!(point.position.to_string(), "0-1-100");
+
+    let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    let point = ResumePoint::parse(
+        Flavor::Mysql,
+        &format!("{uuid}:1-100; partial {uuid}:101:500"),
+    )
+    .unwrap();
+    let Position::Mysql(held) = relayed_through(&point) else {
+        panic!("a MySQL GTID set");
+    };
+    assert_eq!(held.to_string(), format!("{uuid}:1-101"));
+    let lacks_it = crate::gtid::MysqlGtidSet::parse(&format!("{uuid}:1-100")).unwrap();
+    assert!(!matches!(
+        mysql_continuation(&held, &lacks_it),
+        Continuation::Contains
+    ));
+}

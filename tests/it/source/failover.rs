@@ -430,3 +430,49 @@ async fn sdl_check_checks_each_listed_server_and_names_the_one_to_follow() {
     );
     assert!(!table.contains(crate::support::SDL_PASSWORD), "{table}");
 }
+
+/// A new WAL (a replaced WAL directory, a standby's first takeover) starts at MongoDB's offset:
+/// with a replica listed first that lacks what MongoDB holds, sdl follows the next server, the
+/// one that holds the offset, instead of refusing to start or streaming from the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_wal_follows_the_first_listed_server_that_holds_mongodbs_offset() {
+    let (replication, mongo) = tokio::join!(Replication::start(), Mongo::start());
+    let mut conn = replication.primary.root_conn().await;
+    create_tables(&mut conn).await;
+    replication.wait_replica_applied(TIMEOUT).await;
+    let mut workload = Workload::new(19);
+    replication.pause().await;
+    let mut first = sdl_for(
+        &replication.primary,
+        &mongo,
+        &[replication.primary.sdl_url()],
+    );
+    first.start();
+    first.wait_following().await;
+    workload.run(&mut conn, 120).await;
+    let relayed = replication.primary.gtid_binlog_pos().await;
+    wait_for_offset(&mongo, &relayed, TIMEOUT, &first).await;
+    assert!(first.terminate(TIMEOUT).success());
+
+    // Another WAL directory, the replica (behind MongoDB's offset) listed first.
+    let mut second = sdl_for(
+        &replication.primary,
+        &mongo,
+        &[replication.replica.sdl_url(), replication.primary.sdl_url()],
+    );
+    second.start();
+    second.wait_following().await;
+    wait_following_server(&second, 1).await;
+    workload.run(&mut conn, 200).await;
+    let end = replication.primary.gtid_binlog_pos().await;
+    wait_for_offset(&mongo, &end, TIMEOUT, &second).await;
+    let logs = second.logs();
+    assert!(
+        logs.contains("the WAL is new but MongoDB holds an offset"),
+        "{logs}"
+    );
+    replication.resume().await;
+    let docs = documents_in_gtid_order(&mongo).await;
+    assert_documents_exactly_once(&replication.primary, &docs, workload.row_changes, &tables())
+        .await;
+}
