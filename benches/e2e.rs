@@ -55,19 +55,12 @@ use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
 use support::rows::{insert_statement, write_rows, ROWS_PER_TRANSACTION, TABLE_DDL};
-use support::{counter, cpu_seconds, gtid_seq, log_offset, proc_mib, wait_for, Admin};
+use support::{counter, cpu_seconds, env_u64, gtid_seq, log_offset, proc_mib, wait_for, Admin};
 
 const POLL: Duration = Duration::from_millis(20);
 const LONG: Duration = Duration::from_secs(3600);
 /// MariaDB keeps a frozen sdl's binlog connection open (the dump thread blocks on a full socket).
 const MARIADB_ARGS: &[&str] = &["--net-write-timeout=3600", "--innodb-buffer-pool-size=256M"];
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 fn progress(text: &str) {
     eprintln!("# e2e: {text}");

@@ -48,19 +48,12 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
 use support::rows::{insert_statement, write_rows, TABLE_DDL};
-use support::{counter, cpu_seconds, gtid_seq, Admin, Histogram};
+use support::{counter, cpu_seconds, env_u64, gtid_seq, Admin, Histogram};
 
 const POLL: Duration = Duration::from_millis(20);
 const LONG: Duration = Duration::from_secs(3600);
 const MARIADB_ARGS: &[&str] = &["--innodb-buffer-pool-size=256M"];
 const COMMIT_HISTOGRAM: &str = "sdl_batch_commit_seconds";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 fn progress(text: &str) {
     eprintln!("# sources: {text}");

@@ -134,6 +134,14 @@ impl Admin {
 }
 
 /// A counter from a metrics map (0 when absent).
+/// A size or rate from the environment (`BENCH_ROWS`, ...), `default` when unset or not a number.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn counter(metrics: &HashMap<String, f64>, name: &str) -> u64 {
     metrics.get(name).copied().unwrap_or(0.0) as u64
 }

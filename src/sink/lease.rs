@@ -146,24 +146,27 @@ impl LeaseStore {
         Ok(found.as_ref().map(LeaseRecord::parse))
     }
 
+    /// The fields of a lease this process holds from now at `epoch`.
+    fn held_from(&self, epoch: i64, now: bson::DateTime) -> Document {
+        doc! {
+            "epoch": epoch,
+            "holder": &self.holder,
+            "instance": &self.instance,
+            "renewals": 0_i64,
+            "commits": 0_i64,
+            "acquired_at": now,
+            "renewed_at": now,
+        }
+    }
+
     /// Takes the lease if it is still as `seen` (compare-and-set on its epoch and renewals), with
     /// the next epoch; with no document, creates it at epoch 1. `None`: someone else moved first.
     pub async fn take(&self, seen: Option<&LeaseRecord>) -> Result<Option<Fence>, SinkError> {
         let now = bson::DateTime::now();
         let Some(seen) = seen else {
-            let created = self
-                .leases
-                .insert_one(doc! {
-                    "_id": &self.source_name,
-                    "epoch": 1_i64,
-                    "holder": &self.holder,
-                    "instance": &self.instance,
-                    "renewals": 0_i64,
-                    "commits": 0_i64,
-                    "acquired_at": now,
-                    "renewed_at": now,
-                })
-                .await;
+            let mut lease = doc! { "_id": &self.source_name };
+            lease.extend(self.held_from(1, now));
+            let created = self.leases.insert_one(lease).await;
             return match created {
                 Ok(_) => Ok(Some(self.fence(1))),
                 Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => Ok(None),
@@ -175,15 +178,7 @@ impl LeaseStore {
             .leases
             .find_one_and_update(
                 doc! { "_id": &self.source_name, "epoch": seen.epoch, "renewals": seen.renewals },
-                doc! { "$set": {
-                    "epoch": epoch,
-                    "holder": &self.holder,
-                    "instance": &self.instance,
-                    "renewals": 0_i64,
-                    "commits": 0_i64,
-                    "acquired_at": now,
-                    "renewed_at": now,
-                } },
+                doc! { "$set": self.held_from(epoch, now) },
             )
             .return_document(ReturnDocument::After)
             .await

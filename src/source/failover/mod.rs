@@ -166,6 +166,18 @@ struct ServerState {
     replica_without_updates: bool,
 }
 
+impl ServerState {
+    /// A new WAL has relayed nothing: any history continues it.
+    fn with_nothing_relayed(identity: String, replica_without_updates: bool) -> Self {
+        Self {
+            identity,
+            continuation: Continuation::Contains,
+            purged_gap: None,
+            replica_without_updates,
+        }
+    }
+}
+
 /// Whether the server on `conn` can be followed from `relayed`: `None` when it can, else why
 /// not; and its identity.
 async fn check_server(
@@ -233,12 +245,10 @@ async fn mariadb_state(
     let Some((Position::Mariadb(relayed), Position::Mariadb(held))) =
         relayed.map(|point| (&point.position, relayed_through(point)))
     else {
-        return Ok(ServerState {
+        return Ok(ServerState::with_nothing_relayed(
             identity,
-            continuation: Continuation::Contains,
-            purged_gap: None,
             replica_without_updates,
-        });
+        ));
     };
     let continuation = mariadb_continuation(&held, &state);
     // The oldest binlog's GTID_LIST; a server that will not say (a privilege) is left to the
@@ -302,12 +312,10 @@ async fn mysql_state(
     let Some((Position::Mysql(relayed), Position::Mysql(held))) =
         relayed.map(|point| (&point.position, relayed_through(point)))
     else {
-        return Ok(ServerState {
+        return Ok(ServerState::with_nothing_relayed(
             identity,
-            continuation: Continuation::Contains,
-            purged_gap: None,
             replica_without_updates,
-        });
+        ));
     };
     Ok(ServerState {
         identity,

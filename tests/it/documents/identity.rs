@@ -300,21 +300,7 @@ async fn a_reused_change_id_with_other_content_stops_without_transactions() {
 async fn a_batch_half_written_with_old_ids_is_completed_without_duplicates() {
     use sdl::event::SourceTransaction;
     let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = create_table(&mariadb).await;
-    let mut sdl = Sdl::new_with(&mariadb, &mongo, "current", "transactions = \"off\"");
-    sdl.start();
-    sdl.wait_following().await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    conn.query_drop(
-        "BEGIN; INSERT INTO app.t VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'); COMMIT",
-    )
-    .await
-    .unwrap();
-    // The batch is staged, then the process dies before its inserts.
-    sdl.set_env("FAILPOINTS", "sdl-exit-after-staging=return");
-    sdl.start();
-    assert_eq!(sdl.wait_exit(TIMEOUT).code(), Some(97), "{}", sdl.logs());
-    sdl.remove_env("FAILPOINTS");
+    let mut sdl = super::batch_staged_by_a_run_that_died(&mariadb, &mongo).await;
 
     // Make it what an sdl with `<gtid>:<ordinal>` ids leaves: a staging entry without `id_form`, and part of the
     // batch inserted with `<gtid>:<ordinal>` ids.

@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::{change_documents, wait_for_offset, MariaDb, Mongo, Sdl};
+use crate::support::{change_documents, wait_for_offset, MariaDb, Mongo};
 use mongodb::bson::{doc, Document, RawDocumentBuf};
-use mysql_async::prelude::Queryable;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -20,24 +19,7 @@ async fn a_batch_half_written_before_meta_src_is_completed_once_after_the_upgrad
     use sdl::event::SourceTransaction;
     use sdl::sink::document::{content_hash, transaction_raw_documents, HASH_FIELD};
     let (mariadb, mongo) = tokio::join!(MariaDb::start(), Mongo::start());
-    let mut conn = mariadb.root_conn().await;
-    conn.query_drop("CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40))")
-        .await
-        .unwrap();
-    let mut sdl = Sdl::new_with(&mariadb, &mongo, "current", "transactions = \"off\"");
-    sdl.start();
-    sdl.wait_following().await;
-    assert!(sdl.terminate(Duration::from_secs(30)).success());
-    conn.query_drop(
-        "BEGIN; INSERT INTO app.t VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'); COMMIT",
-    )
-    .await
-    .unwrap();
-    // The batch is staged, then the process dies before its inserts.
-    sdl.set_env("FAILPOINTS", "sdl-exit-after-staging=return");
-    sdl.start();
-    assert_eq!(sdl.wait_exit(TIMEOUT).code(), Some(97), "{}", sdl.logs());
-    sdl.remove_env("FAILPOINTS");
+    let mut sdl = super::batch_staged_by_a_run_that_died(&mariadb, &mongo).await;
 
     // What the previous release inserted before dying: the first two changes of the batch in its
     // form, this release's document without `meta.src`, hashed as that release hashed it.

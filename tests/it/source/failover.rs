@@ -102,6 +102,29 @@ fn sdl_for(any_server: &MariaDb, mongo: &Mongo, urls: &[String]) -> Sdl {
     )
 }
 
+/// The workload's tables on both servers, and a running sdl with `source.url = [the primary
+/// through a TCP proxy (so sdl's path alone can be cut), the replica]`, following the primary.
+async fn follow_primary_through_proxy(
+    replication: &Replication,
+    mongo: &Mongo,
+) -> (mysql_async::Conn, Proxy, Sdl) {
+    let mut conn = replication.primary.root_conn().await;
+    create_tables(&mut conn).await;
+    replication.wait_replica_applied(TIMEOUT).await;
+    let proxy = Proxy::start(replication.primary.port).await;
+    let mut sdl = sdl_for(
+        &replication.primary,
+        mongo,
+        &[
+            replication.primary.sdl_url_via(proxy.port),
+            replication.replica.sdl_url(),
+        ],
+    );
+    sdl.start();
+    sdl.wait_following().await;
+    (conn, proxy, sdl)
+}
+
 fn tables() -> Vec<(&'static str, &'static str)> {
     TABLES.to_vec()
 }
@@ -203,20 +226,7 @@ fn redacted(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_is_refused_until_it_has_caught_up() {
     let (replication, mongo) = tokio::join!(Replication::start(), Mongo::start());
-    let mut conn = replication.primary.root_conn().await;
-    create_tables(&mut conn).await;
-    replication.wait_replica_applied(TIMEOUT).await;
-    let proxy = Proxy::start(replication.primary.port).await;
-    let mut sdl = sdl_for(
-        &replication.primary,
-        &mongo,
-        &[
-            replication.primary.sdl_url_via(proxy.port),
-            replication.replica.sdl_url(),
-        ],
-    );
-    sdl.start();
-    sdl.wait_following().await;
+    let (mut conn, proxy, mut sdl) = follow_primary_through_proxy(&replication, &mongo).await;
 
     let mut workload = Workload::new(16);
     workload.run(&mut conn, 100).await;
@@ -350,20 +360,7 @@ async fn a_replica_without_log_slave_updates_is_refused_with_the_fix() {
         Replication::start_with_replica_args(&["--skip-log-slave-updates"]),
         Mongo::start()
     );
-    let mut conn = replication.primary.root_conn().await;
-    create_tables(&mut conn).await;
-    replication.wait_replica_applied(TIMEOUT).await;
-    let proxy = Proxy::start(replication.primary.port).await;
-    let mut sdl = sdl_for(
-        &replication.primary,
-        &mongo,
-        &[
-            replication.primary.sdl_url_via(proxy.port),
-            replication.replica.sdl_url(),
-        ],
-    );
-    sdl.start();
-    sdl.wait_following().await;
+    let (mut conn, proxy, mut sdl) = follow_primary_through_proxy(&replication, &mongo).await;
     Workload::new(18).run(&mut conn, 50).await;
     replication.wait_replica_applied(TIMEOUT).await;
     sdl.wait_wal_holds(&replication.primary.gtid_binlog_pos().await, TIMEOUT)
