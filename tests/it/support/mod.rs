@@ -14,6 +14,7 @@
 pub mod proxy;
 pub mod relay;
 pub mod replication;
+pub mod snapshot;
 pub mod workload;
 
 pub use relay::{Relay, RelayBuilder};
