@@ -67,7 +67,7 @@ impl Kind {
             }
             Kind::Lines => {
                 "CREATE TABLE app.lines (code VARCHAR(16) NOT NULL, order_id INT NOT NULL, \
-                 amount DECIMAL(12,2) NOT NULL, label VARCHAR(100), \
+                 amount DECIMAL(12,2) NOT NULL, label VARCHAR(200), \
                  PRIMARY KEY (order_id, code)) ENGINE=InnoDB"
             }
             Kind::Tags => {
