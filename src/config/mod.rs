@@ -240,6 +240,29 @@ pub struct SourceConfig {
     /// by IP address, through a tunnel or a load balancer). The name is always checked.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    // TEMPORARY (the select branch owns these)
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    #[serde(default)]
+    pub snapshot_tables: Vec<String>,
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub snapshot_chunk_rows: usize,
+    #[serde(default)]
+    pub snapshot_rows_per_second: u64,
+    #[serde(default)]
+    pub snapshot_bytes_per_second: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    #[default]
+    Never,
+    Initial,
+}
+
+fn default_snapshot_chunk_rows() -> usize {
+    10_000
 }
 
 /// `source.tls` / `sink.tls`.

@@ -8,6 +8,8 @@ use crate::gtid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    #[error("snapshot of {table} refused: {reason}")]
+    SnapshotRefused { table: String, reason: String },
     #[error("cannot reach the source database at {url}: {detail}. Check that the server is running and that source.url has the right host and port")]
     Unreachable { url: String, detail: String },
     #[error("the source database at {url} refused the login: {detail}. Check {check}; the user needs REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges (and, for a user created REQUIRE X509/SSL, source.tls = \"on\" with a client certificate)")]
