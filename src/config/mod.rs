@@ -10,7 +10,8 @@
 //! a number with a unit (see [`byte_size`]). Nothing here touches the network.
 //!
 //! Here: the sections' types, their defaults, loading and validation; the ranges and their check
-//! in `bounds.rs`, `source.url`'s server list in `servers.rs`, the TLS keys' checks in `tls_files.rs`, how a TOML syntax error is printed in
+//! in `bounds.rs`, `source.url`'s server list in `servers.rs`, the snapshot keys and their table
+//! patterns in `snapshot.rs`, the TLS keys' checks in `tls_files.rs`, how a TOML syntax error is printed in
 //! `toml_error.rs`.
 
 use std::path::{Path, PathBuf};
@@ -22,12 +23,14 @@ mod bounds;
 pub mod byte_size;
 mod lease;
 mod servers;
+mod snapshot;
 mod tls_files;
 mod toml_error;
 
 pub use bounds::{Bound, Range, BOUNDS, MAX_BATCH_BYTES};
 pub use lease::LeaseConfig;
 pub use servers::ServerList;
+pub use snapshot::{SnapshotMode, TablePattern, SYSTEM_SCHEMAS};
 use toml_error::toml_error_message;
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +243,26 @@ pub struct SourceConfig {
     /// by IP address, through a tunnel or a load balancer). The name is always checked.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    /// Whether the very first start snapshots the existing rows (see [`SnapshotMode`]).
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Which tables a snapshot reads: `db.table` patterns ([`TablePattern`]); empty: every base
+    /// table outside [`SYSTEM_SCHEMAS`].
+    #[serde(default)]
+    pub snapshot_tables: Vec<String>,
+    /// Rows read by one chunk query.
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub snapshot_chunk_rows: usize,
+    /// The most snapshot rows read per second (0: no limit).
+    #[serde(default)]
+    pub snapshot_rows_per_second: u64,
+    /// The most snapshot bytes read per second (0: no limit).
+    #[serde(default, deserialize_with = "byte_size::deserialize")]
+    pub snapshot_bytes_per_second: u64,
+}
+
+fn default_snapshot_chunk_rows() -> usize {
+    10_000
 }
 
 /// `source.tls` / `sink.tls`.
@@ -545,6 +568,7 @@ impl Config {
         };
         self.validate_source_servers(path)?;
         self.check_bounds(path)?;
+        self.validate_snapshot(path)?;
         if self.source.server_id == 0 {
             return Err(invalid(
                 "source.server_id",
