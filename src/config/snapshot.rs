@@ -126,8 +126,7 @@ fn glob(pattern: &str, name: &str) -> bool {
         return pattern == name;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last)
-    {
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
         return false;
     }
     let mut middle = &name[first.len()..name.len() - last.len()];
@@ -212,7 +211,15 @@ mod tests {
     #[test]
     fn malformed_patterns_are_refused_naming_them() {
         for bad in [
-            "", " ", "orders", "app.", ".orders", "a.b.c", "`app.orders", "ap`p.t", "app..t",
+            "",
+            " ",
+            "orders",
+            "app.",
+            ".orders",
+            "a.b.c",
+            "`app.orders",
+            "ap`p.t",
+            "app..t",
         ] {
             let err = TablePattern::parse(bad).unwrap_err();
             assert!(

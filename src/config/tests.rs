@@ -387,7 +387,10 @@ fn snapshot_keys_are_parsed_and_checked() {
     let err = with_line("source", "snapshot = \"always\"")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("unknown variant `always`") && err.contains("initial"), "{err}");
+    assert!(
+        err.contains("unknown variant `always`") && err.contains("initial"),
+        "{err}"
+    );
     let err = with_line("source", "snapshot = \"Initial\"")
         .unwrap_err()
         .to_string();
