@@ -38,6 +38,8 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
         checks.push(admin_listen(addr, wal_in_use).await);
     }
     checks.extend(run_checks_inner(config, SinkDown::Fails, wal_in_use).await);
+    // (`sdl run` refuses an initial snapshot's tables itself, when it plans the snapshot.)
+    checks.extend(super::preflight_snapshot::snapshot_checks(config).await);
     checks
 }
 

@@ -112,10 +112,12 @@ pub fn pending(wal_dir: &Path) -> Result<Vec<SnapshotRequest>, String> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!(
+        Err(e) => {
+            return Err(format!(
             "cannot list the snapshot requests in {}: {e}. Give the user sdl runs as access to it",
             dir.display()
-        )),
+        ))
+        }
     };
     let mut requests = Vec::new();
     for entry in entries {
