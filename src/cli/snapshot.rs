@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, SourceConfig, TablePattern};
+use crate::service::RunError;
 use crate::source::snapshot::requests::{self, SnapshotRequest};
 use crate::source::snapshot::select::{resolve_tables, snapshot_key};
 use crate::source::{self, SourceError};
@@ -29,7 +30,7 @@ const TAKE_WAIT: Duration = Duration::from_secs(10);
 pub fn run(config: &Path, tables: &[String]) -> u8 {
     match run_inner(config, tables) {
         Ok(code) => code,
-        Err(Failure { code, error }) => {
+        Err(RunError { code, error }) => {
             eprintln!(
                 "sdl: error: {}",
                 redact::redact_error(&messages::error_chain(&error))
@@ -39,46 +40,25 @@ pub fn run(config: &Path, tables: &[String]) -> u8 {
     }
 }
 
-struct Failure {
-    code: ExitCode,
-    error: anyhow::Error,
-}
-
-impl Failure {
-    fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            code: ExitCode::Config,
-            error: error.into(),
-        }
-    }
-
-    fn failure(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            code: ExitCode::Failure,
-            error: error.into(),
-        }
-    }
-}
-
-fn run_inner(config_path: &Path, tables: &[String]) -> Result<u8, Failure> {
-    let config = Config::load(config_path).map_err(Failure::usage)?;
+fn run_inner(config_path: &Path, tables: &[String]) -> Result<u8, RunError> {
+    let config = Config::load(config_path).map_err(RunError::config)?;
     if tables.is_empty() {
-        return Err(Failure::usage(anyhow::anyhow!(
+        return Err(RunError::config(anyhow::anyhow!(
             "name the tables to snapshot: sdl snapshot --config FILE db.table [db.* ...]"
         )));
     }
     for table in tables {
-        TablePattern::parse(table).map_err(|e| Failure::usage(anyhow::anyhow!("{e}")))?;
+        TablePattern::parse(table).map_err(|e| RunError::config(anyhow::anyhow!("{e}")))?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| {
-            Failure::failure(anyhow::Error::from(e).context("starting the async runtime"))
+            RunError::failure(anyhow::Error::from(e).context("starting the async runtime"))
         })?;
     let checked = runtime.block_on(check_tables(&config.source, tables))?;
     let request = requests::queue(&config.wal.dir, tables).map_err(|e| {
-        Failure::failure(anyhow::Error::from(e).context(format!(
+        RunError::failure(anyhow::Error::from(e).context(format!(
             "writing the snapshot request into {} (wal.dir): the user running `sdl snapshot` must be able to write there (run it as the service's user, or as root)",
             requests::requests_dir(&config.wal.dir).display()
         )))
@@ -92,7 +72,7 @@ fn run_inner(config_path: &Path, tables: &[String]) -> Result<u8, Failure> {
 async fn check_tables(
     cfg: &SourceConfig,
     patterns: &[String],
-) -> Result<Option<Vec<String>>, Failure> {
+) -> Result<Option<Vec<String>>, RunError> {
     let mut unreachable = Vec::new();
     for index in 0..cfg.server_count() {
         let server = cfg.for_server(index);
@@ -122,7 +102,7 @@ async fn check_tables(
 enum Checked {
     /// The connection broke or the server said "not now": the next server is asked.
     Interrupted(String),
-    Failed(Failure),
+    Failed(RunError),
 }
 
 /// The tables `patterns` match on `conn`, each with a usable key; every refusal is reported.
@@ -132,8 +112,8 @@ async fn check_on(
 ) -> Result<Vec<String>, Checked> {
     let refuse = |e: SourceError| match e {
         SourceError::Transient(e) => Checked::Interrupted(e),
-        SourceError::SnapshotRefused { .. } => Checked::Failed(Failure::usage(e)),
-        other => Checked::Failed(Failure::failure(
+        SourceError::SnapshotRefused { .. } => Checked::Failed(RunError::config(e)),
+        other => Checked::Failed(RunError::failure(
             anyhow::Error::from(other).context("checking the tables on the source"),
         )),
     };
@@ -147,7 +127,7 @@ async fn check_on(
         }
     }
     if !refusals.is_empty() {
-        return Err(Checked::Failed(Failure::usage(anyhow::anyhow!(
+        return Err(Checked::Failed(RunError::config(anyhow::anyhow!(
             "nothing was queued: {}",
             refusals.join("; ")
         ))));

@@ -11,7 +11,8 @@
 //!
 //! Here: the sections' types, their defaults, loading and validation; the ranges and their check
 //! in `bounds.rs`, `source.url`'s server list in `servers.rs`, the snapshot keys and their table
-//! patterns in `snapshot.rs`, the TLS keys' checks in `tls_files.rs`, how a TOML syntax error is printed in
+//! patterns in `snapshot.rs`, the password sources in `passwords.rs`, the TLS keys' checks in
+//! `tls_files.rs`, how a TOML syntax error is printed in
 //! `toml_error.rs`.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use serde::Deserialize;
 mod bounds;
 pub mod byte_size;
 mod lease;
+mod passwords;
 mod servers;
 mod snapshot;
 mod tls_files;
@@ -279,48 +281,6 @@ pub enum TlsMode {
 
 fn default_min_binlog_retention() -> Duration {
     Duration::from_secs(14 * 86_400)
-}
-
-impl SourceConfig {
-    /// The password to log in with, if it does not come from `url`.
-    pub fn password(&self) -> Result<Option<String>, ConfigError> {
-        secret(
-            "SDL_SOURCE_PASSWORD",
-            self.password_file.as_deref(),
-            "source.password_file",
-        )
-    }
-}
-
-impl SinkConfig {
-    /// The password to log in with, if it does not come from `url`.
-    pub fn password(&self) -> Result<Option<String>, ConfigError> {
-        secret(
-            "SDL_SINK_PASSWORD",
-            self.password_file.as_deref(),
-            "sink.password_file",
-        )
-    }
-}
-
-/// A secret from the environment (first) or a file (trailing newline removed).
-fn secret(
-    env: &str,
-    file: Option<&Path>,
-    key: &'static str,
-) -> Result<Option<String>, ConfigError> {
-    if let Ok(value) = std::env::var(env) {
-        return Ok(Some(value));
-    }
-    let Some(file) = file else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
-        path: file.to_path_buf(),
-        key,
-        message: format!("cannot read the password file: {e}"),
-    })?;
-    Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
 }
 
 fn default_heartbeat_interval() -> Duration {

@@ -295,7 +295,7 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(on_disk["id"], request.id.as_str());
         assert_eq!(on_disk["tables"][1], "billing.*");
-        assert_eq!(pending(wal.path()).unwrap(), [request.clone()]);
+        assert_eq!(pending(wal.path()).unwrap(), std::slice::from_ref(&request));
         taken(wal.path(), &request.id).unwrap();
         assert!(!file.exists());
         assert!(pending(wal.path()).unwrap().is_empty());
