@@ -92,7 +92,7 @@ async fn check_tables(
         }
     }
     eprintln!(
-        "sdl: warning: the tables were not checked, no server of source.url answered ({}). The request is queued anyway: the service checks the tables when it takes it, and refuses it (logged at ERROR, shown in /status) if one does not exist or has no key",
+        "sdl: warning: the tables were not checked: no server of source.url could be asked ({}). The request is queued anyway: the service checks the tables when it takes it, and refuses it (logged at ERROR, shown in /status) if one does not exist or has no key",
         redact::redact_error(&unreachable.join("; "))
     );
     Ok(None)
@@ -112,7 +112,9 @@ async fn check_on(
 ) -> Result<Vec<String>, Checked> {
     let refuse = |e: SourceError| match e {
         SourceError::Transient(e) => Checked::Interrupted(e),
-        SourceError::SnapshotRefused { .. } => Checked::Failed(RunError::config(e)),
+        SourceError::SnapshotRefused { .. } => {
+            Checked::Failed(RunError::config(anyhow::anyhow!("nothing was queued: {e}")))
+        }
         other => Checked::Failed(RunError::failure(
             anyhow::Error::from(other).context("checking the tables on the source"),
         )),

@@ -6,7 +6,8 @@
 //! `sdl run` needs on this host: that `wal.dir` can be created and written (a probe file is
 //! written and removed) and that `admin.listen` is free. A check that cannot be made (a privilege
 //! missing to see other replicas) says so as a warning with the grant that makes it possible; it
-//! never passes unchecked.
+//! never passes unchecked. With `source.snapshot = "initial"`, `sdl check` also resolves the
+//! initial snapshot's tables and each one's key (`preflight_snapshot.rs`).
 
 use std::time::Duration;
 
