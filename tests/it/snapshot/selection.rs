@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mysql_async::prelude::Queryable;
-use sdl::source::snapshot::requests::{pending, requests_dir};
+use sdl::source::snapshot::requests::{pending, refused, requests_dir};
 use sdl::source::snapshot::select::{resolve_tables, snapshot_key};
 use sdl::source::SourceError;
 
@@ -257,18 +257,17 @@ async fn sdl_snapshot_refuses_bad_tables_and_queues_good_ones() {
     assert_eq!(json["tables"], serde_json::json!(["app.orders", "shop.*"]));
 }
 
-#[test]
-fn sdl_snapshot_queues_unchecked_when_the_source_is_down_and_waits_for_a_running_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let down = format!("mysql://sdl:pw@127.0.0.1:{}", free_port());
-    let config = write_config(dir.path(), &down, "");
-    let wal = dir.path().join("wal");
-    // A running sdl holds the lock on the WAL's `db` file; this test holds it instead and plays
-    // the service's part: it takes (removes) the request file once it appears.
-    std::fs::create_dir_all(&wal).unwrap();
+/// Plays a running service's part for `wal`: holds the lock a running sdl holds on the WAL's `db`
+/// file, and calls `take` with the first request file that appears (within 20 s). Returns the
+/// lock (held until dropped) and the thread (true once it found a request).
+fn play_service(
+    wal: &Path,
+    take: impl FnOnce(&Path) + Send + 'static,
+) -> (std::fs::File, std::thread::JoinHandle<bool>) {
+    std::fs::create_dir_all(wal).unwrap();
     let db = std::fs::File::create(wal.join("db")).unwrap();
     db.lock().unwrap();
-    let requests = requests_dir(&wal);
+    let requests = requests_dir(wal);
     let service = std::thread::spawn(move || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
@@ -278,13 +277,23 @@ fn sdl_snapshot_queues_unchecked_when_the_source_is_down_and_waits_for_a_running
                     .map(|e| e.path())
                     .find(|p| p.extension().is_some_and(|x| x == "json"))
             }) {
-                std::fs::remove_file(file).unwrap();
+                take(&file);
                 return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         false
     });
+    (db, service)
+}
+
+#[test]
+fn sdl_snapshot_queues_unchecked_when_the_source_is_down_and_waits_for_a_running_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = format!("mysql://sdl:pw@127.0.0.1:{}", free_port());
+    let config = write_config(dir.path(), &down, "");
+    let wal = dir.path().join("wal");
+    let (lock, service) = play_service(&wal, |file| std::fs::remove_file(file).unwrap());
     let (code, out, err) = sdl(&["snapshot", "app.orders"], &config);
     assert!(service.join().unwrap(), "the request file never appeared");
     assert_eq!(code, 0, "{out}\n{err}");
@@ -294,7 +303,27 @@ fn sdl_snapshot_queues_unchecked_when_the_source_is_down_and_waits_for_a_running
         "{out}"
     );
     assert!(out.contains("taken by the running service"), "{out}");
-    drop(db);
+    drop(lock);
+
+    // A request the running service refuses (it checks the tables itself): exit 2 with its reason.
+    let wal_dir = wal.clone();
+    let (lock, service) = play_service(&wal, move |file| {
+        let id = file.file_stem().unwrap().to_str().unwrap().to_string();
+        refused(
+            &wal_dir,
+            &id,
+            "cannot snapshot app.orders: no such table on the source",
+        )
+        .unwrap();
+    });
+    let (code, out, err) = sdl(&["snapshot", "app.orders"], &config);
+    assert!(service.join().unwrap(), "the request file never appeared");
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("the running service refused snapshot") && err.contains("no such table"),
+        "{err}"
+    );
+    drop(lock);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
