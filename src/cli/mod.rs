@@ -82,7 +82,8 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/sdl/sdl.toml")]
         config: PathBuf,
         /// The tables: `db.table`, `*` matching any run of characters in either part
-        /// (`app.*`, `shop_*.invoices`); quote a name holding a dot in backticks.
+        /// (`'app.*'`, `'shop_*.invoices'`: quote them, or the shell may expand the `*`); a name
+        /// holding a dot goes in backticks.
         #[arg(value_name = "TABLE", required = true)]
         tables: Vec<String>,
     },
