@@ -8,8 +8,6 @@ use crate::gtid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("snapshot of {table} refused: {reason}")]
-    SnapshotRefused { table: String, reason: String },
     #[error("cannot reach the source database at {url}: {detail}. Check that the server is running and that source.url has the right host and port")]
     Unreachable { url: String, detail: String },
     #[error("the source database at {url} refused the login: {detail}. Check {check}; the user needs REPLICATION SLAVE, REPLICATION CLIENT and SELECT privileges (and, for a user created REQUIRE X509/SSL, source.tls = \"on\" with a client certificate)")]
@@ -75,6 +73,11 @@ pub enum SourceError {
     Wal(#[from] sdl_wal::WalError),
     #[error("the disk holding the WAL ({dir}) is full: ingestion stopped. Everything already in the WAL is kept; free space or grow the volume and start sdl again (under systemd it restarts by itself). Detail: {detail}")]
     DiskFull { dir: String, detail: String },
+    /// A table a snapshot cannot read: it does not exist, or it has neither a primary key nor a
+    /// NOT NULL UNIQUE key to chunk by and to tell which rows a concurrent change touched.
+    /// `reason` says which, and the fix.
+    #[error("cannot snapshot {table}: {reason}")]
+    SnapshotRefused { table: String, reason: String },
     #[error("source query `{query}` failed: {detail}")]
     Query { query: String, detail: String },
     /// A failure worth retrying (network, server restart, stream ended).

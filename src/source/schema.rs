@@ -194,7 +194,7 @@ async fn load_json_columns(
 /// JSON columns" (its JSON values silently kept as text) or "table dropped" (a definite error).
 /// Such a warning (any of [`TRANSIENT_SERVER_ERRORS`]) makes the lookup a transient error: it is
 /// retried, with the reconnect backoff, until the lock is gone.
-async fn check_lookup_warnings(conn: &mut Conn, query: &str) -> Result<(), SourceError> {
+pub(super) async fn check_lookup_warnings(conn: &mut Conn, query: &str) -> Result<(), SourceError> {
     let warnings: Vec<(String, u32, String)> = conn
         .query("SHOW WARNINGS")
         .await

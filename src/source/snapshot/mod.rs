@@ -688,7 +688,9 @@ impl Snapshotter {
         let pending = match requests::pending(dir) {
             Ok(pending) => pending,
             Err(e) => {
-                warn!(target: "sdl::snapshot", error = %e, dir = %dir.display(), "snapshot requests could not be read; fix or remove the file named");
+                // Said at every look (every few seconds) until someone acts: a request is never
+                // passed over quietly.
+                error!(target: "sdl::snapshot", error = %e, dir = %dir.display(), "snapshot requests could not be read; fix or remove the file named, then queue its snapshot again");
                 return Ok(Emission::default());
             }
         };
