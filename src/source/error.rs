@@ -75,6 +75,10 @@ pub enum SourceError {
     DiskFull { dir: String, detail: String },
     #[error("source query `{query}` failed: {detail}")]
     Query { query: String, detail: String },
+    /// A table the snapshot cannot read as asked (missing, not a base table, no such key column,
+    /// changed under the read). `reason` says what is wrong and what to do.
+    #[error("cannot snapshot {table}: {reason}")]
+    SnapshotRefused { table: String, reason: String },
     /// A failure worth retrying (network, server restart, stream ended).
     #[error("binlog stream interrupted: {0}")]
     Transient(String),

@@ -67,6 +67,7 @@ pub mod json_text;
 pub mod relay;
 mod schema;
 mod settings;
+pub mod snapshot;
 mod start;
 mod stream;
 

@@ -1,0 +1,811 @@
+//! Reading a table in key-ordered chunks, every value exactly as the binlog decoder would give it.
+//!
+//! # Guarantees
+//! - **Same values as the stream.** A row read here becomes the same [`Value`]s (variant and
+//!   content) as the same stored row decoded from the binlog, so a snapshot document's `after`
+//!   equals the `after` of the insert document of that row. Values are read through the binary
+//!   protocol (prepared statements), whose integers, floats and temporals `mysql_common` decodes
+//!   with the very code the binlog decoder uses, and every value then goes through the decoder's
+//!   own [`convert_value`]: strings by the column's collation (the session returns every string's
+//!   bytes unconverted, `character_set_results = NULL`, with the column's own collation id in the
+//!   result metadata), DECIMAL as its text, BINARY(n) with its padding, BIT and GEOMETRY as bytes,
+//!   YEAR as a number (0000 → 0), TIME with days folded into hours. What the binary protocol gives
+//!   differently is brought to the binlog's form here, each in one place: TIMESTAMPs (read in UTC,
+//!   `time_zone = '+00:00'`) become seconds since the epoch, the zero TIMESTAMP 0; ENUM and SET
+//!   (returned as their member names) go through the decoder's member naming; MariaDB JSON columns
+//!   (LONGTEXT with a `json_valid` check, found as the ingester finds them) are parsed by the same
+//!   [`json_text`](crate::source::json_text) parser, a value that does not parse staying text.
+//! - **Keyset pagination, every row once.** A chunk is `SELECT <every column> FROM db.t WHERE key >
+//!   :after ORDER BY key LIMIT n` (for a composite key `k1 > ? OR (k1 = ? AND k2 > ?) ...`, a form
+//!   MariaDB's optimizer reads as a range of the key's index). The `after` key is bound back as
+//!   parameters that compare the way the key's index orders (ENUM/SET by their numbers, DECIMAL as
+//!   DECIMAL, BIT as a number, TIMESTAMP in UTC), so paging visits every row exactly once, in key
+//!   order, whatever the key's types.
+//! - **Errors.** A missing table, a view, a key column that does not exist are definite
+//!   ([`SourceError::SnapshotRefused`], naming `db.table` and the fix); so is a table whose columns
+//!   changed or that was dropped under the read. Connection problems, lock waits and timeouts are
+//!   transient, as everywhere in the source.
+//!
+//! # Assumptions
+//! [`prepare_session`] ran on the connection before [`read_chunk`]; the key columns are NOT NULL
+//! (a primary key, or a NOT NULL unique key: `select.rs` chooses).
+//!
+//! # MySQL JSON
+//! MySQL returns a JSON column as text: numbers with a fraction or exponent are read as doubles
+//! (what MySQL's binary JSON holds for them unless a DECIMAL was cast into the document); temporal
+//! and opaque scalars inside JSON, which its text does not tell apart from strings, are strings.
+
+use std::sync::Arc;
+
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::consts::{ColumnFlags, ColumnType};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Column, Conn};
+use tracing::warn;
+
+use crate::event::{Json, Table, Value};
+use crate::flavor::Flavor;
+use crate::source::decode::{convert_value, ColumnInfo};
+use crate::source::error::query_error;
+use crate::source::schema::{check_lookup_warnings, load_json_columns, quoted_members};
+use crate::source::{json_text, SourceError};
+
+/// A table as the snapshot reads it: its shape, its key, and what the value conversion needs per
+/// column.
+pub struct SnapshotTable {
+    /// Database, name, columns in ordinal order, and `primary_key` = the key the snapshot is
+    /// ordered by (indexes into `columns`, in key order).
+    pub table: Arc<Table>,
+    /// information_schema.TABLES.TABLE_ROWS (an estimate; exact for some engines).
+    pub rows_estimate: Option<u64>,
+    /// Per column, in column order.
+    columns: Vec<ColumnKind>,
+    /// The first chunk's query (no `after` key).
+    first_query: String,
+    /// Every later chunk's query (`WHERE` the key is past `after`).
+    after_query: String,
+}
+
+/// What a column needs beyond the result metadata: how its values are converted, and how a key
+/// value of it is bound back as a parameter.
+#[derive(Debug, Clone, PartialEq)]
+enum ColumnKind {
+    Plain,
+    /// MariaDB JSON: LONGTEXT with a `json_valid` check; its text is parsed into [`Json`].
+    MariadbJson,
+    /// ENUM / SET, with their members (from information_schema, UTF-8) for binding a key.
+    Enum(Vec<String>),
+    Set(Vec<String>),
+    Bit,
+    Timestamp,
+    /// DECIMAL with its `DECIMAL(p,s)` type, to compare a key as a DECIMAL (a string parameter
+    /// would compare as a double).
+    Decimal(String),
+}
+
+/// `name` as an identifier: in backticks, each backtick doubled.
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+fn refused(database: &str, table: &str, reason: impl Into<String>) -> SourceError {
+    SourceError::SnapshotRefused {
+        table: format!("{database}.{table}"),
+        reason: reason.into(),
+    }
+}
+
+/// Columns from information_schema in ordinal order (the same names change documents use),
+/// `table.primary_key` = the indexes of `key_columns` (chosen by the caller: the primary key or a
+/// NOT NULL unique key) in key order. `rows_estimate` from information_schema.TABLES.TABLE_ROWS. A
+/// missing table or a key column that does not exist is a definite [`SourceError`] naming
+/// db.table and the fix; connection problems are transient as elsewhere.
+pub async fn describe(
+    conn: &mut Conn,
+    flavor: Flavor,
+    database: &str,
+    table: &str,
+    key_columns: &[String],
+) -> Result<SnapshotTable, SourceError> {
+    let tables_query = "SELECT TABLE_TYPE, TABLE_ROWS FROM information_schema.TABLES \
+                        WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?";
+    let found: Option<(String, Option<u64>)> = conn
+        .exec_first(tables_query, (database, table))
+        .await
+        .map_err(|e| query_error(tables_query, e))?;
+    check_lookup_warnings(conn, tables_query).await?;
+    let Some((table_type, rows_estimate)) = found else {
+        return Err(refused(
+            database,
+            table,
+            "no such table (or the sdl user lacks SELECT on it). Check the name in \
+             source.snapshot_tables or the `sdl snapshot` command, and grant SELECT on it",
+        ));
+    };
+    if table_type != "BASE TABLE" && table_type != "SYSTEM VERSIONED" {
+        return Err(refused(
+            database,
+            table,
+            format!(
+                "it is a {table_type}, not a base table: only tables have rows in the binlog. \
+                 Leave it out of source.snapshot_tables (snapshot the tables it reads instead)"
+            ),
+        ));
+    }
+    let columns_query =
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS \
+                         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
+    let rows: Vec<(String, String, String)> = conn
+        .exec(columns_query, (database, table))
+        .await
+        .map_err(|e| query_error(columns_query, e))?;
+    check_lookup_warnings(conn, columns_query).await?;
+    if rows.is_empty() {
+        return Err(refused(
+            database,
+            table,
+            "information_schema shows no columns for it (dropped since, or the sdl user lacks \
+             SELECT on it). Grant SELECT on it, or leave it out of the snapshot",
+        ));
+    }
+    let json = match flavor {
+        Flavor::Mariadb => load_json_columns(conn, database, table).await?,
+        Flavor::Mysql => Default::default(),
+    };
+    let mut names = Vec::with_capacity(rows.len());
+    let mut kinds = Vec::with_capacity(rows.len());
+    for (name, data_type, column_type) in rows {
+        let kind = match data_type.to_ascii_lowercase().as_str() {
+            "enum" => ColumnKind::Enum(quoted_members(&column_type)),
+            "set" => ColumnKind::Set(quoted_members(&column_type)),
+            "bit" => ColumnKind::Bit,
+            "timestamp" => ColumnKind::Timestamp,
+            "decimal" => ColumnKind::Decimal(decimal_type(&column_type)),
+            _ if json.contains(&name) => ColumnKind::MariadbJson,
+            _ => ColumnKind::Plain,
+        };
+        names.push(name);
+        kinds.push(kind);
+    }
+    let mut primary_key = Vec::with_capacity(key_columns.len());
+    for key in key_columns {
+        let Some(index) = names.iter().position(|n| n == key) else {
+            return Err(refused(
+                database,
+                table,
+                format!(
+                    "its key column `{key}` does not exist (columns: {}). The table changed since \
+                     its key was chosen; start the snapshot of it again",
+                    names.join(", ")
+                ),
+            ));
+        };
+        primary_key.push(u32::try_from(index).expect("MySQL tables have at most 4096 columns"));
+    }
+    if primary_key.is_empty() {
+        return Err(refused(
+            database,
+            table,
+            "no key to read it by: add a primary key (or a NOT NULL UNIQUE key), or leave the \
+             table out of source.snapshot_tables",
+        ));
+    }
+    let (first_query, after_query) = chunk_queries(database, table, &names, &primary_key, &kinds);
+    Ok(SnapshotTable {
+        table: Arc::new(Table {
+            database: database.to_string(),
+            name: table.to_string(),
+            columns: names,
+            primary_key,
+        }),
+        rows_estimate,
+        columns: kinds,
+        first_query,
+        after_query,
+    })
+}
+
+/// `DECIMAL(p,s)` of a COLUMN_TYPE such as `decimal(10,2) unsigned`.
+fn decimal_type(column_type: &str) -> String {
+    let lower = column_type.to_ascii_lowercase();
+    let precision = lower
+        .strip_prefix("decimal")
+        .and_then(|rest| rest.split(')').next())
+        .map(|args| args.trim_start_matches('('))
+        .filter(|args| !args.is_empty() && args.chars().all(|c| c.is_ascii_digit() || c == ','));
+    match precision {
+        Some(args) => format!("DECIMAL({args})"),
+        None => "DECIMAL(65,30)".to_string(),
+    }
+}
+
+/// The first chunk's query and every later one's (keyset pagination past the `after` key).
+fn chunk_queries(
+    database: &str,
+    table: &str,
+    columns: &[String],
+    key: &[u32],
+    kinds: &[ColumnKind],
+) -> (String, String) {
+    let select = columns
+        .iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let from = format!("{}.{}", quote(database), quote(table));
+    let key_names: Vec<String> = key.iter().map(|&k| quote(&columns[k as usize])).collect();
+    let placeholders: Vec<String> = key
+        .iter()
+        .map(|&k| match &kinds[k as usize] {
+            ColumnKind::Decimal(decimal) => format!("CAST(? AS {decimal})"),
+            _ => "?".to_string(),
+        })
+        .collect();
+    let order = key_names.join(", ");
+    // k1 > ? OR (k1 = ? AND k2 > ?) OR (k1 = ? AND k2 = ? AND k3 > ?) ...
+    let past = (0..key.len())
+        .map(|i| {
+            let mut terms: Vec<String> = (0..i)
+                .map(|j| format!("{} = {}", key_names[j], placeholders[j]))
+                .collect();
+            terms.push(format!("{} > {}", key_names[i], placeholders[i]));
+            if i == 0 {
+                terms.remove(0)
+            } else {
+                format!("({})", terms.join(" AND "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    (
+        format!("SELECT {select} FROM {from} ORDER BY {order} LIMIT ?"),
+        format!("SELECT {select} FROM {from} WHERE {past} ORDER BY {order} LIMIT ?"),
+    )
+}
+
+/// Sets what the chunk reads need on this connection: `time_zone '+00:00'` so TIMESTAMPs read as
+/// UTC, and `character_set_results = NULL` so every string arrives as its stored bytes with its
+/// column's collation id in the result metadata. Called once per snapshot connection.
+pub async fn prepare_session(conn: &mut Conn) -> Result<(), SourceError> {
+    let query = "SET time_zone = '+00:00', character_set_results = NULL";
+    conn.query_drop(query)
+        .await
+        .map_err(|e| query_error(query, e))
+}
+
+/// Up to `limit` rows after key `after` (None: from the first), in key order, every column, as
+/// [`Value`]s.
+pub async fn read_chunk(
+    conn: &mut Conn,
+    table: &SnapshotTable,
+    after: Option<&[Value]>,
+    limit: usize,
+) -> Result<Vec<Vec<Value>>, SourceError> {
+    let shape = &table.table;
+    let limit_param = mysql_async::Value::UInt(limit as u64);
+    let (query, params) = match after {
+        None => (&table.first_query, vec![limit_param]),
+        Some(after) => {
+            let mut params = after_params(table, after).map_err(|reason| {
+                refused(
+                    &shape.database,
+                    &shape.name,
+                    format!("{reason} (an sdl bug)"),
+                )
+            })?;
+            params.push(limit_param);
+            (&table.after_query, params)
+        }
+    };
+    let mut result = match conn.exec_iter(query.as_str(), params).await {
+        Ok(result) => result,
+        Err(e) => return Err(read_error(table, query, e)),
+    };
+    let columns = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
+    if columns.len() != table.columns.len() {
+        return Err(refused(
+            &shape.database,
+            &shape.name,
+            format!(
+                "the chunk query returned {} columns, the table has {}",
+                columns.len(),
+                table.columns.len()
+            ),
+        ));
+    }
+    let mut rows = Vec::with_capacity(limit.min(65_536));
+    loop {
+        let row = match result.next().await {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => return Err(read_error(table, query, e)),
+        };
+        let values = row.unwrap();
+        let mut converted = Vec::with_capacity(values.len());
+        for (i, value) in values.into_iter().enumerate() {
+            let value = convert(&columns[i], &table.columns[i], value).map_err(|reason| {
+                refused(
+                    &shape.database,
+                    &shape.name,
+                    format!(
+                        "column `{}` holds a value sdl cannot read exactly: {reason}",
+                        shape.columns[i]
+                    ),
+                )
+            })?;
+            converted.push(json_or_text(shape, i, &table.columns[i], value));
+        }
+        rows.push(converted);
+    }
+    Ok(rows)
+}
+
+/// A failed chunk query: a table dropped or changed under the read is definite (re-reading the
+/// same query cannot help); everything else as [`query_error`] decides.
+fn read_error(table: &SnapshotTable, query: &str, e: mysql_async::Error) -> SourceError {
+    if let mysql_async::Error::Server(server) = &e {
+        // ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR.
+        if server.code == 1146 || server.code == 1054 {
+            return refused(
+                &table.table.database,
+                &table.table.name,
+                format!(
+                    "the table was dropped or its columns changed while it was being read \
+                     ({}). Start its snapshot again (`sdl snapshot {}.{}`) if it still exists",
+                    server.message, table.table.database, table.table.name
+                ),
+            );
+        }
+    }
+    query_error(query, e)
+}
+
+/// The key values of a row read by [`read_chunk`], in key order.
+pub fn key_of(table: &SnapshotTable, row: &[Value]) -> Vec<Value> {
+    table
+        .table
+        .primary_key
+        .iter()
+        .map(|&i| row[i as usize].clone())
+        .collect()
+}
+
+/// The parameters of the `after` query for the key `after`: for each key column i, the equality
+/// terms of the columns before it and then its own `>` term.
+fn after_params(table: &SnapshotTable, after: &[Value]) -> Result<Vec<mysql_async::Value>, String> {
+    let key = &table.table.primary_key;
+    if after.len() != key.len() {
+        return Err(format!(
+            "the resume key has {} values, the table's key {} columns",
+            after.len(),
+            key.len()
+        ));
+    }
+    let bound: Vec<mysql_async::Value> = key
+        .iter()
+        .zip(after)
+        .map(|(&k, value)| key_param(&table.columns[k as usize], value))
+        .collect::<Result<_, _>>()?;
+    let mut params = Vec::with_capacity(key.len() * (key.len() + 1) / 2 + 1);
+    for i in 0..key.len() {
+        params.extend(bound[..=i].iter().cloned());
+    }
+    Ok(params)
+}
+
+/// A key value as a parameter that compares the way the key's index orders.
+fn key_param(kind: &ColumnKind, value: &Value) -> Result<mysql_async::Value, String> {
+    use mysql_async::Value as My;
+    Ok(match (kind, value) {
+        (_, Value::Absent | Value::Null) => return Err("a key value is NULL".into()),
+        // ENUM and SET order by their numbers; a string would compare as text.
+        (ColumnKind::Enum(members), Value::Text(name)) => {
+            match members.iter().position(|m| m == name) {
+                Some(index) => My::UInt(index as u64 + 1),
+                None if name.is_empty() => My::UInt(0),
+                None => return Err(format!("ENUM key value {name:?} is not one of its members")),
+            }
+        }
+        (ColumnKind::Set(members), Value::Set(chosen)) => {
+            let mut bits = 0u64;
+            for name in chosen {
+                let index = members
+                    .iter()
+                    .position(|m| m == name)
+                    .ok_or_else(|| format!("SET key value {name:?} is not one of its members"))?;
+                bits |= 1 << index;
+            }
+            My::UInt(bits)
+        }
+        // BIT compares as a number, its bytes big-endian.
+        (ColumnKind::Bit, Value::Bytes(bytes)) => {
+            if bytes.len() > 8 {
+                return Err(format!("BIT key value of {} bytes", bytes.len()));
+            }
+            My::UInt(bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+        }
+        (_, Value::Int(i)) => My::Int(*i),
+        (_, Value::UInt(u)) => My::UInt(*u),
+        (_, Value::Float(f)) => My::Float(*f),
+        (_, Value::Double(d)) => My::Double(*d),
+        (_, Value::Decimal(text)) => My::Bytes(text.as_bytes().to_vec()),
+        (_, Value::Text(text)) => My::Bytes(text.as_bytes().to_vec()),
+        (_, Value::Bytes(bytes)) => My::Bytes(bytes.clone()),
+        (_, Value::Date { year, month, day }) => My::Date(*year, *month, *day, 0, 0, 0, 0),
+        (
+            _,
+            Value::DateTime {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+            },
+        ) => My::Date(*year, *month, *day, *hour, *minute, *second, *micros),
+        // The session's time zone is UTC (prepare_session).
+        (_, Value::Timestamp { seconds, micros }) => {
+            let (year, month, day, hour, minute, second) = utc_civil(*seconds);
+            My::Date(year, month, day, hour, minute, second, *micros)
+        }
+        (
+            _,
+            Value::Time {
+                negative,
+                hours,
+                minute,
+                second,
+                micros,
+            },
+        ) => {
+            let hour = u8::try_from(hours % 24).expect("below 24");
+            My::Time(*negative, hours / 24, hour, *minute, *second, *micros)
+        }
+        (_, Value::Set(_) | Value::Json(_)) => {
+            return Err(format!("{value:?} cannot be a key value of this column"));
+        }
+    })
+}
+
+/// One value of a chunk row, in the binlog decoder's form: what the binary protocol gives
+/// differently from the binlog (ENUM/SET as names, TIMESTAMP as a local date, MySQL JSON as text)
+/// is brought to the binlog's form; everything else goes through [`convert_value`] as it is.
+fn convert(column: &Column, kind: &ColumnKind, value: mysql_async::Value) -> Result<Value, String> {
+    use mysql_async::Value as My;
+    let column_type = column.column_type();
+    let flags = column.flags();
+    let charset = column.character_set();
+    let info = |column_type: ColumnType| ColumnInfo {
+        column_type,
+        charset,
+        enum_members: None,
+        set_members: None,
+        fixed_length: None,
+        unsigned: flags.contains(ColumnFlags::UNSIGNED_FLAG),
+        members_utf8: false,
+    };
+    match value {
+        My::NULL => Ok(Value::Null),
+        // The member's name in the column's charset: named as the decoder names the member the
+        // binlog's index points at.
+        My::Bytes(name) if flags.contains(ColumnFlags::ENUM_FLAG) => {
+            let members = [name];
+            let column = ColumnInfo {
+                enum_members: Some(&members),
+                ..info(ColumnType::MYSQL_TYPE_ENUM)
+            };
+            convert_value(&column, BinlogValue::Value(My::Int(1)))
+        }
+        // `a,c`: the chosen members in definition order (a SET member cannot hold a comma); named
+        // as the decoder names the members the binlog's bitmap chooses.
+        My::Bytes(names) if flags.contains(ColumnFlags::SET_FLAG) => {
+            let members: Vec<Vec<u8>> = if names.is_empty() {
+                Vec::new()
+            } else {
+                names.split(|b| *b == b',').map(<[u8]>::to_vec).collect()
+            };
+            let mut bitmap = vec![0u8; members.len().div_ceil(8)];
+            for k in 0..members.len() {
+                bitmap[k / 8] |= 1 << (k % 8);
+            }
+            let column = ColumnInfo {
+                set_members: Some(&members),
+                ..info(ColumnType::MYSQL_TYPE_SET)
+            };
+            convert_value(&column, BinlogValue::Value(My::Bytes(bitmap)))
+        }
+        My::Date(year, month, day, hour, minute, second, micros)
+            if column_type == ColumnType::MYSQL_TYPE_TIMESTAMP
+                || *kind == ColumnKind::Timestamp =>
+        {
+            Ok(timestamp_value(
+                year, month, day, hour, minute, second, micros,
+            ))
+        }
+        My::Bytes(text) if column_type == ColumnType::MYSQL_TYPE_JSON => {
+            let text = String::from_utf8(text).map_err(|e| format!("JSON text: {e}"))?;
+            match json_text::parse(&text) {
+                Ok(json) => Ok(Value::Json(mysql_json(json))),
+                Err(_) => Ok(Value::Text(text)),
+            }
+        }
+        value => convert_value(&info(column_type), BinlogValue::Value(value)),
+    }
+}
+
+/// MariaDB JSON columns: text that parses becomes [`Json`], exactly as the ingester's
+/// `JsonColumns` does it; text that does not stays text, logged.
+fn json_or_text(table: &Table, index: usize, kind: &ColumnKind, value: Value) -> Value {
+    let (ColumnKind::MariadbJson, Value::Text(text)) = (kind, &value) else {
+        return value;
+    };
+    match json_text::parse(text) {
+        Ok(json) => Value::Json(json),
+        Err(reason) => {
+            warn!(target: "sdl::snapshot",
+                "snapshot of {}.{}: column `{}` is a JSON column but a value is not JSON sdl can \
+                 represent exactly ({reason}); it is kept as its text",
+                table.database, table.name, table.columns[index]
+            );
+            value
+        }
+    }
+}
+
+/// MySQL's JSON text: a number with a fraction or exponent is a double in MySQL's binary JSON.
+fn mysql_json(json: Json) -> Json {
+    match json {
+        Json::Decimal(text) => match text.parse::<f64>() {
+            Ok(d) => Json::Double(d),
+            Err(_) => Json::Decimal(text),
+        },
+        Json::Array(items) => Json::Array(items.into_iter().map(mysql_json).collect()),
+        Json::Object(members) => Json::Object(
+            members
+                .into_iter()
+                .map(|(k, v)| (k, mysql_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// A TIMESTAMP read in UTC as the binlog holds it: seconds since the epoch; the zero TIMESTAMP
+/// (`0000-00-00 00:00:00`) is 0, as the binlog stores it.
+fn timestamp_value(
+    year: u16,
+    month: u8,
+    day: u8,
+    hour: u8,
+    minute: u8,
+    second: u8,
+    micros: u32,
+) -> Value {
+    if year == 0 && month == 0 && day == 0 {
+        return Value::Timestamp { seconds: 0, micros };
+    }
+    let days = days_from_civil(i64::from(year), i64::from(month), i64::from(day));
+    let seconds =
+        days * 86_400 + i64::from(hour) * 3_600 + i64::from(minute) * 60 + i64::from(second);
+    Value::Timestamp { seconds, micros }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The UTC date and time of `seconds` since the epoch (the inverse of [`timestamp_value`]; 0 is
+/// the zero TIMESTAMP).
+fn utc_civil(seconds: i64) -> (u16, u8, u8, u8, u8, u8) {
+    if seconds == 0 {
+        return (0, 0, 0, 0, 0, 0);
+    }
+    let days = seconds.div_euclid(86_400);
+    let in_day = seconds.rem_euclid(86_400);
+    // Howard Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        u16::try_from(year).unwrap_or(0),
+        month as u8,
+        day as u8,
+        (in_day / 3_600) as u8,
+        (in_day % 3_600 / 60) as u8,
+        (in_day % 60) as u8,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_async::Value as My;
+
+    fn snapshot_table(kinds: Vec<ColumnKind>, key: Vec<u32>) -> SnapshotTable {
+        let columns: Vec<String> = (0..kinds.len()).map(|i| format!("c{i}")).collect();
+        let (first_query, after_query) = chunk_queries("d`b", "t", &columns, &key, &kinds);
+        SnapshotTable {
+            table: Arc::new(Table {
+                database: "d`b".into(),
+                name: "t".into(),
+                columns,
+                primary_key: key,
+            }),
+            rows_estimate: None,
+            columns: kinds,
+            first_query,
+            after_query,
+        }
+    }
+
+    #[test]
+    fn chunk_queries_page_by_the_key_in_order() {
+        let table = snapshot_table(
+            vec![
+                ColumnKind::Plain,
+                ColumnKind::Decimal("DECIMAL(10,2)".into()),
+                ColumnKind::Plain,
+            ],
+            vec![2, 1],
+        );
+        assert_eq!(
+            table.first_query,
+            "SELECT `c0`, `c1`, `c2` FROM `d``b`.`t` ORDER BY `c2`, `c1` LIMIT ?"
+        );
+        assert_eq!(
+            table.after_query,
+            "SELECT `c0`, `c1`, `c2` FROM `d``b`.`t` WHERE `c2` > ? OR (`c2` = ? AND `c1` > \
+             CAST(? AS DECIMAL(10,2))) ORDER BY `c2`, `c1` LIMIT ?"
+        );
+        let params = after_params(
+            &table,
+            &[Value::Text("a".into()), Value::Decimal("1.50".into())],
+        )
+        .unwrap();
+        assert_eq!(
+            params,
+            vec![
+                My::Bytes(b"a".to_vec()),
+                My::Bytes(b"a".to_vec()),
+                My::Bytes(b"1.50".to_vec()),
+            ]
+        );
+        assert!(after_params(&table, &[Value::Int(1)]).is_err());
+    }
+
+    #[test]
+    fn three_column_keys_bind_each_prefix() {
+        let table = snapshot_table(vec![ColumnKind::Plain; 3], vec![0, 1, 2]);
+        assert!(table.after_query.contains(
+            "WHERE `c0` > ? OR (`c0` = ? AND `c1` > ?) OR (`c0` = ? AND `c1` = ? AND `c2` > ?) "
+        ));
+        let params = after_params(&table, &[Value::Int(1), Value::Int(2), Value::Int(3)]).unwrap();
+        let ints: Vec<i64> = params
+            .iter()
+            .map(|p| match p {
+                My::Int(i) => *i,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ints, [1, 1, 2, 1, 2, 3]);
+    }
+
+    #[test]
+    fn key_values_bind_as_they_compare_in_the_index() {
+        let members = vec!["a".to_string(), "b".into(), "ç".into()];
+        let enum_kind = ColumnKind::Enum(members.clone());
+        assert_eq!(
+            key_param(&enum_kind, &Value::Text("ç".into())).unwrap(),
+            My::UInt(3)
+        );
+        assert_eq!(
+            key_param(&enum_kind, &Value::Text(String::new())).unwrap(),
+            My::UInt(0)
+        );
+        assert!(key_param(&enum_kind, &Value::Text("z".into())).is_err());
+        assert_eq!(
+            key_param(
+                &ColumnKind::Set(members),
+                &Value::Set(vec!["a".into(), "ç".into()])
+            )
+            .unwrap(),
+            My::UInt(0b101)
+        );
+        assert_eq!(
+            key_param(&ColumnKind::Bit, &Value::Bytes(vec![1, 2])).unwrap(),
+            My::UInt(258)
+        );
+        assert_eq!(
+            key_param(&ColumnKind::Plain, &Value::Bytes(vec![0, 0xff])).unwrap(),
+            My::Bytes(vec![0, 0xff])
+        );
+        assert_eq!(
+            key_param(&ColumnKind::Plain, &Value::UInt(u64::MAX)).unwrap(),
+            My::UInt(u64::MAX)
+        );
+        assert_eq!(
+            key_param(
+                &ColumnKind::Plain,
+                &Value::Time {
+                    negative: true,
+                    hours: 838,
+                    minute: 59,
+                    second: 58,
+                    micros: 7
+                }
+            )
+            .unwrap(),
+            My::Time(true, 34, 22, 59, 58, 7)
+        );
+        assert_eq!(
+            key_param(
+                &ColumnKind::Timestamp,
+                &Value::Timestamp {
+                    seconds: 2_147_483_647,
+                    micros: 999_999
+                }
+            )
+            .unwrap(),
+            My::Date(2038, 1, 19, 3, 14, 7, 999_999)
+        );
+        assert!(key_param(&ColumnKind::Plain, &Value::Null).is_err());
+    }
+
+    #[test]
+    fn timestamps_convert_both_ways_in_utc() {
+        for seconds in [1, 86_399, 86_400, 951_782_400, 2_147_483_647, 4_102_444_800] {
+            let (y, mo, d, h, mi, s) = utc_civil(seconds);
+            assert_eq!(
+                timestamp_value(y, mo, d, h, mi, s, 5),
+                Value::Timestamp { seconds, micros: 5 },
+                "{seconds}"
+            );
+        }
+        assert_eq!(utc_civil(951_782_400), (2000, 2, 29, 0, 0, 0));
+        assert_eq!(
+            timestamp_value(0, 0, 0, 0, 0, 0, 0),
+            Value::Timestamp {
+                seconds: 0,
+                micros: 0
+            }
+        );
+        assert_eq!(utc_civil(0), (0, 0, 0, 0, 0, 0));
+    }
+
+    #[test]
+    fn decimal_types_keep_precision_and_scale() {
+        assert_eq!(decimal_type("decimal(10,2)"), "DECIMAL(10,2)");
+        assert_eq!(decimal_type("decimal(65,30) unsigned"), "DECIMAL(65,30)");
+        assert_eq!(decimal_type("decimal(5)"), "DECIMAL(5)");
+        assert_eq!(decimal_type("weird"), "DECIMAL(65,30)");
+    }
+
+    #[test]
+    fn mysql_json_fractions_are_doubles() {
+        let parsed = json_text::parse(r#"{"a": 1.5, "b": [2, 1e3]}"#).unwrap();
+        assert_eq!(
+            mysql_json(parsed),
+            Json::Object(vec![
+                ("a".into(), Json::Double(1.5)),
+                (
+                    "b".into(),
+                    Json::Array(vec![Json::Int(2), Json::Double(1000.0)])
+                ),
+            ])
+        );
+    }
+}
