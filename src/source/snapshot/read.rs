@@ -28,12 +28,9 @@
 //!
 //! # Assumptions
 //! [`prepare_session`] ran on the connection before [`read_chunk`]; the key columns are NOT NULL
-//! (a primary key, or a NOT NULL unique key: `select.rs` chooses).
-//!
-//! # MySQL JSON
-//! MySQL returns a JSON column as text: numbers with a fraction or exponent are read as doubles
-//! (what MySQL's binary JSON holds for them unless a DECIMAL was cast into the document); temporal
-//! and opaque scalars inside JSON, which its text does not tell apart from strings, are strings.
+//! (a primary key, or a NOT NULL unique key: `select.rs` chooses). MySQL returns JSON as text:
+//! its fractions are read as doubles (what its binary JSON holds unless a DECIMAL was cast in),
+//! temporal and opaque scalars inside it as strings.
 
 use std::sync::Arc;
 
@@ -78,8 +75,8 @@ enum ColumnKind {
     Set(Vec<String>),
     Bit,
     Timestamp,
-    /// DECIMAL with its `DECIMAL(p,s)` type, to compare a key as a DECIMAL (a string parameter
-    /// would compare as a double).
+    /// DECIMAL with its `DECIMAL(p,s)`: a key parameter is cast to it, so it compares as a
+    /// DECIMAL whatever the server would make of a string.
     Decimal(String),
 }
 
@@ -282,17 +279,13 @@ pub async fn read_chunk(
     limit: usize,
 ) -> Result<Vec<Vec<Value>>, SourceError> {
     let shape = &table.table;
+    let refuse = |reason: String| refused(&shape.database, &shape.name, reason);
     let limit_param = mysql_async::Value::UInt(limit as u64);
     let (query, params) = match after {
         None => (&table.first_query, vec![limit_param]),
         Some(after) => {
-            let mut params = after_params(table, after).map_err(|reason| {
-                refused(
-                    &shape.database,
-                    &shape.name,
-                    format!("{reason} (an sdl bug)"),
-                )
-            })?;
+            let mut params = after_params(table, after)
+                .map_err(|reason| refuse(format!("{reason} (an sdl bug)")))?;
             params.push(limit_param);
             (&table.after_query, params)
         }
@@ -303,15 +296,11 @@ pub async fn read_chunk(
     };
     let columns = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
     if columns.len() != table.columns.len() {
-        return Err(refused(
-            &shape.database,
-            &shape.name,
-            format!(
-                "the chunk query returned {} columns, the table has {}",
-                columns.len(),
-                table.columns.len()
-            ),
-        ));
+        return Err(refuse(format!(
+            "the chunk query returned {} columns, the table has {}",
+            columns.len(),
+            table.columns.len()
+        )));
     }
     let mut rows = Vec::with_capacity(limit.min(65_536));
     loop {
@@ -324,14 +313,10 @@ pub async fn read_chunk(
         let mut converted = Vec::with_capacity(values.len());
         for (i, value) in values.into_iter().enumerate() {
             let value = convert(&columns[i], &table.columns[i], value).map_err(|reason| {
-                refused(
-                    &shape.database,
-                    &shape.name,
-                    format!(
-                        "column `{}` holds a value sdl cannot read exactly: {reason}",
-                        shape.columns[i]
-                    ),
-                )
+                refuse(format!(
+                    "column `{}` holds a value sdl cannot read exactly: {reason}",
+                    shape.columns[i]
+                ))
             })?;
             converted.push(json_or_text(shape, i, &table.columns[i], value));
         }
@@ -396,73 +381,65 @@ fn after_params(table: &SnapshotTable, after: &[Value]) -> Result<Vec<mysql_asyn
 /// A key value as a parameter that compares the way the key's index orders.
 fn key_param(kind: &ColumnKind, value: &Value) -> Result<mysql_async::Value, String> {
     use mysql_async::Value as My;
-    Ok(match (kind, value) {
-        (_, Value::Absent | Value::Null) => return Err("a key value is NULL".into()),
+    let member = |members: &[String], name: &str| {
+        let index = members.iter().position(|m| m == name);
+        index.ok_or_else(|| format!("key value {name:?} is not one of its members {members:?}"))
+    };
+    match (kind, value) {
         // ENUM and SET order by their numbers; a string would compare as text.
+        (ColumnKind::Enum(_), Value::Text(name)) if name.is_empty() => return Ok(My::UInt(0)),
         (ColumnKind::Enum(members), Value::Text(name)) => {
-            match members.iter().position(|m| m == name) {
-                Some(index) => My::UInt(index as u64 + 1),
-                None if name.is_empty() => My::UInt(0),
-                None => return Err(format!("ENUM key value {name:?} is not one of its members")),
-            }
+            return Ok(My::UInt(member(members, name)? as u64 + 1));
         }
         (ColumnKind::Set(members), Value::Set(chosen)) => {
             let mut bits = 0u64;
             for name in chosen {
-                let index = members
-                    .iter()
-                    .position(|m| m == name)
-                    .ok_or_else(|| format!("SET key value {name:?} is not one of its members"))?;
-                bits |= 1 << index;
+                bits |= 1 << member(members, name)?;
             }
-            My::UInt(bits)
+            return Ok(My::UInt(bits));
         }
         // BIT compares as a number, its bytes big-endian.
-        (ColumnKind::Bit, Value::Bytes(bytes)) => {
-            if bytes.len() > 8 {
-                return Err(format!("BIT key value of {} bytes", bytes.len()));
-            }
-            My::UInt(bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+        (ColumnKind::Bit, Value::Bytes(bytes)) if bytes.len() <= 8 => {
+            return Ok(My::UInt(
+                bytes.iter().fold(0, |n, b| (n << 8) | u64::from(*b)),
+            ));
         }
-        (_, Value::Int(i)) => My::Int(*i),
-        (_, Value::UInt(u)) => My::UInt(*u),
-        (_, Value::Float(f)) => My::Float(*f),
-        (_, Value::Double(d)) => My::Double(*d),
-        (_, Value::Decimal(text)) => My::Bytes(text.as_bytes().to_vec()),
-        (_, Value::Text(text)) => My::Bytes(text.as_bytes().to_vec()),
-        (_, Value::Bytes(bytes)) => My::Bytes(bytes.clone()),
-        (_, Value::Date { year, month, day }) => My::Date(*year, *month, *day, 0, 0, 0, 0),
-        (
-            _,
-            Value::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-            },
-        ) => My::Date(*year, *month, *day, *hour, *minute, *second, *micros),
+        _ => {}
+    }
+    Ok(match value {
+        Value::Absent | Value::Null => return Err("a key value is NULL".into()),
+        Value::Int(i) => My::Int(*i),
+        Value::UInt(u) => My::UInt(*u),
+        Value::Float(f) => My::Float(*f),
+        Value::Double(d) => My::Double(*d),
+        Value::Decimal(text) | Value::Text(text) => My::Bytes(text.as_bytes().to_vec()),
+        Value::Bytes(bytes) => My::Bytes(bytes.clone()),
+        Value::Date { year, month, day } => My::Date(*year, *month, *day, 0, 0, 0, 0),
+        Value::DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+        } => My::Date(*year, *month, *day, *hour, *minute, *second, *micros),
         // The session's time zone is UTC (prepare_session).
-        (_, Value::Timestamp { seconds, micros }) => {
-            let (year, month, day, hour, minute, second) = utc_civil(*seconds);
+        Value::Timestamp { seconds, micros } => {
+            let (year, month, day, hour, minute, second) = utc_civil(*seconds)?;
             My::Date(year, month, day, hour, minute, second, *micros)
         }
-        (
-            _,
-            Value::Time {
-                negative,
-                hours,
-                minute,
-                second,
-                micros,
-            },
-        ) => {
+        Value::Time {
+            negative,
+            hours,
+            minute,
+            second,
+            micros,
+        } => {
             let hour = u8::try_from(hours % 24).expect("below 24");
             My::Time(*negative, hours / 24, hour, *minute, *second, *micros)
         }
-        (_, Value::Set(_) | Value::Json(_)) => {
+        Value::Set(_) | Value::Json(_) => {
             return Err(format!("{value:?} cannot be a key value of this column"));
         }
     })
@@ -519,9 +496,7 @@ fn convert(column: &Column, kind: &ColumnKind, value: mysql_async::Value) -> Res
             if column_type == ColumnType::MYSQL_TYPE_TIMESTAMP
                 || *kind == ColumnKind::Timestamp =>
         {
-            Ok(timestamp_value(
-                year, month, day, hour, minute, second, micros,
-            ))
+            timestamp_value((year, month, day), (hour, minute, second), micros)
         }
         My::Bytes(text) if column_type == ColumnType::MYSQL_TYPE_JSON => {
             let text = String::from_utf8(text).map_err(|e| format!("JSON text: {e}"))?;
@@ -572,240 +547,42 @@ fn mysql_json(json: Json) -> Json {
 }
 
 /// A TIMESTAMP read in UTC as the binlog holds it: seconds since the epoch; the zero TIMESTAMP
-/// (`0000-00-00 00:00:00`) is 0, as the binlog stores it.
-fn timestamp_value(
-    year: u16,
-    month: u8,
-    day: u8,
-    hour: u8,
-    minute: u8,
-    second: u8,
-    micros: u32,
-) -> Value {
-    if year == 0 && month == 0 && day == 0 {
-        return Value::Timestamp { seconds: 0, micros };
+/// (`0000-00-00 00:00:00`, fraction kept) is 0, as the binlog stores it.
+fn timestamp_value(date: (u16, u8, u8), time: (u8, u8, u8), micros: u32) -> Result<Value, String> {
+    let (year, month, day) = date;
+    let (hour, minute, second) = time;
+    if (year, month, day) == (0, 0, 0) {
+        return Ok(Value::Timestamp { seconds: 0, micros });
     }
-    let days = days_from_civil(i64::from(year), i64::from(month), i64::from(day));
-    let seconds =
-        days * 86_400 + i64::from(hour) * 3_600 + i64::from(minute) * 60 + i64::from(second);
-    Value::Timestamp { seconds, micros }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let invalid = |e: &dyn std::fmt::Display| format!("TIMESTAMP {date:?} {time:?}: {e}");
+    let month = time::Month::try_from(month).map_err(|e| invalid(&e))?;
+    let date =
+        time::Date::from_calendar_date(i32::from(year), month, day).map_err(|e| invalid(&e))?;
+    let time = time::Time::from_hms(hour, minute, second).map_err(|e| invalid(&e))?;
+    let seconds = time::PrimitiveDateTime::new(date, time)
+        .assume_utc()
+        .unix_timestamp();
+    Ok(Value::Timestamp { seconds, micros })
 }
 
 /// The UTC date and time of `seconds` since the epoch (the inverse of [`timestamp_value`]; 0 is
 /// the zero TIMESTAMP).
-fn utc_civil(seconds: i64) -> (u16, u8, u8, u8, u8, u8) {
+fn utc_civil(seconds: i64) -> Result<(u16, u8, u8, u8, u8, u8), String> {
     if seconds == 0 {
-        return (0, 0, 0, 0, 0, 0);
+        return Ok((0, 0, 0, 0, 0, 0));
     }
-    let days = seconds.div_euclid(86_400);
-    let in_day = seconds.rem_euclid(86_400);
-    // Howard Hinnant's `civil_from_days`.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        u16::try_from(year).unwrap_or(0),
-        month as u8,
-        day as u8,
-        (in_day / 3_600) as u8,
-        (in_day % 3_600 / 60) as u8,
-        (in_day % 60) as u8,
-    )
+    let t = time::OffsetDateTime::from_unix_timestamp(seconds)
+        .map_err(|e| format!("TIMESTAMP {seconds}: {e}"))?;
+    let year = u16::try_from(t.year()).map_err(|e| format!("TIMESTAMP {seconds}: {e}"))?;
+    Ok((
+        year,
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    ))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mysql_async::Value as My;
-
-    fn snapshot_table(kinds: Vec<ColumnKind>, key: Vec<u32>) -> SnapshotTable {
-        let columns: Vec<String> = (0..kinds.len()).map(|i| format!("c{i}")).collect();
-        let (first_query, after_query) = chunk_queries("d`b", "t", &columns, &key, &kinds);
-        SnapshotTable {
-            table: Arc::new(Table {
-                database: "d`b".into(),
-                name: "t".into(),
-                columns,
-                primary_key: key,
-            }),
-            rows_estimate: None,
-            columns: kinds,
-            first_query,
-            after_query,
-        }
-    }
-
-    #[test]
-    fn chunk_queries_page_by_the_key_in_order() {
-        let table = snapshot_table(
-            vec![
-                ColumnKind::Plain,
-                ColumnKind::Decimal("DECIMAL(10,2)".into()),
-                ColumnKind::Plain,
-            ],
-            vec![2, 1],
-        );
-        assert_eq!(
-            table.first_query,
-            "SELECT `c0`, `c1`, `c2` FROM `d``b`.`t` ORDER BY `c2`, `c1` LIMIT ?"
-        );
-        assert_eq!(
-            table.after_query,
-            "SELECT `c0`, `c1`, `c2` FROM `d``b`.`t` WHERE `c2` > ? OR (`c2` = ? AND `c1` > \
-             CAST(? AS DECIMAL(10,2))) ORDER BY `c2`, `c1` LIMIT ?"
-        );
-        let params = after_params(
-            &table,
-            &[Value::Text("a".into()), Value::Decimal("1.50".into())],
-        )
-        .unwrap();
-        assert_eq!(
-            params,
-            vec![
-                My::Bytes(b"a".to_vec()),
-                My::Bytes(b"a".to_vec()),
-                My::Bytes(b"1.50".to_vec()),
-            ]
-        );
-        assert!(after_params(&table, &[Value::Int(1)]).is_err());
-    }
-
-    #[test]
-    fn three_column_keys_bind_each_prefix() {
-        let table = snapshot_table(vec![ColumnKind::Plain; 3], vec![0, 1, 2]);
-        assert!(table.after_query.contains(
-            "WHERE `c0` > ? OR (`c0` = ? AND `c1` > ?) OR (`c0` = ? AND `c1` = ? AND `c2` > ?) "
-        ));
-        let params = after_params(&table, &[Value::Int(1), Value::Int(2), Value::Int(3)]).unwrap();
-        let ints: Vec<i64> = params
-            .iter()
-            .map(|p| match p {
-                My::Int(i) => *i,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(ints, [1, 1, 2, 1, 2, 3]);
-    }
-
-    #[test]
-    fn key_values_bind_as_they_compare_in_the_index() {
-        let members = vec!["a".to_string(), "b".into(), "ç".into()];
-        let enum_kind = ColumnKind::Enum(members.clone());
-        assert_eq!(
-            key_param(&enum_kind, &Value::Text("ç".into())).unwrap(),
-            My::UInt(3)
-        );
-        assert_eq!(
-            key_param(&enum_kind, &Value::Text(String::new())).unwrap(),
-            My::UInt(0)
-        );
-        assert!(key_param(&enum_kind, &Value::Text("z".into())).is_err());
-        assert_eq!(
-            key_param(
-                &ColumnKind::Set(members),
-                &Value::Set(vec!["a".into(), "ç".into()])
-            )
-            .unwrap(),
-            My::UInt(0b101)
-        );
-        assert_eq!(
-            key_param(&ColumnKind::Bit, &Value::Bytes(vec![1, 2])).unwrap(),
-            My::UInt(258)
-        );
-        assert_eq!(
-            key_param(&ColumnKind::Plain, &Value::Bytes(vec![0, 0xff])).unwrap(),
-            My::Bytes(vec![0, 0xff])
-        );
-        assert_eq!(
-            key_param(&ColumnKind::Plain, &Value::UInt(u64::MAX)).unwrap(),
-            My::UInt(u64::MAX)
-        );
-        assert_eq!(
-            key_param(
-                &ColumnKind::Plain,
-                &Value::Time {
-                    negative: true,
-                    hours: 838,
-                    minute: 59,
-                    second: 58,
-                    micros: 7
-                }
-            )
-            .unwrap(),
-            My::Time(true, 34, 22, 59, 58, 7)
-        );
-        assert_eq!(
-            key_param(
-                &ColumnKind::Timestamp,
-                &Value::Timestamp {
-                    seconds: 2_147_483_647,
-                    micros: 999_999
-                }
-            )
-            .unwrap(),
-            My::Date(2038, 1, 19, 3, 14, 7, 999_999)
-        );
-        assert!(key_param(&ColumnKind::Plain, &Value::Null).is_err());
-    }
-
-    #[test]
-    fn timestamps_convert_both_ways_in_utc() {
-        for seconds in [1, 86_399, 86_400, 951_782_400, 2_147_483_647, 4_102_444_800] {
-            let (y, mo, d, h, mi, s) = utc_civil(seconds);
-            assert_eq!(
-                timestamp_value(y, mo, d, h, mi, s, 5),
-                Value::Timestamp { seconds, micros: 5 },
-                "{seconds}"
-            );
-        }
-        assert_eq!(utc_civil(951_782_400), (2000, 2, 29, 0, 0, 0));
-        assert_eq!(
-            timestamp_value(0, 0, 0, 0, 0, 0, 0),
-            Value::Timestamp {
-                seconds: 0,
-                micros: 0
-            }
-        );
-        assert_eq!(utc_civil(0), (0, 0, 0, 0, 0, 0));
-    }
-
-    #[test]
-    fn decimal_types_keep_precision_and_scale() {
-        assert_eq!(decimal_type("decimal(10,2)"), "DECIMAL(10,2)");
-        assert_eq!(decimal_type("decimal(65,30) unsigned"), "DECIMAL(65,30)");
-        assert_eq!(decimal_type("decimal(5)"), "DECIMAL(5)");
-        assert_eq!(decimal_type("weird"), "DECIMAL(65,30)");
-    }
-
-    #[test]
-    fn mysql_json_fractions_are_doubles() {
-        let parsed = json_text::parse(r#"{"a": 1.5, "b": [2, 1e3]}"#).unwrap();
-        assert_eq!(
-            mysql_json(parsed),
-            Json::Object(vec![
-                ("a".into(), Json::Double(1.5)),
-                (
-                    "b".into(),
-                    Json::Array(vec![Json::Int(2), Json::Double(1000.0)])
-                ),
-            ])
-        );
-    }
-}
+mod tests;
