@@ -226,17 +226,8 @@ pub async fn read_chunk(
 ) -> Result<Vec<Vec<Value>>, SourceError> {
     let shape = &table.table;
     let refuse = |reason: String| refused(&shape.database, &shape.name, reason);
-    let limit_param = mysql_async::Value::UInt(limit as u64);
-    let (query, params) = match after {
-        None => (&table.first_query, vec![limit_param]),
-        Some(after) => {
-            let mut params = after_params(table, after)
-                .map_err(|reason| refuse(format!("{reason} (an sdl bug)")))?;
-            params.push(limit_param);
-            (&table.after_query, params)
-        }
-    };
-    let mut result = match conn.exec_iter(query.as_str(), params).await {
+    let (query, params) = chunk_statement(table, after, limit)?;
+    let mut result = match conn.exec_iter(query, params).await {
         Ok(result) => result,
         Err(e) => return Err(read_error(table, query, e)),
     };
@@ -279,6 +270,29 @@ pub async fn read_chunk(
         }
     }
     Ok(rows)
+}
+
+/// The statement [`read_chunk`] runs and its parameters (for `EXPLAIN`, and tests that the
+/// chunk reads a range of the key's index).
+pub fn chunk_statement<'t>(
+    table: &'t SnapshotTable,
+    after: Option<&[Value]>,
+    limit: usize,
+) -> Result<(&'t str, Vec<mysql_async::Value>), SourceError> {
+    let limit_param = mysql_async::Value::UInt(limit as u64);
+    let Some(after) = after else {
+        return Ok((&table.first_query, vec![limit_param]));
+    };
+    let mut params = after_params(table, after).map_err(|reason| {
+        let shape = &table.table;
+        refused(
+            &shape.database,
+            &shape.name,
+            format!("{reason} (an sdl bug)"),
+        )
+    })?;
+    params.push(limit_param);
+    Ok((&table.after_query, params))
 }
 
 /// A failed chunk query: a table dropped or changed under the read is definite (re-reading the

@@ -12,7 +12,9 @@ use mysql_async::prelude::Queryable;
 use sdl::event::Value;
 use sdl::flavor::Flavor;
 use sdl::sink::document::value_to_bson;
-use sdl::source::snapshot::read::{describe, key_of, prepare_session, read_chunk, SnapshotTable};
+use sdl::source::snapshot::read::{
+    chunk_statement, describe, key_of, prepare_session, read_chunk, SnapshotTable,
+};
 
 use crate::support::{change_documents, wait_for_offset, MariaDb, Mongo, Sdl};
 
@@ -459,5 +461,71 @@ async fn describe_refuses_missing_tables_views_and_key_columns() {
             text.contains(&format!("app.{table}")) && text.contains(expected),
             "app.{table}: {text}"
         );
+    }
+}
+
+/// The table entry of an `EXPLAIN FORMAT=JSON` plan (the object naming `table_name`).
+fn plan_table<'a>(plan: &'a serde_json::Value, table: &str) -> Option<&'a serde_json::Value> {
+    match plan {
+        serde_json::Value::Object(members) => {
+            if members.get("table_name").and_then(|n| n.as_str()) == Some(table) {
+                return Some(plan);
+            }
+            members.values().find_map(|v| plan_table(v, table))
+        }
+        serde_json::Value::Array(items) => items.iter().find_map(|v| plan_table(v, table)),
+        _ => None,
+    }
+}
+
+/// Gentle on the source: a chunk past the last key read is a range read of the key's index,
+/// never a scan of the table from its start and never a sort, for a single, a composite and a
+/// unique (not primary) key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_chunk_reads_a_range_of_the_key_index() {
+    let mariadb = MariaDb::start().await;
+    let mut conn = mariadb.root_conn().await;
+    for statement in [
+        "CREATE TABLE app.single (k INT PRIMARY KEY, v INT)",
+        "CREATE TABLE app.composite (k1 INT, k2 VARCHAR(20), k3 VARBINARY(8), \
+         k4 DATETIME(6), v INT, PRIMARY KEY (k1, k2, k3, k4))",
+        "CREATE TABLE app.unique_key (id INT PRIMARY KEY, k INT NOT NULL, v INT, UNIQUE KEY uk (k))",
+        // 20,000 rows each, from MariaDB's sequence engine.
+        "INSERT INTO app.single SELECT seq, seq FROM seq_1_to_20000",
+        "INSERT INTO app.composite SELECT seq % 10, CONCAT('x', seq % 7), CAST(seq AS BINARY), \
+         '2024-01-01 00:00:00.000001' + INTERVAL seq SECOND, seq FROM seq_1_to_20000",
+        "INSERT INTO app.unique_key SELECT seq, 20000 - seq, seq FROM seq_1_to_20000",
+        "ANALYZE TABLE app.single, app.composite, app.unique_key",
+    ] {
+        conn.query_drop(format!("USE app; {statement}"))
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let mut reader = snapshot_conn(&mariadb).await;
+    for (table, key, index) in [
+        ("single", &["k"][..], "PRIMARY"),
+        ("composite", &["k1", "k2", "k3", "k4"][..], "PRIMARY"),
+        ("unique_key", &["k"][..], "uk"),
+    ] {
+        let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
+        let described = describe(&mut reader, Flavor::Mariadb, "app", table, &key)
+            .await
+            .unwrap();
+        let first = read_chunk(&mut reader, &described, None, 1000)
+            .await
+            .unwrap();
+        let after = key_of(&described, first.last().unwrap());
+        let (query, params) = chunk_statement(&described, Some(&after), 1000).unwrap();
+        let plan: String = reader
+            .exec_first(format!("EXPLAIN FORMAT=JSON {query}"), params)
+            .await
+            .unwrap()
+            .unwrap();
+        let plan_json: serde_json::Value = serde_json::from_str(&plan).unwrap();
+        let access = plan_table(&plan_json, table)
+            .unwrap_or_else(|| panic!("app.{table}: no table in the plan {plan}"));
+        assert_eq!(access["access_type"], "range", "app.{table}: {plan}");
+        assert_eq!(access["key"], index, "app.{table}: {plan}");
+        assert!(!plan.contains("filesort"), "app.{table}: {plan}");
     }
 }
