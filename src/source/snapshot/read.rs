@@ -10,7 +10,8 @@
 //!   bytes unconverted, `character_set_results = NULL`, with the column's own collation id in the
 //!   result metadata), DECIMAL as its text, BINARY(n) with its padding, BIT and GEOMETRY as bytes,
 //!   YEAR as a number (0000 → 0), TIME with days folded into hours. What the binary protocol gives
-//!   differently is brought to the binlog's form here, each in one place: TIMESTAMPs (read in UTC,
+//!   differently is brought to the binlog's form here, each in one place: MariaDB's INET4, INET6
+//!   and UUID are selected as their stored bytes (`CAST(col AS BINARY(n))`); TIMESTAMPs (read in UTC,
 //!   `time_zone = '+00:00'`) become seconds since the epoch, the zero TIMESTAMP 0; ENUM and SET
 //!   (returned as their member names) go through the decoder's member naming; MariaDB JSON columns
 //!   (LONGTEXT with a `json_valid` check, found as the ingester finds them) are parsed by the same
@@ -86,6 +87,9 @@ enum ColumnKind {
     /// DECIMAL with its `DECIMAL(p,s)`: a key parameter is cast to it, so it compares as a
     /// DECIMAL whatever the server would make of a string.
     Decimal(String),
+    /// MariaDB's INET4, INET6 and UUID: the binlog holds their stored bytes, a `SELECT` their
+    /// text, so they are selected as `CAST(col AS BINARY(n))`, the stored bytes.
+    StoredBinary(u8),
 }
 
 fn refused(database: &str, table: &str, reason: impl Into<String>) -> SourceError {
@@ -161,6 +165,8 @@ pub async fn describe(
             "bit" => ColumnKind::Bit,
             "timestamp" => ColumnKind::Timestamp,
             "decimal" => ColumnKind::Decimal(decimal_type(&column_type)),
+            "inet4" => ColumnKind::StoredBinary(4),
+            "inet6" | "uuid" => ColumnKind::StoredBinary(16),
             _ if json.contains(&name) => ColumnKind::MariadbJson,
             _ if charset.is_some_and(|c| c != "binary") => ColumnKind::Text,
             _ => ColumnKind::Plain,

@@ -35,7 +35,11 @@ pub(super) fn chunk_queries(
 ) -> (String, String) {
     let select = columns
         .iter()
-        .map(|c| quote(c))
+        .zip(kinds)
+        .map(|(c, kind)| match kind {
+            ColumnKind::StoredBinary(length) => format!("CAST({} AS BINARY({length}))", quote(c)),
+            _ => quote(c),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let from = format!("{}.{}", quote(database), quote(table));
@@ -44,6 +48,9 @@ pub(super) fn chunk_queries(
         .iter()
         .map(|&k| match &kinds[k as usize] {
             ColumnKind::Decimal(decimal) => format!("CAST(? AS {decimal})"),
+            // Stored bytes, not text to parse: sent as hex, since a string parameter is text in
+            // the connection's character set, and bytes that are not valid in it do not survive.
+            ColumnKind::StoredBinary(_) => "UNHEX(?)".to_string(),
             _ => "?".to_string(),
         })
         .collect();
@@ -121,6 +128,10 @@ pub(super) fn key_param(kind: &ColumnKind, value: &Value) -> Result<mysql_async:
                         does not know), and cannot be bound back as the text it compares as"
                     .into(),
             );
+        }
+        (ColumnKind::StoredBinary(_), Value::Bytes(bytes)) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+            return Ok(My::Bytes(hex.into_bytes()));
         }
         // BIT compares as a number, its bytes big-endian.
         (ColumnKind::Bit, Value::Bytes(bytes)) if bytes.len() <= 8 => {

@@ -131,6 +131,14 @@ fn key_values_bind_as_they_compare_in_the_index() {
         My::Date(2038, 1, 19, 3, 14, 7, 999_999)
     );
     assert!(key_param(&ColumnKind::Plain, &Value::Null).is_err());
+    assert_eq!(
+        key_param(
+            &ColumnKind::StoredBinary(16),
+            &Value::Bytes(vec![0xf4, 0x0a])
+        )
+        .unwrap(),
+        My::Bytes(b"F40A".to_vec())
+    );
     // Text that did not decode cannot be bound back as the text it compares as.
     assert!(key_param(&ColumnKind::Text, &Value::Bytes(vec![0xff])).is_err());
     assert_eq!(
