@@ -304,21 +304,26 @@ pub fn chunk_statement<'t>(
 /// A failed chunk query: a table dropped or changed under the read is definite (re-reading the
 /// same query cannot help); everything else as [`query_error`] decides.
 fn read_error(table: &SnapshotTable, query: &str, e: mysql_async::Error) -> SourceError {
-    if let mysql_async::Error::Server(server) = &e {
+    let (database, name) = (&table.table.database, &table.table.name);
+    let mysql_async::Error::Server(server) = &e else {
+        return query_error(query, e);
+    };
+    let reason = match server.code {
         // ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR.
-        if server.code == 1146 || server.code == 1054 {
-            return refused(
-                &table.table.database,
-                &table.table.name,
-                format!(
-                    "the table was dropped or its columns changed while it was being read \
-                     ({}). Start its snapshot again (`sdl snapshot {}.{}`) if it still exists",
-                    server.message, table.table.database, table.table.name
-                ),
-            );
-        }
-    }
-    query_error(query, e)
+        1146 | 1054 => format!(
+            "the table was dropped or its columns changed while it was being read ({}). Start \
+             its snapshot again (`sdl snapshot {database}.{name}`) if it still exists",
+            server.message
+        ),
+        // ER_TABLEACCESS_DENIED_ERROR, ER_COLUMNACCESS_DENIED_ERROR.
+        1142 | 1143 => format!(
+            "the sdl user may not read it ({}). Grant it SELECT on {database}.{name} (sdl \
+             needs SELECT on every table it snapshots), or leave the table out of the snapshot",
+            server.message
+        ),
+        _ => return query_error(query, e),
+    };
+    refused(database, name, reason)
 }
 
 /// The key values of a row read by [`read_chunk`], in key order.

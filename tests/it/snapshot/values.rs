@@ -485,12 +485,17 @@ async fn paging_reads_every_row_once_in_key_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn describe_refuses_missing_tables_views_and_key_columns() {
+async fn missing_tables_views_key_columns_and_lost_access_are_refused_naming_the_table() {
     let mariadb = MariaDb::start().await;
     let mut conn = mariadb.root_conn().await;
     for statement in [
         "CREATE TABLE app.t (id INT PRIMARY KEY, v INT)",
+        "CREATE TABLE app.dropped (id INT PRIMARY KEY, v INT)",
+        "CREATE TABLE app.private (id INT PRIMARY KEY, v INT)",
         "CREATE VIEW app.w AS SELECT * FROM app.t",
+        "CREATE USER 'narrow'@'%'",
+        "GRANT SELECT ON app.private TO 'narrow'@'%'",
+        "GRANT SELECT ON app.dropped TO 'narrow'@'%'",
     ] {
         conn.query_drop(statement).await.unwrap();
     }
@@ -510,6 +515,53 @@ async fn describe_refuses_missing_tables_views_and_key_columns() {
             .await
             .err()
             .unwrap_or_else(|| panic!("app.{table} with key {key:?} was accepted"));
+        let text = error.to_string();
+        assert!(!error.is_transient(), "{text}");
+        assert!(
+            text.contains(&format!("app.{table}")) && text.contains(expected),
+            "app.{table}: {text}"
+        );
+    }
+
+    // Described, then dropped, or the sdl user's SELECT revoked, before a chunk is read: refused
+    // naming the table and the fix, not retried for ever.
+    let mut narrow = mysql_async::Conn::from_url(
+        format!(
+            "mysql://narrow@127.0.0.1:{}/?prefer_socket=false",
+            mariadb.port
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    prepare_session(&mut narrow).await.unwrap();
+    for (table, change, expected) in [
+        (
+            "dropped",
+            "DROP TABLE app.dropped",
+            "dropped or its columns changed",
+        ),
+        (
+            "private",
+            "REVOKE SELECT ON app.private FROM 'narrow'@'%'",
+            "Grant it SELECT on app.private",
+        ),
+    ] {
+        let described = describe(&mut narrow, Flavor::Mariadb, "app", table, &id)
+            .await
+            .unwrap();
+        assert_eq!(
+            read_chunk(&mut narrow, &described, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        conn.query_drop(change).await.unwrap();
+        let error = read_chunk(&mut narrow, &described, Some(&[Value::Int(0)]), 10)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("app.{table}: read after `{change}`"));
         let text = error.to_string();
         assert!(!error.is_transient(), "{text}");
         assert!(
