@@ -11,21 +11,23 @@
 //!   result metadata), DECIMAL as its text, BINARY(n) with its padding, BIT and GEOMETRY as bytes,
 //!   YEAR as a number (0000 → 0), TIME with days folded into hours. What the binary protocol gives
 //!   differently is brought to the binlog's form here, each in one place: MariaDB's INET4, INET6
-//!   and UUID are selected as their stored bytes (`CAST(col AS BINARY(n))`); TIMESTAMPs (read in UTC,
-//!   `time_zone = '+00:00'`) become seconds since the epoch, the zero TIMESTAMP 0; ENUM and SET
-//!   (returned as their member names) go through the decoder's member naming; MariaDB JSON columns
-//!   (LONGTEXT with a `json_valid` check, found as the ingester finds them) are parsed by the same
-//!   [`json_text`](crate::source::json_text) parser, a value that does not parse staying text.
+//!   and UUID are selected as their stored bytes (`CAST(col AS BINARY(n))`); TIMESTAMPs (read in
+//!   UTC, `time_zone = '+00:00'`) become seconds since the epoch, the zero TIMESTAMP 0; ENUM and
+//!   SET (returned as their member names) go through the decoder's member naming; MariaDB JSON
+//!   columns (LONGTEXT with a `json_valid` check, found as the ingester finds them) are parsed by
+//!   the same [`json_text`](crate::source::json_text) parser, a value that does not parse staying
+//!   text.
 //! - **Keyset pagination, every row once.** A chunk is `SELECT <every column> FROM db.t WHERE key >
 //!   :after ORDER BY key LIMIT n` (for a composite key `k1 > ? OR (k1 = ? AND k2 > ?) ...`, a form
 //!   MariaDB's optimizer reads as a range of the key's index). The `after` key is bound back as
 //!   parameters that compare the way the key's index orders (ENUM/SET by their numbers, DECIMAL as
-//!   DECIMAL, BIT as a number, TIMESTAMP in UTC), so paging visits every row exactly once, in key
-//!   order, whatever the key's types.
+//!   DECIMAL, BIT as a number, TIMESTAMP in UTC, INET4/INET6/UUID as their bytes), so paging visits
+//!   every row exactly once, in key order, whatever the key's types; a chunk that would not move
+//!   past its `after` key is refused rather than read again and again.
 //! - **Errors.** A missing table, a view, a key column that does not exist are definite
 //!   ([`SourceError::SnapshotRefused`], naming `db.table` and the fix); so is a table whose columns
-//!   changed or that was dropped under the read. Connection problems, lock waits and timeouts are
-//!   transient, as everywhere in the source.
+//!   changed, that was dropped or that the sdl user may no longer read under the read. Connection
+//!   problems, lock waits and timeouts are transient, as everywhere in the source.
 //!
 //! # Assumptions
 //! [`prepare_session`] ran on the connection before [`read_chunk`]; the key columns are NOT NULL
@@ -136,9 +138,9 @@ pub async fn describe(
             ),
         ));
     }
-    let columns_query =
-        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
-                         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
+    let columns_query = "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME \
+                         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+                         ORDER BY ORDINAL_POSITION";
     let rows: Vec<(String, String, String, Option<String>)> = conn
         .exec(columns_query, (database, table))
         .await

@@ -87,7 +87,8 @@ const COLUMNS: &str = "id INT PRIMARY KEY, \
     tx TEXT CHARSET utf8mb4, lt TEXT CHARSET latin1, \
     bn BINARY(6), vb VARBINARY(20), bl BLOB, \
     e ENUM('a','b','ç'), s SET('x','y','z'), j JSON, g GEOMETRY, \
-    i4 INET4, i6 INET6, u UUID, gs INT AS (id * 3) STORED, gv INT AS (id * 2) VIRTUAL, inv INT INVISIBLE DEFAULT 7";
+    i4 INET4, i6 INET6, u UUID, gs INT AS (id * 3) STORED, gv INT AS (id * 2) VIRTUAL, \
+    inv INT INVISIBLE DEFAULT 7";
 
 const ROWS: &[&str] = &[
     // Ordinary values.
@@ -113,7 +114,8 @@ const ROWS: &[&str] = &[
      '1970-01-01 05:30:01', '1970-01-01 05:30:01.001', '1970-01-01 05:30:01.000001', \
      '-838:59:59', '-00:00:00.000001', '', '', '', '', '', '', '', '', '', '', '', 0x00, 0x00, \
      '', 'a', '', '[]', ST_GeomFromText('POINT(0 0)'), -1)",
-    // Maximums (the largest TIMESTAMP, 2038-01-19 03:14:07 UTC), non-ASCII text in every charset, binary with trailing 0x00, nested JSON.
+    // Maximums (the largest TIMESTAMP, 2038-01-19 03:14:07 UTC), non-ASCII text in every
+    // charset, binary with trailing 0x00, nested JSON.
     "INSERT INTO app.every (id, ti, tu, si, su, mi, mu, i, iu, bi, bu, b1, b13, b64, y, f, d, \
      d65, d34, d10, d5, dd, dt0, dt3, dt6, ts0, ts3, ts6, t0, t6, c4, u4, u3, l1, cl, a, u2, u16, \
      u32, tx, lt, bn, vb, bl, e, s, j, g) VALUES (3, 127, 255, 32767, 65535, 8388607, 16777215, \
@@ -582,7 +584,8 @@ async fn every_chunk_reads_a_range_of_the_key_index() {
         "CREATE TABLE app.single (k INT PRIMARY KEY, v INT)",
         "CREATE TABLE app.composite (k1 INT, k2 VARCHAR(20), k3 VARBINARY(8), \
          k4 DATETIME(6), v INT, PRIMARY KEY (k1, k2, k3, k4))",
-        "CREATE TABLE app.unique_key (id INT PRIMARY KEY, k INT NOT NULL, v INT, UNIQUE KEY uk (k))",
+        "CREATE TABLE app.unique_key (id INT PRIMARY KEY, k INT NOT NULL, v INT, \
+         UNIQUE KEY uk (k))",
         // 20,000 rows each, from MariaDB's sequence engine.
         "INSERT INTO app.single SELECT seq, seq FROM seq_1_to_20000",
         "INSERT INTO app.composite SELECT seq % 10, CONCAT('x', seq % 7), CAST(seq AS BINARY), \

@@ -180,8 +180,8 @@ pub(super) fn key_param(kind: &ColumnKind, value: &Value) -> Result<mysql_async:
     })
 }
 
-/// The UTC date and time of `seconds` since the epoch (the inverse of [`timestamp_value`](super::timestamp_value); 0 is
-/// the zero TIMESTAMP).
+/// The UTC date and time of `seconds` since the epoch (the inverse of
+/// [`timestamp_value`](super::timestamp_value); 0 is the zero TIMESTAMP).
 pub(super) fn utc_civil(seconds: i64) -> Result<(u16, u8, u8, u8, u8, u8), String> {
     if seconds == 0 {
         return Ok((0, 0, 0, 0, 0, 0));
