@@ -1,7 +1,8 @@
 //! The key side of keyset pagination: the chunk queries (`WHERE` past the last key read, `ORDER
 //! BY` the key) and the last key read bound back as parameters that compare the way the key's
 //! index orders (ENUM/SET by their numbers, DECIMAL as DECIMAL, BIT as a number, TIMESTAMP in
-//! UTC), so paging visits every row once, in key order.
+//! UTC, MariaDB's INET4/INET6/UUID as their stored bytes), so paging visits every row once, in key
+//! order.
 
 use super::{ColumnKind, SnapshotTable};
 use crate::event::Value;

@@ -56,6 +56,21 @@ fn chunk_queries_page_by_the_key_in_order() {
 }
 
 #[test]
+fn uuid_columns_are_read_and_bound_as_their_stored_bytes() {
+    let table = snapshot_table(
+        vec![ColumnKind::StoredBinary(16), ColumnKind::Plain],
+        vec![0],
+    );
+    assert_eq!(
+        table.after_query,
+        "SELECT CAST(`c0` AS BINARY(16)), `c1` FROM `d``b`.`t` WHERE `c0` > UNHEX(?) \
+         ORDER BY `c0` LIMIT ?"
+    );
+    let params = after_params(&table, &[Value::Bytes(vec![0x12, 0xfe])]).unwrap();
+    assert_eq!(params, vec![My::Bytes(b"12FE".to_vec())]);
+}
+
+#[test]
 fn three_column_keys_bind_each_prefix() {
     let table = snapshot_table(vec![ColumnKind::Plain; 3], vec![0, 1, 2]);
     assert!(table.after_query.contains(
