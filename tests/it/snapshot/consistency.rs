@@ -17,10 +17,11 @@ use mysql_async::prelude::Queryable;
 
 use crate::support::relay::assert_documents_exactly_once;
 use crate::support::snapshot::{
-    all_documents, assert_ids_unique, assert_snapshot_documents_well_formed, assert_tables_equal,
-    changes_in_commit_order, count_documents, millis_since_epoch, rebuild_interleaved,
-    rebuild_snapshot_first, select_keyed, snapshot_documents, snapshot_id_millis, snapshot_table,
-    status_number, try_status, wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
+    all_documents, assert_ids_unique, assert_offset_reaches, assert_snapshot_documents_well_formed,
+    assert_tables_equal, changes_in_commit_order, count_documents, millis_since_epoch,
+    rebuild_interleaved, rebuild_snapshot_first, select_keyed, snapshot_documents,
+    snapshot_id_millis, snapshot_table, status_number, try_status, wait_everything_forwarded,
+    wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
 };
 use crate::support::{Relay, Rng};
 
@@ -429,8 +430,8 @@ async fn snapshot_under_writes_sigkill_and_mongodb_outage_rebuilds_every_table()
     wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
     keep_going.store(false, Ordering::SeqCst);
     let workload = workload.await.unwrap();
-    relay.wait_caught_up(TIMEOUT).await;
-    assert!(relay.sdl.is_running(), "sdl exited:\n{}", relay.sdl.logs());
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
 
     let docs = all_documents(&relay.mongo).await;
     assert_ids_unique(&docs);
@@ -469,6 +470,7 @@ async fn snapshot_under_writes_sigkill_and_mongodb_outage_rebuilds_every_table()
     }
     conn.disconnect().await.unwrap();
     assert_eq!(relay.sdl.metric("sdl_snapshot_tables_remaining"), 0.0);
+    assert_offset_reaches(&relay.mongo, &position, Duration::from_secs(15)).await;
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     eprintln!(
         "{snapshot_rows} snapshot rows and {} row changes in {} transactions rebuild 3 tables exactly across a SIGKILL and a MongoDB outage",
@@ -497,7 +499,8 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
     );
     relay.sdl.start();
     wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
-    relay.wait_caught_up(TIMEOUT).await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
 
     // What the first run wrote (at least what /status showed before the SIGTERM) is not read
     // again by the second.
@@ -533,6 +536,7 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
         &snapshot_table(&docs, "app", "lines", key, ids[0]),
         "app.lines as its snapshot documents hold it",
     );
+    assert_offset_reaches(&relay.mongo, &position, Duration::from_secs(15)).await;
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 
     // `snapshot = "initial"` is taken once per deployment: a later start reads nothing.

@@ -479,12 +479,73 @@ pub async fn wait_snapshot_status(
     .await
 }
 
-/// Waits until `/status` says no snapshot is left to read (`state` idle, no table left).
+/// Waits until no snapshot is left to read: `/status` `snapshot.state` idle with no table left,
+/// and the WAL's ingest position without a snapshot plan (a service just started shows idle
+/// before its ingester has taken up the plan its WAL holds).
 pub async fn wait_snapshot_idle(sdl: &Sdl, timeout: Duration) -> serde_json::Value {
-    wait_snapshot_status(sdl, "snapshot state idle", timeout, |s| {
-        s["state"] == "idle" && s["tables_left"] == 0
-    })
+    wait_with_sdl(
+        sdl,
+        "snapshot state idle, no table left, no plan in the WAL's position",
+        timeout,
+        || {
+            let idle = try_status(sdl).filter(|status| {
+                let snapshot = &status["snapshot"];
+                snapshot["state"] == "idle"
+                    && snapshot["tables_left"] == 0
+                    && status["wal"]["ingest_position"]
+                        .as_str()
+                        .is_some_and(|p| !p.contains("snapshot"))
+            });
+            async move { idle.map(|status| status["snapshot"].clone()) }
+        },
+    )
     .await
+}
+
+/// Waits until sdl's WAL holds the source's position `position` exactly (the stream caught up,
+/// no snapshot plan left) and MongoDB has every WAL record (acknowledged up to the last one).
+pub async fn wait_everything_forwarded(sdl: &Sdl, position: &str, timeout: Duration) {
+    wait_with_sdl(
+        sdl,
+        &format!("the WAL at {position} with every record in MongoDB"),
+        timeout,
+        || {
+            let done = try_status(sdl).is_some_and(|status| {
+                let wal = &status["wal"];
+                wal["ingest_position"] == position
+                    && wal["last_seq"].as_u64().is_some()
+                    && wal["acked_seq"] == wal["last_seq"]
+            });
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+}
+
+/// Asserts that MongoDB's offset document comes to name exactly the source's position
+/// `position` within `timeout`: once a snapshot is done and everything is forwarded, the offset
+/// must not still carry a snapshot plan.
+pub async fn assert_offset_reaches(mongo: &Mongo, position: &str, timeout: Duration) {
+    let offsets = mongo.db().await.collection::<Document>("binlog_offsets");
+    let deadline = Instant::now() + timeout;
+    let offset = wait_until(
+        "MongoDB's offset",
+        timeout + Duration::from_secs(5),
+        || async {
+            let gtid = offsets
+                .find_one(doc! { "_id": "default" })
+                .await
+                .unwrap()
+                .and_then(|d| d.get_str("gtid").ok().map(str::to_string))
+                .unwrap_or_default();
+            (gtid == position || Instant::now() > deadline).then_some(gtid)
+        },
+    )
+    .await;
+    assert_eq!(
+        offset, position,
+        "MongoDB's offset (left) names the source's position once the snapshot is done and every record is forwarded, without a finished snapshot's plan"
+    );
 }
 
 /// A number of `/status`'s `snapshot` section (0 when absent or null).
