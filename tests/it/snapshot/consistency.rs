@@ -395,6 +395,7 @@ async fn snapshot_under_writes_sigkill_and_mongodb_outage_rebuilds_every_table()
         .unwrap_or_else(|| panic!("/status snapshot.id while reading: {before_kill}"))
         .to_string();
     relay.sdl.kill();
+    eprintln!("SIGKILL during the snapshot: {before_kill}");
     relay.sdl.start();
 
     // The second run resumes the same snapshot.
@@ -426,6 +427,10 @@ async fn snapshot_under_writes_sigkill_and_mongodb_outage_rebuilds_every_table()
     )
     .await;
     relay.mongo.restart().await;
+    eprintln!(
+        "MongoDB back after an outage during the snapshot: {}",
+        try_status(&relay.sdl).map_or(serde_json::Value::Null, |s| s["snapshot"].clone())
+    );
 
     wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
     keep_going.store(false, Ordering::SeqCst);
@@ -447,8 +452,13 @@ async fn snapshot_under_writes_sigkill_and_mongodb_outage_rebuilds_every_table()
     );
     let mut conn = relay.conn().await;
     let mut snapshot_rows = 0;
+    let logs = relay.sdl.logs();
     for kind in KINDS {
         let (table, key) = (kind.table(), kind.key());
+        assert!(
+            logs.matches(&format!("snapshot of app.{table}:")).count() >= 2,
+            "a log line when app.{table} starts and one when it ends:\n{logs}"
+        );
         let per_snapshot = assert_snapshot_documents_well_formed(&docs, "app", table, key);
         assert_eq!(
             per_snapshot.keys().collect::<Vec<_>>(),
@@ -480,7 +490,9 @@ async fn snapshot_under_writes_sigkill_and_mongodb_outage_rebuilds_every_table()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
-    // A composite key, so that resuming after the last key read compares both of its columns.
+    // A composite key, so that resuming after the last key read compares both of its columns;
+    // a multiple of the chunk size, so that the last chunk is full and only a read that finds
+    // nothing more ends the table.
     const ROWS: i64 = 2000;
     let mut relay = snapshot_relay(&[(Kind::Lines, ROWS)], 400).await;
     relay.sdl.start();
