@@ -5,14 +5,18 @@
 //! snapshot documents plus the change documents equal `SELECT *` at the end, whether every image
 //! is applied first or each at its place in the stream, and no row is in a snapshot twice. A
 //! SIGTERM mid-snapshot resumes from the last chunk: the second run reads only what the first did
-//! not write.
+//! not write. The strict rebuild itself is checked on planted documents: it refuses an overlap
+//! and a gap.
+//!
+//! This file is long because the workload over the three key shapes, the two tests it serves and
+//! the check of the rebuild belong together.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mongodb::bson::doc;
+use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
 
 use crate::support::relay::assert_documents_exactly_once;
@@ -570,4 +574,104 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
         ROWS as u64
     );
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// Documents of `app.t (id, v)` for the checks of the rebuilds below: a change at GTID sequence
+/// `seq` (row `row`), or a snapshot image at position `0-1-<seq>`.
+fn document(
+    op: &str,
+    seq: u64,
+    row: i64,
+    before: Option<(i64, &str)>,
+    after: Option<(i64, &str)>,
+) -> Document {
+    let image = |(id, v): (i64, &str)| doc! { "id": id, "v": v };
+    let mut d = doc! { "_id": format!("default/{op}/{seq}:{row}"), "op": op };
+    let mut meta = doc! { "source": "default", "src": "default", "db": "app", "tbl": "t" };
+    if op == "snapshot" {
+        meta.insert("position", format!("0-1-{seq}"));
+        meta.insert("snapshot", "20261127T190102.123Z");
+    } else {
+        meta.insert("gtid", format!("0-1-{seq}"));
+        meta.insert("row", row);
+    }
+    d.insert("meta", meta);
+    if let Some(before) = before {
+        d.insert("before", image(before));
+    }
+    if let Some(after) = after {
+        d.insert("after", image(after));
+    }
+    d
+}
+
+/// The panic message of the strict rebuild of `docs`, or None when it accepts them.
+fn interleaved_rebuild_refusal(docs: &[Document]) -> Option<String> {
+    let outcome = std::panic::catch_unwind(|| rebuild_interleaved(docs, "app", "t", &["id"]));
+    outcome.err().map(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| format!("{:?}", panic.downcast_ref::<&str>()))
+    })
+}
+
+/// The rebuilds the consistency tests rely on can fail: they accept documents that agree (an
+/// image before a change, an insert past the snapshot's progress before it), both giving the
+/// same table, and the strict one refuses an image that overlaps a change before it, a row the
+/// snapshot missed, and an image of a row the stream had deleted.
+#[test]
+fn the_rebuilds_accept_agreeing_documents_and_refuse_overlap_and_gap() {
+    let agreeing = vec![
+        document("insert", 2, 0, None, Some((5, "e"))),
+        document("snapshot", 3, 0, None, Some((1, "a"))),
+        document("snapshot", 3, 0, None, Some((2, "b"))),
+        document("snapshot", 3, 0, None, Some((5, "e"))),
+        document("update", 4, 0, Some((2, "b")), Some((2, "c"))),
+        document("update", 4, 1, Some((1, "a")), Some((9, "a"))),
+        document("delete", 5, 0, Some((5, "e")), None),
+    ];
+    let interleaved = rebuild_interleaved(&agreeing, "app", "t", &["id"]);
+    assert_eq!(
+        interleaved,
+        rebuild_snapshot_first(&agreeing, "app", "t", &["id"])
+    );
+    let rows: Vec<String> = interleaved
+        .values()
+        .map(|r| format!("{}={}", r["id"], r["v"]))
+        .collect();
+    assert_eq!(rows, ["2=c", "9=a"]);
+
+    let overlap = vec![
+        document("insert", 2, 0, None, Some((1, "a"))),
+        document("update", 3, 0, Some((1, "a")), Some((1, "b"))),
+        // Read before the update, placed after it.
+        document("snapshot", 3, 0, None, Some((1, "a"))),
+    ];
+    let refusal = interleaved_rebuild_refusal(&overlap).expect("an overlapping image is refused");
+    assert!(
+        refusal.contains("differs from the row's state"),
+        "{refusal}"
+    );
+
+    let gap = vec![
+        document("snapshot", 3, 0, None, Some((1, "a"))),
+        document("snapshot", 3, 0, None, Some((3, "c"))),
+        // Row 2 existed (it is updated) but is in no snapshot document below the progress.
+        document("update", 4, 0, Some((2, "b")), Some((2, "x"))),
+    ];
+    let refusal = interleaved_rebuild_refusal(&gap).expect("a missed row is refused");
+    assert!(refusal.contains("the snapshot missed it"), "{refusal}");
+
+    let deleted = vec![
+        document("snapshot", 3, 0, None, Some((1, "a"))),
+        document("delete", 4, 0, Some((1, "a")), None),
+        document("snapshot", 5, 0, None, Some((1, "a"))),
+    ];
+    let refusal =
+        interleaved_rebuild_refusal(&deleted).expect("an image of a deleted row is refused");
+    assert!(
+        refusal.contains("differs from the row's state"),
+        "{refusal}"
+    );
 }
