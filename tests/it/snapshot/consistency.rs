@@ -514,6 +514,14 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
         relay.sdl.logs()
     );
     relay.sdl.start();
+    // The first /status answer of the restarted service (checked last, below).
+    let first_status = wait_with_sdl(
+        &relay.sdl,
+        "the restarted service's /status",
+        TIMEOUT,
+        || async { try_status(&relay.sdl) },
+    )
+    .await;
     wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
     let position = relay.mariadb.gtid_binlog_pos().await;
     wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
@@ -553,6 +561,14 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
         "app.lines as its snapshot documents hold it",
     );
     assert_offset_reaches(&relay.mongo, &position, Duration::from_secs(15)).await;
+    // A service restarted with a snapshot in its WAL shows it from its first answer: not idle
+    // with nothing left, which a monitor would take for a finished snapshot.
+    let snapshot = &first_status["snapshot"];
+    assert!(
+        snapshot["state"] != "idle" && status_number(snapshot, "tables_left") == 1,
+        "the first /status of the restarted service shows the snapshot its WAL holds: {snapshot}; wal: {}",
+        first_status["wal"]
+    );
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 
     // `snapshot = "initial"` is taken once per deployment: a later start reads nothing.
