@@ -2,8 +2,9 @@
 //! service is taken and written for every row (documents, `/status`, metrics); with the service
 //! stopped it is queued as a request file the next start takes; a table without a usable key is
 //! refused with exit code 2 naming it, by the command and by `snapshot = "initial"` before
-//! anything is relayed; an empty table's snapshot finishes with no document; and the default,
-//! `snapshot = "never"`, writes no snapshot document.
+//! anything is relayed, and by the service when a queued request's table is gone by the time it
+//! takes it (visibly, and the relay goes on); an empty table's snapshot finishes with no
+//! document; and the default, `snapshot = "never"`, writes no snapshot document.
 
 use std::time::{Duration, SystemTime};
 
@@ -373,4 +374,72 @@ async fn snapshot_never_is_the_default_and_writes_no_snapshot_document() {
     assert!(snapshot["id"].is_null(), "{snapshot}");
     assert_eq!(snapshot["tables_left"], 0, "{snapshot}");
     assert_eq!(relay.sdl.metric("sdl_snapshot_rows_total"), 0.0);
+}
+
+/// A request that was good when queued but is bad when the service takes it (its table dropped
+/// meanwhile) is refused without stopping the relay: an ERROR naming the table, `/status`
+/// `snapshot.refused`, the file renamed `<id>.json.refused` with the reason beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_bad_when_taken_is_refused_visibly_and_the_relay_goes_on() {
+    let mut relay = relay_with_short_intervals()
+        .sql(&["CREATE TABLE app.gone (id INT PRIMARY KEY) ENGINE=InnoDB"])
+        .stopped()
+        .await;
+    let (code, output) = run_sdl_snapshot(&relay.sdl, &["app.gone"]).await;
+    assert_eq!(code, Some(0), "sdl snapshot app.gone:\n{output}");
+    let queued = request_files(&relay.sdl);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    run_sql(&relay, &["DROP TABLE app.gone".to_string()]).await;
+
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+    let refused = wait_with_sdl(
+        &relay.sdl,
+        "/status snapshot.refused naming app.gone",
+        TIMEOUT,
+        || async {
+            let refused = try_status(&relay.sdl)?["snapshot"]["refused"].clone();
+            let names_it = refused.as_array()?.iter().any(|r| {
+                r["table"] == "app.gone" && r["reason"].as_str().is_some_and(|s| !s.is_empty())
+            });
+            names_it.then_some(refused)
+        },
+    )
+    .await;
+    let logs = relay.sdl.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("ERROR") && l.contains("sdl::snapshot") && l.contains("app.gone")),
+        "an ERROR on sdl::snapshot names app.gone:\n{logs}"
+    );
+    let renamed = queued[0].with_extension("json.refused");
+    assert!(
+        renamed.exists() && !queued[0].exists(),
+        "the request file is renamed {}: {refused}",
+        renamed.display()
+    );
+    let reason = std::path::PathBuf::from(format!("{}.reason", renamed.display()));
+    assert!(
+        std::fs::read_to_string(&reason).is_ok_and(|r| !r.trim().is_empty()),
+        "the reason is written beside it ({})",
+        reason.display()
+    );
+
+    // The relay goes on.
+    run_sql(
+        &relay,
+        &[
+            "CREATE TABLE app.after (id INT PRIMARY KEY) ENGINE=InnoDB".to_string(),
+            "INSERT INTO app.after VALUES (1)".to_string(),
+        ],
+    )
+    .await;
+    relay.wait_caught_up(TIMEOUT).await;
+    let snapshot = wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    assert_eq!(
+        count_documents(&relay.mongo, doc! { "op": "snapshot" }).await,
+        0,
+        "{snapshot}"
+    );
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
