@@ -5,7 +5,7 @@
 //! snapshot documents plus the change documents equal `SELECT *` at the end, whether every image
 //! is applied first or each at its place in the stream, and no row is in a snapshot twice. A
 //! SIGTERM mid-snapshot resumes from the last chunk: the second run reads only what the first did
-//! not write. The strict rebuild itself is checked on planted documents: it refuses an overlap
+//! not write. A chunk whose window sees DDL is discarded and read again. The strict rebuild itself is checked on planted documents: it refuses an overlap
 //! and a gap.
 //!
 //! This file is long because the workload over the three key shapes, the two tests it serves and
@@ -590,6 +590,77 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
         ROWS as u64
     );
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// A DDL statement in a chunk's window (here on another table, in a loop) discards the chunk,
+/// visibly (the metric, a log line), and the chunk is read again: the snapshot still holds every
+/// row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_whose_window_sees_ddl_is_discarded_and_read_again() {
+    const ROWS: i64 = 1000;
+    let mut relay = snapshot_relay(&[(Kind::Items, ROWS)], 200).await;
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+
+    let keep_going = Arc::new(AtomicBool::new(true));
+    let churn = tokio::spawn({
+        let url = relay.mariadb.root_url();
+        let keep_going = keep_going.clone();
+        async move {
+            let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+            let mut statements = 0;
+            while keep_going.load(Ordering::SeqCst) {
+                for ddl in [
+                    "CREATE TABLE app.churn (id INT PRIMARY KEY)",
+                    "DROP TABLE app.churn",
+                ] {
+                    conn.query_drop(ddl).await.unwrap();
+                    statements += 1;
+                }
+                // Pacing of the DDL, not a wait for a condition.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            conn.disconnect().await.unwrap();
+            statements
+        }
+    });
+    wait_with_sdl(&relay.sdl, "a chunk discarded", TIMEOUT, || async {
+        (relay.sdl.metric("sdl_snapshot_chunks_discarded_total") >= 1.0).then_some(())
+    })
+    .await;
+    keep_going.store(false, Ordering::SeqCst);
+    let ddl_statements = churn.await.unwrap();
+    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+
+    let discarded = relay.sdl.metric("sdl_snapshot_chunks_discarded_total");
+    let logs = relay.sdl.logs();
+    assert!(
+        logs.contains("snapshot of app.items: chunk discarded"),
+        "a discarded chunk is logged:\n{logs}"
+    );
+    let docs = all_documents(&relay.mongo).await;
+    assert_ids_unique(&docs);
+    let key = Kind::Items.key();
+    let per_snapshot = assert_snapshot_documents_well_formed(&docs, "app", "items", key);
+    let ids: Vec<&String> = per_snapshot.keys().collect();
+    assert_eq!(ids.len(), 1, "one snapshot: {per_snapshot:?}");
+    let mut conn = relay.conn().await;
+    let source = select_keyed(&mut conn, "app.items", key).await;
+    conn.disconnect().await.unwrap();
+    assert_tables_equal(
+        &source,
+        &snapshot_table(&docs, "app", "items", key, ids[0]),
+        "app.items as its snapshot documents hold it after discarded chunks",
+    );
+    let ddl_documents = docs.iter().filter(|d| d.get_str("op") == Ok("ddl")).count();
+    assert_eq!(
+        ddl_documents, ddl_statements,
+        "every DDL statement relayed once"
+    );
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    eprintln!("{discarded} chunks discarded by {ddl_statements} DDL statements; every row snapshotted once");
 }
 
 /// Documents of `app.t (id, v)` for the checks of the rebuilds below: a change at GTID sequence
