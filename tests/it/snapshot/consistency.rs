@@ -3,13 +3,14 @@
 //! key), snapshotted while a workload inserts, updates (keys too) and deletes their rows, through
 //! a SIGKILL of sdl and a MongoDB outage in the middle, are rebuilt exactly from MongoDB: the
 //! snapshot documents plus the change documents equal `SELECT *` at the end, whether every image
-//! is applied first or each at its place in the stream, and no row is in a snapshot twice. A
-//! SIGTERM mid-snapshot resumes from the last chunk: the second run reads only what the first did
-//! not write. A chunk whose window sees DDL is discarded and read again. The strict rebuild itself is checked on planted documents: it refuses an overlap
-//! and a gap.
+//! is applied first or each at its place in the stream, and no row is in a snapshot twice. The
+//! same holds across a lost source connection. A SIGTERM mid-snapshot resumes from the last
+//! chunk: the second run reads only what the first did not write. A chunk whose window sees DDL
+//! is discarded and read again. The strict rebuild itself is checked on planted documents: it
+//! refuses an overlap and a gap.
 //!
-//! This file is long because the workload over the three key shapes, the two tests it serves and
-//! the check of the rebuild belong together.
+//! This file is long because the workload over the three key shapes, the tests it serves and the
+//! check of the rebuild they rely on belong together.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
 
+use crate::support::proxy::Mode;
 use crate::support::relay::assert_documents_exactly_once;
 use crate::support::snapshot::{
     all_documents, assert_ids_unique, assert_offset_reaches, assert_snapshot_documents_well_formed,
@@ -27,7 +29,7 @@ use crate::support::snapshot::{
     snapshot_id_millis, snapshot_table, status_number, try_status, wait_everything_forwarded,
     wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
 };
-use crate::support::{Relay, Rng};
+use crate::support::{Relay, RelayBuilder, Rng};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,8 +45,6 @@ enum Kind {
     /// `app.tags`: no primary key, `tag VARCHAR NOT NULL UNIQUE`; key = `tag-<slot, 6 digits>`.
     Tags,
 }
-
-const KINDS: [Kind; 3] = [Kind::Items, Kind::Lines, Kind::Tags];
 
 impl Kind {
     fn table(self) -> &'static str {
@@ -339,7 +339,8 @@ fn snapshot_settings(rows_per_second: u64) -> Vec<(String, String)> {
     .collect()
 }
 
-async fn snapshot_relay(seeded: &[(Kind, i64)], rows_per_second: u64) -> Relay {
+/// Servers with the `seeded` tables and an sdl configured to snapshot them (not started).
+fn snapshot_relay_builder(seeded: &[(Kind, i64)], rows_per_second: u64) -> RelayBuilder {
     let statements: Vec<String> = seeded
         .iter()
         .flat_map(|&(kind, rows)| create_and_seed(kind, rows))
@@ -350,11 +351,60 @@ async fn snapshot_relay(seeded: &[(Kind, i64)], rows_per_second: u64) -> Relay {
         .iter()
         .map(|(section, line)| (section.as_str(), line.as_str()))
         .collect();
-    Relay::builder()
-        .sql(&statements)
-        .settings(&settings)
+    Relay::builder().sql(&statements).settings(&settings)
+}
+
+async fn snapshot_relay(seeded: &[(Kind, i64)], rows_per_second: u64) -> Relay {
+    snapshot_relay_builder(seeded, rows_per_second)
         .stopped()
         .await
+}
+
+/// Asserts what a snapshot of the `seeded` tables under `workload` must give: every change
+/// exactly once, one snapshot (`snapshot_id`) with well-formed documents, a log line when each
+/// table starts and ends, and each table rebuilt both ways equal to `SELECT *`. Returns the
+/// number of snapshot documents.
+async fn assert_rebuilds_equal_the_source(
+    relay: &Relay,
+    seeded: &[(Kind, i64)],
+    workload: &SnapshotWorkload,
+    snapshot_id: &str,
+) -> usize {
+    let docs = all_documents(&relay.mongo).await;
+    assert_ids_unique(&docs);
+    // Every change the workload committed is there exactly once (ids, ordinals, count).
+    let changes = changes_in_commit_order(&docs);
+    assert_documents_exactly_once(&relay.mariadb, &changes, workload.row_changes, &[]).await;
+    let mut conn = relay.conn().await;
+    let mut snapshot_rows = 0;
+    let logs = relay.sdl.logs();
+    for &(kind, _) in seeded {
+        let (table, key) = (kind.table(), kind.key());
+        assert!(
+            logs.matches(&format!("snapshot of app.{table}:")).count() >= 2,
+            "a log line when app.{table} starts and one when it ends:\n{logs}"
+        );
+        let per_snapshot = assert_snapshot_documents_well_formed(&docs, "app", table, key);
+        assert_eq!(
+            per_snapshot.keys().collect::<Vec<_>>(),
+            vec![snapshot_id],
+            "app.{table}: one snapshot, the one /status named"
+        );
+        snapshot_rows += snapshot_documents(&docs, "app", table).len();
+        let source = select_keyed(&mut conn, &format!("app.{table}"), key).await;
+        assert_tables_equal(
+            &source,
+            &rebuild_snapshot_first(&docs, "app", table, key),
+            &format!("app.{table} rebuilt from every snapshot image, then the changes"),
+        );
+        assert_tables_equal(
+            &source,
+            &rebuild_interleaved(&docs, "app", table, key),
+            &format!("app.{table} rebuilt with each snapshot image at its meta.position"),
+        );
+    }
+    conn.disconnect().await.unwrap();
+    snapshot_rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,53 +492,74 @@ async fn snapshot_under_writes_sigkill_and_mongodb_outage_rebuilds_every_table()
     let position = relay.mariadb.gtid_binlog_pos().await;
     wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
 
-    let docs = all_documents(&relay.mongo).await;
-    assert_ids_unique(&docs);
-    // Every change the workload committed is there exactly once (ids, ordinals, count).
-    let changes = changes_in_commit_order(&docs);
-    assert_documents_exactly_once(&relay.mariadb, &changes, workload.row_changes, &[]).await;
-
     let requested_at = snapshot_id_millis(&snapshot_id);
     assert!(
         millis_since_epoch(test_started) - 1000 <= requested_at
             && requested_at <= millis_since_epoch(SystemTime::now()),
         "snapshot id {snapshot_id} is the time the snapshot was requested (during this test)"
     );
-    let mut conn = relay.conn().await;
-    let mut snapshot_rows = 0;
-    let logs = relay.sdl.logs();
-    for kind in KINDS {
-        let (table, key) = (kind.table(), kind.key());
-        assert!(
-            logs.matches(&format!("snapshot of app.{table}:")).count() >= 2,
-            "a log line when app.{table} starts and one when it ends:\n{logs}"
-        );
-        let per_snapshot = assert_snapshot_documents_well_formed(&docs, "app", table, key);
-        assert_eq!(
-            per_snapshot.keys().collect::<Vec<_>>(),
-            vec![&snapshot_id],
-            "app.{table}: one snapshot, the one /status named"
-        );
-        snapshot_rows += snapshot_documents(&docs, "app", table).len();
-        let source = select_keyed(&mut conn, &format!("app.{table}"), key).await;
-        assert_tables_equal(
-            &source,
-            &rebuild_snapshot_first(&docs, "app", table, key),
-            &format!("app.{table} rebuilt from every snapshot image, then the changes"),
-        );
-        assert_tables_equal(
-            &source,
-            &rebuild_interleaved(&docs, "app", table, key),
-            &format!("app.{table} rebuilt with each snapshot image at its meta.position"),
-        );
-    }
-    conn.disconnect().await.unwrap();
+    let snapshot_rows =
+        assert_rebuilds_equal_the_source(&relay, &seeded, &workload, &snapshot_id).await;
     assert_eq!(relay.sdl.metric("sdl_snapshot_tables_remaining"), 0.0);
     assert_offset_reaches(&relay.mongo, &position, Duration::from_secs(15)).await;
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     eprintln!(
         "{snapshot_rows} snapshot rows and {} row changes in {} transactions rebuild 3 tables exactly across a SIGKILL and a MongoDB outage",
         workload.row_changes, workload.transactions
+    );
+}
+
+/// The source connections (the stream's and the snapshot's) dropped mid-snapshot under writes:
+/// the ingester reconnects, the snapshot goes on, and every table is still rebuilt exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_through_a_lost_source_connection_rebuilds_every_table() {
+    let seeded = [(Kind::Items, 600), (Kind::Lines, 400), (Kind::Tags, 400)];
+    let mut relay = snapshot_relay_builder(&seeded, 250)
+        .source_via_proxy()
+        .setting("source", "connect_timeout = \"1s\"")
+        .stopped()
+        .await;
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+    let keep_going = Arc::new(AtomicBool::new(true));
+    let workload = tokio::spawn(SnapshotWorkload::new(61, &seeded).run(
+        relay.mariadb.root_url(),
+        keep_going.clone(),
+        Duration::from_millis(10),
+    ));
+
+    let part_way = wait_snapshot_status(&relay.sdl, "200 snapshot rows written", TIMEOUT, |s| {
+        s["state"] != "idle" && status_number(s, "rows_written") >= 200
+    })
+    .await;
+    let snapshot_id = part_way["id"].as_str().unwrap().to_string();
+    relay.source_proxy().set(Mode::Drop);
+    wait_with_sdl(&relay.sdl, "the lost stream noticed", TIMEOUT, || async {
+        relay
+            .sdl
+            .logs()
+            .contains("binlog stream lost")
+            .then_some(())
+    })
+    .await;
+    relay.source_proxy().set(Mode::Pass);
+    wait_with_sdl(&relay.sdl, "the stream followed again", TIMEOUT, || async {
+        (relay.sdl.logs().matches("following the binlog").count() >= 2).then_some(())
+    })
+    .await;
+
+    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    keep_going.store(false, Ordering::SeqCst);
+    let workload = workload.await.unwrap();
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    let snapshot_rows =
+        assert_rebuilds_equal_the_source(&relay, &seeded, &workload, &snapshot_id).await;
+    let discarded = relay.sdl.metric("sdl_snapshot_chunks_discarded_total");
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    eprintln!(
+        "{snapshot_rows} snapshot rows and {} row changes rebuild 3 tables exactly across a lost source connection ({discarded} chunks discarded)",
+        workload.row_changes
     );
 }
 
