@@ -4,7 +4,8 @@
 //! refused with exit code 2 naming it, by the command and by `snapshot = "initial"` before
 //! anything is relayed, and by the service when a queued request's table is gone by the time it
 //! takes it (visibly, and the relay goes on); an empty table's snapshot finishes with no
-//! document; and the default, `snapshot = "never"`, writes no snapshot document.
+//! document; `snapshot_rows_per_second` holds the rate; and the default, `snapshot = "never"`,
+//! writes no snapshot document.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +16,7 @@ use crate::support::snapshot::{
     all_documents, assert_ids_unique, assert_offset_reaches, assert_snapshot_documents_well_formed,
     assert_tables_equal, count_documents, millis_since_epoch, rebuild_interleaved, request_files,
     run_sdl_snapshot, select_keyed, snapshot_id_millis, snapshot_table, try_status,
-    wait_everything_forwarded, wait_snapshot_idle, wait_with_sdl,
+    wait_everything_forwarded, wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
 };
 use crate::support::{Relay, RelayBuilder};
 
@@ -442,4 +443,58 @@ async fn a_request_bad_when_taken_is_refused_visibly_and_the_relay_goes_on() {
         "{snapshot}"
     );
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// Seconds since midnight of the UTC timestamp that starts an sdl log line holding `needle`.
+fn log_time_of(logs: &str, needle: &str) -> f64 {
+    let line = logs
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no log line with {needle:?}:\n{logs}"));
+    // `2026-11-27T19:06:37.296168Z ...`
+    let clock = &line[11..line.find('Z').unwrap()];
+    let parts: Vec<f64> = clock.split(':').map(|p| p.parse().unwrap()).collect();
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+/// `snapshot_rows_per_second` holds the snapshot's average rate (a token bucket between chunks,
+/// `/status` state `throttled` while it waits): 600 rows at 200 rows/s take seconds, not the
+/// fraction of a second they take unlimited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rows_per_second_limit_holds_the_snapshot_rate() {
+    const ROWS: u32 = 600;
+    const RATE: u32 = 200;
+    let statements = table_with_rows("paced", ROWS);
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let relay = relay_with_short_intervals()
+        .sql(&statements)
+        .settings(&[
+            ("source", "snapshot = \"initial\""),
+            ("source", "snapshot_tables = [\"app.paced\"]"),
+            ("source", "snapshot_rows_per_second = 200"),
+        ])
+        .following()
+        .await;
+    wait_snapshot_status(&relay.sdl, "state throttled", TIMEOUT, |s| {
+        s["state"] == "throttled"
+    })
+    .await;
+    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    let logs = relay.sdl.logs();
+    let mut elapsed = log_time_of(&logs, "snapshot of app.paced: done")
+        - log_time_of(&logs, "snapshot of app.paced: starting");
+    if elapsed < 0.0 {
+        elapsed += 86_400.0; // across midnight
+    }
+    // At most a chunk and a second's worth of rows may go ahead of the rate.
+    let at_least = (ROWS - 100 - RATE) as f64 / RATE as f64;
+    assert!(
+        elapsed >= at_least,
+        "{ROWS} rows at {RATE} rows/s took {elapsed:.2} s, under {at_least:.2} s:\n{logs}"
+    );
+    assert_eq!(
+        count_documents(&relay.mongo, doc! { "op": "snapshot" }).await,
+        ROWS as u64
+    );
+    eprintln!("{ROWS} rows at {RATE} rows/s took {elapsed:.2} s");
 }
