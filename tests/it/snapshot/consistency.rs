@@ -689,7 +689,7 @@ async fn a_chunk_whose_window_sees_ddl_is_discarded_and_read_again() {
                     statements += 1;
                 }
                 // Pacing of the DDL, not a wait for a condition.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             conn.disconnect().await.unwrap();
             statements
