@@ -4,7 +4,8 @@
 //! a SIGKILL of sdl and a MongoDB outage in the middle, are rebuilt exactly from MongoDB: the
 //! snapshot documents plus the change documents equal `SELECT *` at the end, whether every image
 //! is applied first or each at its place in the stream, and no row is in a snapshot twice. The
-//! same holds across a lost source connection. A SIGTERM mid-snapshot resumes from the last
+//! same holds across a lost source connection, and a lost WAL directory (the new WAL resumes
+//! from MongoDB's offset). A SIGTERM mid-snapshot resumes from the last
 //! chunk: the second run reads only what the first did not write. A chunk whose window sees DDL
 //! is discarded and read again. The strict rebuild itself is checked on planted documents: it
 //! refuses an overlap and a gap.
@@ -559,6 +560,61 @@ async fn snapshot_through_a_lost_source_connection_rebuilds_every_table() {
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     eprintln!(
         "{snapshot_rows} snapshot rows and {} row changes rebuild 3 tables exactly across a lost source connection ({discarded} chunks discarded)",
+        workload.row_changes
+    );
+}
+
+/// The WAL directory lost mid-snapshot (SIGKILL, then the directory moved aside): the new WAL
+/// starts from MongoDB's offset, plan included, so the rows and changes that never reached
+/// MongoDB are read again, once, and every table is still rebuilt exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_wal_resumes_the_snapshot_from_mongodbs_offset() {
+    let seeded = [(Kind::Items, 900), (Kind::Lines, 600)];
+    let mut relay = snapshot_relay(&seeded, 300).await;
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+    let keep_going = Arc::new(AtomicBool::new(true));
+    let workload = tokio::spawn(SnapshotWorkload::new(73, &seeded).run(
+        relay.mariadb.root_url(),
+        keep_going.clone(),
+        Duration::from_millis(10),
+    ));
+
+    let part_way = wait_with_sdl(
+        &relay.sdl,
+        "a snapshot part way with 200 rows in MongoDB",
+        TIMEOUT,
+        || async {
+            let snapshot = try_status(&relay.sdl)?["snapshot"].clone();
+            let part_way = snapshot["state"] != "idle"
+                && status_number(&snapshot, "tables_left") == 2
+                && count_documents(&relay.mongo, doc! { "op": "snapshot" }).await >= 200;
+            part_way.then_some(snapshot)
+        },
+    )
+    .await;
+    let snapshot_id = part_way["id"].as_str().unwrap().to_string();
+    relay.sdl.kill();
+    let wal = relay.sdl.wal_dir();
+    std::fs::rename(&wal, wal.with_extension("lost")).unwrap();
+    relay.sdl.start();
+
+    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    keep_going.store(false, Ordering::SeqCst);
+    let workload = workload.await.unwrap();
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    let snapshot_rows =
+        assert_rebuilds_equal_the_source(&relay, &seeded, &workload, &snapshot_id).await;
+    let second_log = std::fs::read_to_string(relay.sdl.dir().join("sdl-2.log")).unwrap();
+    assert!(
+        second_log.contains("continuing from MongoDB's position")
+            && !second_log.contains("initial snapshot (source.snapshot"),
+        "the new WAL continues MongoDB's offset and its snapshot, without planning another:\n{second_log}"
+    );
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    eprintln!(
+        "{snapshot_rows} snapshot rows and {} row changes rebuild 2 tables exactly across a lost WAL directory",
         workload.row_changes
     );
 }
