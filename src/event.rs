@@ -18,6 +18,9 @@
 //!
 //! Any change to the serialized shape (the wire form) must bump `SourceTransaction`'s
 //! [`Record::FORMAT_VERSION`](sdl_wal::Record::FORMAT_VERSION).
+//!
+//! This file is long because the wire form, which checks every index and width it reads back,
+//! must sit beside the model it serializes, with the tests that hold the two together.
 
 use std::sync::Arc;
 

@@ -119,6 +119,13 @@ async fn start_and_run(
     start_position::check_source_history(&mut connections, config, &relayed).await?;
     if !wal_has_position || superseded {
         start_position::seed_start_position(&mut connections, config, &wal, relayed).await?;
+        // The initial snapshot's plan shows before the ingester runs.
+        if let Some(saved) = wal.ingest_position()? {
+            crate::source::snapshot::publish_saved_plan(
+                &publishers.ingest,
+                &String::from_utf8_lossy(&saved),
+            );
+        }
     }
     stages::run_stages(config, wal, connections, publishers, watchers, startup).await
 }

@@ -47,6 +47,10 @@ pub(super) async fn start(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (breaker_tx, breaker_rx) = watch::channel(BreakerStatus::default());
     let (ingest_tx, ingest_rx) = watch::channel(IngestStatus::default());
+    // A snapshot the WAL holds shows from the first `/status` answer, before the ingester runs.
+    if let Ok(Some(saved)) = wal.ingest_position() {
+        crate::source::snapshot::publish_saved_plan(&ingest_tx, &String::from_utf8_lossy(&saved));
+    }
     let (forward_tx, forward_rx) = watch::channel(ForwardStatus::default());
     let (lease_tx, lease_rx) = watch::channel(LeaseStatus::initial(
         config.lease.enabled,

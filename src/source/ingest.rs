@@ -12,6 +12,14 @@
 //! that connection's life (schema lookups, the history watch) goes to the same server. The
 //! choice is logged, counted and published here (`Ingester::connect_following`), and a switch
 //! is recorded in `wal.dir` before anything read from the new server is appended.
+//!
+//! The snapshot stage (`super::snapshot`) runs inside the same loop: its chunks are placed
+//! between the transactions read, only at transaction boundaries, and every position appended
+//! carries its plan.
+//!
+//! This file is long because the stream loop is one `select!` over every event that can move
+//! it (binlog, group commit, liveness, history checks, snapshot chunks), and its order is the
+//! order of the WAL.
 
 use std::time::Duration;
 
@@ -378,9 +386,9 @@ impl Ingester {
         result.and(landed).and(saved).and(last_landed)
     }
 
-    /// Adds what the snapshot stage produced to the group: chunk records after the transactions
-    /// read, or a position to save. Requests it took are removed from `wal.dir` once the
-    /// position holding them is saved. Returns true when shutdown was requested.
+    /// Adds the records the snapshot stage produced to the group, after the transactions read.
+    /// Requests it took are removed from `wal.dir` once the records holding them are saved.
+    /// Returns true when shutdown was requested.
     async fn write_snapshot(
         &self,
         emission: Emission,
@@ -390,18 +398,11 @@ impl Ingester {
         if emission.is_empty() {
             return Ok(false);
         }
-        let Emission {
-            records,
-            position,
-            taken,
-        } = emission;
+        let Emission { records, taken } = emission;
         for record in records {
             if group.add(record, &self.wal_config) && self.commit_group(group, shutdown).await? {
                 return Ok(true);
             }
-        }
-        if let Some(position) = position {
-            group.set_position(position, &self.wal_config);
         }
         if !taken.is_empty() {
             let stopping = self.commit_group(group, shutdown).await?;

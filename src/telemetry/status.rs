@@ -109,13 +109,15 @@ pub struct SnapshotStatus {
     pub refused: Vec<RefusedSnapshot>,
 }
 
-/// `idle` (nothing to read), `reading` (a chunk query runs), `throttled` (waiting out
+/// `starting` (sdl is starting and has not read the saved plan yet), `idle` (nothing to read),
+/// `reading` (a chunk query runs, or the next one is due), `throttled` (waiting out
 /// `source.snapshot_rows_per_second` / `snapshot_bytes_per_second`), `waiting_for_stream` (a
 /// chunk is read and waits for the binlog stream to reach the position it was read at).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotState {
     #[default]
+    Starting,
     Idle,
     Reading,
     Throttled,

@@ -94,21 +94,19 @@ impl SnapshotSettings {
     }
 }
 
-/// What the ingester must write after the snapshot stage acted: chunk records (in order, after
-/// the transaction last read), or only a new position (the plan changed without a row to
-/// write), and request files to remove once that is saved.
+/// What the ingester must write after the snapshot stage acted: records to append in order,
+/// after the transaction last read (chunk records, or one record without rows that saves a plan
+/// changed with nothing to write), and request files to remove once they are saved.
 #[derive(Default)]
 pub struct Emission {
     pub records: Vec<SourceTransaction>,
-    /// The position to save when `records` is empty.
-    pub position: Option<String>,
-    /// `sdl snapshot` requests taken into the plan: their files go once the position is saved.
+    /// `sdl snapshot` requests taken into the plan: their files go once the records are saved.
     pub taken: Vec<String>,
 }
 
 impl Emission {
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.position.is_none()
+        self.records.is_empty()
     }
 }
 
@@ -190,6 +188,7 @@ impl Snapshotter {
             state,
         };
         snapshotter.plan_changed();
+        snapshotter.publish();
         snapshotter
     }
 
@@ -233,8 +232,8 @@ impl Snapshotter {
             emission = self.take_requests(position).await?;
         }
         if self.window.is_none() && !self.plan.is_empty() && now >= self.next_chunk_at {
-            if let Some(position_only) = self.open_window(position).await? {
-                emission.position = Some(position_only);
+            if let Some(plan_record) = self.open_window(position).await? {
+                emission.records.push(plan_record);
             }
         }
         self.publish();
@@ -436,7 +435,7 @@ impl Snapshotter {
             } else {
                 self.plan_changed();
             }
-            emission.position = Some(self.position_text(position));
+            records.push(self.plan_record(position));
         }
         let m = crate::telemetry::metrics();
         m.snapshot_chunks.inc();
@@ -475,9 +474,27 @@ impl Snapshotter {
         text
     }
 
-    /// Opens the next chunk's window and starts its query. Returns a position to save when the
-    /// plan changed without a chunk (a table refused).
-    async fn open_window(&mut self, position: &Position) -> Result<Option<String>, SourceError> {
+    /// A record without rows that saves the plan as it is now, after `position`: the plan changed
+    /// with nothing to write (a table ended on a chunk boundary, every row of a chunk changed in
+    /// its window, a table refused, a request taken). A record, not only a position, so that
+    /// MongoDB's offset takes the plan too (the forwarder commits offsets with records).
+    fn plan_record(&self, position: &Position) -> SourceTransaction {
+        SourceTransaction {
+            gtid: "snapshot plan".into(),
+            timestamp: unix_now(),
+            position_after: self.position_text(position),
+            first_change: 0,
+            ends_transaction: true,
+            changes: Vec::new(),
+        }
+    }
+
+    /// Opens the next chunk's window and starts its query. Returns a record saving the plan when
+    /// it changed without a chunk (a table refused).
+    async fn open_window(
+        &mut self,
+        position: &Position,
+    ) -> Result<Option<SourceTransaction>, SourceError> {
         let mut changed = false;
         while !self.plan.is_empty() && self.table.is_none() {
             match self.describe_first().await {
@@ -490,7 +507,7 @@ impl Snapshotter {
             }
         }
         let Some(table) = self.table.clone() else {
-            return Ok(changed.then(|| self.position_text(position)));
+            return Ok(changed.then(|| self.plan_record(position)));
         };
         let mut conn = self.take_conn().await?;
         let after = self.plan.tables[0].after.clone();
@@ -511,7 +528,7 @@ impl Snapshotter {
             discard: None,
             opened: Instant::now(),
         });
-        Ok(changed.then(|| self.position_text(position)))
+        Ok(changed.then(|| self.plan_record(position)))
     }
 
     /// Chooses the first table's key and describes it; a table that cannot be read soundly is
@@ -737,10 +754,38 @@ impl Snapshotter {
         }
         if !emission.taken.is_empty() {
             self.plan_changed();
-            emission.position = Some(self.position_text(position));
+            emission.records.push(self.plan_record(position));
         }
         Ok(emission)
     }
+}
+
+/// Publishes the plan saved in the WAL's position `saved` before the stage runs (at start-up,
+/// while the source is still being connected), so that `/status` never shows a snapshot with
+/// tables left as idle.
+pub fn publish_saved_plan(state: &watch::Sender<IngestStatus>, saved: &str) {
+    let Some(plan) = crate::gtid::split_snapshot_plan(saved)
+        .1
+        .and_then(|json| SnapshotPlan::from_json(json.trim()).ok())
+    else {
+        return;
+    };
+    let task = plan.tables.first();
+    state.send_modify(|s| {
+        let status = &mut s.snapshot;
+        status.state = if task.is_some() {
+            SnapshotState::Reading
+        } else {
+            SnapshotState::Idle
+        };
+        status.id = task.map(|t| t.snapshot.clone());
+        status.table = task.map(TableTask::name);
+        status.rows_done = task.map_or(0, |t| t.rows);
+        status.tables_left = plan.tables.len();
+    });
+    crate::telemetry::metrics()
+        .snapshot_tables_remaining
+        .set(plan.tables.len() as i64);
 }
 
 /// The tables `patterns` name, each with a usable key (else `SnapshotRefused`).
@@ -788,9 +833,7 @@ async fn read_chunk_and_watermark(
     after: Option<Vec<Value>>,
     limit: usize,
 ) -> Result<ChunkRead, SourceError> {
-    let read_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32);
+    let read_at = unix_now();
     match flavor {
         Flavor::Mariadb => begin_view_past_binlog_end(conn).await?,
         Flavor::Mysql => wait_until_executed(conn, &low).await?,
@@ -930,6 +973,12 @@ async fn run(conn: &mut Conn, statement: &str) -> Result<(), SourceError> {
     conn.query_drop(statement)
         .await
         .map_err(|e| super::error::query_error(statement, e))
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// Where the snapshot's key columns sit in the stream's shape of the same table (names compared
