@@ -363,11 +363,14 @@ impl Snapshotter {
         let table_ends = read_rows < self.settings.chunk_rows;
         let last_key = done.rows.last().map(|row| read::key_of(&table, row));
         let snapshot: Arc<str> = Arc::from(self.plan.tables[0].snapshot.as_str());
-        let rows: Vec<Vec<Value>> = done
-            .rows
-            .into_iter()
-            .filter(|row| !changed.contains(&key_text(read::key_of(&table, row).iter())))
-            .collect();
+        let rows: Vec<Vec<Value>> = if changed.is_empty() {
+            done.rows
+        } else {
+            done.rows
+                .into_iter()
+                .filter(|row| !changed.contains(&key_text(read::key_of(&table, row).iter())))
+                .collect()
+        };
         let kept = rows.len();
         let mut records = Vec::new();
         let mut bytes = 0usize;
