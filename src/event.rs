@@ -56,7 +56,9 @@ impl SourceTransaction {
 }
 
 impl sdl_wal::Record for SourceTransaction {
-    const FORMAT_VERSION: u16 = 4;
+    /// 5: snapshot rows ([`Change::Snapshot`]). A record of format 4 reads the same.
+    const FORMAT_VERSION: u16 = 5;
+    const READABLE_VERSIONS: &'static [u16] = &[4, 5];
 
     fn position_after(&self) -> &[u8] {
         self.position_after.as_bytes()
@@ -74,14 +76,18 @@ pub enum Change {
     Row(RowChange),
     /// A statement that is not a row change (DDL), recorded with its text.
     Statement(StatementChange),
+    /// A row as a snapshot read it (a snapshot chunk record holds only these).
+    Snapshot(SnapshotRow),
 }
 
 impl Change {
-    /// The binlog file and position of the event this change was read from.
-    pub fn binlog_location(&self) -> (&str, u64) {
+    /// The binlog file and position of the event this change was read from; `None` for a
+    /// snapshot row, which was read with a query.
+    pub fn binlog_location(&self) -> Option<(&str, u64)> {
         match self {
-            Change::Row(row) => (&row.file, row.pos),
-            Change::Statement(statement) => (&statement.file, statement.pos),
+            Change::Row(row) => Some((&row.file, row.pos)),
+            Change::Statement(statement) => Some((&statement.file, statement.pos)),
+            Change::Snapshot(_) => None,
         }
     }
 
@@ -102,7 +108,35 @@ impl Change {
                 64 + image(&row.before) + image(&row.after)
             }
             Change::Statement(s) => 64 + s.statement.len(),
+            Change::Snapshot(row) => {
+                64 + row.snapshot.len()
+                    + row
+                        .table
+                        .present(&row.values)
+                        .map(|(name, value)| name.len() + 2 + value.approximate_size())
+                        .sum::<usize>()
+            }
         }
+    }
+}
+
+/// A row read by a snapshot: its table (whose `primary_key` is the key the snapshot reads it
+/// by: the primary key, or a NOT NULL unique key) and its values, one per column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRow {
+    /// The snapshot's id (`crate::snapshot_plan::TableTask::snapshot`).
+    pub snapshot: Arc<str>,
+    pub table: Arc<Table>,
+    pub values: Vec<Value>,
+}
+
+impl SnapshotRow {
+    /// The row's key, in key order.
+    pub fn key(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.table.primary_key.iter().map(|&index| {
+            let index = index as usize;
+            (self.table.columns[index].as_str(), &self.values[index])
+        })
     }
 }
 
@@ -315,7 +349,9 @@ pub mod wire {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{Change, RowChange, RowOp, SourceTransaction, StatementChange, Table, Value};
+    use super::{
+        Change, RowChange, RowOp, SnapshotRow, SourceTransaction, StatementChange, Table, Value,
+    };
 
     #[derive(Serialize)]
     struct TransactionRef<'a> {
@@ -340,6 +376,13 @@ pub mod wire {
             after: Option<&'a [Value]>,
         },
         Statement(&'a StatementChange),
+        /// Appended after the variants of format 4, so records of format 4 read unchanged.
+        Snapshot {
+            /// Index into `files`, which holds every distinct string a record refers to.
+            snapshot: u32,
+            table: u32,
+            values: &'a [Value],
+        },
     }
 
     #[derive(Deserialize)]
@@ -365,6 +408,11 @@ pub mod wire {
             after: Option<Vec<Value>>,
         },
         Statement(StatementChange),
+        Snapshot {
+            snapshot: u32,
+            table: u32,
+            values: Vec<Value>,
+        },
     }
 
     /// The index of `item` in `seen`, adding it if new. Records hold a handful of tables, and
@@ -402,6 +450,11 @@ pub mod wire {
                         after: row.after.as_deref(),
                     },
                     Change::Statement(statement) => ChangeRef::Statement(statement),
+                    Change::Snapshot(row) => ChangeRef::Snapshot {
+                        snapshot: index_of(&mut files, &*row.snapshot),
+                        table: index_of(&mut tables, &*row.table),
+                        values: &row.values,
+                    },
                 })
                 .collect();
             TransactionRef {
@@ -470,6 +523,33 @@ pub mod wire {
                         })
                     }
                     ChangeOwned::Statement(statement) => Change::Statement(statement),
+                    ChangeOwned::Snapshot {
+                        snapshot,
+                        table,
+                        values,
+                    } => {
+                        let (Some(table), Some(snapshot)) =
+                            (tables.get(table as usize), files.get(snapshot as usize))
+                        else {
+                            return Err(D::Error::custom(format!(
+                                "snapshot row {index} refers to table {table} or string {snapshot}, which the record does not hold"
+                            )));
+                        };
+                        if values.len() != table.columns.len() {
+                            return Err(D::Error::custom(format!(
+                                "snapshot row {index}: {} values for the {} columns of {}.{}",
+                                values.len(),
+                                table.columns.len(),
+                                table.database,
+                                table.name
+                            )));
+                        }
+                        Change::Snapshot(SnapshotRow {
+                            snapshot: snapshot.clone(),
+                            table: table.clone(),
+                            values,
+                        })
+                    }
                 });
             }
             Ok(SourceTransaction {
@@ -588,5 +668,47 @@ mod tests {
         .to_string();
         assert!(error.contains("primary-key index"), "{error}");
         assert!(sdl_wal::decode_frame::<SourceTransaction>(4, &frame(&good)).is_ok());
+    }
+
+    #[test]
+    fn snapshot_rows_round_trip_and_format_4_records_still_read() {
+        let a = table("a");
+        let f: Arc<str> = "bin.000001".into();
+        let snapshot_row = |id: i64| {
+            Change::Snapshot(SnapshotRow {
+                snapshot: "20261127T190102.123Z".into(),
+                table: a.clone(),
+                values: vec![Value::Int(id), Value::Text(format!("n{id}"))],
+            })
+        };
+        let chunk = transaction(vec![snapshot_row(1), snapshot_row(2)]);
+        let bytes = sdl_wal::encode_frame(5, &chunk).unwrap();
+        let back: SourceTransaction = sdl_wal::decode_frame_of(
+            <SourceTransaction as sdl_wal::Record>::READABLE_VERSIONS,
+            &bytes,
+        )
+        .unwrap();
+        assert_eq!(back, chunk);
+        // The snapshot id is stored once per record, like file names.
+        let ids = bytes
+            .windows(20)
+            .filter(|w| *w == b"20261127T190102.123Z")
+            .count();
+        assert_eq!(ids, 1);
+        // A record written by the previous format (no snapshot rows) reads unchanged.
+        let old = transaction(vec![row(&a, &f, 1)]);
+        let old_frame = sdl_wal::encode_frame(4, &old).unwrap();
+        let read: SourceTransaction = sdl_wal::decode_frame_of(
+            <SourceTransaction as sdl_wal::Record>::READABLE_VERSIONS,
+            &old_frame,
+        )
+        .unwrap();
+        assert_eq!(read, old);
+        let future = sdl_wal::encode_frame(6, &old).unwrap();
+        assert!(sdl_wal::decode_frame_of::<SourceTransaction>(
+            <SourceTransaction as sdl_wal::Record>::READABLE_VERSIONS,
+            &future
+        )
+        .is_err());
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::flavor::Flavor;
+use crate::snapshot_plan::SnapshotPlan;
 
 #[derive(Debug, thiserror::Error)]
 #[error("`{text}` is not a valid {flavor} GTID position: {reason}")]
@@ -294,11 +295,14 @@ impl fmt::Display for Position {
 ///
 /// Text form (saved in the WAL and in MongoDB's offset): the position alone, or
 /// `<position>; partial <gtid>:<saved_changes>`: `<gtid>:<saved_changes>` is the `_id` of the next
-/// change document that transaction will produce.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// change document that transaction will produce; either followed by `; snapshot <plan JSON>`
+/// while a snapshot has tables left to read ([`SnapshotPlan`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResumePoint {
     pub position: Position,
     pub partial: Option<PartialTransaction>,
+    /// The snapshot still to read, saved with the position it is consistent with.
+    pub snapshot: Option<SnapshotPlan>,
 }
 
 /// A transaction saved in part: its GTID and the number of its changes already saved.
@@ -309,16 +313,53 @@ pub struct PartialTransaction {
 }
 
 const PARTIAL_MARKER: &str = "; partial ";
+const SNAPSHOT_MARKER: &str = "; snapshot ";
+
+/// `"; snapshot <plan JSON>"`, what a position holding `plan` ends with (empty for an empty plan).
+pub fn snapshot_suffix(plan: &SnapshotPlan) -> String {
+    if plan.is_empty() {
+        String::new()
+    } else {
+        format!("{SNAPSHOT_MARKER}{}", plan.to_json())
+    }
+}
+
+/// The position text without its snapshot plan, if it has one, and the plan's JSON text. The
+/// plan comes last and the text before it never holds the marker (GTIDs and a
+/// `<gtid>:<count>`), so the first marker is the plan's, whatever its JSON holds.
+pub fn split_snapshot_plan(text: &str) -> (&str, Option<&str>) {
+    match text.split_once(SNAPSHOT_MARKER) {
+        Some((before, plan)) => (before, Some(plan)),
+        None => (text, None),
+    }
+}
 
 impl ResumePoint {
     pub fn at(position: Position) -> Self {
         Self {
             position,
             partial: None,
+            snapshot: None,
         }
     }
 
     pub fn parse(flavor: Flavor, text: &str) -> Result<Self, GtidParseError> {
+        let err = |reason: &str| GtidParseError {
+            text: text.to_string(),
+            flavor: flavor.name(),
+            reason: reason.to_string(),
+        };
+        let (text_before, plan) = split_snapshot_plan(text);
+        let snapshot = match plan {
+            Some(json) => Some(SnapshotPlan::from_json(json.trim()).map_err(|e| err(&e))?),
+            None => None,
+        };
+        let mut point = Self::parse_without_plan(flavor, text_before)?;
+        point.snapshot = snapshot.filter(|plan| !plan.is_empty());
+        Ok(point)
+    }
+
+    fn parse_without_plan(flavor: Flavor, text: &str) -> Result<Self, GtidParseError> {
         let Some((position, partial)) = text.split_once(PARTIAL_MARKER) else {
             return Ok(Self::at(Position::parse(flavor, text)?));
         };
@@ -343,6 +384,7 @@ impl ResumePoint {
                 gtid: gtid.to_string(),
                 saved_changes,
             }),
+            snapshot: None,
         })
     }
 }
@@ -356,6 +398,9 @@ impl fmt::Display for ResumePoint {
                 "{PARTIAL_MARKER}{}:{}",
                 partial.gtid, partial.saved_changes
             )?;
+        }
+        if let Some(plan) = &self.snapshot {
+            f.write_str(&snapshot_suffix(plan))?;
         }
         Ok(())
     }
@@ -506,5 +551,45 @@ mod tests {
                 "{bad} accepted"
             );
         }
+    }
+
+    #[test]
+    fn a_resume_point_carries_the_snapshot_plan_after_a_partial_transaction() {
+        use crate::event::Value;
+        use crate::snapshot_plan::TableTask;
+        let mut plan = SnapshotPlan::default();
+        let mut task = TableTask::new("20261127T190102.123Z", "app", "t");
+        task.after = Some(vec![Value::Text("a; partial 0-1-1:5; snapshot x".into())]);
+        plan.add(task);
+        let point = ResumePoint {
+            position: Position::parse(Flavor::Mariadb, "0-1-100").unwrap(),
+            partial: Some(PartialTransaction {
+                gtid: "0-1-101".into(),
+                saved_changes: 500,
+            }),
+            snapshot: Some(plan.clone()),
+        };
+        let text = point.to_string();
+        assert!(
+            text.starts_with("0-1-100; partial 0-1-101:500; snapshot {"),
+            "{text}"
+        );
+        assert_eq!(ResumePoint::parse(Flavor::Mariadb, &text).unwrap(), point);
+        assert_eq!(split_snapshot_plan(&text).0, "0-1-100; partial 0-1-101:500");
+        // Without a partial transaction, and an empty plan is not written.
+        let plain = ResumePoint {
+            partial: None,
+            ..point.clone()
+        };
+        assert_eq!(
+            ResumePoint::parse(Flavor::Mariadb, &plain.to_string()).unwrap(),
+            plain
+        );
+        let empty = ResumePoint {
+            snapshot: Some(SnapshotPlan::default()),
+            ..plain.clone()
+        };
+        assert_eq!(empty.to_string(), "0-1-100");
+        assert!(ResumePoint::parse(Flavor::Mariadb, "0-1-100; snapshot {oops").is_err());
     }
 }

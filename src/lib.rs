@@ -4,7 +4,7 @@
 //!
 //! The tree is the design, bottom to top; a module imports only modules below it (checked by
 //! `tests/it/structure.rs`), so data moves one way and no stage reaches back:
-//! - vocabulary: [`event`] (the source transaction, the WAL record type), [`gtid`] (positions),
+//! - vocabulary: [`event`] (the source transaction, the WAL record type), [`gtid`] (positions), [`snapshot_plan`] (what a snapshot still has to read, saved in the position),
 //!   [`flavor`] (MariaDB or MySQL), [`config`], [`redact`] (secrets out of messages), [`tls`],
 //!   [`messages`] (how errors are printed), [`shutdown`] (the stop signal), [`build_info`];
 //! - [`telemetry`]: what the stages publish about themselves (status, metrics, breaker and health
@@ -35,6 +35,7 @@ pub mod redact;
 pub mod service;
 pub mod shutdown;
 pub mod sink;
+pub mod snapshot_plan;
 pub mod source;
 pub mod telemetry;
 pub mod tls;

@@ -19,6 +19,9 @@ fn main() -> std::process::ExitCode {
     if let Command::Wal { target, command } = command {
         return std::process::ExitCode::from(cli::wal::run(target, command));
     }
+    if let Command::Snapshot { config, tables } = command {
+        return std::process::ExitCode::from(cli::snapshot::run(&config, &tables));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Named so that `top -H` and profilers tell sdl's threads from other tokio programs.

@@ -151,15 +151,18 @@ fn entry(
             let mut rows = 0;
             let mut statements = 0;
             for change in &t.changes {
-                match change {
-                    Change::Row(r) => {
-                        rows += 1;
-                        let name = format!("{}.{}", r.table.database, r.table.name);
-                        if !tables.contains(&name) {
-                            tables.push(name);
-                        }
+                let table = match change {
+                    Change::Row(r) => &r.table,
+                    Change::Snapshot(r) => &r.table,
+                    Change::Statement(_) => {
+                        statements += 1;
+                        continue;
                     }
-                    Change::Statement(_) => statements += 1,
+                };
+                rows += 1;
+                let name = format!("{}.{}", table.database, table.name);
+                if !tables.contains(&name) {
+                    tables.push(name);
                 }
             }
             Some((

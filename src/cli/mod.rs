@@ -10,6 +10,7 @@
 //! drift), and `sdl config check FILE` validates a configuration without connecting to anything
 //! (exit 0, or exit 2 with the problem and its fix).
 //!
+//! `sdl snapshot` is [`snapshot`] (it queues a request file the service takes).
 //! `sdl wal` is [`wal`] (`sdl wal recover`: `recover.rs`), which reads a stopped service's WAL
 //! directly and asks a running one through `admin_client.rs`; both show the WAL through
 //! `crate::wal_view`, and `print.rs` writes what it prints. `sdl run` and `sdl check` are the
@@ -28,6 +29,7 @@ use crate::service::RunError;
 mod admin_client;
 mod print;
 mod recover;
+pub mod snapshot;
 pub mod wal;
 
 /// The commented example configuration: every key with its default (deploy/sdl.toml).
@@ -70,6 +72,20 @@ pub enum Command {
         /// Path to the TOML configuration.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Queue a snapshot of the existing rows of TABLE... (`db.table`, or a pattern like `db.*`):
+    /// relayed as documents with op "snapshot", for a running service (taken within seconds) or
+    /// a stopped one (at the next `sdl run`). The tables are checked on the source first when it
+    /// answers: exit 2 naming a table that does not exist or has no primary key.
+    Snapshot {
+        /// Path to the TOML configuration (its source.url and wal.dir).
+        #[arg(long, short, default_value = "/etc/sdl/sdl.toml")]
+        config: PathBuf,
+        /// The tables: `db.table`, `*` matching any run of characters in either part
+        /// (`'app.*'`, `'shop_*.invoices'`: quote them, or the shell may expand the `*`); a name
+        /// holding a dot goes in backticks.
+        #[arg(value_name = "TABLE", required = true)]
+        tables: Vec<String>,
     },
     /// Inspect the WAL (works on a stopped service's directory, or through a running service's
     /// admin endpoint).

@@ -32,6 +32,7 @@ const fn millis(ms: u64) -> Duration {
 
 const DAY: u64 = 86_400;
 const MIB: u64 = 1 << 20;
+const TIB: u64 = 1 << 40;
 const PIB: u64 = 1 << 50;
 
 /// Every duration, size and count in the config with its range, checked at load (exit 2 outside
@@ -56,6 +57,9 @@ pub const BOUNDS: &[Bound] = &[
     Bound { key: "admin.header_read_timeout", range: Range::Duration { min: millis(100), max: secs(300) }, why: "a client slower than this holds one of admin.max_connections" },
     Bound { key: "service.stuck_after", range: Range::Duration { min: secs(1), max: secs(DAY) }, why: "how long a stage may retry at one position before it counts as stuck" },
     Bound { key: "lease.duration", range: Range::Duration { min: secs(2), max: secs(600) }, why: "a standby takes over this long after the leader stopped renewing; renewed every third of it" },
+    Bound { key: "source.snapshot_chunk_rows", range: Range::Count { min: 1, max: 1_000_000 }, why: "rows read by one chunk query and held in memory until written to the WAL" },
+    Bound { key: "source.snapshot_rows_per_second", range: Range::Count { min: 0, max: 1_000_000_000 }, why: "a limit on the snapshot's reads; 0 is no limit" },
+    Bound { key: "source.snapshot_bytes_per_second", range: Range::Bytes { min: 0, max: TIB }, why: "a limit on the snapshot's reads; 0 is no limit" },
     Bound { key: "admin.max_connections", range: Range::Count { min: 1, max: 1024 }, why: "connections the admin endpoint serves at once" },
 ];
 
@@ -117,6 +121,18 @@ impl Config {
         let settings = [
             ("shutdown_timeout", Some(D(self.shutdown_timeout))),
             ("source.connect_timeout", Some(D(source.connect_timeout))),
+            (
+                "source.snapshot_chunk_rows",
+                Some(N(source.snapshot_chunk_rows as u64)),
+            ),
+            (
+                "source.snapshot_rows_per_second",
+                Some(N(source.snapshot_rows_per_second)),
+            ),
+            (
+                "source.snapshot_bytes_per_second",
+                Some(N(source.snapshot_bytes_per_second)),
+            ),
             (
                 "source.heartbeat_interval",
                 Some(D(source.heartbeat_interval)),

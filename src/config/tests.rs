@@ -349,3 +349,69 @@ fn a_lease_is_off_by_default_and_refused_without_transactions() {
         .to_string();
     assert!(err.contains("`lease.instance`"), "{err}");
 }
+
+#[test]
+fn snapshot_keys_default_to_never_and_every_table() {
+    let c = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+    assert_eq!(c.source.snapshot, SnapshotMode::Never);
+    assert!(c.source.snapshot_tables.is_empty());
+    assert_eq!(c.source.snapshot_chunk_rows, 10_000);
+    assert_eq!(c.source.snapshot_rows_per_second, 0);
+    assert_eq!(c.source.snapshot_bytes_per_second, 0);
+    let example = Config::parse(
+        Path::new("deploy/sdl.toml"),
+        include_str!("../../deploy/sdl.toml"),
+    )
+    .unwrap();
+    assert_eq!(example.source.snapshot, c.source.snapshot);
+    assert_eq!(example.source.snapshot_tables, c.source.snapshot_tables);
+    assert_eq!(example.source.snapshot_chunk_rows, 10_000);
+    assert_eq!(example.source.snapshot_bytes_per_second, 0);
+}
+
+#[test]
+fn snapshot_keys_are_parsed_and_checked() {
+    let c = with_line(
+        "source",
+        "snapshot = \"initial\"\nsnapshot_tables = [\"app.*\", \"billing.invoices\"]\nsnapshot_chunk_rows = 500\nsnapshot_rows_per_second = 2000\nsnapshot_bytes_per_second = \"4MiB\"",
+    )
+    .unwrap();
+    assert_eq!(c.source.snapshot, SnapshotMode::Initial);
+    assert_eq!(c.source.snapshot_tables, ["app.*", "billing.invoices"]);
+    let patterns = c.source.snapshot_patterns().unwrap();
+    assert!(patterns[0].matches("app", "orders") && !patterns[1].matches("billing", "x"));
+    assert_eq!(c.source.snapshot_chunk_rows, 500);
+    assert_eq!(c.source.snapshot_rows_per_second, 2000);
+    assert_eq!(c.source.snapshot_bytes_per_second, 4 << 20);
+
+    let err = with_line("source", "snapshot = \"always\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown variant `always`") && err.contains("initial"),
+        "{err}"
+    );
+    let err = with_line("source", "snapshot = \"Initial\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown variant `Initial`"), "{err}");
+
+    let err = with_line("source", "snapshot_tables = [\"app.*\", \"orders\"]")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source.snapshot_tables") && err.contains("`orders` is not a table pattern"),
+        "{err}"
+    );
+    for bad in ["snapshot_chunk_rows = 0", "snapshot_chunk_rows = 1000001"] {
+        let err = with_line("source", bad).unwrap_err().to_string();
+        assert!(
+            err.contains("source.snapshot_chunk_rows") && err.contains("between 1 and 1000000"),
+            "{err}"
+        );
+    }
+    let err = with_line("source", "snapshot_bytes_per_second = \"lots\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("snapshot_bytes_per_second"), "{err}");
+}

@@ -55,11 +55,16 @@ pub(super) async fn run_preflight(config: &Config, wal_has_position: bool) -> Re
         } else {
             format!(" Fix: {}", failed.fix)
         };
-        return Err(RunError::failure(anyhow::anyhow!(
+        let error = anyhow::anyhow!(
             "preflight check `{}` failed: {}.{fix} (`sdl check --config ...` lists every check)",
             failed.name,
             failed.detail
-        )));
+        );
+        // A table the initial snapshot cannot read is the configuration's to change (exit 2).
+        if failed.name == super::preflight_snapshot::NAME {
+            return Err(RunError::new(crate::ExitCode::Config, error));
+        }
+        return Err(RunError::failure(error));
     }
     Ok(())
 }

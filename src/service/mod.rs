@@ -46,6 +46,7 @@ mod open_wal;
 pub mod preflight;
 mod preflight_check;
 mod preflight_list;
+mod preflight_snapshot;
 mod repair;
 mod run_error;
 mod signals;

@@ -6,7 +6,8 @@
 //! `sdl run` needs on this host: that `wal.dir` can be created and written (a probe file is
 //! written and removed) and that `admin.listen` is free. A check that cannot be made (a privilege
 //! missing to see other replicas) says so as a warning with the grant that makes it possible; it
-//! never passes unchecked.
+//! never passes unchecked. With `source.snapshot = "initial"`, `sdl check` also resolves the
+//! initial snapshot's tables and each one's key (`preflight_snapshot.rs`).
 
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
         checks.push(admin_listen(addr, wal_in_use).await);
     }
     checks.extend(run_checks_inner(config, SinkDown::Fails, wal_in_use).await);
+    // (`sdl run` refuses an initial snapshot's tables itself, when it plans the snapshot.)
+    checks.extend(super::preflight_snapshot::snapshot_checks(config).await);
     checks
 }
 

@@ -79,7 +79,7 @@ impl From<SinkError> for RunError {
 }
 
 /// The source's own verdicts keep their codes: a purged binlog, a diverged source, a duplicate
-/// server id; every other source error is a runtime failure.
+/// server id, a snapshot refused (a config error); every other source error is a runtime failure.
 impl From<SourceError> for RunError {
     fn from(error: SourceError) -> Self {
         let code = match error {
@@ -88,6 +88,8 @@ impl From<SourceError> for RunError {
                 ExitCode::SourceDiverged
             }
             SourceError::DuplicateServerId { .. } => ExitCode::DuplicateServerId,
+            // A table the configured snapshot cannot read soundly: the config must change.
+            SourceError::SnapshotRefused { .. } => ExitCode::Config,
             _ => ExitCode::Failure,
         };
         Self::new(code, error)

@@ -10,7 +10,11 @@
 //!   (`super::identity`, exit 4).
 //! - A new WAL starts at MongoDB's offset when MongoDB holds one for this source (with a
 //!   warning), otherwise at `source.start`; that position is saved in the WAL before the ingester
-//!   starts, so the ingester always resumes from the WAL.
+//!   starts, so the ingester always resumes from the WAL. With `source.snapshot = "initial"` the
+//!   latter (the deployment's very first start) also holds the plan of the initial snapshot, so
+//!   it is taken exactly once: a later start resumes it from the saved position, or finds it done.
+//!   A selected table the snapshot cannot read soundly stops the start (exit 2) before anything is
+//!   relayed.
 
 use anyhow::Context;
 use sdl_wal::Wal;
@@ -19,7 +23,7 @@ use tracing::{info, warn};
 use super::connect::Connections;
 use super::identity::{self, Landmark, RelayedPosition};
 use super::RunError;
-use crate::config::{Config, StartFrom};
+use crate::config::{Config, SnapshotMode, StartFrom};
 use crate::event::SourceTransaction;
 use crate::flavor::Flavor;
 use crate::gtid::ResumePoint;
@@ -71,7 +75,12 @@ pub(super) async fn read_relayed(
         // A record that cannot be read (pruned, or damaged and acknowledged) is no landmark; the
         // forwarder reports damage where it matters.
         if let Ok(Some(stored)) = wal.get(last) {
-            if let Some((file, pos)) = stored.record.changes.first().map(|c| c.binlog_location()) {
+            if let Some((file, pos)) = stored
+                .record
+                .changes
+                .first()
+                .and_then(|c| c.binlog_location())
+            {
                 landmarks.push(Landmark {
                     what: THE_WAL,
                     gtid: stored.record.gtid.clone(),
@@ -201,7 +210,22 @@ pub(super) async fn seed_start_position(
             );
             offset.parsed.map_err(SourceError::from)?
         }
-        _ => ResumePoint::at(source::resolve_start(conn, flavor, &config.source.start).await?),
+        _ => {
+            let mut start =
+                ResumePoint::at(source::resolve_start(conn, flavor, &config.source.start).await?);
+            if config.source.snapshot == SnapshotMode::Initial {
+                // The deployment's very first start: the tables' existing rows come first, read
+                // in chunks while the stream runs from `start` (source::snapshot).
+                let plan = source::snapshot::plan_for(conn, &config.source.snapshot_tables).await?;
+                info!(target: "sdl::snapshot",
+                    tables = plan.tables.len(),
+                    "initial snapshot (source.snapshot = \"initial\"): {}",
+                    plan.tables.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+                );
+                start.snapshot = Some(plan);
+            }
+            start
+        }
     };
     info!(target: "sdl::service",
         position = %position,

@@ -345,12 +345,33 @@ impl MongoSink {
                 };
                 match stored.get(id) {
                     Some(d) if document::is_same_change(d, ours) => {}
+                    Some(d) if is_snapshot(d) && ours.get_str("op").ok() == Some("snapshot") => {
+                        // A snapshot row is read again only when MongoDB's offset does not
+                        // cover it (the plan in the offset is before its key), so a stored copy
+                        // under its id was left by a batch that never completed (transactions
+                        // off, then a lost WAL): read at another moment, it may differ, and the
+                        // copy the offset will account for replaces it.
+                        self.replace_snapshot_row(id, ours).await?;
+                    }
                     Some(d) => return Err(conflict(describe_change(d))),
                     // The duplicate was on another unique index, or the document went away.
                     None => return Err(conflict("(not found under this id)".into())),
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn replace_snapshot_row(&self, id: &str, ours: &RawDocumentBuf) -> Result<(), SinkError> {
+        self.changes
+            .replace_one(doc! { "_id": id }, ours)
+            .await
+            .map_err(|e| {
+                operation_error(
+                    "replace a snapshot document left by an incomplete batch",
+                    &e,
+                )
+            })?;
         Ok(())
     }
 
@@ -514,4 +535,9 @@ fn describe_raw_change(d: &RawDocumentBuf) -> String {
     d.to_document()
         .map(|d| describe_change(&d))
         .unwrap_or_else(|e| format!("(unreadable: {e})"))
+}
+
+/// Whether a stored document (read with its `op`) is a snapshot row's.
+fn is_snapshot(stored: &Document) -> bool {
+    stored.get_str("op").ok() == Some("snapshot")
 }

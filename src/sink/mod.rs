@@ -13,7 +13,10 @@
 //!   source's name and the binlog alone, so two sources never share one. A duplicate-key error
 //!   counts as "already applied" only when every stored document under the batch's ids has the
 //!   batch's content `hash` (the same change); anything else is a definite
-//!   [`SinkError::ChangeConflict`] naming both documents, and nothing is overwritten.
+//!   [`SinkError::ChangeConflict`] naming both documents, and nothing is overwritten. The one
+//!   exception: a snapshot row (`op: "snapshot"`) is read again only when MongoDB's offset does not
+//!   cover it, so a different stored copy under its id is the leftover of a batch that never
+//!   completed, and is replaced by the copy the offset will account for.
 //! - **Transaction limits:** a batch MongoDB refuses as too large for one transaction
 //!   (TransactionTooLargeForCache, TransactionTooLarge, BSONObjectTooLarge) is never retried
 //!   unchanged: it is committed in halves at WAL record boundaries, halved again as needed, and a

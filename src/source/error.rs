@@ -73,6 +73,11 @@ pub enum SourceError {
     Wal(#[from] sdl_wal::WalError),
     #[error("the disk holding the WAL ({dir}) is full: ingestion stopped. Everything already in the WAL is kept; free space or grow the volume and start sdl again (under systemd it restarts by itself). Detail: {detail}")]
     DiskFull { dir: String, detail: String },
+    /// A table a snapshot cannot read: it does not exist (or is not a base table), it has
+    /// neither a primary key nor a NOT NULL UNIQUE key to chunk by and to tell which rows a
+    /// concurrent change touched, or it changed under the read. `reason` says which, and the fix.
+    #[error("cannot snapshot {table}: {reason}")]
+    SnapshotRefused { table: String, reason: String },
     #[error("source query `{query}` failed: {detail}")]
     Query { query: String, detail: String },
     /// A failure worth retrying (network, server restart, stream ended).

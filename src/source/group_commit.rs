@@ -36,6 +36,10 @@ pub(super) struct PendingGroup {
     in_flight_bytes: usize,
     /// An append failed: nothing more is written (after ENOSPC sled may block forever).
     failed: bool,
+    /// A position to save with no record after the last one read (the snapshot plan changed
+    /// without a row to write: a table ended on a chunk boundary, a request was taken). A
+    /// transaction read afterwards carries a newer position and supersedes it.
+    position: Option<String>,
 }
 
 impl PendingGroup {
@@ -50,10 +54,19 @@ impl PendingGroup {
     pub(super) fn add(&mut self, transaction: SourceTransaction, wal_cfg: &WalConfig) -> bool {
         self.bytes += transaction.approximate_size();
         self.transactions.push(transaction);
+        self.position = None;
         if self.deadline.is_none() {
             self.deadline = Some(Instant::now() + wal_cfg.group_commit_delay);
         }
         self.bytes >= wal_cfg.group_commit_bytes
+    }
+
+    /// Saves `position` with the group even when no record follows (see `position`).
+    pub(super) fn set_position(&mut self, position: String, wal_cfg: &WalConfig) {
+        self.position = Some(position);
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + wal_cfg.group_commit_delay);
+        }
     }
 
     /// An append failed: nothing more may be written.
@@ -77,10 +90,11 @@ pub(super) async fn flush(
 ) -> Result<(), SourceError> {
     group.deadline = None;
     finish_append(group).await?;
-    if group.transactions.is_empty() {
+    if group.transactions.is_empty() && group.position.is_none() {
         return Ok(());
     }
     let transactions = std::mem::take(&mut group.transactions);
+    let position_set = group.position.take();
     let count = transactions.len() as u64;
     group.in_flight_bytes = group.bytes;
     group.bytes = 0;
@@ -89,12 +103,15 @@ pub(super) async fn flush(
     let appended = appended.clone();
     group.in_flight = Some(tokio::task::spawn_blocking(move || {
         // The group's position is its last transaction's (not copied per transaction: with a
-        // large GTID set that text is kilobytes).
-        let position = transactions
-            .last()
-            .expect("a group is flushed only when it holds transactions")
-            .position_after
-            .as_bytes();
+        // large GTID set that text is kilobytes), or one set after it.
+        let position = match &position_set {
+            Some(position) => position.as_bytes(),
+            None => transactions
+                .last()
+                .expect("a group is flushed only when it holds transactions or a position")
+                .position_after
+                .as_bytes(),
+        };
         wal.append(&transactions, position)
             .map(|last| {
                 // Told as soon as it lands, not when the next group starts: the forwarder

@@ -30,6 +30,7 @@ use super::group_commit::{
 };
 use super::history::HistoryWatch;
 use super::schema::{provide_missing_schema, JsonColumns};
+use super::snapshot::{self, Emission, SnapshotSettings, Snapshotter};
 use super::start::explain_unavailable;
 use super::stream::{open_stream, stream_error};
 use super::SourceError;
@@ -205,6 +206,17 @@ impl Ingester {
         let mut json_columns = JsonColumns::default();
         let mut group = PendingGroup::default();
         let mut history = HistoryWatch::new(cfg.heartbeat_interval);
+        // The snapshot stage, from the plan saved with the position (a chunk not saved is read
+        // again). Its chunks are placed only at transaction boundaries: not inside a large
+        // transaction whose first fragments are already appended.
+        let mut snapshot = Snapshotter::new(
+            SnapshotSettings::new(cfg, wal_cfg.dir.clone(), *fragments),
+            cfg.clone(),
+            flavor,
+            resume.snapshot.clone().unwrap_or_default(),
+            self.state.clone(),
+        );
+        let mut at_boundary = resume.partial.is_none();
         let result = loop {
             if !still_waiting {
                 waiting_since = Instant::now();
@@ -239,6 +251,35 @@ impl Ingester {
                     break Err(SourceError::Transient(format!(
                         "nothing from the source for {dead_after:?} (3 x source.heartbeat_interval): the connection is presumed dead"
                     )));
+                }
+                _ = sleep_until_opt(snapshot.next_wakeup()) => {
+                    let emission = match snapshot.wake(assembler.position(), at_boundary).await {
+                        Ok(emission) => emission,
+                        Err(e) => break Err(e),
+                    };
+                    match self.write_snapshot(emission, &mut group, shutdown).await {
+                        Ok(false) => {}
+                        Ok(true) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                    // Not a byte from the stream.
+                    still_waiting = true;
+                    continue;
+                }
+                read = snapshot.read_finished() => {
+                    if let Err(e) = read {
+                        break Err(e);
+                    }
+                    if at_boundary {
+                        let emission = snapshot.place_chunk(assembler.position());
+                        match self.write_snapshot(emission, &mut group, shutdown).await {
+                            Ok(false) => {}
+                            Ok(true) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    still_waiting = true;
+                    continue;
                 }
                 _ = tokio::time::sleep_until(history.next_check()) => {
                     let checked = tokio::select! {
@@ -292,6 +333,9 @@ impl Ingester {
                         }
                     }
                     count_read(&transaction);
+                    snapshot.observe(&transaction);
+                    snapshot.decorate(&mut transaction.position_after);
+                    at_boundary = transaction.ends_transaction;
                     if transaction
                         .changes
                         .iter()
@@ -303,6 +347,14 @@ impl Ingester {
                     }
                     if group.add(transaction, wal_cfg) {
                         match self.commit_group(&mut group, shutdown).await {
+                            Ok(false) => {}
+                            Ok(true) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    if at_boundary {
+                        let emission = snapshot.place_chunk(assembler.position());
+                        match self.write_snapshot(emission, &mut group, shutdown).await {
                             Ok(false) => {}
                             Ok(true) => break Ok(()),
                             Err(e) => break Err(e),
@@ -324,6 +376,44 @@ impl Ingester {
         let last_landed = finish_append(&mut group).await;
         let _ = stream.close().await;
         result.and(landed).and(saved).and(last_landed)
+    }
+
+    /// Adds what the snapshot stage produced to the group: chunk records after the transactions
+    /// read, or a position to save. Requests it took are removed from `wal.dir` once the
+    /// position holding them is saved. Returns true when shutdown was requested.
+    async fn write_snapshot(
+        &self,
+        emission: Emission,
+        group: &mut PendingGroup,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, SourceError> {
+        if emission.is_empty() {
+            return Ok(false);
+        }
+        let Emission {
+            records,
+            position,
+            taken,
+        } = emission;
+        for record in records {
+            if group.add(record, &self.wal_config) && self.commit_group(group, shutdown).await? {
+                return Ok(true);
+            }
+        }
+        if let Some(position) = position {
+            group.set_position(position, &self.wal_config);
+        }
+        if !taken.is_empty() {
+            let stopping = self.commit_group(group, shutdown).await?;
+            finish_append(group).await?;
+            for id in taken {
+                if let Err(e) = snapshot::requests::taken(&self.wal_config.dir, &id) {
+                    warn!(target: "sdl::snapshot", error = %e, request = %id, "could not remove a snapshot request the WAL now holds; it is recognised and removed at the next look");
+                }
+            }
+            return Ok(stopping);
+        }
+        Ok(false)
     }
 
     /// Starts the group commit of the transactions read so far, then waits while the WAL is full

@@ -24,6 +24,9 @@
 //!   streams only from a server that holds every transaction it relayed and still has the binlog
 //!   from there: never from one that is behind or diverged ([`failover`]); a switch is logged,
 //!   counted and shown in `/status`.
+//! - With a snapshot plan (`source.snapshot = "initial"`, `sdl snapshot`), the tables' existing
+//!   rows are appended too, as snapshot rows placed where they are exactly the rows' state
+//!   ([`snapshot`]), resumed from the last chunk saved after any stop.
 //! - Memory does not grow with the number of tables: TABLE_MAPs live until their transaction
 //!   commits, the per-table caches are bounded, and the GTID position is not copied per
 //!   transaction.
@@ -42,6 +45,9 @@
 //!   source's position watched while connected (a history reset under the connection);
 //!   [`failover`]: which server of `source.url` to follow, and the GTID check that it is a safe
 //!   continuation of what sdl relayed;
+//! - [`snapshot`]: the snapshot stage: tables' existing rows read in chunks by key and placed in
+//!   the WAL between stream transactions where each row image is exact (its guarantees at its
+//!   top); its progress rides in the position (`crate::snapshot_plan`);
 //! - [`decode`]: binlog events into whole transactions (no network); `schema`: the
 //!   information_schema lookups and their bounded caches; [`relay`]: byte liveness;
 //!   [`binlog_file`]: decoding binlog files without a server; [`charset`] and [`json_text`]: exact
@@ -67,6 +73,7 @@ pub mod json_text;
 pub mod relay;
 mod schema;
 mod settings;
+pub mod snapshot;
 mod start;
 mod stream;
 

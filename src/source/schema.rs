@@ -153,7 +153,7 @@ impl JsonColumns {
 /// The JSON columns of a MariaDB table: those with a check constraint that is exactly
 /// ``json_valid(`col`)`` (what `col JSON` creates). A table information_schema does not show
 /// (dropped since, or no privilege) has none, with a warning: its JSON values stay text.
-async fn load_json_columns(
+pub(super) async fn load_json_columns(
     conn: &mut Conn,
     database: &str,
     table: &str,
@@ -194,7 +194,7 @@ async fn load_json_columns(
 /// JSON columns" (its JSON values silently kept as text) or "table dropped" (a definite error).
 /// Such a warning (any of [`TRANSIENT_SERVER_ERRORS`]) makes the lookup a transient error: it is
 /// retried, with the reconnect backoff, until the lock is gone.
-async fn check_lookup_warnings(conn: &mut Conn, query: &str) -> Result<(), SourceError> {
+pub(super) async fn check_lookup_warnings(conn: &mut Conn, query: &str) -> Result<(), SourceError> {
     let warnings: Vec<(String, u32, String)> = conn
         .query("SHOW WARNINGS")
         .await
@@ -297,7 +297,7 @@ async fn load_schema(
 }
 
 /// The members of `enum('a','b''c')` / `set(...)`: single-quoted, `''` for a quote.
-fn quoted_members(column_type: &str) -> Vec<String> {
+pub(super) fn quoted_members(column_type: &str) -> Vec<String> {
     let mut members = Vec::new();
     let mut chars = column_type.chars().peekable();
     while let Some(c) = chars.next() {

@@ -39,6 +39,15 @@ pub struct Metrics {
     /// Servers of `source.url` refused when the ingester looked for one to follow (unreachable,
     /// behind, diverged, purged, misconfigured), one per server and attempt.
     pub source_server_refusals: Counter,
+    /// Snapshot rows appended to the WAL.
+    pub snapshot_rows: Counter,
+    /// Snapshot chunks appended to the WAL.
+    pub snapshot_chunks: Counter,
+    /// Snapshot chunks read but discarded (a DDL statement or a lost connection during the
+    /// chunk's window): read again.
+    pub snapshot_chunks_discarded: Counter,
+    /// Tables the snapshot plan still holds.
+    pub snapshot_tables_remaining: Gauge,
     stage_restarts: Family<StageLabel, Counter>,
     pub wal_appends: Counter,
     pub wal_appended_records: Counter,
@@ -95,6 +104,10 @@ impl Metrics {
             source_reconnects: register!("source_reconnects", "Restarts of the ingester's binlog connection", Counter::default()),
             source_failovers: register!("source_failovers", "Switches of the ingester from one server of source.url to another (source failover)", Counter::default()),
             source_server_refusals: register!("source_server_refusals", "Servers of source.url refused when the ingester looked for one to follow (unreachable, behind, diverged, purged binlogs, settings), one per server and attempt", Counter::default()),
+            snapshot_rows: register!("snapshot_rows", "Snapshot rows appended to the WAL (op: snapshot documents to be)", Counter::default()),
+            snapshot_chunks: register!("snapshot_chunks", "Snapshot chunks appended to the WAL", Counter::default()),
+            snapshot_chunks_discarded: register!("snapshot_chunks_discarded", "Snapshot chunks read and discarded (a DDL statement during the chunk's window): read again", Counter::default()),
+            snapshot_tables_remaining: register!("snapshot_tables_remaining", "Tables the snapshot plan still holds, the one being read included", Gauge::default()),
             stage_restarts: register!(
                 "stage_restarts",
                 "Times a stage resumed after a failure: the ingester reconnecting after losing the binlog stream, the forwarder committing again after its circuit breaker opened",

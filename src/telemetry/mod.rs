@@ -25,5 +25,6 @@ pub use health::{Health, SinkReach, Stuck, StuckReport};
 pub use lease::{LeaseStatus, Role};
 pub use metrics::{metrics, Stage};
 pub use status::{
-    ForwardStatus, IngestState, IngestStatus, LastError, RefusedServer, SourceServer,
+    ForwardStatus, IngestState, IngestStatus, LastError, RefusedServer, RefusedSnapshot,
+    SnapshotState, SnapshotStatus, SourceServer,
 };

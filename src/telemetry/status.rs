@@ -69,6 +69,9 @@ pub struct IngestStatus {
     /// At the last attempt that found no server it could follow: each listed server and why it
     /// was refused (empty once a server is followed).
     pub refused_servers: Vec<RefusedServer>,
+    /// The snapshot being read (`/status` shows it at the top level, as `snapshot`).
+    #[serde(skip)]
+    pub snapshot: SnapshotStatus,
 }
 
 impl Default for IngestStatus {
@@ -79,8 +82,51 @@ impl Default for IngestStatus {
             source_server: None,
             source_failovers: 0,
             refused_servers: Vec::new(),
+            snapshot: SnapshotStatus::default(),
         }
     }
+}
+
+/// The snapshot as the ingester reads it (docs/operations.md, "Initial snapshot").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotStatus {
+    pub state: SnapshotState,
+    /// The id of the snapshot being read.
+    pub id: Option<String>,
+    /// `db.table` being read.
+    pub table: Option<String>,
+    /// Rows of that table written so far.
+    pub rows_done: u64,
+    /// information_schema's estimate of that table's rows.
+    pub rows_estimate: Option<u64>,
+    /// Tables still to read, the current one included.
+    pub tables_left: usize,
+    /// Rows written by every snapshot since sdl started.
+    pub rows_written: u64,
+    /// Seconds until this table is read, at the rate of this run.
+    pub eta_seconds: Option<u64>,
+    /// Tables or requests refused (no usable key, gone, a pattern matching nothing), newest last.
+    pub refused: Vec<RefusedSnapshot>,
+}
+
+/// `idle` (nothing to read), `reading` (a chunk query runs), `throttled` (waiting out
+/// `source.snapshot_rows_per_second` / `snapshot_bytes_per_second`), `waiting_for_stream` (a
+/// chunk is read and waits for the binlog stream to reach the position it was read at).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotState {
+    #[default]
+    Idle,
+    Reading,
+    Throttled,
+    WaitingForStream,
+}
+
+/// A table (or a whole `sdl snapshot` request) the snapshot refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedSnapshot {
+    pub table: String,
+    pub reason: String,
 }
 
 /// A server of `source.url`: its URL (password redacted) and its place in the list (0 = first).
@@ -201,6 +247,8 @@ pub struct StatusReport {
     pub lease: Option<super::LeaseStatus>,
     pub source: SourceReport,
     pub ingest: IngestReport,
+    /// The snapshot being read (`idle` when none is).
+    pub snapshot: SnapshotStatus,
     pub forwarder: ForwardReport,
     pub breaker: BreakerReport,
     /// MongoDB as the health probe sees it.
@@ -228,6 +276,7 @@ impl StatusReport {
                 position: wal.ingest_position.clone(),
                 lag_seconds: m.source_lag(),
             },
+            snapshot: ingest.snapshot.clone(),
             ingest: IngestReport {
                 status: ingest,
                 current_position: wal.ingest_position.clone(),

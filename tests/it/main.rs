@@ -19,6 +19,7 @@ mod exactly_once;
 mod health;
 mod proxy;
 mod secrets;
+mod snapshot;
 mod soak;
 mod source;
 mod standby;

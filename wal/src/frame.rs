@@ -83,6 +83,20 @@ pub fn decode_frame<T: DeserializeOwned>(
     Ok(value)
 }
 
+/// Checks and decodes a frame of any format version in `versions` (the newest last): a record
+/// type whose newer format reads its older ones unchanged lists them all.
+pub fn decode_frame_of<T: DeserializeOwned>(
+    versions: &[u16],
+    frame: &[u8],
+) -> Result<T, FrameError> {
+    let found = (frame.len() >= 2).then(|| u16::from_le_bytes([frame[0], frame[1]]));
+    let version = match found {
+        Some(found) if versions.contains(&found) => found,
+        _ => versions.last().copied().unwrap_or_default(),
+    };
+    decode_frame(version, frame)
+}
+
 /// The header checks shared by records and metadata: version, length, CRC.
 fn checked_payload(expected_version: u16, frame: &[u8]) -> Result<&[u8], FrameError> {
     if frame.len() < FRAME_HEADER_LEN {

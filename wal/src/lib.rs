@@ -86,7 +86,8 @@ mod test_hooks;
 
 pub use error::{MetaRepair, Result, WalError};
 pub use frame::{
-    decode_frame, decode_meta, encode_frame, encode_meta, FrameError, FRAME_HEADER_LEN,
+    decode_frame, decode_frame_of, decode_meta, encode_frame, encode_meta, FrameError,
+    FRAME_HEADER_LEN,
 };
 pub use handle::Wal;
 pub use layout::FORMAT_VERSION;

@@ -3,7 +3,7 @@
 //! missing record is an error naming its sequence number.
 
 use crate::error::{Result, WalError};
-use crate::frame::{decode_frame, FrameError};
+use crate::frame::{decode_frame_of, FrameError};
 use crate::handle::Wal;
 use crate::layout::{record_key, seq_from_key, RECORD_PREFIX};
 use crate::record::{Record, Stored};
@@ -71,7 +71,8 @@ impl<R: Record> Wal<R> {
     }
 
     pub(crate) fn decode(&self, seq: u64, frame: &[u8]) -> Result<R> {
-        decode_frame(R::FORMAT_VERSION, frame).map_err(|source| WalError::Corrupt { seq, source })
+        decode_frame_of(R::READABLE_VERSIONS, frame)
+            .map_err(|source| WalError::Corrupt { seq, source })
     }
 
     /// Checks every stored record (version, length, CRC, payload) and every sequence number
@@ -87,7 +88,7 @@ impl<R: Record> Wal<R> {
                     bad.push((missing, FrameError::Missing));
                 }
             }
-            if let Err(e) = decode_frame::<R>(R::FORMAT_VERSION, &value) {
+            if let Err(e) = decode_frame_of::<R>(R::READABLE_VERSIONS, &value) {
                 bad.push((seq, e));
             }
             expected = Some(seq + 1);
@@ -112,7 +113,7 @@ impl<R: Record> Wal<R> {
             if seq != expected {
                 return Ok(Some((expected, FrameError::Missing)));
             }
-            if let Err(e) = decode_frame::<R>(R::FORMAT_VERSION, &value) {
+            if let Err(e) = decode_frame_of::<R>(R::READABLE_VERSIONS, &value) {
                 return Ok(Some((seq, e)));
             }
             expected += 1;

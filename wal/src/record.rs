@@ -9,6 +9,10 @@ use serde::Serialize;
 pub trait Record: Serialize + DeserializeOwned {
     const FORMAT_VERSION: u16;
 
+    /// Every format version this record type reads, [`Record::FORMAT_VERSION`] last: older ones
+    /// whose frames decode unchanged (a format that only appended enum variants).
+    const READABLE_VERSIONS: &'static [u16] = &[Self::FORMAT_VERSION];
+
     /// The ingest position after this record (used to rewind when later records are damaged).
     fn position_after(&self) -> &[u8];
 

@@ -25,7 +25,8 @@ mod value;
 use bson::raw::RawBinaryRef;
 use bson::{Document, RawBson, RawBsonRef, RawDocumentBuf};
 
-use crate::event::{Change, RowChange, SourceTransaction, StatementChange, Value};
+use crate::event::{Change, RowChange, SnapshotRow, SourceTransaction, StatementChange, Value};
+use crate::gtid::split_snapshot_plan;
 use crate::redact::redact_statement;
 
 pub use value::{escape_key, unescape_key, value_to_bson, JSON_TEXT_KEY, MAX_JSON_DEPTH};
@@ -137,6 +138,7 @@ fn changes<'a, W: DocumentWriter + 'a>(
                     ordinal,
                     statement,
                 )),
+                Change::Snapshot(row) => snapshot_row(source, transaction, ts, row),
             }
         })
 }
@@ -285,6 +287,59 @@ fn statement_change<W: DocumentWriter>(
     // wrote into the WAL.
     document.text("statement", &redact_statement(&statement.statement));
     document
+}
+
+/// The snapshot document of a row a snapshot read (docs/change-document.md, "Snapshot
+/// documents"), without its hash: `op: "snapshot"`, the row as `after`, and in `meta` the
+/// snapshot's id and the GTID position the image holds at (the stream position before it in the
+/// WAL, without the snapshot plan).
+fn snapshot_row<W: DocumentWriter>(
+    source: &str,
+    transaction: &SourceTransaction,
+    ts: bson::DateTime,
+    row: &SnapshotRow,
+) -> Option<W> {
+    let table = &*row.table;
+    let mut pk = W::empty();
+    for (name, value) in row.key() {
+        pk.value(name, value)?;
+    }
+    let (position, _) = split_snapshot_plan(&transaction.position_after);
+    let mut meta = W::empty();
+    meta.text("source", source);
+    meta.text(SOURCE_FIELD, source);
+    meta.text("db", &table.database);
+    meta.text("tbl", &table.name);
+    meta.document("pk", pk);
+    meta.text("snapshot", &row.snapshot);
+    meta.text("position", position);
+    let mut document = W::empty();
+    document.text("_id", &snapshot_id(source, row));
+    document.text("op", "snapshot");
+    document.datetime("ts", ts);
+    document.document("meta", meta);
+    let mut columns = W::empty();
+    for (column, value) in table.columns.iter().zip(&row.values) {
+        columns.value(column, value)?;
+    }
+    document.document("after", columns);
+    Some(document)
+}
+
+/// `"<source>/snapshot/<snapshot id>/<db>/<table>/<key>"`: `<db>` and `<table>` with `%` and
+/// `/` percent-escaped, `<key>` the key's values in key order as a relaxed extended JSON array
+/// (`[5]`, `["a",7]`). The same snapshot, table and key always give the same id, and two
+/// different rows never share one (everything before the key is escaped, and the key is last).
+pub fn snapshot_id(source: &str, row: &SnapshotRow) -> String {
+    let escape = |name: &str| name.replace('%', "%25").replace('/', "%2F");
+    let key: bson::Array = row.key().map(|(_, value)| value_to_bson(value)).collect();
+    format!(
+        "{source}/snapshot/{}/{}/{}/{}",
+        row.snapshot,
+        escape(&row.table.database),
+        escape(&row.table.name),
+        bson::Bson::Array(key).into_relaxed_extjson()
+    )
 }
 
 /// `"<source>/<gtid>:<ordinal>"`. A GTID never contains `/`, so the id splits back at its last

@@ -7,7 +7,7 @@ use bson::{Bson, RawDocumentBuf};
 
 use super::value::{standard_base64, timestamp_text, unsigned, write_json_text};
 use super::*;
-use crate::event::{Json, StatementChange, Table};
+use crate::event::{Json, SnapshotRow, StatementChange, Table};
 
 #[test]
 fn timestamps_are_utc_text_with_microseconds() {
@@ -500,4 +500,74 @@ fn a_change_stored_by_the_release_before_meta_src_is_the_same_change() {
         previous_release_hash(&other[0]).as_deref(),
         Some(PREVIOUS_RELEASE_HASHES[0])
     );
+}
+
+fn snapshot_record(db: &str, table: &str, key: Vec<Value>) -> SourceTransaction {
+    let columns = vec!["id".to_string(), "name".to_string(), "note".to_string()];
+    let mut values = key.clone();
+    values.resize(2, Value::Null);
+    values.push(Value::Text("n".into()));
+    SourceTransaction {
+        gtid: "snapshot 20261127T190102.123Z".into(),
+        timestamp: 1_700_000_000,
+        position_after: "0-1-42; snapshot {\"tables\":[]}".into(),
+        first_change: 0,
+        ends_transaction: true,
+        changes: vec![Change::Snapshot(SnapshotRow {
+            snapshot: "20261127T190102.123Z".into(),
+            table: std::sync::Arc::new(Table {
+                database: db.into(),
+                name: table.into(),
+                columns,
+                primary_key: (0..key.len() as u32).collect(),
+            }),
+            values,
+        })],
+    }
+}
+
+#[test]
+fn a_snapshot_row_is_an_op_snapshot_document_with_a_deterministic_id() {
+    let record = snapshot_record("app", "orders", vec![Value::Int(5)]);
+    let documents = transaction_documents("main", &record);
+    let document = &documents[0];
+    assert_eq!(
+        document.get_str("_id").unwrap(),
+        "main/snapshot/20261127T190102.123Z/app/orders/[5]"
+    );
+    assert_eq!(document.get_str("op").unwrap(), "snapshot");
+    assert!(!document.contains_key("before"));
+    let meta = document.get_document("meta").unwrap();
+    assert_eq!(meta.get_str("snapshot").unwrap(), "20261127T190102.123Z");
+    assert_eq!(meta.get_str("position").unwrap(), "0-1-42");
+    assert_eq!(meta.get_str(SOURCE_FIELD).unwrap(), "main");
+    assert_eq!(meta.get_document("pk").unwrap().get_i64("id").unwrap(), 5);
+    let after = document.get_document("after").unwrap();
+    assert_eq!(after.get_str("note").unwrap(), "n");
+    assert_eq!(after.get("name"), Some(&Bson::Null));
+    // Both writers give the same bytes, hash included; the same row gives the same id again.
+    let raw = transaction_raw_documents("main", &record).unwrap();
+    assert_eq!(
+        raw[0].as_bytes(),
+        RawDocumentBuf::from_document(document).unwrap().as_bytes()
+    );
+    assert_eq!(transaction_documents("main", &record)[0], *document);
+}
+
+#[test]
+fn snapshot_ids_never_collide_across_names_that_contain_separators() {
+    let id = |db: &str, table: &str, key: Vec<Value>| {
+        transaction_documents("s", &snapshot_record(db, table, key))[0]
+            .get_str("_id")
+            .unwrap()
+            .to_string()
+    };
+    let a = id("a/b", "c", vec![Value::Int(1)]);
+    let b = id("a", "b/c", vec![Value::Int(1)]);
+    assert_ne!(a, b);
+    assert_eq!(a, "s/snapshot/20261127T190102.123Z/a%2Fb/c/[1]");
+    let text_key = id("a", "t", vec![Value::Text("x\",1".into()), Value::Int(2)]);
+    let other = id("a", "t", vec![Value::Text("x".into()), Value::Int(1)]);
+    assert_ne!(text_key, other);
+    assert!(text_key.ends_with(r#"["x\",1",2]"#), "{text_key}");
 }

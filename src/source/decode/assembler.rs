@@ -480,6 +480,7 @@ impl TransactionAssembler {
                 gtid: open.gtid.clone(),
                 saved_changes: open.next_ordinal,
             }),
+            snapshot: None,
         };
         let fragment = SourceTransaction {
             gtid: open.gtid.clone(),
