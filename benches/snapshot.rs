@@ -17,13 +17,19 @@
 //! 1. **Baseline**: `SELECT * FROM app.bench_snapshot` through `mysql_async` (text protocol,
 //!    streamed row by row: every row counted, every value taken out of it), timed from the query
 //!    to the last row.
-//! 2. **sdl**: a fresh sdl (new WAL, its own MongoDB database, `source.start = "current"`, so no
+//! 2. **Diagnostic, sdl's read pattern without sdl**: the same table as keyset chunks
+//!    (`SELECT * ... WHERE id > ? ORDER BY id LIMIT 10000`, sdl's default `snapshot_chunk_rows`)
+//!    through `mysql_async`'s binary protocol (prepared statements, as sdl reads), every value
+//!    taken out, and `@@GLOBAL.gtid_binlog_pos` read after each chunk (sdl's high watermark).
+//!    It tells the cost of paging and of the protocol apart from the cost of sdl itself.
+//! 3. **sdl**: a fresh sdl (new WAL, its own MongoDB database, `source.start = "current"`, so no
 //!    row comes through the stream) with `source.snapshot = "initial"` and
 //!    `source.snapshot_tables = ["app.bench_snapshot"]`, every other snapshot setting at its
 //!    default. Timed from the `sdl run` spawn: into the WAL until `/status` `snapshot.state` is
 //!    `idle` and `sdl_snapshot_rows_total` is N; end to end until `sdl_documents_written_total`
 //!    is N (then MongoDB is asked once how many `op: "snapshot"` documents it holds: exactly N,
-//!    or the run fails). Polled every 20 ms. Peak RSS: `VmHWM` of the sdl process at the end; the
+//!    or the run fails). Polled every 20 ms; also printed: into the WAL from the first snapshot
+//!    row seen in the WAL (`sdl_snapshot_rows_total` > 0), without sdl's start-up. Peak RSS: `VmHWM` of the sdl process at the end; the
 //!    highest `VmRSS` seen while it ran is printed beside it. The database is dropped afterwards.
 //!
 //! The ratios are sdl's rows/s over the baseline's of the same run (goal: ≥ 0.7 into the WAL);
@@ -44,6 +50,8 @@ use support::rows::TABLE_DDL;
 use support::{counter, env_u64, proc_mib, Admin};
 
 const TABLE: &str = "app.bench_snapshot";
+/// sdl's default `source.snapshot_chunk_rows`, for the chunked diagnostic.
+const CHUNK_ROWS: u64 = 10_000;
 const POLL: Duration = Duration::from_millis(20);
 const LONG: Duration = Duration::from_secs(3600);
 /// Rows per `INSERT ... SELECT` of the load.
@@ -61,12 +69,70 @@ fn progress(text: &str) {
 struct Run {
     select_seconds: f64,
     select_bytes: u64,
+    chunked_seconds: f64,
     sdl: SdlRun,
+}
+
+/// Keyset chunks of `CHUNK_ROWS` through the binary protocol, with the high-watermark query
+/// after each: sdl's read pattern without sdl. Returns the seconds from the first chunk's query
+/// to the last chunk's watermark.
+async fn select_chunked(mariadb: &MariaDb, rows: u64) -> f64 {
+    let mut conn = mariadb.root_conn().await;
+    let first = conn
+        .prep(format!(
+            "SELECT * FROM {TABLE} ORDER BY id LIMIT {CHUNK_ROWS}"
+        ))
+        .await
+        .unwrap();
+    let after = conn
+        .prep(format!(
+            "SELECT * FROM {TABLE} WHERE id > ? ORDER BY id LIMIT {CHUNK_ROWS}"
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut seen = 0u64;
+    let mut last: Option<i64> = None;
+    loop {
+        let mut result = match last {
+            None => conn.exec_iter(&first, ()).await.unwrap(),
+            Some(key) => conn.exec_iter(&after, (key,)).await.unwrap(),
+        };
+        let mut in_chunk = 0u64;
+        let mut key = last;
+        result
+            .for_each(|row| {
+                in_chunk += 1;
+                let values = row.unwrap();
+                if let Some(mysql_async::Value::Int(id)) = values.first() {
+                    key = Some(*id);
+                }
+                std::hint::black_box(values);
+            })
+            .await
+            .unwrap();
+        drop(result);
+        let _watermark: Option<String> = conn
+            .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+            .await
+            .unwrap();
+        seen += in_chunk;
+        if in_chunk < CHUNK_ROWS {
+            break;
+        }
+        last = key;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(seen, rows, "rows of the keyset chunks of {TABLE}");
+    conn.disconnect().await.unwrap();
+    seconds
 }
 
 /// One sdl snapshot of the table, timed from the `sdl run` spawn.
 struct SdlRun {
     wal_seconds: f64,
+    /// Into the WAL from the first poll that saw a snapshot row in it.
+    wal_from_first_row_seconds: f64,
     end_to_end_seconds: f64,
     /// `VmHWM` at the end.
     peak_rss_mib: Option<f64>,
@@ -101,6 +167,7 @@ async fn main() {
             "run {run}/{runs}: SELECT * {:.2} s; sdl snapshot",
             select_seconds
         ));
+        let chunked_seconds = select_chunked(&mariadb, rows).await;
         let sdl = snapshot_run(&mariadb, &mongo, rows, run).await;
         progress(&format!(
             "run {run}/{runs}: sdl into the WAL {:.2} s, end to end {:.2} s, peak RSS {}",
@@ -111,6 +178,7 @@ async fn main() {
         results.push(Run {
             select_seconds,
             select_bytes,
+            chunked_seconds,
             sdl,
         });
     }
@@ -138,7 +206,7 @@ async fn load_table(mariadb: &MariaDb, rows: u64) {
              updated_at) SELECT seq, CONCAT('customer ', seq), CONCAT('user', seq, '@example.com'), \
              ELT(seq MOD 4 + 1, 'new', 'paid', 'shipped', 'cancelled'), seq MOD 97, \
              (seq MOD 10000) + (seq MOD 100) / 100, '2024-01-01 00:00:00' + INTERVAL seq SECOND, \
-             IF(seq MOD 3 = 0, NOW(6), NULL) FROM seq_{first}_to_{last}"
+             IF(seq MOD 3 = 0, NOW(6), NULL) FROM app.seq_{first}_to_{last}"
         ))
         .await
         .unwrap();
@@ -203,13 +271,18 @@ async fn snapshot_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> 
     let pid = sdl.pid();
     let mut max_rss: Option<f64> = None;
     let mut into_wal: Option<f64> = None;
+    let mut first_row: Option<f64> = None;
     let end_to_end = loop {
         let metrics = admin.metrics().await;
         let now = spawned.elapsed().as_secs_f64();
         if let Some(rss) = pid.and_then(|p| proc_mib(p, "VmRSS")) {
             max_rss = Some(max_rss.map_or(rss, |m: f64| m.max(rss)));
         }
-        if into_wal.is_none() && counter(&metrics, "sdl_snapshot_rows_total") >= rows {
+        let snapshot_rows = counter(&metrics, "sdl_snapshot_rows_total");
+        if first_row.is_none() && snapshot_rows > 0 {
+            first_row = Some(now);
+        }
+        if into_wal.is_none() && snapshot_rows >= rows {
             let status = admin.status().await;
             let state = status
                 .as_ref()
@@ -251,6 +324,7 @@ async fn snapshot_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> 
     db.drop().await.unwrap();
     SdlRun {
         wal_seconds: into_wal.unwrap(),
+        wal_from_first_row_seconds: into_wal.unwrap() - first_row.unwrap_or(0.0),
         end_to_end_seconds: end_to_end,
         peak_rss_mib: peak,
         max_rss_seen_mib: max_rss,
@@ -274,67 +348,122 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn print_results(rows: u64, results: &[Run]) {
-    println!();
-    println!(
-        "| run | SELECT * (mysql_async) rows/s | sdl snapshot into the WAL rows/s | ratio WAL / SELECT \
-         (goal ≥ {RATIO_GOAL}) | sdl end to end (into MongoDB) rows/s | ratio end to end / SELECT | \
-         sdl peak RSS (VmHWM; goal < {PEAK_RSS_GOAL_MIB:.0} MiB) | highest VmRSS seen | chunks (discarded) |"
+    let rate = move |seconds: f64| rows as f64 / seconds;
+    let whole = |v: f64| format!("{v:.0}");
+    let ratio = |v: f64| format!("{v:.2}");
+    type Measure<'a> = (
+        &'a str,
+        Box<dyn Fn(&Run) -> Option<f64>>,
+        &'a dyn Fn(f64) -> String,
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    let rate = |seconds: f64| rows as f64 / seconds;
-    for (i, r) in results.iter().enumerate() {
-        println!(
-            "| {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {} | {} ({}) |",
-            i + 1,
-            rate(r.select_seconds),
-            rate(r.sdl.wal_seconds),
-            r.select_seconds / r.sdl.wal_seconds,
-            rate(r.sdl.end_to_end_seconds),
-            r.select_seconds / r.sdl.end_to_end_seconds,
-            mib(r.sdl.peak_rss_mib),
-            mib(r.sdl.max_rss_seen_mib),
-            r.sdl.chunks,
-            r.sdl.discarded
-        );
+    let measures: Vec<Measure> = vec![
+        (
+            "SELECT * through mysql_async (text protocol, streamed): rows/s",
+            Box::new(move |r: &Run| Some(rate(r.select_seconds))),
+            &whole,
+        ),
+        (
+            "diagnostic: keyset chunks of 10,000 through mysql_async (binary protocol) + watermark query: rows/s",
+            Box::new(move |r: &Run| Some(rate(r.chunked_seconds))),
+            &whole,
+        ),
+        (
+            "sdl snapshot into the WAL, from the `sdl run` spawn: rows/s",
+            Box::new(move |r: &Run| Some(rate(r.sdl.wal_seconds))),
+            &whole,
+        ),
+        (
+            "**ratio: sdl into the WAL / the plain SELECT** (goal ≥ 0.7)",
+            Box::new(|r: &Run| Some(r.select_seconds / r.sdl.wal_seconds)),
+            &ratio,
+        ),
+        (
+            "sdl into the WAL from its first snapshot row (no start-up): rows/s",
+            Box::new(move |r: &Run| Some(rate(r.sdl.wal_from_first_row_seconds))),
+            &whole,
+        ),
+        (
+            "ratio: sdl into the WAL from its first row / SELECT *",
+            Box::new(|r: &Run| Some(r.select_seconds / r.sdl.wal_from_first_row_seconds)),
+            &ratio,
+        ),
+        (
+            "ratio: sdl into the WAL / keyset chunks (diagnostic)",
+            Box::new(|r: &Run| Some(r.chunked_seconds / r.sdl.wal_seconds)),
+            &ratio,
+        ),
+        (
+            "sdl end to end (every snapshot document in MongoDB): rows/s",
+            Box::new(move |r: &Run| Some(rate(r.sdl.end_to_end_seconds))),
+            &whole,
+        ),
+        (
+            "ratio: sdl end to end / SELECT *",
+            Box::new(|r: &Run| Some(r.select_seconds / r.sdl.end_to_end_seconds)),
+            &ratio,
+        ),
+        (
+            "**sdl peak RSS (VmHWM), MiB** (goal < 200)",
+            Box::new(|r: &Run| r.sdl.peak_rss_mib),
+            &whole,
+        ),
+        (
+            "highest VmRSS sampled, MiB",
+            Box::new(|r: &Run| r.sdl.max_rss_seen_mib),
+            &whole,
+        ),
+        (
+            "chunks (discarded)",
+            Box::new(|r: &Run| Some(r.sdl.chunks as f64)),
+            &whole,
+        ),
+    ];
+    println!();
+    let runs: Vec<String> = (1..=results.len()).map(|i| format!("run {i}")).collect();
+    println!(
+        "| measurement ({rows} rows) | {} | median |",
+        runs.join(" | ")
+    );
+    println!("| --- |{} ---: |", " ---: |".repeat(results.len()));
+    let mut medians = Vec::new();
+    for (name, measure, show) in &measures {
+        let values: Vec<Option<f64>> = results.iter().map(measure).collect();
+        let cells: Vec<String> = values
+            .iter()
+            .map(|v| v.map_or("n/a".into(), show))
+            .collect();
+        let present: Vec<f64> = values.iter().flatten().copied().collect();
+        let med = (!present.is_empty()).then(|| median(present));
+        medians.push(med);
+        let mut cells = cells.join(" | ");
+        if *name == "chunks (discarded)" {
+            let discarded: Vec<String> = results
+                .iter()
+                .map(|r| format!("{} ({})", r.sdl.chunks, r.sdl.discarded))
+                .collect();
+            cells = discarded.join(" | ");
+        }
+        println!("| {name} | {cells} | {} |", med.map_or("n/a".into(), show));
     }
-    let med = |f: &dyn Fn(&Run) -> f64| median(results.iter().map(f).collect());
-    let peak = results
-        .iter()
-        .filter_map(|r| r.sdl.peak_rss_mib)
-        .collect::<Vec<_>>();
-    let seen = results
-        .iter()
-        .filter_map(|r| r.sdl.max_rss_seen_mib)
-        .collect::<Vec<_>>();
-    let wal_ratio = med(&|r| r.select_seconds / r.sdl.wal_seconds);
-    let peak_median = (!peak.is_empty()).then(|| median(peak));
-    println!(
-        "| **median of {}** | **{:.0}** | **{:.0}** | **{:.2}** | **{:.0}** | **{:.2}** | **{}** | {} | |",
-        results.len(),
-        med(&|r| rate(r.select_seconds)),
-        med(&|r| rate(r.sdl.wal_seconds)),
-        wal_ratio,
-        med(&|r| rate(r.sdl.end_to_end_seconds)),
-        med(&|r| r.select_seconds / r.sdl.end_to_end_seconds),
-        mib(peak_median),
-        mib((!seen.is_empty()).then(|| median(seen))),
-    );
-    let bytes = med(&|r| r.select_bytes as f64);
+    let wal_ratio = medians[3].unwrap_or(0.0);
+    let peak = medians[9];
+    let bytes = median(results.iter().map(|r| r.select_bytes as f64).collect());
     println!();
     println!(
-        "{rows} rows, {:.0} bytes of values a row as SELECT returns them; goals: ratio into the \
-         WAL {} ({wal_ratio:.2} ≥ {RATIO_GOAL}), peak RSS {} ({} < {PEAK_RSS_GOAL_MIB:.0} MiB)",
+        "{rows} rows, {:.0} bytes of values a row as SELECT returns them; goals (medians): ratio \
+         into the WAL {} ({wal_ratio:.2}, goal ≥ {RATIO_GOAL}), peak RSS {} ({}, goal < \
+         {PEAK_RSS_GOAL_MIB:.0} MiB)",
         bytes / rows as f64,
         if wal_ratio >= RATIO_GOAL {
             "met"
         } else {
             "NOT met"
         },
-        match peak_median {
+        match peak {
             Some(p) if p < PEAK_RSS_GOAL_MIB => "met",
             Some(_) => "NOT met",
             None => "not measured",
         },
-        mib(peak_median)
+        mib(peak)
     );
 }
