@@ -47,7 +47,7 @@ use common::{MariaDb, Mongo, Sdl};
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
 use support::rows::TABLE_DDL;
-use support::{counter, env_u64, proc_mib, Admin};
+use support::{counter, cpu_seconds, env_u64, proc_mib, Admin};
 
 const TABLE: &str = "app.bench_snapshot";
 /// sdl's default `source.snapshot_chunk_rows`, for the chunked diagnostic.
@@ -133,6 +133,10 @@ struct SdlRun {
     wal_seconds: f64,
     /// Into the WAL from the first poll that saw a snapshot row in it.
     wal_from_first_row_seconds: f64,
+    /// CPU seconds of sdl and of SecantusDB (forwarding meanwhile) from the spawn until the
+    /// snapshot was in the WAL.
+    sdl_cpu_into_wal: Option<f64>,
+    mongo_cpu_into_wal: Option<f64>,
     end_to_end_seconds: f64,
     /// `VmHWM` at the end.
     peak_rss_mib: Option<f64>,
@@ -266,12 +270,14 @@ async fn snapshot_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> 
         ],
     );
     let admin = Admin::new(sdl.admin_addr());
+    let mongo_cpu_before = mongo.pid().and_then(cpu_seconds);
     sdl.start();
     let spawned = Instant::now();
     let pid = sdl.pid();
     let mut max_rss: Option<f64> = None;
     let mut into_wal: Option<f64> = None;
     let mut first_row: Option<f64> = None;
+    let mut cpu_into_wal = (None, None);
     let end_to_end = loop {
         let metrics = admin.metrics().await;
         let now = spawned.elapsed().as_secs_f64();
@@ -289,6 +295,13 @@ async fn snapshot_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> 
                 .and_then(|s| s["snapshot"]["state"].as_str().map(str::to_owned));
             if state.as_deref() == Some("idle") {
                 into_wal = Some(now);
+                let mongo_cpu = mongo.pid().and_then(cpu_seconds);
+                cpu_into_wal = (
+                    pid.and_then(cpu_seconds),
+                    mongo_cpu
+                        .zip(mongo_cpu_before)
+                        .map(|(after, before)| after - before),
+                );
             }
         }
         if into_wal.is_some() && counter(&metrics, "sdl_documents_written_total") >= rows {
@@ -325,6 +338,8 @@ async fn snapshot_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> 
     SdlRun {
         wal_seconds: into_wal.unwrap(),
         wal_from_first_row_seconds: into_wal.unwrap() - first_row.unwrap_or(0.0),
+        sdl_cpu_into_wal: cpu_into_wal.0,
+        mongo_cpu_into_wal: cpu_into_wal.1,
         end_to_end_seconds: end_to_end,
         peak_rss_mib: peak,
         max_rss_seen_mib: max_rss,
@@ -351,6 +366,7 @@ fn print_results(rows: u64, results: &[Run]) {
     let rate = move |seconds: f64| rows as f64 / seconds;
     let whole = |v: f64| format!("{v:.0}");
     let ratio = |v: f64| format!("{v:.2}");
+    let tenths = |v: f64| format!("{v:.1}");
     type Measure<'a> = (
         &'a str,
         Box<dyn Fn(&Run) -> Option<f64>>,
@@ -391,6 +407,16 @@ fn print_results(rows: u64, results: &[Run]) {
             "ratio: sdl into the WAL / keyset chunks (diagnostic)",
             Box::new(|r: &Run| Some(r.chunked_seconds / r.sdl.wal_seconds)),
             &ratio,
+        ),
+        (
+            "CPU seconds until the snapshot was in the WAL: sdl",
+            Box::new(|r: &Run| r.sdl.sdl_cpu_into_wal),
+            &tenths,
+        ),
+        (
+            "CPU seconds until the snapshot was in the WAL: SecantusDB (the forwarder's writes meanwhile)",
+            Box::new(|r: &Run| r.sdl.mongo_cpu_into_wal),
+            &tenths,
         ),
         (
             "sdl end to end (every snapshot document in MongoDB): rows/s",
@@ -434,7 +460,7 @@ fn print_results(rows: u64, results: &[Run]) {
             .collect();
         let present: Vec<f64> = values.iter().flatten().copied().collect();
         let med = (!present.is_empty()).then(|| median(present));
-        medians.push(med);
+        medians.push((*name, med));
         let mut cells = cells.join(" | ");
         if *name == "chunks (discarded)" {
             let discarded: Vec<String> = results
@@ -445,8 +471,14 @@ fn print_results(rows: u64, results: &[Run]) {
         }
         println!("| {name} | {cells} | {} |", med.map_or("n/a".into(), show));
     }
-    let wal_ratio = medians[3].unwrap_or(0.0);
-    let peak = medians[9];
+    let median_of = |prefix: &str| {
+        medians
+            .iter()
+            .find(|(name, _)| name.starts_with(prefix))
+            .and_then(|(_, m)| *m)
+    };
+    let wal_ratio = median_of("**ratio: sdl into the WAL").unwrap_or(0.0);
+    let peak = median_of("**sdl peak RSS");
     let bytes = median(results.iter().map(|r| r.select_bytes as f64).collect());
     println!();
     println!(
