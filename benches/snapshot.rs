@@ -32,6 +32,13 @@
 //!    row seen in the WAL (`sdl_snapshot_rows_total` > 0), without sdl's start-up. Peak RSS: `VmHWM` of the sdl process at the end; the
 //!    highest `VmRSS` seen while it ran is printed beside it. The database is dropped afterwards.
 //!
+//! 4. **Diagnostic, sdl into the WAL with MongoDB frozen**: another fresh sdl, the same
+//!    settings; as soon as its first snapshot row is in the WAL SecantusDB is stopped (SIGSTOP),
+//!    so the forwarder and the store take no CPU, and the rest of the table is timed into the
+//!    WAL (rows after the first poll that saw one, to `idle`). Then SecantusDB is resumed, that
+//!    sdl killed and its database dropped. It tells sdl's own snapshot path apart from the
+//!    machine it shares with the store.
+//!
 //! The ratios are sdl's rows/s over the baseline's of the same run (goal: ≥ 0.7 into the WAL);
 //! the goal for peak RSS is < 200 MiB at 1,000,000 rows.
 
@@ -70,6 +77,8 @@ struct Run {
     select_seconds: f64,
     select_bytes: u64,
     chunked_seconds: f64,
+    /// Rows/s into the WAL with MongoDB frozen (the diagnostic).
+    frozen_rows_per_second: f64,
     sdl: SdlRun,
 }
 
@@ -173,6 +182,7 @@ async fn main() {
         ));
         let chunked_seconds = select_chunked(&mariadb, rows).await;
         let sdl = snapshot_run(&mariadb, &mongo, rows, run).await;
+        let frozen_rows_per_second = frozen_run(&mariadb, &mongo, rows, run).await;
         progress(&format!(
             "run {run}/{runs}: sdl into the WAL {:.2} s, end to end {:.2} s, peak RSS {}",
             sdl.wal_seconds,
@@ -183,6 +193,7 @@ async fn main() {
             select_seconds,
             select_bytes,
             chunked_seconds,
+            frozen_rows_per_second,
             sdl,
         });
     }
@@ -252,6 +263,79 @@ async fn select_all(mariadb: &MariaDb, rows: u64) -> (f64, u64) {
     assert_eq!(seen, rows, "rows of SELECT * FROM {TABLE}");
     conn.disconnect().await.unwrap();
     (seconds, bytes)
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// An sdl like [`snapshot_run`]'s whose store is frozen from its first snapshot row on: rows/s
+/// of the rest of the table into the WAL.
+async fn frozen_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> f64 {
+    let Some(mongo_pid) = mongo.pid() else {
+        return f64::NAN;
+    };
+    let database = format!("{}_frozen{run}", mongo.database);
+    let database_line = format!("database = \"{database}\"");
+    let tables = format!("snapshot_tables = [\"{TABLE}\"]");
+    let mut sdl = Sdl::with_settings(
+        mariadb,
+        mongo,
+        "current",
+        &[
+            ("source", "snapshot = \"initial\""),
+            ("source", &tables),
+            ("sink", &database_line),
+        ],
+    );
+    let admin = Admin::new(sdl.admin_addr());
+    sdl.start();
+    let spawned = Instant::now();
+    let mut frozen: Option<(Instant, u64)> = None;
+    let rate = loop {
+        let metrics = admin.metrics().await;
+        let snapshot_rows = counter(&metrics, "sdl_snapshot_rows_total");
+        if frozen.is_none() && snapshot_rows > 0 {
+            signal(mongo_pid, "STOP");
+            frozen = Some((Instant::now(), snapshot_rows));
+        }
+        if let Some((at, first)) = frozen {
+            let idle = snapshot_rows >= rows
+                && admin
+                    .status()
+                    .await
+                    .is_some_and(|s| s["snapshot"]["state"] == "idle");
+            if idle {
+                break (rows - first) as f64 / at.elapsed().as_secs_f64();
+            }
+        }
+        if !sdl.is_running() || spawned.elapsed() > LONG {
+            if frozen.is_some() {
+                signal(mongo_pid, "CONT");
+            }
+            panic!(
+                "sdl stopped or took too long (frozen run {run}):\n{}",
+                sdl.logs()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    signal(mongo_pid, "CONT");
+    sdl.kill();
+    mongo
+        .client()
+        .await
+        .database(&database)
+        .drop()
+        .await
+        .unwrap();
+    rate
 }
 
 /// One sdl snapshot of the table into a database of its own (dropped afterwards).
@@ -406,6 +490,18 @@ fn print_results(rows: u64, results: &[Run]) {
         (
             "ratio: sdl into the WAL / keyset chunks (diagnostic)",
             Box::new(|r: &Run| Some(r.chunked_seconds / r.sdl.wal_seconds)),
+            &ratio,
+        ),
+        (
+            "diagnostic: sdl into the WAL with MongoDB frozen (SIGSTOP after the first row): rows/s",
+            Box::new(|r: &Run| Some(r.frozen_rows_per_second).filter(|v| v.is_finite())),
+            &whole,
+        ),
+        (
+            "ratio: sdl into the WAL with MongoDB frozen / plain SELECT",
+            Box::new(move |r: &Run| {
+                Some(r.frozen_rows_per_second / rate(r.select_seconds)).filter(|v| v.is_finite())
+            }),
             &ratio,
         ),
         (
