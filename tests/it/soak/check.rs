@@ -10,6 +10,18 @@
 //!    order (the ALTERs' DDL documents applied to the rows already there) must equal `SELECT *`
 //!    on MariaDB, value for value.
 //!
+//! **From a snapshot** (`SDL_SOAK_FROM_SNAPSHOT=1`) the tables held rows before sdl first started
+//! and sdl read them with `source.snapshot = "initial"`. The snapshot documents
+//! (`op: "snapshot"`) are checked on their own ([`snapshot_documents`]: `_id`, key, one snapshot
+//! id, no `before`) and not against the binlog (their rows were written before the history
+//! checked); the rebuild places each one in commit order right after the transaction its
+//! `meta.position` ends with (where sdl wrote it into the WAL) and applies it there, strictly: an
+//! image of a row the rebuild already holds must equal it, no row gets two images, no image
+//! brings back a row deleted before it, no row written after sdl started gets an image before its
+//! insert; an update or delete of a row the rebuild does not hold is accepted only for a row that
+//! was there before sdl started and that no document has touched yet (it changed before its
+//! chunk was read: its image comes later, or not at all when it is deleted).
+//!
 //! With a primary and a replica (the soak fails over between them), the history is the current
 //! primary's binlog (with `log_slave_updates` it holds every transaction, also those it applied
 //! as a replica), and the commit order is its order. `meta.file`/`meta.pos` are coordinates on
@@ -186,6 +198,10 @@ pub struct Findings {
     pub alter_documents: u64,
     pub rows_compared: u64,
     pub values_compared: u64,
+    /// Snapshot documents per table.
+    pub snapshot_documents: BTreeMap<String, u64>,
+    /// The snapshot ids the snapshot documents carry.
+    pub snapshot_ids: BTreeSet<String>,
 }
 
 impl Findings {
@@ -205,16 +221,105 @@ fn meta(d: &Document) -> &Document {
 /// Sorts change documents in the order their transactions are in `binlog` (the commit order;
 /// `meta.file`/`meta.pos` only order documents read from one server), each transaction's by
 /// ordinal. Documents of a transaction the binlog lacks go last (`against_binlog` reports them).
+/// A snapshot document goes right after the transaction its `meta.position` ends with (see
+/// [`snapshot_place`]).
 pub fn commit_order(docs: &mut [Document], binlog: &Binlog) {
     docs.sort_by_cached_key(|d| {
+        if d.get_str("op") == Ok("snapshot") {
+            let (order, gtid) = snapshot_place(d, binlog).unwrap_or((usize::MAX, String::new()));
+            let id = d.get_str("_id").unwrap_or_default().to_string();
+            return (order, gtid, i64::MAX, id);
+        }
         let m = meta(d);
         let gtid = m.get_str("gtid").unwrap_or_default();
         (
             binlog.order.get(gtid).copied().unwrap_or(usize::MAX),
             gtid.to_string(),
             m.get_i64("row").unwrap_or(-1),
+            String::new(),
         )
     });
+}
+
+/// Where a snapshot document sits in commit order: after the last transaction (in `binlog`'s
+/// order) of its `meta.position` (a GTID position: the ingester's position when it wrote the
+/// chunk, every transaction in it before the chunk in the WAL), as (its place, its GTID).
+/// `None` when the position names no transaction of the binlog.
+pub fn snapshot_place(d: &Document, binlog: &Binlog) -> Option<(usize, String)> {
+    let position = meta(d).get_str("position").ok()?;
+    // Only the GTID position (a suffix after `;` would be sdl's own progress, not a position).
+    let position = position.split(';').next().unwrap_or_default();
+    position
+        .split(',')
+        .map(str::trim)
+        .filter_map(|gtid| Some((*binlog.order.get(gtid)?, gtid.to_string())))
+        .max()
+}
+
+/// Checks each snapshot document on its own: `op: "snapshot"` with an `after` image and no
+/// `before`, `_id` = `<meta.source>/snapshot/<meta.snapshot>/<db>/<table>/[<id>]`, `meta.pk` the
+/// image's key, a snapshot id of the documented form, one snapshot id in all, and a
+/// `meta.position` that places it among the binlog's transactions.
+pub fn snapshot_documents(docs: &[Document], binlog: &Binlog, findings: &mut Findings) {
+    for d in docs {
+        let m = meta(d);
+        let id = d.get_str("_id").unwrap_or_default();
+        let source = m.get_str("source").unwrap_or_default();
+        let snapshot = m.get_str("snapshot").unwrap_or_default().to_string();
+        let db = m.get_str("db").unwrap_or_default();
+        let table = m.get_str("tbl").unwrap_or_default().to_string();
+        let Ok(after) = d.get_document("after") else {
+            findings.problem(format!("snapshot document without an after image: {d}"));
+            continue;
+        };
+        let key = id_text(after.get("id"));
+        let expected = format!("{source}/snapshot/{snapshot}/{db}/{table}/[{key}]");
+        if source.is_empty() || id != expected {
+            findings.problem(format!(
+                "snapshot document _id {id}, expected {expected}: {d}"
+            ));
+        }
+        if d.contains_key("before") {
+            findings.problem(format!("snapshot document with a before image: {d}"));
+        }
+        match m.get_document("pk") {
+            Ok(pk) if pk.len() == 1 && id_text(pk.get("id")) == key => {}
+            _ => findings.problem(format!(
+                "snapshot document {id}: meta.pk is not {{id: {key}}}"
+            )),
+        }
+        // `YYYYMMDDTHHMMSS.mmmZ`, the UTC time the snapshot was asked for.
+        let form = snapshot.len() == 20
+            && snapshot.char_indices().all(|(i, c)| match i {
+                8 => c == 'T',
+                15 => c == '.',
+                19 => c == 'Z',
+                _ => c.is_ascii_digit(),
+            });
+        if !form {
+            findings.problem(format!(
+                "snapshot document {id}: snapshot id {snapshot:?} is not YYYYMMDDTHHMMSS.mmmZ"
+            ));
+        }
+        if db != "app" {
+            findings.problem(format!("snapshot document of a table not selected: {d}"));
+        }
+        if snapshot_place(d, binlog).is_none() {
+            findings.problem(format!(
+                "snapshot document {id}: meta.position {:?} names no transaction of the binlog",
+                m.get_str("position").unwrap_or_default()
+            ));
+        }
+        *findings.snapshot_documents.entry(table).or_default() += 1;
+        findings.snapshot_ids.insert(snapshot);
+    }
+    if findings.snapshot_ids.len() > 1 {
+        findings.problem(format!(
+            "one initial snapshot, but the snapshot documents carry {} snapshot ids: {:?}",
+            findings.snapshot_ids.len(),
+            findings.snapshot_ids
+        ));
+    }
 }
 
 /// Checks the change documents against `binlog` (the history) and their coordinates against
@@ -361,9 +466,15 @@ fn id_text(v: Option<&Bson>) -> String {
     }
 }
 
-/// Replays the `app` change documents into tables, applying each ALTER's effect on the rows
-/// already there when its DDL document comes.
-pub fn rebuild(docs: &[Document], findings: &mut Findings) -> BTreeMap<String, Rebuilt> {
+/// Replays the `app` change documents (and snapshot documents) in commit order into tables,
+/// applying each ALTER's effect on the rows already there when its DDL document comes.
+/// `first_ids`: each table held the ids below this one when sdl first started (the soak from a
+/// snapshot; empty: every table started empty).
+pub fn rebuild(
+    docs: &[Document],
+    first_ids: &BTreeMap<&'static str, i64>,
+    findings: &mut Findings,
+) -> BTreeMap<String, Rebuilt> {
     let alters: BTreeMap<&str, schema::Alter> = schema::alters()
         .into_iter()
         .map(|a| (a.statement, a))
@@ -377,6 +488,9 @@ pub fn rebuild(docs: &[Document], findings: &mut Findings) -> BTreeMap<String, R
             .map(|i| i.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     };
+    // Per table: the ids some document wrote or removed, and those that got a snapshot image.
+    let mut touched: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut imaged: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for d in docs {
         let m = meta(d);
         let op = d.get_str("op").unwrap_or_default();
@@ -405,20 +519,57 @@ pub fn rebuild(docs: &[Document], findings: &mut Findings) -> BTreeMap<String, R
             findings.problem(format!("change of an unknown table: {d}"));
             continue;
         };
+        // Was the row there before sdl started, untouched by any document so far?
+        let first_id = first_ids.get(table).copied().unwrap_or(1);
+        let touched = touched.entry(table.to_string()).or_default();
+        let untouched_before_start = |key: &str, touched: &BTreeSet<String>| {
+            key.parse::<i64>().is_ok_and(|id| id < first_id) && !touched.contains(key)
+        };
+        if op == "snapshot" {
+            let after = image(d, "after");
+            let key = id_text(after.get("id"));
+            let imaged = imaged.entry(table.to_string()).or_default();
+            if !imaged.insert(key.clone()) {
+                findings.problem(format!(
+                    "app.{table} id {key}: a second snapshot image: {d}"
+                ));
+            }
+            match rows.get(&key) {
+                Some(old) if *old != after => findings.problem(format!(
+                    "app.{table} id {key}: snapshot image {after:?} differs from the row rebuilt at its place in commit order {old:?}"
+                )),
+                Some(_) => {}
+                None if touched.contains(&key) => findings.problem(format!(
+                    "app.{table} id {key}: snapshot image of a row deleted before it: {d}"
+                )),
+                None if !untouched_before_start(&key, touched) => findings.problem(format!(
+                    "app.{table} id {key}: snapshot image of a row written after sdl started, before its insert: {d}"
+                )),
+                None => {}
+            }
+            touched.insert(key.clone());
+            rows.insert(key, after);
+            continue;
+        }
         if op == "update" || op == "delete" {
             let before = image(d, "before");
             let key = id_text(before.get("id"));
+            let before_start = untouched_before_start(&key, touched);
             match rows.remove(&key) {
+                // A row of the snapshot that changed before its chunk was read.
+                None if before_start => {}
                 None => findings.problem(format!("{op} of a row not there: {d}")),
                 Some(old) if old != before => findings.problem(format!(
                     "app.{table} id {key}: before image {before:?} differs from the row rebuilt so far {old:?}"
                 )),
                 Some(_) => {}
             }
+            touched.insert(key);
         }
         if op == "insert" || op == "update" {
             let after = image(d, "after");
             let key = id_text(after.get("id"));
+            touched.insert(key.clone());
             if rows.insert(key.clone(), after).is_some() {
                 findings.problem(format!(
                     "app.{table} id {key}: {op} over an existing row: {d}"
@@ -620,7 +771,7 @@ mod tests {
         against_binlog(docs, &history, &all, &mut findings);
         let mut docs = docs.to_vec();
         commit_order(&mut docs, &history);
-        rebuild(&docs, &mut findings);
+        rebuild(&docs, &BTreeMap::new(), &mut findings);
         findings.problems
     }
 
@@ -777,6 +928,99 @@ DELIMITER ;
         assert_eq!(
             b.transactions["0-1-2"].1,
             ["create table app.b (id int primary key, v varchar(10))"]
+        );
+    }
+
+    /// A snapshot image of `app.ints` row `id`, written into the WAL at `position`.
+    fn snapshot(id: i64, i: i64, position: &str) -> Document {
+        let snapshot = "20261127T190102.123Z";
+        doc! {
+            "_id": format!("soak/snapshot/{snapshot}/app/ints/[{id}]"),
+            "op": "snapshot",
+            "meta": { "source": "soak", "db": "app", "tbl": "ints", "pk": { "id": id }, "snapshot": snapshot, "position": position },
+            "after": { "id": id, "i": i },
+        }
+    }
+
+    /// The problems of a soak from a snapshot: ids below `first` were there before sdl started.
+    fn snapshot_problems(docs: &[Document], binlog: &Binlog, first: i64) -> Vec<String> {
+        let mut findings = Findings::default();
+        let (snapshots, _): (Vec<Document>, Vec<Document>) = docs
+            .iter()
+            .cloned()
+            .partition(|d| d.get_str("op") == Ok("snapshot"));
+        snapshot_documents(&snapshots, binlog, &mut findings);
+        let mut docs = docs.to_vec();
+        commit_order(&mut docs, binlog);
+        rebuild(&docs, &BTreeMap::from([("ints", first)]), &mut findings);
+        findings.problems
+    }
+
+    #[test]
+    fn snapshot_images_are_applied_where_they_were_written() {
+        // Row 1 was there before sdl started and changed before its chunk was read (the update
+        // comes first, its before image unknown to the rebuild); row 2 was deleted before its
+        // chunk; row 3 got its image only; row 10 was inserted after sdl started and then read
+        // by the chunk (its image equals the row inserted). The images sit after 0-1-6,
+        // whatever order MongoDB returns them in.
+        let binlog = binlog(&[("0-1-5", 2), ("0-1-6", 1), ("0-1-7", 1)]);
+        let docs = [
+            snapshot(3, 1, "0-1-6"),
+            change("0-1-7", 0, 300, "update", Some(1), Some(1)),
+            change("0-1-5", 0, 100, "update", Some(1), Some(1)),
+            change("0-1-5", 1, 100, "delete", Some(2), None),
+            change("0-1-6", 0, 200, "insert", None, Some(10)),
+            snapshot(1, 1, "0-1-6"),
+            snapshot(10, 1, "0-1-6"),
+        ];
+        assert_eq!(snapshot_problems(&docs, &binlog, 10), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_wrong_snapshot_image_is_found() {
+        let binlog = binlog(&[("0-1-5", 1), ("0-1-6", 1)]);
+        // Row 1's image differs from its state at the image's place (its update came first).
+        let docs = [
+            change("0-1-5", 0, 100, "update", Some(1), Some(1)),
+            snapshot(1, 2, "0-1-6"),
+        ];
+        let found = snapshot_problems(&docs, &binlog, 10);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("snapshot image") && p.contains("differs")),
+            "{found:?}"
+        );
+        // Row 2 was deleted before its image: the image brings it back.
+        let docs = [
+            change("0-1-5", 0, 100, "delete", Some(2), None),
+            snapshot(2, 1, "0-1-6"),
+        ];
+        let found = snapshot_problems(&docs, &binlog, 10);
+        assert!(
+            found.iter().any(|p| p.contains("deleted before it")),
+            "{found:?}"
+        );
+        // Row 11 was written after sdl started: its image before its insert is out of order.
+        let docs = [
+            snapshot(11, 1, "0-1-5"),
+            change("0-1-6", 0, 200, "insert", None, Some(11)),
+        ];
+        let found = snapshot_problems(&docs, &binlog, 10);
+        assert!(
+            found.iter().any(|p| p.contains("before its insert")),
+            "{found:?}"
+        );
+        // Two images of one row; an image at a position the binlog does not hold.
+        let docs = [snapshot(3, 1, "0-1-5"), snapshot(3, 1, "0-1-9")];
+        let found = snapshot_problems(&docs, &binlog, 10);
+        assert!(
+            found.iter().any(|p| p.contains("second snapshot image")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|p| p.contains("names no transaction")),
+            "{found:?}"
         );
     }
 

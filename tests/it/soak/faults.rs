@@ -141,10 +141,14 @@ fn between(rng: &mut Rng, (low, high): (u64, u64)) -> Duration {
 }
 
 /// `position` (MariaDB `domain-server-seq`, comma-separated) is at or past `target` in every
-/// domain of `target`.
+/// domain of `target`. What follows a `;` (sdl's progress inside a transaction or a snapshot, in
+/// its ingest position) is not part of the GTID position.
 pub fn covers(position: &str, target: &str) -> bool {
     let parse = |p: &str| -> BTreeMap<String, u64> {
-        p.split(',')
+        p.split(';')
+            .next()
+            .unwrap_or_default()
+            .split(',')
             .filter(|g| !g.trim().is_empty())
             .filter_map(|g| {
                 let mut parts = g.trim().splitn(3, '-');

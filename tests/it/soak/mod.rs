@@ -15,6 +15,14 @@
 //! `SDL_SOAK_SECONDS` (default 150) is how long faults are injected; `SDL_SOAK_SEED` replays a
 //! run's random choices (the seed is printed); `SDL_SOAK_MONGO_CACHE` sets SecantusDB's cache
 //! (default 256M). `scripts/soak --minutes N` runs it longer. docs/reliability.md has the details.
+//!
+//! **From a snapshot** (`SDL_SOAK_FROM_SNAPSHOT=1`, `scripts/soak --from-snapshot`): before sdl
+//! first starts, every table is filled with `SDL_SOAK_SNAPSHOT_ROWS` rows (default 20,000 each);
+//! sdl starts at the position after them with `source.snapshot = "initial"` over those tables
+//! (chunks of 500 rows, a rows/s limit that spreads the snapshot over about half the fault
+//! phase, so that faults and the workload's changes hit it), and the final check rebuilds every
+//! table from the snapshot documents and the change documents (see `check.rs`). The history
+//! checked against the binlog starts after the rows filled in.
 
 mod check;
 mod faults;
@@ -28,12 +36,16 @@ use std::time::{Duration, Instant};
 
 use crate::support::proxy::Proxy;
 use crate::support::replication::Replication;
-use crate::support::{change_documents, wait_for_offset, Mongo, Rng, Sdl};
+use crate::support::{wait_for_offset, Mongo, Rng, Sdl};
 use mysql_async::prelude::Queryable;
 
 use crate::soak::faults::{Rig, Timing};
 
 const DEFAULT_SECONDS: u64 = 150;
+/// Rows per table before sdl first starts, in the soak from a snapshot.
+const DEFAULT_SNAPSHOT_ROWS: u64 = 20_000;
+/// `source.snapshot_chunk_rows` of the soak from a snapshot: many chunks, many windows.
+const SNAPSHOT_CHUNK_ROWS: u64 = 500;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(900);
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -78,6 +90,63 @@ fn via_proxy(uri: &str, proxy: u16) -> String {
     )
 }
 
+/// The soak from a snapshot: `first_ids` says which ids each table held when sdl first started.
+struct FromSnapshot {
+    first_ids: std::collections::BTreeMap<&'static str, i64>,
+    rows: u64,
+    rows_per_second: u64,
+}
+
+/// All of the test database's documents in `row_changes` (change and snapshot documents), in no
+/// particular order (`check::commit_order` sorts them).
+async fn all_documents(mongo: &Mongo) -> Vec<mongodb::bson::Document> {
+    use futures_util::TryStreamExt;
+    mongo
+        .db()
+        .await
+        .collection::<mongodb::bson::Document>("row_changes")
+        .find(mongodb::bson::doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// sdl's `/status`; None while it does not answer.
+fn status_of(sdl: &Sdl) -> Option<serde_json::Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let body = agent
+        .get(&format!("http://{}/status", sdl.admin_addr()))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    serde_json::from_str(&body).ok()
+}
+
+/// Waits until sdl's snapshot is done (`/status` `snapshot.state` idle, no table left) and every
+/// WAL record is acknowledged by MongoDB (the last chunk may follow the last transaction).
+async fn wait_snapshot_done(sdl: &Sdl) {
+    crate::support::wait_until(
+        "sdl's snapshot to finish and its WAL to drain",
+        DRAIN_TIMEOUT,
+        || async {
+            let status = status_of(sdl)?;
+            let snapshot = &status["snapshot"];
+            (snapshot["state"] == "idle"
+                && snapshot["tables_left"].as_u64() == Some(0)
+                && status["wal"]["unacked_records"].as_u64() == Some(0))
+            .then_some(())
+        },
+    )
+    .await;
+}
+
 /// The binlog files `server` has now (`SHOW BINARY LOGS`).
 async fn binlog_files(server: &crate::support::MariaDb) -> Vec<String> {
     let mut conn = server.root_conn().await;
@@ -119,12 +188,38 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
     );
     // Where the pair's common history begins: the servers' own bootstrap (users, `app`) is not
     // in the replica's binlog, so sdl starts here and the check compares everything after it.
-    let start = source.primary.gtid_binlog_pos().await;
+    let pair_start = source.primary.gtid_binlog_pos().await;
     let mut conn = source.primary.root_conn().await;
     for table in schema::tables() {
         conn.query_drop(table.create).await.unwrap();
     }
     drop(conn);
+    let from_snapshot = if std::env::var("SDL_SOAK_FROM_SNAPSHOT").is_ok_and(|v| v == "1") {
+        let rows = env_u64("SDL_SOAK_SNAPSHOT_ROWS").unwrap_or(DEFAULT_SNAPSHOT_ROWS);
+        let filled = Instant::now();
+        let first_ids = writer::prefill(&source.primary.root_url(), rows, rng.next()).await;
+        let total = rows * first_ids.len() as u64;
+        // About half the fault phase, so that faults hit the snapshot.
+        let rows_per_second = (total / (seconds / 2).max(1)).max(100);
+        eprintln!(
+            "soak: from a snapshot: {rows} rows in each of {} tables written in {:.1} s; snapshot limited to {rows_per_second} rows/s",
+            first_ids.len(),
+            filled.elapsed().as_secs_f64()
+        );
+        Some(FromSnapshot {
+            first_ids,
+            rows,
+            rows_per_second,
+        })
+    } else {
+        None
+    };
+    // Where sdl starts and the history checked begins: the pair's common start, or (from a
+    // snapshot) after the rows written before sdl, which reach MongoDB as snapshot documents.
+    let start = match &from_snapshot {
+        Some(_) => source.primary.gtid_binlog_pos().await,
+        None => pair_start,
+    };
     // sdl's path to each server, primary first: the network faults cut these, not replication.
     let source_proxies = vec![
         Proxy::start(source.primary.port).await,
@@ -145,20 +240,39 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
         .collect();
     let source_url = format!("url = [{}]", urls.join(", "));
     let sink = format!("url = \"{sink_url}\"");
-    let mut sdl = Sdl::with_settings(
-        &source.primary,
-        &mongo,
-        &start,
-        &[
-            ("source", &source_url),
-            ("source", "heartbeat_interval = \"1s\""),
-            ("source", "connect_timeout = \"2s\""),
-            ("sink", &sink),
-            ("sink", "transactions = \"on\""),
-            ("sink", "connect_timeout = \"2s\""),
-            ("sink", "retry_max_delay = \"5s\""),
-        ],
-    );
+    let mut settings: Vec<(&str, String)> = vec![
+        ("source", source_url),
+        ("source", "heartbeat_interval = \"1s\"".into()),
+        ("source", "connect_timeout = \"2s\"".into()),
+        ("sink", sink),
+        ("sink", "transactions = \"on\"".into()),
+        ("sink", "connect_timeout = \"2s\"".into()),
+        ("sink", "retry_max_delay = \"5s\"".into()),
+    ];
+    if let Some(snapshot) = &from_snapshot {
+        let tables: Vec<String> = snapshot
+            .first_ids
+            .keys()
+            .map(|t| format!("\"app.{t}\""))
+            .collect();
+        settings.extend([
+            ("source", "snapshot = \"initial\"".to_string()),
+            (
+                "source",
+                format!("snapshot_tables = [{}]", tables.join(", ")),
+            ),
+            (
+                "source",
+                format!("snapshot_chunk_rows = {SNAPSHOT_CHUNK_ROWS}"),
+            ),
+            (
+                "source",
+                format!("snapshot_rows_per_second = {}", snapshot.rows_per_second),
+            ),
+        ]);
+    }
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(s, l)| (*s, l.as_str())).collect();
+    let mut sdl = Sdl::with_settings(&source.primary, &mongo, &start, &settings);
     sdl.start();
     sdl.wait_following().await;
     let monitor = monitor::Monitor::start(sdl.admin_addr());
@@ -178,6 +292,10 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
     let writer = tokio::spawn(writer::run(
         writer::Plan {
             seed: rng.next(),
+            first_ids: from_snapshot
+                .as_ref()
+                .map(|s| s.first_ids.clone())
+                .unwrap_or_default(),
             big_at,
             alter_every: Duration::from_secs(if seconds < 600 { 9 } else { 30 }),
             pause_max: Duration::from_millis(50),
@@ -208,8 +326,21 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
     // Drain: the offset reaches the source's last position, and sdl stops cleanly.
     let drain_started = Instant::now();
     let last = rig.source.primary.gtid_binlog_pos().await;
+    if from_snapshot.is_some() {
+        wait_snapshot_done(&rig.sdl).await;
+    }
     wait_for_offset(&rig.mongo, &last, DRAIN_TIMEOUT, &rig.sdl).await;
+    if from_snapshot.is_some() {
+        wait_snapshot_done(&rig.sdl).await;
+    }
     let drain = drain_started.elapsed();
+    let snapshot_metrics = from_snapshot.as_ref().map(|_| {
+        let metric = |name: &str| rig.sdl.metric(name);
+        (
+            metric("sdl_snapshot_chunks_total"),
+            metric("sdl_snapshot_chunks_discarded_total"),
+        )
+    });
     let peaks = monitor.finish();
     let final_run = rig.sdl.status();
     let status = rig.sdl.terminate(Duration::from_secs(60));
@@ -235,11 +366,21 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
         check::Read::Coordinates,
         &|_| true,
     );
-    let mut docs = change_documents(&rig.mongo).await;
-    check::commit_order(&mut docs, &binlog);
+    let (snapshot_docs, changes): (Vec<_>, Vec<_>) = all_documents(&rig.mongo)
+        .await
+        .into_iter()
+        .partition(|d| d.get_str("op") == Ok("snapshot"));
     let mut findings = check::Findings::default();
-    check::against_binlog(&docs, &binlog, &[&binlog, &other], &mut findings);
-    let rebuilt = check::rebuild(&docs, &mut findings);
+    check::against_binlog(&changes, &binlog, &[&binlog, &other], &mut findings);
+    check::snapshot_documents(&snapshot_docs, &binlog, &mut findings);
+    let mut docs = changes;
+    docs.extend(snapshot_docs);
+    check::commit_order(&mut docs, &binlog);
+    let first_ids = from_snapshot
+        .as_ref()
+        .map(|s| s.first_ids.clone())
+        .unwrap_or_default();
+    let rebuilt = check::rebuild(&docs, &first_ids, &mut findings);
     let mut conn = rig.source.primary.root_conn().await;
     drop(docs);
     check::against_tables(&mut conn, &rebuilt, &mut findings).await;
@@ -276,6 +417,18 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
         findings.rows_compared,
         findings.values_compared
     );
+    if let Some(snapshot) = &from_snapshot {
+        let (chunks, discarded) = snapshot_metrics.unwrap_or_default();
+        eprintln!(
+            "snapshot: {} rows in each of {} tables before sdl started; {} snapshot documents {:?} (snapshot ids {:?}); sdl's last run: {chunks} chunks, {discarded} discarded; {} snapshot log lines",
+            snapshot.rows,
+            snapshot.first_ids.len(),
+            findings.snapshot_documents.values().sum::<u64>(),
+            findings.snapshot_documents,
+            findings.snapshot_ids,
+            logs.lines().filter(|l| l.contains("sdl::snapshot")).count()
+        );
+    }
     eprintln!("faults (count, total length, slowest recovery):");
     for (fault, (count, lasted, recovery)) in &log.kinds {
         eprintln!(
@@ -358,6 +511,24 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
         writer::BIG_ROWS
     );
     assert!(findings.alter_documents > 0, "ALTERs ran during the soak");
+    if let Some(snapshot) = &from_snapshot {
+        for table in snapshot.first_ids.keys() {
+            assert!(
+                findings
+                    .snapshot_documents
+                    .get(*table)
+                    .is_some_and(|n| *n > 0),
+                "app.{table} held {} rows before sdl started, and has no snapshot document",
+                snapshot.rows
+            );
+        }
+    } else {
+        assert!(
+            findings.snapshot_documents.is_empty(),
+            "snapshot documents without a snapshot: {:?}",
+            findings.snapshot_documents
+        );
+    }
     assert_eq!(
         log.kinds.len(),
         log.expected_kinds,

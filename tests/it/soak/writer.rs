@@ -11,6 +11,11 @@
 //! The fault injector steers it through a [`Control`]: it pauses the writer between two
 //! transactions (none open, every COMMIT answered) and points it at another server (the primary
 //! after a failover); a resumed writer connects afresh to the server it is pointed at.
+//!
+//! For the soak from a snapshot, [`prefill`] fills every table the writer's way before sdl first
+//! starts; the writer then goes on from the ids after those rows, and one update or delete in
+//! four aims at any id of its table instead of a recent one, so that rows change all over the
+//! table while sdl's snapshot reads it chunk by chunk.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +99,9 @@ impl Control {
 
 pub struct Plan {
     pub seed: u64,
+    /// The first fresh id of each table: what [`prefill`] returned, or empty (every table starts
+    /// empty, ids from 1).
+    pub first_ids: BTreeMap<&'static str, i64>,
     /// When the very large transactions run, from the writer's start.
     pub big_at: Vec<Duration>,
     pub alter_every: Duration,
@@ -126,14 +134,18 @@ struct State {
     /// The first id of the rows the last very large insert wrote.
     big_base: Option<i64>,
     big_step: usize,
+    /// The tables held rows before the writer started (the soak from a snapshot): some updates
+    /// and deletes aim at any id, not only recent ones.
+    prefilled: bool,
 }
 
 impl State {
-    fn new() -> Self {
+    /// Every table empty, or (`first_ids` not empty) already holding the ids below these.
+    fn new(first_ids: &BTreeMap<&'static str, i64>) -> Self {
         let mut columns = BTreeMap::new();
         let mut next_id = BTreeMap::new();
         for table in schema::tables() {
-            next_id.insert(table.name, 1);
+            next_id.insert(table.name, first_ids.get(table.name).copied().unwrap_or(1));
             columns.insert(table.name, table.columns);
         }
         Self {
@@ -143,6 +155,7 @@ impl State {
             next_alter: 0,
             big_base: None,
             big_step: 0,
+            prefilled: !first_ids.is_empty(),
         }
     }
 
@@ -159,6 +172,9 @@ impl State {
     /// An id that probably exists (recent ones are more likely not yet deleted).
     fn recent_id(&self, table: &str, rng: &mut Rng) -> i64 {
         let next = self.next_id[table];
+        if self.prefilled && rng.below(4) == 0 {
+            return 1 + rng.below(next.max(2) as u64 - 1) as i64;
+        }
         let window = next.min(400) as u64;
         next - 1 - rng.below(window.max(1)) as i64
     }
@@ -395,10 +411,35 @@ async fn alter_in_force(conn: &mut Conn, alter: &Alter) -> Result<bool, Error> {
     })
 }
 
+/// Rows per INSERT of [`prefill`].
+const PREFILL_ROWS_PER_INSERT: u64 = 500;
+
+/// Fills every table with `rows` rows (ids `1..=rows`, random values of every column as the
+/// writer makes them), INSERTs of `PREFILL_ROWS_PER_INSERT` rows, before sdl first starts.
+/// Returns the first fresh id of each table, for [`Plan::first_ids`].
+pub async fn prefill(url: &str, rows: u64, seed: u64) -> BTreeMap<&'static str, i64> {
+    let mut rng = Rng::new(seed);
+    let mut state = State::new(&BTreeMap::new());
+    let mut conn = connect(url).await;
+    for table in state.tables() {
+        let mut left = rows;
+        while left > 0 {
+            let n = left.min(PREFILL_ROWS_PER_INSERT);
+            let sql = insert_sql(&mut state, table, n as usize, &mut rng);
+            conn.query_drop(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("prefilling app.{table}: {e}"));
+            left -= n;
+        }
+    }
+    conn.disconnect().await.unwrap();
+    state.next_id
+}
+
 /// Writes until `stop` turns true, to the server `control` points at.
 pub async fn run(plan: Plan, control: Control, stop: Arc<AtomicBool>) -> Report {
     let mut rng = Rng::new(plan.seed);
-    let mut state = State::new();
+    let mut state = State::new(&plan.first_ids);
     let mut report = Report::default();
     let mut conn = connect(&control.url()).await;
     let started = Instant::now();
