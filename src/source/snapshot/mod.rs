@@ -13,7 +13,9 @@
 //!   transaction in the window changed (their change documents carry them). Every row appended is
 //!   therefore unchanged from the window's start to its place in the WAL: its image is the row's
 //!   state at that place. A DDL statement in the window, or a key the stream cannot show (a
-//!   partial row image), discards the chunk, which is read again.
+//!   partial row image), discards the chunk, which is read again; so does a read that finds the
+//!   table changed under it (a column dropped), after describing the table again (three such
+//!   reads in a row refuse the table).
 //! - **Resumable.** The plan (tables left, the key of the last row accounted for) is saved in
 //!   the ingest position of every record appended after it changes (`crate::snapshot_plan`), so
 //!   a restart resumes after the last row the WAL holds; an unsaved chunk is read again.
@@ -65,6 +67,9 @@ const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a chunk may wait for the stream to reach its high watermark before that is logged
 /// (again every as long).
 const STALL_WARNING: Duration = Duration::from_secs(60);
+/// Chunk reads of one table refused in a row (each after describing it again) before the table
+/// is refused.
+const MAX_READ_REFUSALS: u32 = 3;
 /// How many refusals `/status` keeps.
 const REFUSALS_SHOWN: usize = 16;
 
@@ -151,6 +156,8 @@ pub struct Snapshotter {
     table_run: Option<(Instant, u64)>,
     last_progress_log: Instant,
     last_stall_warning: Option<Instant>,
+    /// Chunk reads of the current table refused in a row, and the last reason.
+    read_refusals: Option<(u32, String)>,
     state: watch::Sender<IngestStatus>,
 }
 
@@ -185,6 +192,7 @@ impl Snapshotter {
             table_run: None,
             last_progress_log: now,
             last_stall_warning: None,
+            read_refusals: None,
             state,
         };
         snapshotter.plan_changed();
@@ -278,7 +286,25 @@ impl Snapshotter {
             SourceError::Transient(format!("the snapshot's chunk query task failed: {e}"))
         })?;
         self.conn = Some(conn);
-        window.done = Some(result?);
+        match result {
+            Ok(done) => {
+                window.done = Some(done);
+                self.read_refusals = None;
+            }
+            // The table changed under the read (a column or the table dropped, renamed): the
+            // chunk is read again after the table is described anew, and a table that can no
+            // longer be described is refused then. The same refusal again and again (a read that
+            // cannot move on) refuses the table.
+            Err(SourceError::SnapshotRefused { table, reason }) => {
+                warn!(target: "sdl::snapshot",
+                    "snapshot of {table}: the chunk read failed ({reason}); describing the table again"
+                );
+                window.discard = Some("the table changed under the read");
+                let count = self.read_refusals.as_ref().map_or(0, |(n, _)| *n) + 1;
+                self.read_refusals = Some((count, reason));
+            }
+            Err(e) => return Err(e),
+        }
         self.publish();
         Ok(())
     }
@@ -499,6 +525,18 @@ impl Snapshotter {
         position: &Position,
     ) -> Result<Option<SourceTransaction>, SourceError> {
         let mut changed = false;
+        if let Some((count, reason)) = self.read_refusals.take() {
+            if count >= MAX_READ_REFUSALS {
+                let table = self.plan.tables[0].name();
+                self.refuse_first(
+                    &table,
+                    &format!("its chunk read failed {count} times in a row: {reason}"),
+                );
+                changed = true;
+            } else {
+                self.read_refusals = Some((count, reason));
+            }
+        }
         while !self.plan.is_empty() && self.table.is_none() {
             match self.describe_first().await {
                 Ok(()) => {}
@@ -601,6 +639,7 @@ impl Snapshotter {
         self.plan.tables.remove(0);
         self.table = None;
         self.table_run = None;
+        self.read_refusals = None;
         self.note_refusal(table, reason);
         self.plan_changed();
     }

@@ -889,3 +889,75 @@ fn the_rebuilds_accept_agreeing_documents_and_refuse_overlap_and_gap() {
         "{refusal}"
     );
 }
+
+/// A column dropped while the table's snapshot runs (the soak's `ALTER TABLE ... DROP COLUMN`):
+/// the next chunk's query names a column that is gone; the table is described again and read
+/// on, not refused, and every row still has one snapshot image: those read before the drop with
+/// the column, those read after without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_dropped_mid_snapshot_is_described_again_and_read_on() {
+    const ROWS: i64 = 1000;
+    // 200 rows/s: the snapshot lasts about 5 s, the drop lands in the middle.
+    let mut relay = snapshot_relay(&[(Kind::Items, ROWS)], 200).await;
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+    wait_with_sdl(
+        &relay.sdl,
+        "part of app.items snapshotted",
+        TIMEOUT,
+        || async {
+            let status = try_status(&relay.sdl)?;
+            let done = status["snapshot"]["rows_done"].as_u64()?;
+            (done >= 200).then_some(())
+        },
+    )
+    .await;
+    let mut conn = relay.conn().await;
+    conn.query_drop("ALTER TABLE app.items DROP COLUMN note")
+        .await
+        .unwrap();
+    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    assert!(
+        relay.sdl.is_running(),
+        "sdl goes on after the drop:\n{}",
+        relay.sdl.logs()
+    );
+    let status = try_status(&relay.sdl).expect("/status answers");
+    assert_eq!(
+        status["snapshot"]["refused"].as_array().map(Vec::len),
+        Some(0),
+        "nothing refused: {status}"
+    );
+
+    let docs = all_documents(&relay.mongo).await;
+    assert_ids_unique(&docs);
+    let key = Kind::Items.key();
+    let per_snapshot = assert_snapshot_documents_well_formed(&docs, "app", "items", key);
+    assert_eq!(per_snapshot.len(), 1, "one snapshot: {per_snapshot:?}");
+    let images: Vec<&Document> = docs
+        .iter()
+        .filter(|d| d.get_str("op") == Ok("snapshot"))
+        .collect();
+    let ids: HashSet<i64> = images
+        .iter()
+        .map(|d| {
+            let pk = d.get_document("meta").unwrap().get_document("pk").unwrap();
+            pk.get_i64("id").unwrap()
+        })
+        .collect();
+    assert_eq!(images.len(), ROWS as usize, "one image per row");
+    let seeded: HashSet<i64> = Kind::Items.seed_slots(ROWS).into_iter().collect();
+    assert_eq!(ids, seeded, "every row once");
+    let with_note = images
+        .iter()
+        .filter(|d| d.get_document("after").unwrap().contains_key("note"))
+        .count();
+    assert!(
+        with_note > 0 && with_note < ROWS as usize,
+        "rows read before the drop hold `note`, rows read after do not: {with_note} of {ROWS}"
+    );
+    conn.disconnect().await.unwrap();
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+}
