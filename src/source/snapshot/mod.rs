@@ -19,6 +19,9 @@
 //! - **Resumable.** The plan (tables left, the key of the last row accounted for) is saved in
 //!   the ingest position of every record appended after it changes (`crate::snapshot_plan`), so
 //!   a restart resumes after the last row the WAL holds; an unsaved chunk is read again.
+//! - **Bounded memory.** A table's first chunk reads 100 rows; later chunks read as many rows
+//!   as fit 32 MiB at the rows' measured size, at most `source.snapshot_chunk_rows`, so a table of
+//!   large rows never holds `snapshot_chunk_rows` of them in memory at once.
 //! - **Gentle and visible.** One chunk of `source.snapshot_chunk_rows` rows is read at a time,
 //!   paced by `snapshot_rows_per_second` / `snapshot_bytes_per_second`; progress is published in
 //!   `/status` (`snapshot`), the `sdl_snapshot_*` metrics and a log line per table on
@@ -70,6 +73,12 @@ const STALL_WARNING: Duration = Duration::from_secs(60);
 /// Chunk reads of one table refused in a row (each after describing it again) before the table
 /// is refused.
 const MAX_READ_REFUSALS: u32 = 3;
+/// Rows the first chunk of a table reads, before its rows' size is known (at most
+/// `snapshot_chunk_rows`).
+const FIRST_CHUNK_ROWS: usize = 100;
+/// The most bytes of rows one chunk holds in memory (and in one WAL append): a table of large
+/// rows is read in chunks of fewer rows.
+const MAX_CHUNK_BYTES: usize = 32 << 20;
 /// How many refusals `/status` keeps.
 const REFUSALS_SHOWN: usize = 16;
 
@@ -135,6 +144,8 @@ struct Window {
     /// A DDL statement or an unreadable key in the window: the chunk is read again.
     discard: Option<&'static str>,
     opened: Instant,
+    /// The most rows the chunk query asked for: fewer read means the table ends.
+    limit: usize,
 }
 
 /// The snapshot stage of one connection's life (a reconnect starts a new one from the plan saved
@@ -158,6 +169,9 @@ pub struct Snapshotter {
     last_stall_warning: Option<Instant>,
     /// Chunk reads of the current table refused in a row, and the last reason.
     read_refusals: Option<(u32, String)>,
+    /// Rows the next chunk reads: `snapshot_chunk_rows`, fewer for large rows (see
+    /// [`Snapshotter::size_next_chunk`]).
+    next_chunk_rows: usize,
     state: watch::Sender<IngestStatus>,
 }
 
@@ -193,6 +207,7 @@ impl Snapshotter {
             last_progress_log: now,
             last_stall_warning: None,
             read_refusals: None,
+            next_chunk_rows: FIRST_CHUNK_ROWS,
             state,
         };
         snapshotter.plan_changed();
@@ -370,23 +385,23 @@ impl Snapshotter {
         if not_contained(position, &done.high).is_some() {
             return Emission::default();
         }
-        let window = self.window.take().expect("checked above");
-        let done = window.done.expect("checked above");
-        self.emit(window.table, window.changed, window.opened, done, position)
+        let mut window = self.window.take().expect("checked above");
+        let done = window.done.take().expect("checked above");
+        self.emit(window, done, position)
     }
 
     /// The chunk's rows that no stream transaction of its window changed, as records after
     /// `position`, and the plan moved past every row read.
-    fn emit(
-        &mut self,
-        table: Arc<SnapshotTable>,
-        changed: HashSet<String>,
-        opened: Instant,
-        done: ChunkRead,
-        position: &Position,
-    ) -> Emission {
+    fn emit(&mut self, window: Window, done: ChunkRead, position: &Position) -> Emission {
+        let Window {
+            table,
+            changed,
+            opened,
+            limit,
+            ..
+        } = window;
         let read_rows = done.rows.len();
-        let table_ends = read_rows < self.settings.chunk_rows;
+        let table_ends = read_rows < limit;
         let last_key = done.rows.last().map(|row| read::key_of(&table, row));
         let snapshot: Arc<str> = Arc::from(self.plan.tables[0].snapshot.as_str());
         let rows: Vec<Vec<Value>> = if changed.is_empty() {
@@ -472,6 +487,9 @@ impl Snapshotter {
         self.state
             .send_modify(|s| s.snapshot.rows_written += kept as u64);
         self.pace(opened, read_rows, bytes);
+        if let Some(row_bytes) = bytes.checked_div(kept) {
+            self.size_next_chunk(row_bytes);
+        }
         self.log_progress(false);
         emission.records = records;
         self.publish();
@@ -552,7 +570,7 @@ impl Snapshotter {
         };
         let mut conn = self.take_conn().await?;
         let after = self.plan.tables[0].after.clone();
-        let limit = self.settings.chunk_rows;
+        let limit = self.next_chunk_rows;
         let flavor = self.flavor;
         let reading = table.clone();
         let low = position.clone();
@@ -568,6 +586,7 @@ impl Snapshotter {
             done: None,
             discard: None,
             opened: Instant::now(),
+            limit,
         });
         Ok(changed.then(|| self.plan_record(position)))
     }
@@ -617,6 +636,7 @@ impl Snapshotter {
         }
         self.table = Some(Arc::new(described));
         self.table_run = Some((Instant::now(), 0));
+        self.next_chunk_rows = FIRST_CHUNK_ROWS.min(self.settings.chunk_rows);
         self.last_progress_log = Instant::now();
         Ok(())
     }
@@ -654,6 +674,12 @@ impl Snapshotter {
             let excess = s.snapshot.refused.len().saturating_sub(REFUSALS_SHOWN);
             s.snapshot.refused.drain(..excess);
         });
+    }
+
+    /// Sizes the next chunk from the rows just read (`row_bytes` on average): as many rows as
+    /// fit [`MAX_CHUNK_BYTES`], at most `snapshot_chunk_rows`, at least one.
+    fn size_next_chunk(&mut self, row_bytes: usize) {
+        self.next_chunk_rows = chunk_rows_for(row_bytes, self.settings.chunk_rows);
     }
 
     /// The first table is read whole: logged, and dropped from the plan.
@@ -1017,6 +1043,11 @@ async fn run(conn: &mut Conn, statement: &str) -> Result<(), SourceError> {
         .map_err(|e| super::error::query_error(statement, e))
 }
 
+/// Rows of `row_bytes` each that fit [`MAX_CHUNK_BYTES`], between 1 and `chunk_rows`.
+fn chunk_rows_for(row_bytes: usize, chunk_rows: usize) -> usize {
+    (MAX_CHUNK_BYTES / row_bytes.max(1)).clamp(1, chunk_rows.max(1))
+}
+
 fn unix_now() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1045,4 +1076,27 @@ fn key_text<'a>(values: impl Iterator<Item = &'a Value>) -> String {
 
 fn same_names(a: &[String], b: &[String]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_of_large_rows_hold_fewer_rows() {
+        assert_eq!(chunk_rows_for(100, 10_000), 10_000);
+        assert_eq!(chunk_rows_for(1 << 20, 10_000), 32);
+        assert_eq!(chunk_rows_for(64 << 20, 10_000), 1);
+        assert_eq!(chunk_rows_for(0, 10_000), 10_000);
+        assert_eq!(chunk_rows_for(100, 0), 1);
+    }
+
+    #[test]
+    fn a_key_reads_the_same_as_text_whatever_its_values() {
+        let a = key_text([Value::Int(1), Value::Text("x".into())].iter());
+        let b = key_text([Value::Int(1), Value::Text("x".into())].iter());
+        let c = key_text([Value::UInt(1), Value::Text("x".into())].iter());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
 }
