@@ -12,7 +12,8 @@
 //!   ingester's position to contain the high watermark, without every row whose key a stream
 //!   transaction in the window changed (their change documents carry them). Every row appended is
 //!   therefore unchanged from the window's start to its place in the WAL: its image is the row's
-//!   state at that place. A DDL statement in the window, or a key the stream cannot show (a
+//!   state at that place. Every DDL statement the stream reads makes the next chunk describe its
+//!   table again (the chunk query names its columns). A DDL statement in the window, or a key the stream cannot show (a
 //!   partial row image), discards the chunk, which is read again; so does a read that finds the
 //!   table changed under it (a column dropped), after describing the table again (three such
 //!   reads in a row refuse the table).
@@ -327,6 +328,16 @@ impl Snapshotter {
     /// Watches a transaction (or fragment) the stream read, before it is appended: the keys it
     /// changes in the table of the open window, and DDL.
     pub fn observe(&mut self, transaction: &SourceTransaction) {
+        if transaction
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::Statement(_)))
+        {
+            // Any DDL may have changed the table's columns or key: the next chunk describes it
+            // again, so that no chunk placed after the statement is read with the columns from
+            // before it (the chunk query names its columns).
+            self.table = None;
+        }
         let Some(window) = self.window.as_mut() else {
             return;
         };
