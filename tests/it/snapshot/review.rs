@@ -1,0 +1,153 @@
+//! A reviewer's attacks on the snapshot's guarantees (issue 16): DDL that the stream reads
+//! between two chunk windows (while the snapshot is throttled), which no window sees.
+//!
+//! - A table dropped between chunks must be refused visibly (ERROR, `/status` `refused`) while
+//!   the relay goes on, as a table found gone when its snapshot starts is; it must not stop sdl.
+//! - A column added between chunks must be in every snapshot image placed after the
+//!   `ALTER TABLE`: an image is the row's state at its place in the WAL.
+
+use std::time::Duration;
+
+use mongodb::bson::Bson;
+use mysql_async::prelude::Queryable;
+
+use crate::support::snapshot::{
+    all_documents, snapshot_documents, status_number, try_status, wait_snapshot_idle,
+    wait_snapshot_status, wait_with_sdl,
+};
+use crate::support::{Relay, RelayBuilder};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Chunks of 100 rows at 100 rows/s: about a second between chunk windows, with the window
+/// itself a few milliseconds long.
+fn throttled_relay(tables: &[&str]) -> RelayBuilder {
+    let mut statements = Vec::new();
+    for table in tables {
+        statements.push(format!(
+            "CREATE TABLE app.{table} (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"
+        ));
+        let values: Vec<String> = (1..=300).map(|i| format!("({i}, {i})")).collect();
+        statements.push(format!(
+            "INSERT INTO app.{table} VALUES {}",
+            values.join(",")
+        ));
+    }
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let snapshot_tables = format!(
+        "snapshot_tables = [{}]",
+        tables
+            .iter()
+            .map(|t| format!("\"app.{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Relay::builder().sql(&statements).settings(&[
+        ("source", "snapshot = \"initial\""),
+        ("source", snapshot_tables.as_str()),
+        ("source", "snapshot_chunk_rows = 100"),
+        ("source", "snapshot_rows_per_second = 100"),
+        ("source", "heartbeat_interval = \"500ms\""),
+        ("wal", "group_commit_delay = \"1ms\""),
+        ("sink", "connect_timeout = \"1s\""),
+        ("sink", "retry_max_delay = \"1s\""),
+    ])
+}
+
+/// Waits until the snapshot of `app.<table>` has placed its first chunk (100 rows) and waits,
+/// throttled, for its next window.
+async fn wait_throttled_after_first_chunk(relay: &Relay, table: &str) {
+    let name = format!("app.{table}");
+    wait_snapshot_status(
+        &relay.sdl,
+        &format!("the snapshot of {name} throttled after its first chunk"),
+        TIMEOUT,
+        |s| s["table"] == name.as_str() && s["state"] == "throttled" && status_number(s, "rows_done") == 100,
+    )
+    .await;
+}
+
+async fn run_sql(relay: &Relay, statement: &str) {
+    let mut conn = relay.conn().await;
+    conn.query_drop(statement)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    conn.disconnect().await.unwrap();
+}
+
+/// A table dropped while its snapshot waits between chunks: the next chunk's query finds no
+/// table. sdl must refuse that table loudly and go on with the next one and the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_dropped_between_chunks_is_refused_and_the_relay_goes_on() {
+    let mut relay = throttled_relay(&["first", "second"]).stopped().await;
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+    wait_throttled_after_first_chunk(&relay, "first").await;
+    run_sql(&relay, "DROP TABLE app.first").await;
+
+    let refused = wait_with_sdl(
+        &relay.sdl,
+        "/status snapshot.refused naming app.first",
+        TIMEOUT,
+        || async {
+            let refused = try_status(&relay.sdl)?["snapshot"]["refused"].clone();
+            refused
+                .as_array()?
+                .iter()
+                .any(|r| r["table"] == "app.first")
+                .then_some(refused)
+        },
+    )
+    .await;
+    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    let docs = all_documents(&relay.mongo).await;
+    assert_eq!(
+        snapshot_documents(&docs, "app", "second").len(),
+        300,
+        "app.second, after the refused app.first, is snapshotted whole: {refused}"
+    );
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// A column added while the snapshot waits between chunks: the stream reads the `ALTER TABLE`
+/// outside any window, so nothing discards the table's description. Every image placed after
+/// the `ALTER TABLE` (the whole third chunk, rows 201..=300, at least) must hold the new column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_between_chunks_is_in_every_later_snapshot_image() {
+    let mut relay = throttled_relay(&["t"]).stopped().await;
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+    wait_throttled_after_first_chunk(&relay, "t").await;
+    run_sql(
+        &relay,
+        "ALTER TABLE app.t ADD COLUMN extra INT NOT NULL DEFAULT 7",
+    )
+    .await;
+    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    relay.wait_caught_up(TIMEOUT).await;
+
+    let docs = all_documents(&relay.mongo).await;
+    let images = snapshot_documents(&docs, "app", "t");
+    assert_eq!(images.len(), 300, "every row of app.t snapshotted once");
+    let mut stale = Vec::new();
+    for d in images {
+        let after = d.get_document("after").unwrap();
+        let id = match after.get("id") {
+            Some(Bson::Int32(i)) => i64::from(*i),
+            Some(Bson::Int64(i)) => *i,
+            other => panic!("id {other:?}"),
+        };
+        if id > 200 && after.get("extra").is_none() {
+            stale.push(id);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} snapshot images placed after `ALTER TABLE app.t ADD COLUMN extra` lack the column \
+         (rows {:?}..): the chunk query still uses the table's shape from before the DDL",
+        stale.len(),
+        stale.iter().min()
+    );
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+}
