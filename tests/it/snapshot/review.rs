@@ -62,7 +62,11 @@ async fn wait_throttled_after_first_chunk(relay: &Relay, table: &str) {
         &relay.sdl,
         &format!("the snapshot of {name} throttled after its first chunk"),
         TIMEOUT,
-        |s| s["table"] == name.as_str() && s["state"] == "throttled" && status_number(s, "rows_done") == 100,
+        |s| {
+            s["table"] == name.as_str()
+                && s["state"] == "throttled"
+                && status_number(s, "rows_done") == 100
+        },
     )
     .await;
 }
@@ -148,6 +152,72 @@ async fn a_column_added_between_chunks_is_in_every_later_snapshot_image() {
          (rows {:?}..): the chunk query still uses the table's shape from before the DDL",
         stale.len(),
         stale.iter().min()
+    );
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// A table dropped while its chunk query runs (here: waits for the metadata lock of a `LOCK
+/// TABLES ... WRITE` whose session then drops the table): the query fails with "no such table"
+/// (and the stream reads the `DROP TABLE` inside the chunk's window). sdl must refuse that
+/// table loudly and go on, not stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_dropped_under_its_chunk_query_is_refused_and_the_relay_goes_on() {
+    let mut relay = throttled_relay(&["first", "second"]).stopped().await;
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+    wait_throttled_after_first_chunk(&relay, "first").await;
+    let mut locker = relay.conn().await;
+    locker
+        .query_drop("LOCK TABLES app.first WRITE")
+        .await
+        .unwrap();
+    let url = relay.mariadb.root_url();
+    crate::support::wait_until(
+        "sdl's chunk query of app.first waiting for the table's metadata lock",
+        TIMEOUT,
+        || {
+            let url = url.clone();
+            async move {
+                let mut conn = mysql_async::Conn::from_url(url.as_str()).await.ok()?;
+                let waiting: Option<u64> = conn
+                    .query_first(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                         WHERE STATE = 'Waiting for table metadata lock' \
+                         AND INFO LIKE '%first%'",
+                    )
+                    .await
+                    .ok()?;
+                conn.disconnect().await.ok()?;
+                (waiting == Some(1)).then_some(())
+            }
+        },
+    )
+    .await;
+    locker.query_drop("DROP TABLE app.first").await.unwrap();
+    locker.query_drop("UNLOCK TABLES").await.unwrap();
+    locker.disconnect().await.unwrap();
+
+    wait_with_sdl(
+        &relay.sdl,
+        "/status snapshot.refused naming app.first",
+        TIMEOUT,
+        || async {
+            let refused = try_status(&relay.sdl)?["snapshot"]["refused"].clone();
+            refused
+                .as_array()?
+                .iter()
+                .any(|r| r["table"] == "app.first")
+                .then_some(())
+        },
+    )
+    .await;
+    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    relay.wait_caught_up(TIMEOUT).await;
+    let docs = all_documents(&relay.mongo).await;
+    assert_eq!(
+        snapshot_documents(&docs, "app", "second").len(),
+        300,
+        "app.second, after the refused app.first, is snapshotted whole"
     );
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
