@@ -287,6 +287,14 @@ impl Snapshotter {
     /// changes in the table of the open window, and DDL.
     pub fn observe(&mut self, transaction: &SourceTransaction) {
         let Some(window) = self.window.as_mut() else {
+            if transaction
+                .changes
+                .iter()
+                .any(|c| matches!(c, Change::Statement(_)))
+            {
+                // DDL between two windows: the next chunk describes its table again.
+                self.table = None;
+            }
             return;
         };
         for change in &transaction.changes {
