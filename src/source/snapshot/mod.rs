@@ -127,8 +127,14 @@ struct Window {
     changed: HashSet<String>,
     read: Option<ReadTask>,
     done: Option<ChunkRead>,
-    /// A DDL statement or an unreadable key in the window: the chunk is read again.
+    /// A DDL statement or an unreadable key in the window, or a query that found the table
+    /// changed or gone: the chunk is read again, its table described again first.
     discard: Option<&'static str>,
+    /// Whether the table was described for this window (not earlier): a query refused then is
+    /// the table's refusal, not a sign of a change the stream has not shown yet.
+    fresh: bool,
+    /// The query's refusal of a freshly described table: the table is refused.
+    refused: Option<String>,
     opened: Instant,
 }
 
@@ -278,7 +284,20 @@ impl Snapshotter {
             SourceError::Transient(format!("the snapshot's chunk query task failed: {e}"))
         })?;
         self.conn = Some(conn);
-        window.done = Some(result?);
+        match result {
+            Ok(done) => window.done = Some(done),
+            // A table dropped, renamed or altered under the read (its DDL may not have reached
+            // the stream yet): described again before the chunk is read again, so a table gone is
+            // refused, and one changed is read with its new shape. Never a stop of the relay.
+            Err(SourceError::SnapshotRefused { reason, .. }) => {
+                if window.fresh {
+                    window.refused = Some(reason);
+                } else {
+                    window.discard = Some("its query found the table changed or gone");
+                }
+            }
+            Err(e) => return Err(e),
+        }
         self.publish();
         Ok(())
     }
@@ -332,6 +351,21 @@ impl Snapshotter {
         let Some(window) = self.window.as_ref() else {
             return Emission::default();
         };
+        if window.read.is_none() && window.discard.is_none() {
+            if let Some(reason) = window.refused.clone() {
+                let name = format!(
+                    "{}.{}",
+                    window.table.table.database, window.table.table.name
+                );
+                self.window = None;
+                self.refuse_first(&name, &reason);
+                self.publish();
+                return Emission {
+                    records: vec![self.plan_record(position)],
+                    taken: Vec::new(),
+                };
+            }
+        }
         if let Some(reason) = window.discard {
             if window.read.is_none() {
                 let table = window.table.table.clone();
@@ -504,6 +538,7 @@ impl Snapshotter {
         position: &Position,
     ) -> Result<Option<SourceTransaction>, SourceError> {
         let mut changed = false;
+        let fresh = self.table.is_none();
         while !self.plan.is_empty() && self.table.is_none() {
             match self.describe_first().await {
                 Ok(()) => {}
@@ -534,6 +569,8 @@ impl Snapshotter {
             read: Some(task),
             done: None,
             discard: None,
+            fresh,
+            refused: None,
             opened: Instant::now(),
         });
         Ok(changed.then(|| self.plan_record(position)))
