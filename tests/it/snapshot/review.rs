@@ -5,17 +5,25 @@
 //!   the relay goes on, as a table found gone when its snapshot starts is; it must not stop sdl.
 //! - A column added between chunks must be in every snapshot image placed after the
 //!   `ALTER TABLE`: an image is the row's state at its place in the WAL.
+//!
+//! And a suspicion checked and cleared: a chunk larger than a sink batch (split into several WAL
+//! records, each saving the plan after its last row) under writes and a SIGKILL between its
+//! records rebuilds the table exactly.
 
 use std::time::Duration;
 
 use mongodb::bson::Bson;
 use mysql_async::prelude::Queryable;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crate::support::snapshot::{
-    all_documents, snapshot_documents, status_number, try_status, wait_snapshot_idle,
-    wait_snapshot_status, wait_with_sdl,
+    all_documents, assert_ids_unique, assert_tables_equal, rebuild_interleaved,
+    rebuild_snapshot_first, select_keyed, snapshot_documents, status_number, try_status,
+    wait_everything_forwarded, wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
 };
-use crate::support::{Relay, RelayBuilder};
+use crate::support::{Relay, RelayBuilder, Rng};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -220,4 +228,100 @@ async fn a_table_dropped_under_its_chunk_query_is_refused_and_the_relay_goes_on(
         "app.second, after the refused app.first, is snapshotted whole"
     );
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// Chunks of 200 rows in sink batches of 30 documents: each chunk is 7 WAL records, each saving
+/// the plan after its own last row. Under updates, deletes and inserts, with a SIGKILL while the
+/// snapshot runs, the table rebuilt from its documents (strictly, in WAL order, and snapshot
+/// first) equals `SELECT *`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_split_over_sink_batches_survive_sigkill_under_writes() {
+    const ROWS: i64 = 2000;
+    let values: Vec<String> = (1..=ROWS).map(|i| format!("({i}, {i})")).collect();
+    let statements = [
+        "CREATE TABLE app.t (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB".to_string(),
+        format!("INSERT INTO app.t VALUES {}", values.join(",")),
+    ];
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let mut relay = Relay::builder()
+        .sql(&statements)
+        .settings(&[
+            ("source", "snapshot = \"initial\""),
+            ("source", "snapshot_tables = [\"app.t\"]"),
+            ("source", "snapshot_chunk_rows = 200"),
+            ("source", "snapshot_rows_per_second = 1000"),
+            ("source", "heartbeat_interval = \"500ms\""),
+            ("wal", "group_commit_delay = \"1ms\""),
+            ("sink", "batch_max_documents = 30"),
+            ("sink", "connect_timeout = \"1s\""),
+            ("sink", "retry_max_delay = \"1s\""),
+        ])
+        .stopped()
+        .await;
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+
+    let keep_going = Arc::new(AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let url = relay.mariadb.root_url();
+        let keep_going = keep_going.clone();
+        async move {
+            let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+            let mut rng = Rng::new(16);
+            let mut next_id = ROWS + 1;
+            let mut writes = 0u64;
+            while keep_going.load(Ordering::SeqCst) {
+                let id = 1 + rng.below(ROWS as u64) as i64;
+                let statement = match rng.below(4) {
+                    0 => format!("DELETE FROM app.t WHERE id = {id}"),
+                    1 => {
+                        next_id += 1;
+                        format!("INSERT INTO app.t VALUES ({next_id}, 0)")
+                    }
+                    _ => format!("UPDATE app.t SET v = v + 1 WHERE id = {id}"),
+                };
+                conn.query_drop(statement).await.unwrap();
+                writes += 1;
+                // Pacing of the workload, not a wait for a condition.
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            conn.disconnect().await.unwrap();
+            writes
+        }
+    });
+    wait_snapshot_status(
+        &relay.sdl,
+        "the snapshot of app.t past 600 rows",
+        TIMEOUT,
+        |s| status_number(s, "rows_done") >= 600,
+    )
+    .await;
+    relay.sdl.kill();
+    relay.sdl.start();
+    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+    keep_going.store(false, Ordering::SeqCst);
+    let writes = writer.await.unwrap();
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+
+    let docs = all_documents(&relay.mongo).await;
+    assert_ids_unique(&docs);
+    let mut conn = relay.conn().await;
+    let source = select_keyed(&mut conn, "app.t", &["id"]).await;
+    conn.disconnect().await.unwrap();
+    assert_tables_equal(
+        &source,
+        &rebuild_interleaved(&docs, "app", "t", &["id"]),
+        "app.t rebuilt in WAL order",
+    );
+    assert_tables_equal(
+        &source,
+        &rebuild_snapshot_first(&docs, "app", "t", &["id"]),
+        "app.t rebuilt snapshot first",
+    );
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+    eprintln!(
+        "{} snapshot documents, {writes} writes, one SIGKILL",
+        snapshot_documents(&docs, "app", "t").len()
+    );
 }
