@@ -325,3 +325,106 @@ async fn chunks_split_over_sink_batches_survive_sigkill_under_writes() {
         snapshot_documents(&docs, "app", "t").len()
     );
 }
+
+/// The key's order changed under the snapshot: `ALTER TABLE ... MODIFY k ... COLLATE
+/// utf8mb4_bin` on a case-insensitive text key between two chunks (as a charset or collation
+/// migration does). The rows read so far are every key up to `after` in the *old* order; keyset
+/// paging past `after` in the *new* order must still visit every other row (or the table must be
+/// refused, or read again), never skip rows silently.
+async fn snapshot_across_a_key_collation_change(after_upper_case: bool) {
+    // Keys alternate upper and lower case: case-insensitive order interleaves them, binary
+    // order puts every upper-case key before every lower-case one.
+    let keys: Vec<String> = (0..300)
+        .map(|i| {
+            let letter = char::from(b'a' + (i / 12) as u8);
+            // Key 100 (the first chunk's last, `after`) in the case asked for.
+            let letter = if (i % 2 == 1) == after_upper_case {
+                letter.to_ascii_uppercase()
+            } else {
+                letter
+            };
+            format!("{letter}{i:03}")
+        })
+        .collect();
+    let values: Vec<String> = keys.iter().map(|k| format!("('{k}', 1)")).collect();
+    let statements = [
+        "CREATE TABLE app.t (k VARCHAR(10) COLLATE utf8mb4_general_ci NOT NULL PRIMARY KEY, \
+         v INT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            .to_string(),
+        format!("INSERT INTO app.t VALUES {}", values.join(",")),
+    ];
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let mut relay = Relay::builder()
+        .sql(&statements)
+        .settings(&[
+            ("source", "snapshot = \"initial\""),
+            ("source", "snapshot_tables = [\"app.t\"]"),
+            ("source", "snapshot_chunk_rows = 100"),
+            ("source", "snapshot_rows_per_second = 100"),
+            ("source", "heartbeat_interval = \"500ms\""),
+            ("wal", "group_commit_delay = \"1ms\""),
+        ])
+        .stopped()
+        .await;
+    relay.sdl.start();
+    relay.sdl.wait_following().await;
+    wait_throttled_after_first_chunk(&relay, "t").await;
+    run_sql(
+        &relay,
+        "ALTER TABLE app.t MODIFY k VARCHAR(10) COLLATE utf8mb4_bin NOT NULL",
+    )
+    .await;
+    // The snapshot ends (idle) or refuses the table; either way it is over.
+    wait_with_sdl(&relay.sdl, "the snapshot over", TIMEOUT, || async {
+        let snapshot = try_status(&relay.sdl)?["snapshot"].clone();
+        (snapshot["state"] == "idle").then_some(())
+    })
+    .await;
+    relay.wait_caught_up(TIMEOUT).await;
+    let refused = try_status(&relay.sdl).unwrap()["snapshot"]["refused"].clone();
+    let docs = all_documents(&relay.mongo).await;
+    let snapshotted: std::collections::BTreeSet<String> = snapshot_documents(&docs, "app", "t")
+        .iter()
+        .map(|d| {
+            d.get_document("after")
+                .unwrap()
+                .get_str("k")
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let missing: Vec<&String> = keys.iter().filter(|k| !snapshotted.contains(*k)).collect();
+    let refused_t = refused
+        .as_array()
+        .is_some_and(|r| r.iter().any(|r| r["table"] == "app.t"));
+    eprintln!(
+        "{} of {} rows snapshotted; refused: {refused}",
+        snapshotted.len(),
+        keys.len()
+    );
+    assert!(
+        missing.is_empty() || refused_t,
+        "{} rows of app.t never snapshotted and the table not refused (refused: {refused}); \
+         missing: {missing:?}",
+        missing.len()
+    );
+    let written = relay.sdl.metric("sdl_snapshot_rows_total");
+    assert!(
+        refused_t || written == keys.len() as f64,
+        "{written} snapshot rows written for the {} rows of app.t: rows read twice into MongoDB",
+        keys.len()
+    );
+    assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
+}
+
+/// `after` is lower case: in binary order every upper-case key not read yet sorts before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_collation_changed_between_chunks_skips_no_row() {
+    snapshot_across_a_key_collation_change(false).await;
+}
+
+/// `after` is upper case: in binary order every lower-case key already read sorts after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_collation_changed_between_chunks_reads_no_row_twice() {
+    snapshot_across_a_key_collation_change(true).await;
+}
