@@ -1,10 +1,13 @@
-//! A reviewer's attacks on the snapshot's guarantees (issue 16): DDL that the stream reads
-//! between two chunk windows (while the snapshot is throttled), which no window sees.
+//! A reviewer's attacks on the snapshot's guarantees (issue 16), each a way the promise broke:
 //!
-//! - A table dropped between chunks must be refused visibly (ERROR, `/status` `refused`) while
-//!   the relay goes on, as a table found gone when its snapshot starts is; it must not stop sdl.
-//! - A column added between chunks must be in every snapshot image placed after the
-//!   `ALTER TABLE`: an image is the row's state at its place in the WAL.
+//! - DDL that the stream reads between two chunk windows (while the snapshot is throttled), which
+//!   no window sees: a table dropped must be refused visibly (ERROR, `/status` `refused`) while
+//!   the relay goes on, not stop sdl with exit 2; a column added must be in every snapshot image
+//!   placed after the `ALTER TABLE` (an image is the row's state at its place in the WAL).
+//! - A table dropped under its chunk query (the query fails before the stream shows the DDL):
+//!   refused visibly, the relay goes on.
+//! - A key column's order changed under the snapshot (its collation): paging on past a key of
+//!   the old order must not skip rows silently nor read rows twice; refusing the table is fine.
 //!
 //! And a suspicion checked and cleared: a chunk larger than a sink batch (split into several WAL
 //! records, each saving the plan after its last row) under writes and a SIGKILL between its
