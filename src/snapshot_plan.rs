@@ -36,6 +36,11 @@ pub struct TableTask {
     /// during its snapshot is refused, not resumed with another key).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key: Vec<String>,
+    /// How the key columns order when reading started (each column's type and collation): a
+    /// table whose key order changes during its snapshot is refused, since paging on in the new
+    /// order past `after` (a key of the old order) would skip rows or read them again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_order: String,
     /// The key of the last row read and accounted for; `None` before the first chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Vec<Value>>,
@@ -51,6 +56,7 @@ impl TableTask {
             database: database.to_string(),
             table: table.to_string(),
             key: Vec::new(),
+            key_order: String::new(),
             after: None,
             rows: 0,
         }

@@ -142,7 +142,8 @@ struct Window {
     changed: HashSet<String>,
     read: Option<ReadTask>,
     done: Option<ChunkRead>,
-    /// A DDL statement or an unreadable key in the window: the chunk is read again.
+    /// A DDL statement or an unreadable key in the window, or a query that found the table
+    /// changed or gone: the chunk is read again, its table described again first.
     discard: Option<&'static str>,
     opened: Instant,
     /// The most rows the chunk query asked for: fewer read means the table ends.
@@ -626,10 +627,23 @@ impl Snapshotter {
                 ),
             });
         }
+        let key_order = key_order(conn, &database, &name, &key).await?;
+        let task = &self.plan.tables[0];
+        if !task.key_order.is_empty() && task.key_order != key_order {
+            return Err(SourceError::SnapshotRefused {
+                table: task.name(),
+                reason: format!(
+                    "its key's order changed from ({}) to ({key_order}) during the snapshot (a type or collation change), so the rows still to read cannot be told from those read; run `sdl snapshot {}` again",
+                    task.key_order,
+                    task.name()
+                ),
+            });
+        }
         let described = read::describe(conn, self.flavor, &database, &name, &key).await?;
         let task = &mut self.plan.tables[0];
         let resuming = task.after.is_some() || task.rows > 0;
         task.key = key;
+        task.key_order = key_order;
         if resuming {
             info!(target: "sdl::snapshot",
                 "snapshot of {}.{}: resuming after {} rows written (snapshot {})",
@@ -865,6 +879,37 @@ pub fn publish_saved_plan(state: &watch::Sender<IngestStatus>, saved: &str) {
     crate::telemetry::metrics()
         .snapshot_tables_remaining
         .set(plan.tables.len() as i64);
+}
+
+/// How the key columns `key` of `db.table` order: each column's type and collation, as
+/// information_schema shows them (`id int(11); k varchar(10) utf8mb4_bin`).
+async fn key_order(
+    conn: &mut Conn,
+    database: &str,
+    table: &str,
+    key: &[String],
+) -> Result<String, SourceError> {
+    let query = "SELECT COLUMN_NAME, COLUMN_TYPE, COALESCE(COLLATION_NAME, '') \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?";
+    let columns: Vec<(String, String, String)> = conn
+        .exec(query, (database, table))
+        .await
+        .map_err(|e| super::error::query_error(query, e))?;
+    let order: Vec<String> = key
+        .iter()
+        .map(|name| {
+            columns
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map_or_else(
+                    || format!("{name} missing"),
+                    |(n, column_type, collation)| format!("{n} {column_type} {collation}"),
+                )
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    Ok(order.join("; "))
 }
 
 /// The tables `patterns` name, each with a usable key (else `SnapshotRefused`).

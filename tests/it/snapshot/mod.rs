@@ -6,5 +6,6 @@
 
 mod consistency;
 mod requests;
+mod review;
 mod selection;
 mod values;
