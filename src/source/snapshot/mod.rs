@@ -80,6 +80,8 @@ const FIRST_CHUNK_ROWS: usize = 100;
 /// The most bytes of rows one chunk holds in memory (and in one WAL append): a table of large
 /// rows is read in chunks of fewer rows.
 const MAX_CHUNK_BYTES: usize = 32 << 20;
+/// Every this many chunks discarded in a row, a WARN line says the snapshot is not moving on.
+const DISCARDS_WARNED: u64 = 10;
 /// How many refusals `/status` keeps.
 const REFUSALS_SHOWN: usize = 16;
 
@@ -171,6 +173,8 @@ pub struct Snapshotter {
     last_stall_warning: Option<Instant>,
     /// Chunk reads of the current table refused in a row, and the last reason.
     read_refusals: Option<(u32, String)>,
+    /// Chunks discarded since one was placed.
+    discards_in_a_row: u64,
     /// Rows the next chunk reads: `snapshot_chunk_rows`, fewer for large rows (see
     /// [`Snapshotter::size_next_chunk`]).
     next_chunk_rows: usize,
@@ -209,6 +213,7 @@ impl Snapshotter {
             last_progress_log: now,
             last_stall_warning: None,
             read_refusals: None,
+            discards_in_a_row: 0,
             next_chunk_rows: FIRST_CHUNK_ROWS,
             state,
         };
@@ -384,10 +389,19 @@ impl Snapshotter {
                 // The table's shape may have changed: describe it again.
                 self.table = None;
                 crate::telemetry::metrics().snapshot_chunks_discarded.inc();
-                info!(target: "sdl::snapshot",
-                    "snapshot of {}.{}: chunk discarded ({reason}); reading it again",
-                    table.database, table.name
-                );
+                self.discards_in_a_row += 1;
+                if self.discards_in_a_row.is_multiple_of(DISCARDS_WARNED) {
+                    warn!(target: "sdl::snapshot",
+                        discarded = self.discards_in_a_row,
+                        "snapshot of {}.{}: chunk discarded ({reason}); {} chunks in a row discarded: DDL (or lost connections) keep landing in the chunks' windows, so the snapshot does not move on",
+                        table.database, table.name, self.discards_in_a_row
+                    );
+                } else {
+                    info!(target: "sdl::snapshot",
+                        "snapshot of {}.{}: chunk discarded ({reason}); reading it again",
+                        table.database, table.name
+                    );
+                }
             }
             return Emission::default();
         }
@@ -412,6 +426,7 @@ impl Snapshotter {
             limit,
             ..
         } = window;
+        self.discards_in_a_row = 0;
         let read_rows = done.rows.len();
         let table_ends = read_rows < limit;
         let last_key = done.rows.last().map(|row| read::key_of(&table, row));
