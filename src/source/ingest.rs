@@ -261,30 +261,18 @@ impl Ingester {
                     )));
                 }
                 _ = sleep_until_opt(snapshot.next_wakeup()) => {
-                    let emission = match snapshot.wake(assembler.position(), at_boundary).await {
-                        Ok(emission) => emission,
-                        Err(e) => break Err(e),
-                    };
-                    match self.write_snapshot(emission, &mut group, shutdown).await {
-                        Ok(false) => {}
-                        Ok(true) => break Ok(()),
-                        Err(e) => break Err(e),
+                    let emission = snapshot.wake(assembler.position(), at_boundary).await;
+                    if let Some(end) = self.write_snapshot(emission, &mut group, shutdown).await {
+                        break end;
                     }
                     // Not a byte from the stream.
                     still_waiting = true;
                     continue;
                 }
                 read = snapshot.read_finished() => {
-                    if let Err(e) = read {
-                        break Err(e);
-                    }
-                    if at_boundary {
-                        let emission = snapshot.place_chunk(assembler.position());
-                        match self.write_snapshot(emission, &mut group, shutdown).await {
-                            Ok(false) => {}
-                            Ok(true) => break Ok(()),
-                            Err(e) => break Err(e),
-                        }
+                    let emission = read.map(|()| snapshot.place_chunk_at(assembler.position(), at_boundary));
+                    if let Some(end) = self.write_snapshot(emission, &mut group, shutdown).await {
+                        break end;
                     }
                     still_waiting = true;
                     continue;
@@ -360,13 +348,9 @@ impl Ingester {
                             Err(e) => break Err(e),
                         }
                     }
-                    if at_boundary {
-                        let emission = snapshot.place_chunk(assembler.position());
-                        match self.write_snapshot(emission, &mut group, shutdown).await {
-                            Ok(false) => {}
-                            Ok(true) => break Ok(()),
-                            Err(e) => break Err(e),
-                        }
+                    let emission = Ok(snapshot.place_chunk_at(assembler.position(), at_boundary));
+                    if let Some(end) = self.write_snapshot(emission, &mut group, shutdown).await {
+                        break end;
                     }
                 }
                 Ok(None) => {}
@@ -388,8 +372,25 @@ impl Ingester {
 
     /// Adds the records the snapshot stage produced to the group, after the transactions read.
     /// Requests it took are removed from `wal.dir` once the records holding them are saved.
-    /// Returns true when shutdown was requested.
+    /// Returns how the stream loop ends, when it must: on shutdown, or on the stage's error.
     async fn write_snapshot(
+        &self,
+        emission: Result<Emission, SourceError>,
+        group: &mut PendingGroup,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Result<(), SourceError>> {
+        match emission {
+            Ok(emission) => match self.append_snapshot(emission, group, shutdown).await {
+                Ok(false) => None,
+                Ok(true) => Some(Ok(())),
+                Err(e) => Some(Err(e)),
+            },
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// [`Ingester::write_snapshot`]'s appending; true when shutdown was requested.
+    async fn append_snapshot(
         &self,
         emission: Emission,
         group: &mut PendingGroup,

@@ -222,6 +222,26 @@ impl DocumentWriter for Document {
     }
 }
 
+/// The `meta` fields every row's document starts with: its source (twice), database, table and
+/// key. `None` when the writer cannot encode a key value.
+fn row_meta<'a, W: DocumentWriter>(
+    source: &str,
+    table: &crate::event::Table,
+    key: impl Iterator<Item = (&'a str, &'a Value)>,
+) -> Option<W> {
+    let mut pk = W::empty();
+    for (name, value) in key {
+        pk.value(name, value)?;
+    }
+    let mut meta = W::empty();
+    meta.text("source", source);
+    meta.text(SOURCE_FIELD, source);
+    meta.text("db", &table.database);
+    meta.text("tbl", &table.name);
+    meta.document("pk", pk);
+    Some(meta)
+}
+
 /// The change document of a row change (docs/change-document.md), without its hash.
 fn row_change<W: DocumentWriter>(
     source: &str,
@@ -231,16 +251,7 @@ fn row_change<W: DocumentWriter>(
     row: &RowChange,
 ) -> Option<W> {
     let table = &*row.table;
-    let mut pk = W::empty();
-    for (name, value) in row.key() {
-        pk.value(name, value)?;
-    }
-    let mut meta = W::empty();
-    meta.text("source", source);
-    meta.text(SOURCE_FIELD, source);
-    meta.text("db", &table.database);
-    meta.text("tbl", &table.name);
-    meta.document("pk", pk);
+    let mut meta: W = row_meta(source, table, row.key())?;
     meta.text("gtid", &transaction.gtid);
     meta.text("file", &row.file);
     meta.int64("pos", row.pos as i64);
@@ -300,17 +311,8 @@ fn snapshot_row<W: DocumentWriter>(
     row: &SnapshotRow,
 ) -> Option<W> {
     let table = &*row.table;
-    let mut pk = W::empty();
-    for (name, value) in row.key() {
-        pk.value(name, value)?;
-    }
     let (position, _) = split_snapshot_plan(&transaction.position_after);
-    let mut meta = W::empty();
-    meta.text("source", source);
-    meta.text(SOURCE_FIELD, source);
-    meta.text("db", &table.database);
-    meta.text("tbl", &table.name);
-    meta.document("pk", pk);
+    let mut meta: W = row_meta(source, table, row.key())?;
     meta.text("snapshot", &row.snapshot);
     meta.text("position", position);
     let mut document = W::empty();

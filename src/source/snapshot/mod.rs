@@ -376,6 +376,16 @@ impl Snapshotter {
         }
     }
 
+    /// [`Snapshotter::place_chunk`] when the stream is at a transaction boundary; nothing
+    /// otherwise (a chunk is never placed inside a transaction).
+    pub fn place_chunk_at(&mut self, position: &Position, at_boundary: bool) -> Emission {
+        if at_boundary {
+            self.place_chunk(position)
+        } else {
+            Emission::default()
+        }
+    }
+
     /// Places the chunk read when the stream, now at `position` (a transaction boundary), holds
     /// its high watermark; or drops a chunk whose window saw DDL.
     pub fn place_chunk(&mut self, position: &Position) -> Emission {

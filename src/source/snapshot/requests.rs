@@ -192,17 +192,7 @@ fn invalid(message: impl Into<String>) -> std::io::Error {
 
 /// RFC 3339 in UTC to the millisecond (`2026-11-27T19:01:02.123Z`).
 fn rfc3339(now: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(now);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    super::select::utc_millis_text(now, "-", ":")
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

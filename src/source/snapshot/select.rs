@@ -193,16 +193,22 @@ fn choose_key(
 /// A snapshot's id: the UTC time it was requested, `YYYYMMDDTHHMMSS.mmmZ`
 /// (`20261127T190102.123Z`). Ids sort as the times do.
 pub fn new_snapshot_id(now: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(now);
+    utc_millis_text(now, "", "")
+}
+
+/// `now` in UTC to the millisecond, `YYYY<d>MM<d>DDTHH<t>MM<t>SS.mmmZ` with `d` and `t` between
+/// the date's and the time's parts (`-` and `:` for RFC 3339).
+pub fn utc_millis_text(now: SystemTime, d: &str, t: &str) -> String {
+    let at = time::OffsetDateTime::from(now);
     format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
+        "{:04}{d}{:02}{d}{:02}T{:02}{t}{:02}{t}{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
     )
 }
 
