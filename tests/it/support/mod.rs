@@ -829,14 +829,29 @@ impl Drop for Sdl {
 
 /// Runs `sdl` with `args` to completion and returns (exit code, stderr).
 pub fn run_sdl(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sdl"))
-        .args(args)
-        .output()
-        .expect("run sdl");
+    let out = sdl_output(args);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `sdl` with `args` to completion and returns (exit code, -1 when a signal ended it;
+/// stdout; stderr).
+pub fn run_sdl_with_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let out = sdl_output(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sdl_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sdl"))
+        .args(args)
+        .output()
+        .expect("run sdl")
 }
 
 /// Waits until the offset document for source `default` names `position`.
