@@ -24,13 +24,13 @@ use mysql_async::prelude::Queryable;
 use crate::support::proxy::Mode;
 use crate::support::relay::assert_documents_exactly_once;
 use crate::support::snapshot::{
-    all_documents, assert_ids_unique, assert_offset_reaches, assert_snapshot_documents_well_formed,
+    assert_ids_unique, assert_offset_reaches, assert_snapshot_documents_well_formed,
     assert_tables_equal, changes_in_commit_order, count_documents, millis_since_epoch,
     rebuild_interleaved, rebuild_snapshot_first, select_keyed, snapshot_documents,
     snapshot_id_millis, snapshot_table, status_number, try_status, wait_everything_forwarded,
     wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
 };
-use crate::support::{Relay, RelayBuilder, Rng};
+use crate::support::{all_documents, Relay, RelayBuilder, Rng};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::support::snapshot::{
-    all_documents, assert_ids_unique, assert_tables_equal, rebuild_interleaved,
-    rebuild_snapshot_first, select_keyed, snapshot_documents, status_number, try_status,
-    wait_everything_forwarded, wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
+    assert_ids_unique, assert_tables_equal, rebuild_interleaved, rebuild_snapshot_first,
+    select_keyed, snapshot_documents, status_number, try_status, wait_everything_forwarded,
+    wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
 };
-use crate::support::{Relay, RelayBuilder, Rng};
+use crate::support::{all_documents, Relay, RelayBuilder, Rng};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -928,18 +928,30 @@ pub async fn select_table(
     out
 }
 
-/// All change documents of the test's database, in source commit order.
-pub async fn change_documents(mongo: &Mongo) -> Vec<Document> {
+/// Every document of the test database's `collection`, in no particular order.
+pub async fn documents_of(mongo: &Mongo, collection: &str) -> Vec<Document> {
     use futures_util::TryStreamExt;
-    let db = mongo.db().await;
-    let mut docs: Vec<Document> = db
-        .collection::<Document>("row_changes")
+    mongo
+        .db()
+        .await
+        .collection::<Document>(collection)
         .find(doc! {})
         .await
         .unwrap()
         .try_collect()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Every document of the test's `row_changes` (change and snapshot documents), in no particular
+/// order.
+pub async fn all_documents(mongo: &Mongo) -> Vec<Document> {
+    documents_of(mongo, "row_changes").await
+}
+
+/// All change documents of the test's database, in source commit order.
+pub async fn change_documents(mongo: &Mongo) -> Vec<Document> {
+    let mut docs = all_documents(mongo).await;
     docs.sort_by_key(|d| {
         let meta = d.get_document("meta").unwrap();
         (

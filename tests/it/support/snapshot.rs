@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
 
@@ -81,20 +80,6 @@ pub fn assert_tables_equal(source: &Table, rebuilt: &Table, what: &str) {
             rebuilt[key]
         );
     }
-}
-
-/// Every document of the test's `row_changes`, in no particular order.
-pub async fn all_documents(mongo: &Mongo) -> Vec<Document> {
-    mongo
-        .db()
-        .await
-        .collection::<Document>("row_changes")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 /// How many documents of the test's `row_changes` match `filter`.
