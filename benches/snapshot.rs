@@ -275,16 +275,13 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}: {status}");
 }
 
-/// An sdl like [`snapshot_run`]'s whose store is frozen from its first snapshot row on: rows/s
-/// of the rest of the table into the WAL.
-async fn frozen_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> f64 {
-    let Some(mongo_pid) = mongo.pid() else {
-        return f64::NAN;
-    };
-    let database = format!("{}_frozen{run}", mongo.database);
+/// A fresh sdl (not started) that snapshots the table into the MongoDB database `database`
+/// (`source.start = "current"`, every other snapshot setting at its default), with its admin
+/// endpoint.
+fn snapshot_sdl(mariadb: &MariaDb, mongo: &Mongo, database: &str) -> (Sdl, Admin) {
     let database_line = format!("database = \"{database}\"");
     let tables = format!("snapshot_tables = [\"{TABLE}\"]");
-    let mut sdl = Sdl::with_settings(
+    let sdl = Sdl::with_settings(
         mariadb,
         mongo,
         "current",
@@ -295,6 +292,17 @@ async fn frozen_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> f6
         ],
     );
     let admin = Admin::new(sdl.admin_addr());
+    (sdl, admin)
+}
+
+/// An sdl like [`snapshot_run`]'s whose store is frozen from its first snapshot row on: rows/s
+/// of the rest of the table into the WAL.
+async fn frozen_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> f64 {
+    let Some(mongo_pid) = mongo.pid() else {
+        return f64::NAN;
+    };
+    let database = format!("{}_frozen{run}", mongo.database);
+    let (mut sdl, admin) = snapshot_sdl(mariadb, mongo, &database);
     sdl.start();
     let spawned = Instant::now();
     let mut frozen: Option<(Instant, u64)> = None;
@@ -341,19 +349,7 @@ async fn frozen_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> f6
 /// One sdl snapshot of the table into a database of its own (dropped afterwards).
 async fn snapshot_run(mariadb: &MariaDb, mongo: &Mongo, rows: u64, run: u64) -> SdlRun {
     let database = format!("{}_snapshot{run}", mongo.database);
-    let database_line = format!("database = \"{database}\"");
-    let tables = format!("snapshot_tables = [\"{TABLE}\"]");
-    let mut sdl = Sdl::with_settings(
-        mariadb,
-        mongo,
-        "current",
-        &[
-            ("source", "snapshot = \"initial\""),
-            ("source", &tables),
-            ("sink", &database_line),
-        ],
-    );
-    let admin = Admin::new(sdl.admin_addr());
+    let (mut sdl, admin) = snapshot_sdl(mariadb, mongo, &database);
     let mongo_cpu_before = mongo.pid().and_then(cpu_seconds);
     sdl.start();
     let spawned = Instant::now();

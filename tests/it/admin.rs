@@ -7,12 +7,11 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support;
 use crate::support::workload::Workload;
-use crate::support::{free_port, wait_for_offset, MariaDb, Mongo, Relay, Sdl};
+use crate::support::{free_port, run_sdl_with_output, wait_for_offset, MariaDb, Mongo, Relay, Sdl};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -34,16 +33,7 @@ fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
 
 /// Runs `sdl wal <args>`: (exit code, stdout, stderr).
 fn sdl_wal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sdl"))
-        .arg("wal")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_sdl_with_output(&[&["wal"], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,23 +1,18 @@
 //! `sdl check`: every preflight check as a pass/fail table with the fix for each failure, against
 //! a well-configured pair of servers and against a badly configured source.
 
-use std::process::Command;
+use std::ffi::OsStr;
 
 use crate::support;
-use crate::support::{free_port, MariaDb, Mongo, Sdl, SDL_PASSWORD};
+use crate::support::{free_port, run_sdl_with_output, MariaDb, Mongo, Sdl, SDL_PASSWORD};
 use mysql_async::prelude::Queryable;
 
 fn sdl_check(config: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sdl"))
-        .args(["check", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_sdl_with_output(&[
+        OsStr::new("check"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+    ])
 }
 
 fn line<'a>(table: &'a str, check: &str) -> &'a str {

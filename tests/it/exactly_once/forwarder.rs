@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::workload::Workload;
-use crate::support::{wait_for_offset, wait_until, MariaDb, Mongo, Relay, Rng, Sdl};
+use crate::support::{documents_of, wait_for_offset, wait_until, MariaDb, Mongo, Relay, Rng, Sdl};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
@@ -54,19 +54,6 @@ async fn offset_seq(mongo: &Mongo) -> i64 {
         .unwrap()
         .and_then(|d| d.get_i64("wal_seq").ok())
         .unwrap_or(0)
-}
-
-async fn staging_entries(mongo: &Mongo) -> Vec<Document> {
-    mongo
-        .db()
-        .await
-        .collection::<Document>("row_changes_staging")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 /// Starts a workload that keeps writing until `keep_going` turns false (and at least `target`
@@ -283,7 +270,7 @@ async fn standalone_server_without_transactions_gets_every_change_once() {
     workload.run(&mut conn, 3000).await;
     relay.wait_caught_up(DRAIN_TIMEOUT).await;
     relay.assert_exactly_once(workload.row_changes).await;
-    let staging = staging_entries(&relay.mongo).await;
+    let staging = documents_of(&relay.mongo, "row_changes_staging").await;
     assert!(!staging.is_empty());
     for entry in &staging {
         assert_eq!(entry.get_str("status"), Ok("committed"), "{entry}");
@@ -311,7 +298,7 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
     relay.sdl.start();
     let status = relay.sdl.wait_exit(DRAIN_TIMEOUT);
     assert_eq!(status.code(), Some(97), "{}", relay.sdl.logs());
-    let pending = staging_entries(&relay.mongo).await;
+    let pending = documents_of(&relay.mongo, "row_changes_staging").await;
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].get_str("status"), Ok("pending"));
     assert_eq!(count(&relay.mongo, "row_changes", doc! {}).await, 0);

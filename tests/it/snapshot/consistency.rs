@@ -24,13 +24,14 @@ use mysql_async::prelude::Queryable;
 use crate::support::proxy::Mode;
 use crate::support::relay::assert_documents_exactly_once;
 use crate::support::snapshot::{
-    all_documents, assert_ids_unique, assert_offset_reaches, assert_snapshot_documents_well_formed,
-    assert_tables_equal, changes_in_commit_order, count_documents, millis_since_epoch,
-    rebuild_interleaved, rebuild_snapshot_first, select_keyed, snapshot_documents,
-    snapshot_id_millis, snapshot_table, status_number, try_status, wait_everything_forwarded,
-    wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
+    assert_ids_unique, assert_offset_reaches, assert_rebuilds_equal,
+    assert_snapshot_documents_well_formed, assert_tables_equal, changes_in_commit_order,
+    count_documents, millis_since_epoch, rebuild_interleaved, rebuild_snapshot_first, select_keyed,
+    snapshot_documents, snapshot_id_millis, snapshot_table, status_number, try_status,
+    wait_snapshot_done_and_forwarded, wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
+    Table,
 };
-use crate::support::{Relay, RelayBuilder, Rng};
+use crate::support::{all_documents, Relay, RelayBuilder, Rng};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -319,6 +320,37 @@ impl SnapshotWorkload {
     }
 }
 
+/// A [`SnapshotWorkload`] committing in the background (a transaction every 10 ms) until
+/// [`RunningWorkload::finish`].
+struct RunningWorkload {
+    keep_going: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<SnapshotWorkload>,
+}
+
+impl RunningWorkload {
+    /// Starts a workload of `seed` over the `seeded` tables of `relay`'s source.
+    fn start(relay: &Relay, seed: u64, seeded: &[(Kind, i64)]) -> Self {
+        let keep_going = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn(SnapshotWorkload::new(seed, seeded).run(
+            relay.mariadb.root_url(),
+            keep_going.clone(),
+            Duration::from_millis(10),
+        ));
+        Self { keep_going, task }
+    }
+
+    /// Waits until the snapshot is over (the workload writing until then), stops the workload,
+    /// and waits until everything it committed is in MongoDB. Returns the workload and the source
+    /// position reached.
+    async fn finish(self, relay: &Relay) -> (SnapshotWorkload, String) {
+        wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
+        self.keep_going.store(false, Ordering::SeqCst);
+        let workload = self.task.await.unwrap();
+        let position = wait_snapshot_done_and_forwarded(relay, TIMEOUT).await;
+        (workload, position)
+    }
+}
+
 /// The settings of a snapshot that reads `rows_per_second` in chunks of 100, with short
 /// intervals everywhere.
 fn snapshot_settings(rows_per_second: u64) -> Vec<(String, String)> {
@@ -355,9 +387,10 @@ fn snapshot_relay_builder(seeded: &[(Kind, i64)], rows_per_second: u64) -> Relay
     Relay::builder().sql(&statements).settings(&settings)
 }
 
+/// [`snapshot_relay_builder`]'s servers, with sdl started and following the binlog.
 async fn snapshot_relay(seeded: &[(Kind, i64)], rows_per_second: u64) -> Relay {
     snapshot_relay_builder(seeded, rows_per_second)
-        .stopped()
+        .following()
         .await
 }
 
@@ -393,16 +426,7 @@ async fn assert_rebuilds_equal_the_source(
         );
         snapshot_rows += snapshot_documents(&docs, "app", table).len();
         let source = select_keyed(&mut conn, &format!("app.{table}"), key).await;
-        assert_tables_equal(
-            &source,
-            &rebuild_snapshot_first(&docs, "app", table, key),
-            &format!("app.{table} rebuilt from every snapshot image, then the changes"),
-        );
-        assert_tables_equal(
-            &source,
-            &rebuild_interleaved(&docs, "app", table, key),
-            &format!("app.{table} rebuilt with each snapshot image at its meta.position"),
-        );
+        assert_rebuilds_equal(&source, &docs, "app", table, key);
     }
     conn.disconnect().await.unwrap();
     snapshot_rows
@@ -417,17 +441,10 @@ async fn snapshot_under_writes_sigkill_and_mongodb_outage_rebuilds_every_table()
     if !relay.can_kill_mongo() {
         return;
     }
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
 
     // The workload runs during the whole snapshot, from the moment sdl follows the binlog (with
     // start = "current", every change it commits is relayed).
-    let keep_going = Arc::new(AtomicBool::new(true));
-    let workload = tokio::spawn(SnapshotWorkload::new(16, &seeded).run(
-        relay.mariadb.root_url(),
-        keep_going.clone(),
-        Duration::from_millis(10),
-    ));
+    let workload = RunningWorkload::start(&relay, 16, &seeded);
 
     // SIGKILL part way: rows of the first or second table written, some in MongoDB already.
     let before_kill = wait_with_sdl(
@@ -487,11 +504,7 @@ async fn snapshot_under_writes_sigkill_and_mongodb_outage_rebuilds_every_table()
         try_status(&relay.sdl).map_or(serde_json::Value::Null, |s| s["snapshot"].clone())
     );
 
-    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
-    keep_going.store(false, Ordering::SeqCst);
-    let workload = workload.await.unwrap();
-    let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    let (workload, position) = workload.finish(&relay).await;
 
     let requested_at = snapshot_id_millis(&snapshot_id);
     assert!(
@@ -518,16 +531,9 @@ async fn snapshot_through_a_lost_source_connection_rebuilds_every_table() {
     let mut relay = snapshot_relay_builder(&seeded, 250)
         .source_via_proxy()
         .setting("source", "connect_timeout = \"1s\"")
-        .stopped()
+        .following()
         .await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
-    let keep_going = Arc::new(AtomicBool::new(true));
-    let workload = tokio::spawn(SnapshotWorkload::new(61, &seeded).run(
-        relay.mariadb.root_url(),
-        keep_going.clone(),
-        Duration::from_millis(10),
-    ));
+    let workload = RunningWorkload::start(&relay, 61, &seeded);
 
     let part_way = wait_snapshot_status(&relay.sdl, "200 snapshot rows written", TIMEOUT, |s| {
         s["state"] != "idle" && status_number(s, "rows_written") >= 200
@@ -549,11 +555,7 @@ async fn snapshot_through_a_lost_source_connection_rebuilds_every_table() {
     })
     .await;
 
-    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
-    keep_going.store(false, Ordering::SeqCst);
-    let workload = workload.await.unwrap();
-    let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    let (workload, _) = workload.finish(&relay).await;
     let snapshot_rows =
         assert_rebuilds_equal_the_source(&relay, &seeded, &workload, &snapshot_id).await;
     let discarded = relay.sdl.metric("sdl_snapshot_chunks_discarded_total");
@@ -571,14 +573,7 @@ async fn snapshot_through_a_lost_source_connection_rebuilds_every_table() {
 async fn a_new_wal_resumes_the_snapshot_from_mongodbs_offset() {
     let seeded = [(Kind::Items, 900), (Kind::Lines, 600)];
     let mut relay = snapshot_relay(&seeded, 300).await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
-    let keep_going = Arc::new(AtomicBool::new(true));
-    let workload = tokio::spawn(SnapshotWorkload::new(73, &seeded).run(
-        relay.mariadb.root_url(),
-        keep_going.clone(),
-        Duration::from_millis(10),
-    ));
+    let workload = RunningWorkload::start(&relay, 73, &seeded);
 
     let part_way = wait_with_sdl(
         &relay.sdl,
@@ -599,11 +594,7 @@ async fn a_new_wal_resumes_the_snapshot_from_mongodbs_offset() {
     std::fs::rename(&wal, wal.with_extension("lost")).unwrap();
     relay.sdl.start();
 
-    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
-    keep_going.store(false, Ordering::SeqCst);
-    let workload = workload.await.unwrap();
-    let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    let (workload, _) = workload.finish(&relay).await;
     let snapshot_rows =
         assert_rebuilds_equal_the_source(&relay, &seeded, &workload, &snapshot_id).await;
     let second_log = std::fs::read_to_string(relay.sdl.dir().join("sdl-2.log")).unwrap();
@@ -619,6 +610,40 @@ async fn a_new_wal_resumes_the_snapshot_from_mongodbs_offset() {
     );
 }
 
+/// Every document in MongoDB, checked: no `_id` twice, and the snapshot documents of `kind`'s
+/// table well formed and all of one snapshot. Returns the documents, that snapshot's id and how
+/// many documents it has.
+async fn documents_of_one_snapshot(relay: &Relay, kind: Kind) -> (Vec<Document>, String, usize) {
+    let docs = all_documents(&relay.mongo).await;
+    assert_ids_unique(&docs);
+    let per_snapshot =
+        assert_snapshot_documents_well_formed(&docs, "app", kind.table(), kind.key());
+    assert_eq!(per_snapshot.len(), 1, "one snapshot: {per_snapshot:?}");
+    let (id, images) = per_snapshot.into_iter().next().unwrap();
+    (docs, id, images)
+}
+
+/// Asserts that `kind`'s table as snapshot `snapshot_id` holds it in `docs` equals its
+/// `SELECT *` (`what` names the comparison). Returns the `SELECT *`.
+async fn assert_snapshot_equals_the_source(
+    relay: &Relay,
+    docs: &[Document],
+    kind: Kind,
+    snapshot_id: &str,
+    what: &str,
+) -> Table {
+    let (table, key) = (kind.table(), kind.key());
+    let mut conn = relay.conn().await;
+    let source = select_keyed(&mut conn, &format!("app.{table}"), key).await;
+    conn.disconnect().await.unwrap();
+    assert_tables_equal(
+        &source,
+        &snapshot_table(docs, "app", table, key, snapshot_id),
+        what,
+    );
+    source
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
     // A composite key, so that resuming after the last key read compares both of its columns;
@@ -626,8 +651,6 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
     // nothing more ends the table.
     const ROWS: i64 = 2000;
     let mut relay = snapshot_relay(&[(Kind::Lines, ROWS)], 400).await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
 
     let before_sigterm =
         wait_snapshot_status(&relay.sdl, "300 snapshot rows written", TIMEOUT, |s| {
@@ -649,9 +672,7 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
         || async { try_status(&relay.sdl) },
     )
     .await;
-    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
-    let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    let position = wait_snapshot_done_and_forwarded(&relay, TIMEOUT).await;
 
     // What the first run wrote (at least what /status showed before the SIGTERM) is not read
     // again by the second.
@@ -668,25 +689,17 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
         "the second run logs the table it resumes:\n{second_log}"
     );
 
-    let docs = all_documents(&relay.mongo).await;
-    assert_ids_unique(&docs);
-    let key = Kind::Lines.key();
-    let per_snapshot = assert_snapshot_documents_well_formed(&docs, "app", "lines", key);
-    let ids: Vec<&String> = per_snapshot.keys().collect();
-    assert_eq!(ids.len(), 1, "one snapshot: {per_snapshot:?}");
-    assert_eq!(
-        per_snapshot[ids[0]], ROWS as usize,
-        "one snapshot document per row"
-    );
-    let mut conn = relay.conn().await;
-    let source = select_keyed(&mut conn, "app.lines", key).await;
-    conn.disconnect().await.unwrap();
-    assert_eq!(source.len(), ROWS as usize);
-    assert_tables_equal(
-        &source,
-        &snapshot_table(&docs, "app", "lines", key, ids[0]),
+    let (docs, snapshot_id, images) = documents_of_one_snapshot(&relay, Kind::Lines).await;
+    assert_eq!(images, ROWS as usize, "one snapshot document per row");
+    let source = assert_snapshot_equals_the_source(
+        &relay,
+        &docs,
+        Kind::Lines,
+        &snapshot_id,
         "app.lines as its snapshot documents hold it",
-    );
+    )
+    .await;
+    assert_eq!(source.len(), ROWS as usize);
     assert_offset_reaches(&relay.mongo, &position, Duration::from_secs(15)).await;
     // A service restarted with a snapshot in its WAL shows it from its first answer: not idle
     // with nothing left, which a monitor would take for a finished snapshot.
@@ -726,8 +739,6 @@ async fn snapshot_resumes_after_sigterm_without_reading_a_row_twice() {
 async fn a_chunk_whose_window_sees_ddl_is_discarded_and_read_again() {
     const ROWS: i64 = 1000;
     let mut relay = snapshot_relay(&[(Kind::Items, ROWS)], 200).await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
 
     let keep_going = Arc::new(AtomicBool::new(true));
     let churn = tokio::spawn({
@@ -757,9 +768,7 @@ async fn a_chunk_whose_window_sees_ddl_is_discarded_and_read_again() {
     .await;
     keep_going.store(false, Ordering::SeqCst);
     let ddl_statements = churn.await.unwrap();
-    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
-    let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    wait_snapshot_done_and_forwarded(&relay, TIMEOUT).await;
 
     let discarded = relay.sdl.metric("sdl_snapshot_chunks_discarded_total");
     let logs = relay.sdl.logs();
@@ -767,20 +776,15 @@ async fn a_chunk_whose_window_sees_ddl_is_discarded_and_read_again() {
         logs.contains("snapshot of app.items: chunk discarded"),
         "a discarded chunk is logged:\n{logs}"
     );
-    let docs = all_documents(&relay.mongo).await;
-    assert_ids_unique(&docs);
-    let key = Kind::Items.key();
-    let per_snapshot = assert_snapshot_documents_well_formed(&docs, "app", "items", key);
-    let ids: Vec<&String> = per_snapshot.keys().collect();
-    assert_eq!(ids.len(), 1, "one snapshot: {per_snapshot:?}");
-    let mut conn = relay.conn().await;
-    let source = select_keyed(&mut conn, "app.items", key).await;
-    conn.disconnect().await.unwrap();
-    assert_tables_equal(
-        &source,
-        &snapshot_table(&docs, "app", "items", key, ids[0]),
+    let (docs, snapshot_id, _) = documents_of_one_snapshot(&relay, Kind::Items).await;
+    assert_snapshot_equals_the_source(
+        &relay,
+        &docs,
+        Kind::Items,
+        &snapshot_id,
         "app.items as its snapshot documents hold it after discarded chunks",
-    );
+    )
+    .await;
     let ddl_documents = docs.iter().filter(|d| d.get_str("op") == Ok("ddl")).count();
     assert_eq!(
         ddl_documents, ddl_statements,
@@ -899,8 +903,6 @@ async fn a_column_dropped_mid_snapshot_is_described_again_and_read_on() {
     const ROWS: i64 = 1000;
     // 200 rows/s: the snapshot lasts about 5 s, the drop lands in the middle.
     let mut relay = snapshot_relay(&[(Kind::Items, ROWS)], 200).await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
     wait_with_sdl(
         &relay.sdl,
         "part of app.items snapshotted",
@@ -916,9 +918,7 @@ async fn a_column_dropped_mid_snapshot_is_described_again_and_read_on() {
     conn.query_drop("ALTER TABLE app.items DROP COLUMN note")
         .await
         .unwrap();
-    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
-    let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    wait_snapshot_done_and_forwarded(&relay, TIMEOUT).await;
     assert!(
         relay.sdl.is_running(),
         "sdl goes on after the drop:\n{}",
@@ -931,11 +931,7 @@ async fn a_column_dropped_mid_snapshot_is_described_again_and_read_on() {
         "nothing refused: {status}"
     );
 
-    let docs = all_documents(&relay.mongo).await;
-    assert_ids_unique(&docs);
-    let key = Kind::Items.key();
-    let per_snapshot = assert_snapshot_documents_well_formed(&docs, "app", "items", key);
-    assert_eq!(per_snapshot.len(), 1, "one snapshot: {per_snapshot:?}");
+    let (docs, _, _) = documents_of_one_snapshot(&relay, Kind::Items).await;
     let images: Vec<&Document> = docs
         .iter()
         .filter(|d| d.get_str("op") == Ok("snapshot"))

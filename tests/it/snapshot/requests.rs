@@ -13,12 +13,12 @@ use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
 
 use crate::support::snapshot::{
-    all_documents, assert_ids_unique, assert_offset_reaches, assert_snapshot_documents_well_formed,
+    assert_ids_unique, assert_offset_reaches, assert_snapshot_documents_well_formed,
     assert_tables_equal, count_documents, millis_since_epoch, rebuild_interleaved, request_files,
     run_sdl_snapshot, select_keyed, snapshot_id_millis, snapshot_table, try_status,
     wait_everything_forwarded, wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
 };
-use crate::support::{Relay, RelayBuilder};
+use crate::support::{all_documents, Relay, RelayBuilder};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

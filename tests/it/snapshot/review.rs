@@ -22,28 +22,39 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::support::snapshot::{
-    all_documents, assert_ids_unique, assert_tables_equal, rebuild_interleaved,
-    rebuild_snapshot_first, select_keyed, snapshot_documents, status_number, try_status,
-    wait_everything_forwarded, wait_snapshot_idle, wait_snapshot_status, wait_with_sdl,
+    assert_ids_unique, assert_rebuilds_equal, select_keyed, snapshot_documents, status_number,
+    try_status, wait_snapshot_done_and_forwarded, wait_snapshot_idle, wait_snapshot_status,
+    wait_with_sdl,
 };
-use crate::support::{Relay, RelayBuilder, Rng};
+use crate::support::{all_documents, Relay, RelayBuilder, Rng};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Chunks of 100 rows at 100 rows/s: about a second between chunk windows, with the window
-/// itself a few milliseconds long.
-fn throttled_relay(tables: &[&str]) -> RelayBuilder {
-    let mut statements = Vec::new();
-    for table in tables {
-        statements.push(format!(
-            "CREATE TABLE app.{table} (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"
-        ));
-        let values: Vec<String> = (1..=300).map(|i| format!("({i}, {i})")).collect();
-        statements.push(format!(
-            "INSERT INTO app.{table} VALUES {}",
-            values.join(",")
-        ));
-    }
+/// `app.<table> (id INT PRIMARY KEY, v INT NOT NULL)` for each of `tables`, with the rows
+/// 1..=`rows` (`v` = `id`).
+fn id_v_tables(tables: &[&str], rows: i64) -> Vec<String> {
+    let values: Vec<String> = (1..=rows).map(|i| format!("({i}, {i})")).collect();
+    tables
+        .iter()
+        .flat_map(|table| {
+            [
+                format!(
+                    "CREATE TABLE app.{table} (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB"
+                ),
+                format!("INSERT INTO app.{table} VALUES {}", values.join(",")),
+            ]
+        })
+        .collect()
+}
+
+/// Servers set up by `statements` and an sdl (short intervals) that snapshots `app.<table>` for
+/// each of `tables`, in chunks of `chunk_rows` at `rows_per_second`.
+fn snapshot_relay(
+    statements: &[String],
+    tables: &[&str],
+    chunk_rows: u64,
+    rows_per_second: u64,
+) -> RelayBuilder {
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     let snapshot_tables = format!(
         "snapshot_tables = [{}]",
@@ -56,13 +67,22 @@ fn throttled_relay(tables: &[&str]) -> RelayBuilder {
     Relay::builder().sql(&statements).settings(&[
         ("source", "snapshot = \"initial\""),
         ("source", snapshot_tables.as_str()),
-        ("source", "snapshot_chunk_rows = 100"),
-        ("source", "snapshot_rows_per_second = 100"),
+        ("source", &format!("snapshot_chunk_rows = {chunk_rows}")),
+        (
+            "source",
+            &format!("snapshot_rows_per_second = {rows_per_second}"),
+        ),
         ("source", "heartbeat_interval = \"500ms\""),
         ("wal", "group_commit_delay = \"1ms\""),
         ("sink", "connect_timeout = \"1s\""),
         ("sink", "retry_max_delay = \"1s\""),
     ])
+}
+
+/// Tables of 300 rows in chunks of 100 rows at 100 rows/s: about a second between chunk
+/// windows, with the window itself a few milliseconds long.
+fn throttled_relay(tables: &[&str]) -> RelayBuilder {
+    snapshot_relay(&id_v_tables(tables, 300), tables, 100, 100)
 }
 
 /// Waits until the snapshot of `app.<table>` has placed its first chunk (100 rows) and waits,
@@ -90,16 +110,9 @@ async fn run_sql(relay: &Relay, statement: &str) {
     conn.disconnect().await.unwrap();
 }
 
-/// A table dropped while its snapshot waits between chunks: the next chunk's query finds no
-/// table. sdl must refuse that table loudly and go on with the next one and the stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_dropped_between_chunks_is_refused_and_the_relay_goes_on() {
-    let mut relay = throttled_relay(&["first", "second"]).stopped().await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
-    wait_throttled_after_first_chunk(&relay, "first").await;
-    run_sql(&relay, "DROP TABLE app.first").await;
-
+/// Waits until `/status` `snapshot.refused` names `app.first`, then until the snapshot is over
+/// and MongoDB caught up, and asserts that `app.second`, after it, is snapshotted whole.
+async fn assert_first_refused_and_second_snapshotted_whole(relay: &Relay) {
     let refused = wait_with_sdl(
         &relay.sdl,
         "/status snapshot.refused naming app.first",
@@ -122,6 +135,16 @@ async fn a_table_dropped_between_chunks_is_refused_and_the_relay_goes_on() {
         300,
         "app.second, after the refused app.first, is snapshotted whole: {refused}"
     );
+}
+
+/// A table dropped while its snapshot waits between chunks: the next chunk's query finds no
+/// table. sdl must refuse that table loudly and go on with the next one and the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_dropped_between_chunks_is_refused_and_the_relay_goes_on() {
+    let mut relay = throttled_relay(&["first", "second"]).following().await;
+    wait_throttled_after_first_chunk(&relay, "first").await;
+    run_sql(&relay, "DROP TABLE app.first").await;
+    assert_first_refused_and_second_snapshotted_whole(&relay).await;
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
@@ -130,9 +153,7 @@ async fn a_table_dropped_between_chunks_is_refused_and_the_relay_goes_on() {
 /// the `ALTER TABLE` (the whole third chunk, rows 201..=300, at least) must hold the new column.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_added_between_chunks_is_in_every_later_snapshot_image() {
-    let mut relay = throttled_relay(&["t"]).stopped().await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
+    let mut relay = throttled_relay(&["t"]).following().await;
     wait_throttled_after_first_chunk(&relay, "t").await;
     run_sql(
         &relay,
@@ -173,9 +194,7 @@ async fn a_column_added_between_chunks_is_in_every_later_snapshot_image() {
 /// table loudly and go on, not stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_dropped_under_its_chunk_query_is_refused_and_the_relay_goes_on() {
-    let mut relay = throttled_relay(&["first", "second"]).stopped().await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
+    let mut relay = throttled_relay(&["first", "second"]).following().await;
     wait_throttled_after_first_chunk(&relay, "first").await;
     let mut locker = relay.conn().await;
     locker
@@ -207,29 +226,7 @@ async fn a_table_dropped_under_its_chunk_query_is_refused_and_the_relay_goes_on(
     locker.query_drop("DROP TABLE app.first").await.unwrap();
     locker.query_drop("UNLOCK TABLES").await.unwrap();
     locker.disconnect().await.unwrap();
-
-    wait_with_sdl(
-        &relay.sdl,
-        "/status snapshot.refused naming app.first",
-        TIMEOUT,
-        || async {
-            let refused = try_status(&relay.sdl)?["snapshot"]["refused"].clone();
-            refused
-                .as_array()?
-                .iter()
-                .any(|r| r["table"] == "app.first")
-                .then_some(())
-        },
-    )
-    .await;
-    wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
-    relay.wait_caught_up(TIMEOUT).await;
-    let docs = all_documents(&relay.mongo).await;
-    assert_eq!(
-        snapshot_documents(&docs, "app", "second").len(),
-        300,
-        "app.second, after the refused app.first, is snapshotted whole"
-    );
+    assert_first_refused_and_second_snapshotted_whole(&relay).await;
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
 }
 
@@ -240,29 +237,10 @@ async fn a_table_dropped_under_its_chunk_query_is_refused_and_the_relay_goes_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_split_over_sink_batches_survive_sigkill_under_writes() {
     const ROWS: i64 = 2000;
-    let values: Vec<String> = (1..=ROWS).map(|i| format!("({i}, {i})")).collect();
-    let statements = [
-        "CREATE TABLE app.t (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB".to_string(),
-        format!("INSERT INTO app.t VALUES {}", values.join(",")),
-    ];
-    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
-    let mut relay = Relay::builder()
-        .sql(&statements)
-        .settings(&[
-            ("source", "snapshot = \"initial\""),
-            ("source", "snapshot_tables = [\"app.t\"]"),
-            ("source", "snapshot_chunk_rows = 200"),
-            ("source", "snapshot_rows_per_second = 1000"),
-            ("source", "heartbeat_interval = \"500ms\""),
-            ("wal", "group_commit_delay = \"1ms\""),
-            ("sink", "batch_max_documents = 30"),
-            ("sink", "connect_timeout = \"1s\""),
-            ("sink", "retry_max_delay = \"1s\""),
-        ])
-        .stopped()
+    let mut relay = snapshot_relay(&id_v_tables(&["t"], ROWS), &["t"], 200, 1000)
+        .setting("sink", "batch_max_documents = 30")
+        .following()
         .await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
 
     let keep_going = Arc::new(AtomicBool::new(true));
     let writer = tokio::spawn({
@@ -304,24 +282,14 @@ async fn chunks_split_over_sink_batches_survive_sigkill_under_writes() {
     wait_snapshot_idle(&relay.sdl, TIMEOUT).await;
     keep_going.store(false, Ordering::SeqCst);
     let writes = writer.await.unwrap();
-    let position = relay.mariadb.gtid_binlog_pos().await;
-    wait_everything_forwarded(&relay.sdl, &position, TIMEOUT).await;
+    wait_snapshot_done_and_forwarded(&relay, TIMEOUT).await;
 
     let docs = all_documents(&relay.mongo).await;
     assert_ids_unique(&docs);
     let mut conn = relay.conn().await;
     let source = select_keyed(&mut conn, "app.t", &["id"]).await;
     conn.disconnect().await.unwrap();
-    assert_tables_equal(
-        &source,
-        &rebuild_interleaved(&docs, "app", "t", &["id"]),
-        "app.t rebuilt in WAL order",
-    );
-    assert_tables_equal(
-        &source,
-        &rebuild_snapshot_first(&docs, "app", "t", &["id"]),
-        "app.t rebuilt snapshot first",
-    );
+    assert_rebuilds_equal(&source, &docs, "app", "t", &["id"]);
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     eprintln!(
         "{} snapshot documents, {writes} writes, one SIGKILL",
@@ -356,21 +324,9 @@ async fn snapshot_across_a_key_collation_change(after_upper_case: bool) {
             .to_string(),
         format!("INSERT INTO app.t VALUES {}", values.join(",")),
     ];
-    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
-    let mut relay = Relay::builder()
-        .sql(&statements)
-        .settings(&[
-            ("source", "snapshot = \"initial\""),
-            ("source", "snapshot_tables = [\"app.t\"]"),
-            ("source", "snapshot_chunk_rows = 100"),
-            ("source", "snapshot_rows_per_second = 100"),
-            ("source", "heartbeat_interval = \"500ms\""),
-            ("wal", "group_commit_delay = \"1ms\""),
-        ])
-        .stopped()
+    let mut relay = snapshot_relay(&statements, &["t"], 100, 100)
+        .following()
         .await;
-    relay.sdl.start();
-    relay.sdl.wait_following().await;
     wait_throttled_after_first_chunk(&relay, "t").await;
     run_sql(
         &relay,

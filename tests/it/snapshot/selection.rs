@@ -4,15 +4,15 @@
 //! refusing a keyless or unknown table with exit 2 and queuing good ones; `sdl check` naming a
 //! keyless table when `source.snapshot = "initial"`.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use mysql_async::prelude::Queryable;
 use sdl::source::snapshot::requests::{pending, refused, requests_dir};
 use sdl::source::snapshot::select::{resolve_tables, snapshot_key};
 use sdl::source::SourceError;
 
-use crate::support::{free_port, MariaDb};
+use crate::support::{free_port, run_sdl_with_output, MariaDb};
 
 /// Tables of every kind the selection must tell apart.
 async fn create_schema(mariadb: &MariaDb) {
@@ -188,19 +188,11 @@ fn write_config(dir: &Path, source_url: &str, source_extra: &str) -> PathBuf {
     path
 }
 
-/// Runs `sdl` with `args`: (exit code, stdout, stderr).
+/// Runs `sdl` with `args` and `--config <config>`: (exit code, stdout, stderr).
 fn sdl(args: &[&str], config: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sdl"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    args.extend([OsStr::new("--config"), config.as_os_str()]);
+    run_sdl_with_output(&args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,18 +167,7 @@ pub fn covers(position: &str, target: &str) -> bool {
 /// Which server of `source.url` sdl follows now (`/status` `ingest.source_server.index`); None
 /// while sdl is down or does not say.
 pub fn followed_server(sdl: &Sdl) -> Option<usize> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let body = agent
-        .get(&format!("http://{}/status", sdl.admin_addr()))
-        .call()
-        .ok()?
-        .body_mut()
-        .read_to_string()
-        .ok()?;
-    let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let status = super::status_of(sdl)?;
     Some(status["ingest"]["source_server"]["index"].as_u64()? as usize)
 }
 

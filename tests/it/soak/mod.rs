@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::proxy::Proxy;
 use crate::support::replication::Replication;
-use crate::support::{wait_for_offset, Mongo, Rng, Sdl};
+use crate::support::{all_documents, wait_for_offset, Mongo, Rng, Sdl};
 use mysql_async::prelude::Queryable;
 
 use crate::soak::faults::{Rig, Timing};
@@ -97,23 +97,7 @@ struct FromSnapshot {
     rows_per_second: u64,
 }
 
-/// All of the test database's documents in `row_changes` (change and snapshot documents), in no
-/// particular order (`check::commit_order` sorts them).
-async fn all_documents(mongo: &Mongo) -> Vec<mongodb::bson::Document> {
-    use futures_util::TryStreamExt;
-    mongo
-        .db()
-        .await
-        .collection::<mongodb::bson::Document>("row_changes")
-        .find(mongodb::bson::doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
-}
-
-/// sdl's `/status`; None while it does not answer.
+/// sdl's `/status`; None while it does not answer (within 2 s).
 fn status_of(sdl: &Sdl) -> Option<serde_json::Value> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))

@@ -829,14 +829,29 @@ impl Drop for Sdl {
 
 /// Runs `sdl` with `args` to completion and returns (exit code, stderr).
 pub fn run_sdl(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sdl"))
-        .args(args)
-        .output()
-        .expect("run sdl");
+    let out = sdl_output(args);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `sdl` with `args` to completion and returns (exit code, -1 when a signal ended it;
+/// stdout; stderr).
+pub fn run_sdl_with_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let out = sdl_output(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sdl_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sdl"))
+        .args(args)
+        .output()
+        .expect("run sdl")
 }
 
 /// Waits until the offset document for source `default` names `position`.
@@ -913,18 +928,30 @@ pub async fn select_table(
     out
 }
 
-/// All change documents of the test's database, in source commit order.
-pub async fn change_documents(mongo: &Mongo) -> Vec<Document> {
+/// Every document of the test database's `collection`, in no particular order.
+pub async fn documents_of(mongo: &Mongo, collection: &str) -> Vec<Document> {
     use futures_util::TryStreamExt;
-    let db = mongo.db().await;
-    let mut docs: Vec<Document> = db
-        .collection::<Document>("row_changes")
+    mongo
+        .db()
+        .await
+        .collection::<Document>(collection)
         .find(doc! {})
         .await
         .unwrap()
         .try_collect()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Every document of the test's `row_changes` (change and snapshot documents), in no particular
+/// order.
+pub async fn all_documents(mongo: &Mongo) -> Vec<Document> {
+    documents_of(mongo, "row_changes").await
+}
+
+/// All change documents of the test's database, in source commit order.
+pub async fn change_documents(mongo: &Mongo) -> Vec<Document> {
+    let mut docs = all_documents(mongo).await;
     docs.sort_by_key(|d| {
         let meta = d.get_document("meta").unwrap();
         (

@@ -8,11 +8,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::Queryable;
 
-use super::{bson_text, mysql_value_text, wait_until, Mongo, Row, Sdl};
+use super::{bson_text, mysql_value_text, wait_until, Mongo, Relay, Row, Sdl};
 
 /// One value of a key, ordered as the source orders it: numbers as numbers, text as text (the
 /// tests' text keys are lowercase ASCII of fixed width, whose collation order is byte order).
@@ -81,20 +80,6 @@ pub fn assert_tables_equal(source: &Table, rebuilt: &Table, what: &str) {
             rebuilt[key]
         );
     }
-}
-
-/// Every document of the test's `row_changes`, in no particular order.
-pub async fn all_documents(mongo: &Mongo) -> Vec<Document> {
-    mongo
-        .db()
-        .await
-        .collection::<Document>("row_changes")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 /// How many documents of the test's `row_changes` match `filter`.
@@ -289,6 +274,21 @@ pub fn rebuild_interleaved(docs: &[Document], db: &str, tbl: &str, key: &[&str])
         .into_iter()
         .filter_map(|(k, row)| Some((k, row?)))
         .collect()
+}
+
+/// Asserts that `db.tbl` rebuilt from `docs` both ways, [`rebuild_snapshot_first`] and
+/// [`rebuild_interleaved`], equals `source` (its `SELECT *`, keyed by `key`).
+pub fn assert_rebuilds_equal(source: &Table, docs: &[Document], db: &str, tbl: &str, key: &[&str]) {
+    assert_tables_equal(
+        source,
+        &rebuild_snapshot_first(docs, db, tbl, key),
+        &format!("{db}.{tbl} rebuilt from every snapshot image, then the changes"),
+    );
+    assert_tables_equal(
+        source,
+        &rebuild_interleaved(docs, db, tbl, key),
+        &format!("{db}.{tbl} rebuilt with each snapshot image at its meta.position"),
+    );
 }
 
 /// The milliseconds since the epoch of snapshot id `id` (`YYYYMMDDTHHMMSS.mmmZ`, UTC), or a
@@ -520,6 +520,16 @@ pub async fn wait_everything_forwarded(sdl: &Sdl, position: &str, timeout: Durat
         },
     )
     .await
+}
+
+/// Waits until no snapshot is left ([`wait_snapshot_idle`]), then until everything the source
+/// has committed by then is in MongoDB ([`wait_everything_forwarded`]). Returns that source
+/// position.
+pub async fn wait_snapshot_done_and_forwarded(relay: &Relay, timeout: Duration) -> String {
+    wait_snapshot_idle(&relay.sdl, timeout).await;
+    let position = relay.mariadb.gtid_binlog_pos().await;
+    wait_everything_forwarded(&relay.sdl, &position, timeout).await;
+    position
 }
 
 /// Asserts that MongoDB's offset document comes to name exactly the source's position

@@ -7,23 +7,14 @@ use std::time::Duration;
 
 use crate::support;
 use crate::support::workload::Workload;
-use crate::support::{wait_for_offset, wait_until, Relay, Sdl};
+use crate::support::{run_sdl_with_output, wait_for_offset, wait_until, Relay, Sdl};
 use serde_json::Value as Json;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs `sdl wal <args>` and returns (exit code, stdout, stderr).
 fn sdl_wal(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sdl"))
-        .arg("wal")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_sdl_with_output(&[&["wal"], args].concat())
 }
 
 fn stats(target: &[&str]) -> Json {
