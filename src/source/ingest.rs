@@ -340,6 +340,7 @@ impl Ingester {
                         // Any DDL may have changed any table: look the schemas up again.
                         assembler.forget_schemas();
                         json_columns.forget();
+                        snapshot.forget_schema();
                     }
                     if group.add(transaction, wal_cfg) {
                         match self.commit_group(&mut group, shutdown).await {

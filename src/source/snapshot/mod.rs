@@ -230,10 +230,7 @@ impl Snapshotter {
     /// When [`Snapshotter::wake`] has something to do: the next chunk or the next look for
     /// requests. `None` while a chunk's window is open (its read and the stream drive it).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        if self.window.is_some() {
-            return Some(self.next_request_check);
-        }
-        if self.plan.is_empty() {
+        if self.window.is_some() || self.plan.is_empty() {
             return Some(self.next_request_check);
         }
         Some(self.next_chunk_at.min(self.next_request_check))
@@ -334,16 +331,6 @@ impl Snapshotter {
     /// Watches a transaction (or fragment) the stream read, before it is appended: the keys it
     /// changes in the table of the open window, and DDL.
     pub fn observe(&mut self, transaction: &SourceTransaction) {
-        if transaction
-            .changes
-            .iter()
-            .any(|c| matches!(c, Change::Statement(_)))
-        {
-            // Any DDL may have changed the table's columns or key: the next chunk describes it
-            // again, so that no chunk placed after the statement is read with the columns from
-            // before it (the chunk query names its columns).
-            self.table = None;
-        }
         let Some(window) = self.window.as_mut() else {
             return;
         };
@@ -384,6 +371,13 @@ impl Snapshotter {
         } else {
             Emission::default()
         }
+    }
+
+    /// A DDL statement was read: it may have changed the table's columns or key, so the next
+    /// chunk describes it again, and no chunk placed after the statement is read with the
+    /// columns from before it (the chunk query names its columns).
+    pub fn forget_schema(&mut self) {
+        self.table = None;
     }
 
     /// Places the chunk read when the stream, now at `position` (a transaction boundary), holds
@@ -802,16 +796,7 @@ impl Snapshotter {
             (None, _) => SnapshotState::Reading,
         };
         let eta = task.and_then(|t| self.rate_and_eta(t.rows, estimate).1);
-        self.state.send_modify(|s| {
-            let status = &mut s.snapshot;
-            status.state = state;
-            status.id = task.map(|t| t.snapshot.clone());
-            status.table = task.map(TableTask::name);
-            status.rows_done = task.map_or(0, |t| t.rows);
-            status.rows_estimate = estimate;
-            status.tables_left = self.plan.tables.len();
-            status.eta_seconds = eta;
-        });
+        publish_plan(&self.state, &self.plan, state, estimate, eta);
     }
 
     /// Takes the `sdl snapshot` requests waiting in `wal.dir` into the plan. A request whose
@@ -888,22 +873,36 @@ pub fn publish_saved_plan(state: &watch::Sender<IngestStatus>, saved: &str) {
     else {
         return;
     };
-    let task = plan.tables.first();
-    state.send_modify(|s| {
-        let status = &mut s.snapshot;
-        status.state = if task.is_some() {
-            SnapshotState::Reading
-        } else {
-            SnapshotState::Idle
-        };
-        status.id = task.map(|t| t.snapshot.clone());
-        status.table = task.map(TableTask::name);
-        status.rows_done = task.map_or(0, |t| t.rows);
-        status.tables_left = plan.tables.len();
-    });
+    let kind = if plan.is_empty() {
+        SnapshotState::Idle
+    } else {
+        SnapshotState::Reading
+    };
+    publish_plan(state, &plan, kind, None, None);
     crate::telemetry::metrics()
         .snapshot_tables_remaining
         .set(plan.tables.len() as i64);
+}
+
+/// Publishes `plan`'s progress (its first table's) in `/status` `snapshot`.
+fn publish_plan(
+    state: &watch::Sender<IngestStatus>,
+    plan: &SnapshotPlan,
+    kind: SnapshotState,
+    rows_estimate: Option<u64>,
+    eta_seconds: Option<u64>,
+) {
+    let task = plan.tables.first();
+    state.send_modify(|s| {
+        let status = &mut s.snapshot;
+        status.state = kind;
+        status.id = task.map(|t| t.snapshot.clone());
+        status.table = task.map(TableTask::name);
+        status.rows_done = task.map_or(0, |t| t.rows);
+        status.rows_estimate = rows_estimate;
+        status.tables_left = plan.tables.len();
+        status.eta_seconds = eta_seconds;
+    });
 }
 
 /// How the key columns `key` of `db.table` order: each column's type and collation, as
