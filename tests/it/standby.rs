@@ -103,7 +103,7 @@ impl Pair {
             true => {
                 let proxy = Proxy::start(relay.mongo.port()).await;
                 let mut a = a.clone();
-                let url = via_proxy(relay.mongo.uri(), proxy.port);
+                let url = relay.mongo.uri_via_proxy(proxy.port);
                 a.push(("sink", format!("url = \"{url}\"")));
                 relay.sdl =
                     Sdl::with_settings(&relay.mariadb, &relay.mongo, "earliest", &as_settings(&a));
@@ -134,12 +134,8 @@ impl Pair {
     async fn lease(&self) -> Document {
         self.relay
             .mongo
-            .db()
+            .find_by_id("relay_leases", "default")
             .await
-            .collection::<Document>("relay_leases")
-            .find_one(doc! { "_id": "default" })
-            .await
-            .unwrap()
             .expect("the lease document")
     }
 
@@ -147,12 +143,8 @@ impl Pair {
         let offset = self
             .relay
             .mongo
-            .db()
-            .await
-            .collection::<Document>("binlog_offsets")
-            .find_one(doc! { "_id": "default" })
-            .await
-            .unwrap()?;
+            .find_by_id("binlog_offsets", "default")
+            .await?;
         offset.get_str("wal_id").ok().map(str::to_string)
     }
 
@@ -352,20 +344,6 @@ async fn a_paused_leader_commits_nothing_after_the_takeover_and_steps_down() {
         "{} row changes arrived exactly once across a SIGSTOP takeover and a takeover back",
         workload.row_changes
     );
-}
-
-/// `uri` through the proxy on `port`, connecting directly (the driver would otherwise discover
-/// the replica set's own address and go around the proxy).
-fn via_proxy(uri: &str, port: u16) -> String {
-    let query = uri.split_once('?').map_or("", |(_, q)| q);
-    let mut params: Vec<&str> = query
-        .split('&')
-        .filter(|p| {
-            !p.is_empty() && !p.starts_with("replicaSet=") && !p.starts_with("directConnection=")
-        })
-        .collect();
-    params.push("directConnection=true");
-    format!("mongodb://127.0.0.1:{port}/?{}", params.join("&"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -276,13 +276,9 @@ async fn a_reused_change_id_stops_forwarding(transactions: &str) {
         "another change"
     );
     let offset = mongo
-        .db()
+        .find_by_id("binlog_offsets", "default")
         .await
-        .collection::<Document>("binlog_offsets")
-        .find_one(doc! { "_id": "default" })
-        .await
-        .unwrap()
-        .unwrap();
+        .expect("the offset document");
     assert_eq!(offset.get_str("gtid").unwrap(), before);
 }
 

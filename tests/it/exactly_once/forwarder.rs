@@ -46,12 +46,8 @@ async fn count(mongo: &Mongo, collection: &str, filter: Document) -> u64 {
 /// The WAL sequence the offset document names (0 before the first commit).
 async fn offset_seq(mongo: &Mongo) -> i64 {
     mongo
-        .db()
+        .find_by_id("binlog_offsets", "default")
         .await
-        .collection::<Document>("binlog_offsets")
-        .find_one(doc! { "_id": "default" })
-        .await
-        .unwrap()
         .and_then(|d| d.get_i64("wal_seq").ok())
         .unwrap_or(0)
 }
@@ -356,13 +352,9 @@ async fn batch_left_pending_between_staging_and_commit_is_reconciled_on_start() 
     assert!(relay.sdl.terminate(Duration::from_secs(30)).success());
     let offset = relay
         .mongo
-        .db()
+        .find_by_id("binlog_offsets", "default")
         .await
-        .collection::<Document>("binlog_offsets")
-        .find_one(doc! { "_id": "default" })
-        .await
-        .unwrap()
-        .unwrap();
+        .expect("the offset document");
     let wal_id = offset.get_str("wal_id").unwrap();
     staging
         .insert_one(doc! {
@@ -482,13 +474,9 @@ async fn change_over_16_mib_stops_forwarding_with_nothing_acknowledged_past_it()
     assert_eq!(ids, vec![1]);
     let offset = relay
         .mongo
-        .db()
+        .find_by_id("binlog_offsets", "default")
         .await
-        .collection::<Document>("binlog_offsets")
-        .find_one(doc! { "_id": "default" })
-        .await
-        .unwrap()
-        .unwrap();
+        .expect("the offset document");
     assert_eq!(offset.get_str("gtid"), Ok(before_big.as_str()));
     let (acked, last) = wal_cursors(&relay.sdl);
     assert!(

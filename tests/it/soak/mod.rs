@@ -66,30 +66,6 @@ fn first_host(uri: &str) -> Option<(String, u16)> {
     Some((host.to_string(), port.parse().ok()?))
 }
 
-/// The sink URL through `proxy`: a direct connection (the driver must not discover the real
-/// address from the replica set's `hello` and go around the proxy).
-fn via_proxy(uri: &str, proxy: u16) -> String {
-    let (scheme, rest) = uri.split_once("://").unwrap();
-    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let userinfo = authority
-        .split('/')
-        .next()
-        .unwrap()
-        .rsplit_once('@')
-        .map_or(String::new(), |(u, _)| format!("{u}@"));
-    let mut params: Vec<&str> = query
-        .split('&')
-        .filter(|p| {
-            !p.is_empty() && !p.starts_with("replicaSet=") && !p.starts_with("directConnection=")
-        })
-        .collect();
-    params.push("directConnection=true");
-    format!(
-        "{scheme}://{userinfo}127.0.0.1:{proxy}/?{}",
-        params.join("&")
-    )
-}
-
 /// The soak from a snapshot: `first_ids` says which ids each table held when sdl first started.
 struct FromSnapshot {
     first_ids: std::collections::BTreeMap<&'static str, i64>,
@@ -217,7 +193,7 @@ async fn soak_every_change_arrives_exactly_once_through_faults() {
     };
     let sink_url = sink_proxy
         .as_ref()
-        .map_or(mongo.uri().to_string(), |p| via_proxy(mongo.uri(), p.port));
+        .map_or(mongo.uri().to_string(), |p| mongo.uri_via_proxy(p.port));
     let urls: Vec<String> = source_proxies
         .iter()
         .map(|p| format!("\"{}\"", source.primary.sdl_url_via(p.port)))

@@ -503,6 +503,42 @@ impl Mongo {
         self.client().await.database(&self.database)
     }
 
+    /// The document `_id` = `id` of `collection`, if there is one.
+    pub async fn find_by_id(&self, collection: &str, id: impl Into<Bson>) -> Option<Document> {
+        self.db()
+            .await
+            .collection::<Document>(collection)
+            .find_one(doc! { "_id": id.into() })
+            .await
+            .unwrap_or_else(|e| panic!("reading {collection}: {e}"))
+    }
+
+    /// This server's URL through a proxy on `port`: a direct connection (the driver must not
+    /// discover the real address from the replica set's `hello` and go around the proxy).
+    pub fn uri_via_proxy(&self, port: u16) -> String {
+        let (scheme, rest) = self.uri.split_once("://").unwrap();
+        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let userinfo = authority
+            .split('/')
+            .next()
+            .unwrap()
+            .rsplit_once('@')
+            .map_or(String::new(), |(u, _)| format!("{u}@"));
+        let mut params: Vec<&str> = query
+            .split('&')
+            .filter(|p| {
+                !p.is_empty()
+                    && !p.starts_with("replicaSet=")
+                    && !p.starts_with("directConnection=")
+            })
+            .collect();
+        params.push("directConnection=true");
+        format!(
+            "{scheme}://{userinfo}127.0.0.1:{port}/?{}",
+            params.join("&")
+        )
+    }
+
     /// Kills the server (SIGKILL), as an outage.
     pub fn kill(&mut self) {
         assert!(!self.external, "cannot kill an external MongoDB");
