@@ -275,19 +275,13 @@ impl MongoSink {
             // The fence last (`lease.rs`): a batch of an instance that lost the lease never
             // commits. Last, so that the lease document is locked only for the commit itself
             // (renewals and a takeover wait for no batch's inserts).
-            match self.fence_in(session).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    abort(session).await;
-                    return Err(self.lease_lost().await);
-                }
-                Err(e) => {
-                    abort(session).await;
-                    if retry_transaction(&e, attempts) {
-                        continue 'transaction;
-                    }
-                    return Err(operation_error("check lease", &e));
-                }
+            let fenced = self.fence_in(session).await;
+            if self
+                .still_fenced(session, fenced, attempts, "check lease")
+                .await?
+                == Fenced::Retry
+            {
+                continue 'transaction;
             }
             loop {
                 match session.commit_transaction().await {
@@ -461,19 +455,12 @@ impl MongoSink {
                 Ok::<_, MongoError>(true)
             }
             .await;
-            match written {
-                Ok(true) => {}
-                Ok(false) => {
-                    abort(session).await;
-                    return Err(self.lease_lost().await);
-                }
-                Err(e) => {
-                    abort(session).await;
-                    if retry_transaction(&e, attempts) {
-                        continue 'transaction;
-                    }
-                    return Err(operation_error("update offset", &e));
-                }
+            if self
+                .still_fenced(session, written, attempts, "update offset")
+                .await?
+                == Fenced::Retry
+            {
+                continue 'transaction;
             }
             loop {
                 match session.commit_transaction().await {
@@ -491,6 +478,42 @@ impl MongoSink {
             }
         }
     }
+
+    /// Settles a write inside a batch transaction that also checks the fence (`lease.rs`):
+    /// `Ok(true)` goes on; the fence found taken (`Ok(false)`) aborts and is
+    /// [`SinkError::LeaseLost`]; an error aborts, and is retried as a whole transaction when
+    /// transient, else returned naming `operation`.
+    async fn still_fenced(
+        &self,
+        session: &mut ClientSession,
+        written: Result<bool, MongoError>,
+        attempts: u32,
+        operation: &'static str,
+    ) -> Result<Fenced, SinkError> {
+        match written {
+            Ok(true) => Ok(Fenced::Go),
+            Ok(false) => {
+                abort(session).await;
+                Err(self.lease_lost().await)
+            }
+            Err(e) => {
+                abort(session).await;
+                if retry_transaction(&e, attempts) {
+                    return Ok(Fenced::Retry);
+                }
+                Err(operation_error(operation, &e))
+            }
+        }
+    }
+}
+
+/// What a transaction does after a write that also checks the lease's fence.
+#[derive(PartialEq, Eq)]
+enum Fenced {
+    /// The write landed and the lease is still this instance's: go on.
+    Go,
+    /// A transient transaction error: run the whole transaction again.
+    Retry,
 }
 
 async fn abort(session: &mut ClientSession) {
